@@ -1,0 +1,249 @@
+"""The LightningDataModule: catalogue -> shards -> (feature cache) -> train/val/test loaders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.category_tree import CategoryTree, parse_path
+from datamodules.feature_cache import build_feature_cache, load_features
+from datamodules.sharding import SPLITS, load_manifest, shard_catalogue, shard_urls
+
+SAMPLE = "sample"
+REQUEST_NAME = "shard_request.json"
+
+
+class FeatureDataset(Dataset):
+    """Map-style dataset over one split of the feature cache; items are batch-dict rows (ARCHITECTURE.md)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], tree: CategoryTree) -> None:
+        self.product_id = [str(x) for x in arrays["product_id"]]
+        self.category_ids = torch.from_numpy(
+            tree.ancestor_matrix([parse_path(c) for c in arrays["category"]])
+        )
+        self.tensors: dict[str, torch.Tensor] = {}
+        for key, name in (
+            ("image", "image_features"),
+            ("title", "title_features"),
+            ("attributes", "attribute_features"),
+        ):
+            if key in arrays:
+                self.tensors[name] = torch.from_numpy(arrays[key].astype(np.float32))
+        self.tensors["attribute_mask"] = torch.from_numpy(arrays["attribute_mask"])
+
+    def __len__(self) -> int:
+        return len(self.product_id)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {k: v[i] for k, v in self.tensors.items()}
+        item["product_id"] = self.product_id[i]
+        item["category_ids"] = self.category_ids[i]
+        return item
+
+
+class CatalogueDataModule(L.LightningDataModule):
+    """Shards a catalogue, caches frozen-encoder features, and serves batches for fit/validate/test/predict.
+
+    Everything it builds lives under ``work_dir`` and is reused on the next run while still valid: the shards (while
+    the catalogue path and split options are unchanged) and the feature cache (while the encoders and the shards'
+    content hash are unchanged).
+
+    Args:
+        catalog: a catalogue schema YAML (see ``experiments/catalogs/``) or ``"sample"`` for the built-in generated
+            sample catalogue.
+        work_dir: where shards and feature caches are written.
+        batch_size: training batch size per device (the number of in-batch negatives per rank).
+        eval_batch_size: validation/test/predict batch size.
+        num_workers: DataLoader worker processes.
+        use_features: train on cached frozen-encoder features (seconds on a CPU) instead of raw images/text. Needs
+            frozen encoders; set False to fine-tune encoders on raw shards.
+        shard_size: products per shard.
+        split_seed: seed of the product split and of the unseen-category choice.
+        val_fraction: share of each seen category's products in ``val``.
+        test_fraction: share of each seen category's products in ``test``.
+        unseen_fraction: share of leaf categories held out of training (all their products go to ``test``).
+        sample_products: size of the built-in sample catalogue.
+        encode_batch_size: images per forward pass when building the feature cache.
+        epoch_samples: raw-shard training only: samples per epoch across all ranks (default: the train split size).
+    """
+
+    def __init__(
+        self,
+        catalog: str = SAMPLE,
+        work_dir: str = "work/sample",
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        use_features: bool = True,
+        shard_size: int = 1000,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        unseen_fraction: float = 0.2,
+        sample_products: int = 600,
+        encode_batch_size: int = 64,
+        epoch_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
+        if catalog != SAMPLE and not Path(catalog).is_file():
+            raise FileNotFoundError(f"catalog schema {catalog!r} does not exist (or use catalog: sample)")
+        self.save_hyperparameters()
+        self.work_dir = Path(work_dir)
+        self.shard_dir = self.work_dir / "shards"
+        self.features_root = self.work_dir / "features"
+        self.manifest: dict | None = None
+        self.tree: CategoryTree | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    # ---------------------------------------------------------------------------------------------- building
+    def catalog_path(self) -> str:
+        if self.hparams.catalog != SAMPLE:
+            return self.hparams.catalog
+        from datamodules.sample_catalogue import generate_sample_catalogue
+
+        folder = self.work_dir / "sample_catalogue"
+        yaml_path = folder / "catalog.yaml"
+        marker = folder / "generated.json"
+        want = {"num_products": self.hparams.sample_products, "seed": 0}
+        if not (yaml_path.is_file() and marker.is_file() and json.loads(marker.read_text()) == want):
+            yaml_path = Path(
+                generate_sample_catalogue(str(folder), num_products=self.hparams.sample_products, seed=0)
+            )
+            marker.write_text(json.dumps(want))
+        return str(yaml_path)
+
+    def _shard_request(self, catalog: str) -> dict:
+        h = self.hparams
+        return {
+            "catalog": str(Path(catalog).resolve()),
+            "shard_size": h.shard_size,
+            "seed": h.split_seed,
+            "val_fraction": h.val_fraction,
+            "test_fraction": h.test_fraction,
+            "unseen_fraction": h.unseen_fraction,
+        }
+
+    def ensure_shards(self) -> dict:
+        """Shard the catalogue unless shards made with the same request are already there and intact."""
+        catalog = self.catalog_path()
+        request = self._shard_request(catalog)
+        request_file = self.shard_dir / REQUEST_NAME
+        if request_file.is_file() and json.loads(request_file.read_text()) == request:
+            return load_manifest(str(self.shard_dir), check_hashes=False)
+        manifest = shard_catalogue(
+            catalog,
+            str(self.shard_dir),
+            shard_size=request["shard_size"],
+            seed=request["seed"],
+            val_fraction=request["val_fraction"],
+            test_fraction=request["test_fraction"],
+            unseen_fraction=request["unseen_fraction"],
+        )
+        request_file.write_text(json.dumps(request, indent=2))
+        return manifest
+
+    def encoders(self):
+        """The model's (image, text) encoders, from the LightningModule this DataModule is trained with."""
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+        model = getattr(module, "model", None)
+        if model is None:
+            raise RuntimeError(
+                "use_features needs the LightningModule's encoders: attach this DataModule to a Trainer"
+            )
+        return model.image_encoder, model.text_encoder
+
+    def prepare_data(self) -> None:
+        manifest = self.ensure_shards()
+        if self.hparams.use_features:
+            image_encoder, text_encoder = self.encoders()
+            build_feature_cache(
+                str(self.shard_dir),
+                manifest,
+                text_encoder,
+                str(self.features_root),
+                image_encoder,
+                batch_size=self.hparams.encode_batch_size,
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.manifest is None:
+            self.manifest = load_manifest(str(self.shard_dir), check_hashes=False)
+            self.tree = CategoryTree.from_json(self.manifest["tree"]["paths"])
+        if self.hparams.use_features and not self.datasets:
+            image_encoder, text_encoder = self.encoders()
+            folders = build_feature_cache(  # only finds the fresh caches prepare_data made (no re-encoding)
+                str(self.shard_dir),
+                self.manifest,
+                text_encoder,
+                str(self.features_root),
+                image_encoder,
+                progress=False,
+            )
+            for split in SPLITS:
+                self.datasets[split] = FeatureDataset(load_features(folders, split), self.tree)
+
+    # ---------------------------------------------------------------------------------------------- metadata
+    @property
+    def attribute_names(self) -> list[str]:
+        return list(self.manifest.get("attribute_names", [])) if self.manifest else []
+
+    @property
+    def unseen_category_ids(self) -> list[int]:
+        return [self.tree.index(p) for p in self.manifest.get("unseen_categories", [])]
+
+    def split_size(self, split: str) -> int:
+        return int(self.manifest["splits"][split]["count"])
+
+    # ----------------------------------------------------------------------------------------------- loaders
+    def _raw_loader(self, split: str, training: bool) -> Any:
+        from datamodules.shard_pipeline import build_shard_pipeline
+
+        transform = self.trainer.lightning_module.model.image_encoder.transform
+        batch_size = self.hparams.batch_size if training else self.hparams.eval_batch_size
+        return build_shard_pipeline(
+            shard_urls(self.manifest, str(self.shard_dir), split),
+            transform,
+            self.tree,
+            batch_size,
+            training=training,
+            epoch_samples=self.hparams.epoch_samples or self.split_size(split),
+            seed=self.hparams.split_seed,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def _loader(self, split: str, training: bool) -> DataLoader:
+        if not self.hparams.use_features:
+            return self._raw_loader(split, training)
+        dataset = self.datasets[split]
+        if training and len(dataset) < self.hparams.batch_size:
+            raise ValueError(
+                f"the train split has {len(dataset)} products, fewer than batch_size={self.hparams.batch_size}"
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size if training else self.hparams.eval_batch_size,
+            shuffle=training,
+            drop_last=training,  # equal batch shapes on every rank for the gathered contrastive loss
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", training=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", training=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", training=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", training=False)

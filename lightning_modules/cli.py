@@ -1,0 +1,97 @@
+"""The ``clipita`` command: LightningCLI subcommands (fit/validate/test/predict) plus the project's own commands.
+
+    clipita fit --config experiments/clip_ita.yaml [--trainer.devices 2 --trainer.strategy ddp ...]
+    clipita test --config experiments/clip_ita.yaml --ckpt_path runs/clip_ita/.../checkpoints/last.ckpt
+    clipita shard --catalog experiments/catalogs/fashion.yaml --output_dir work/fashion/shards
+    clipita encode --config experiments/clip_ita.yaml
+
+Project commands are plain library functions; their typed signatures and docstrings are their ``--help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Callable
+
+# the offline encoders load from local folders; never let a library wander off to a hub unasked
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the frozen encoders, on purpose
+
+PROJECT_COMMANDS: dict[str, str] = {
+    "shard": "datamodules.sharding:shard_catalogue",
+    "encode": "datamodules.encode_command:encode",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _load(target: str) -> Callable:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_cli(args: list[str] | None = None, run: bool = True):
+    """Build (and by default run) the LightningCLI over ``ClipItaModule`` and ``CatalogueDataModule``."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from datamodules.catalogue_datamodule import CatalogueDataModule
+    from lightning_modules.clip_ita_module import ClipItaModule
+
+    class ClipitaCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument(
+                "--test_after_fit",
+                type=bool,
+                default=False,
+                help="after fit, evaluate the best checkpoint on the test split and print its metrics",
+            )
+
+        def after_fit(self) -> None:
+            if self.config.get(self.subcommand, {}).get("test_after_fit"):
+                ckpt = (
+                    "best"
+                    if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
+                    else None
+                )
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+
+    return ClipitaCLI(
+        ClipItaModule,
+        CatalogueDataModule,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs"},
+        parser_kwargs={"prog": "clipita"},
+    )
+
+
+def usage() -> str:
+    return (
+        "usage: clipita {" + ",".join(LIGHTNING_COMMANDS + tuple(PROJECT_COMMANDS)) + "} ...\n\n"
+        "  fit|validate|test|predict  LightningCLI over the CLIP-ITA module and the catalogue DataModule\n"
+        + "".join(f"  {name:<26} {target}\n" for name, target in PROJECT_COMMANDS.items())
+        + "\n`clipita <command> --help` documents every option."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    command = argv[0]
+    if command in PROJECT_COMMANDS:
+        from jsonargparse import CLI
+
+        CLI(_load(PROJECT_COMMANDS[command]), args=argv[1:], prog=f"clipita {command}")
+        return
+    if command not in LIGHTNING_COMMANDS:
+        raise SystemExit(f"clipita: unknown command {command!r}\n\n{usage()}")
+    make_cli(None if argv == sys.argv[1:] else argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Plain nn.Module building blocks: encoders (built by name), attribute pooling, projection heads, fusion."""
+
+from __future__ import annotations
+
+from .attribute_pooling import AttributePooling, attribute_texts
+from .fusion import MODALITIES, ConcatFusion, GatedFusion, WeightedSumFusion, check_modalities, create_fusion
+from .image_encoder import ImageEncoder, create_timm_backbone
+from .projection_head import MLPHead, ResidualHead, create_head
+from .text_encoder import TextEncoder
+
+__all__ = [
+    "MODALITIES",
+    "AttributePooling",
+    "ConcatFusion",
+    "GatedFusion",
+    "ImageEncoder",
+    "MLPHead",
+    "ResidualHead",
+    "TextEncoder",
+    "WeightedSumFusion",
+    "attribute_texts",
+    "check_modalities",
+    "create_fusion",
+    "create_head",
+    "create_timm_backbone",
+]

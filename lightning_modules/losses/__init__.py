@@ -1,0 +1,9 @@
+"""Contrastive objectives, one per file."""
+
+from __future__ import annotations
+
+from .info_nce import InfoNCELoss
+from .logit_scale import LogitScale
+from .multi_positive_info_nce import MultiPositiveInfoNCELoss, positive_mask
+
+__all__ = ["InfoNCELoss", "LogitScale", "MultiPositiveInfoNCELoss", "positive_mask"]

@@ -1,0 +1,51 @@
+"""Retrieval evaluation: the category-to-image protocol as a torchmetrics Metric, its functional core, paired
+significance tests and the CLIP-ITA error analysis."""
+
+from __future__ import annotations
+
+from .category_retrieval import CategoryRetrievalMetrics, product_leaves, relevant_categories
+from .error_analysis import error_analysis, node_ancestors
+from .retrieval_functional import (
+    PAD_INDEX,
+    average_precision_at_k,
+    hits_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    precision_ceiling_at_k,
+    r_precision,
+    ranking_order,
+    recall_at_k,
+    reciprocal_rank,
+    running_topk,
+    score_chunk,
+    select_topk,
+    tie_averaged_gains,
+    truncate_ranking,
+)
+from .significance import adjust_p_values, compare_per_query, paired_test
+
+__all__ = [
+    "PAD_INDEX",
+    "CategoryRetrievalMetrics",
+    "adjust_p_values",
+    "compare_per_query",
+    "error_analysis",
+    "average_precision_at_k",
+    "hits_at_k",
+    "ndcg_at_k",
+    "node_ancestors",
+    "paired_test",
+    "precision_at_k",
+    "precision_ceiling_at_k",
+    "product_leaves",
+    "r_precision",
+    "ranking_order",
+    "recall_at_k",
+    "reciprocal_rank",
+    "relevant_categories",
+    "running_topk",
+    "score_chunk",
+    "select_topk",
+    "tie_averaged_gains",
+    "truncate_ranking",
+]

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_modules.components import AttributePooling, check_modalities
+from lightning_modules.factory import create_model
+from lightning_modules.losses import MultiPositiveInfoNCELoss
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    from lightning_modules.components import TextEncoder
+
+    return TextEncoder()
+
+
+def _feature_batch(n=6, a=3, di=1280, dt=384):
+    torch.manual_seed(0)
+    mask = torch.rand(n, a) > 0.3
+    mask[0] = False  # a product with no attribute at all
+    return {
+        "image_features": torch.randn(n, di),
+        "title_features": torch.randn(n, dt),
+        "attribute_features": torch.randn(n, a, dt),
+        "attribute_mask": mask,
+        "category_ids": torch.tensor([[0, 2, 5], [0, 2, 6], [0, 3, 7], [1, 4, 8], [1, 4, 8], [1, 4, 9]]),
+    }
+
+
+@pytest.mark.parametrize("fusion", ["concat", "weighted_sum", "gated"])
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_every_trainable_parameter_receives_a_gradient(fusion, pooling):
+    model = create_model(
+        image_weights="none",
+        fusion=fusion,
+        attribute_pooling=pooling,
+        learnable_fusion_weights=True,
+        category_head="mlp",
+        dropout=0.0,
+    )
+    loss_fn = MultiPositiveInfoNCELoss(temperature=0.1)
+    batch = _feature_batch()
+    products = model.encode_product(batch)
+    targets = batch["category_ids"][:, -1]
+    categories = model.encode_category(torch.randn(10, 384)[targets])
+    loss = loss_fn(products, categories, target_ids=targets, product_category_ids=batch["category_ids"])
+    loss.backward()
+    trainable = [
+        (n, p)
+        for n, p in list(model.named_parameters()) + list(loss_fn.named_parameters())
+        if p.requires_grad
+    ]
+    assert trainable
+    no_grad = [n for n, p in trainable if p.grad is None or not torch.any(p.grad != 0)]
+    assert no_grad == []
+    frozen = [n for n, p in model.named_parameters() if n.startswith(("image_encoder", "text_encoder"))]
+    assert frozen and all(not p.requires_grad for n, p in model.named_parameters() if n in frozen)
+
+
+def test_raw_inputs_and_cached_features_give_the_same_embedding():
+    model = create_model(image_weights="none", dropout=0.0).eval()
+    model.attribute_names = ["colour", "gender"]
+    raw = {
+        "image": torch.randn(2, 3, 64, 64),
+        "title": ["Aurora Men Blue Running Sneaker", "Lumen Women Red Tote"],
+        "attributes": [{"colour": "Blue"}, {}],
+    }
+    with torch.no_grad():
+        cached = {
+            "image_features": model.image_encoder(raw["image"]),
+            "title_features": model.text_encoder(raw["title"]),
+        }
+        cached["attribute_features"], cached["attribute_mask"] = model.raw_attribute_features(
+            raw["attributes"]
+        )
+        assert cached["attribute_mask"].tolist() == [[True, False], [False, False]]
+        assert torch.allclose(model.encode_product(raw), model.encode_product(cached), atol=1e-5)
+
+
+def test_modalities_select_the_fused_inputs():
+    clip_i = create_model(modalities=["image"], image_weights="none")
+    title_only = create_model(modalities=["title"])
+    assert title_only.image_encoder is None
+    assert clip_i.fusion.modalities == ["image"]
+    with pytest.raises(ValueError, match="'colour'"):
+        check_modalities(["image", "colour"])
+
+
+def test_mean_pooling_ignores_missing_attributes():
+    pool = AttributePooling(2)
+    x = torch.tensor([[[1.0, 1.0], [3.0, 5.0], [100.0, 100.0]]])
+    out = pool(x, torch.tensor([[True, True, False]]))
+    assert out.tolist() == [[2.0, 3.0]]
+    assert pool(x, torch.tensor([[False, False, False]])).tolist() == [[0.0, 0.0]]
+
+
+def test_residual_category_head_starts_as_identity():
+    model = create_model(modalities=["title"], category_head="residual", embed_dim=384)
+    features = torch.randn(3, 384)
+    assert torch.allclose(model.encode_category(features, normalize=False), features)
+    with pytest.raises(ValueError, match="in_dim == out_dim"):
+        create_model(modalities=["title"], category_head="residual", embed_dim=128)

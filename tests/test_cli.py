@@ -1,0 +1,154 @@
+"""The ``clipita`` command end to end: configs, fast_dev_run, bad values, and 2-process CPU DDP (gloo)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_modules.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+TINY = [
+    "--data.catalog",
+    "sample",
+    "--data.sample_products",
+    "160",
+    "--data.batch_size",
+    "16",
+    "--model.image_size",
+    "64",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+]
+
+
+def run_clipita(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory) -> Path:
+    """One sample catalogue, sharded and feature-cached once for the CLI tests."""
+    return tmp_path_factory.mktemp("clipita_work")
+
+
+@pytest.mark.parametrize("name", ["clip_i", "clip_ia", "clip_ita", "title_only", "quickstart"])
+def test_print_config_is_complete(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(EXPERIMENTS / f"{name}.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    for key in (
+        "modalities",
+        "fusion",
+        "loss",
+        "temperature",
+        "loss_lambda",
+        "image_model",
+        "text_model",
+        "category_head",
+        "attribute_pooling",
+        "fusion_weights",
+        "train_image_encoder",
+    ):
+        assert key in config["model"], key
+    for key in ("catalog", "work_dir", "batch_size", "use_features", "unseen_fraction"):
+        assert key in config["data"], key
+    assert config["trainer"]["callbacks"]
+
+
+def test_help_documents_options_from_docstrings(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert "--model.fusion" in out and "``concat`` (the paper)" in out
+    assert "--data.catalog" in out
+
+
+def test_fast_dev_run_through_clipita_fit(work_dir, tmp_path):
+    result = run_clipita(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENTS / "quickstart.yaml"),
+            *TINY,
+            "--data.work_dir",
+            str(work_dir),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.logger",
+            "false",
+            "--test_after_fit",
+            "false",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work_dir / "shards" / "manifest.json").is_file()
+    assert len(list((work_dir / "features").iterdir())) == 2  # one image cache, one text cache
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        (["--model.modalities", "[image, colour]"], "colour"),
+        (["--model.temperature", "-0.5"], "-0.5"),
+        (["--model.image_weights", "/no/such/weights.pth"], "/no/such/weights.pth"),
+        (["--model.fusion", "sum_of_everything"], "sum_of_everything"),
+    ],
+)
+def test_bad_config_values_fail_at_start_naming_the_value(override, needle, tmp_path):
+    result = run_clipita(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENTS / "quickstart.yaml"),
+            *override,
+            "--data.work_dir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert not (tmp_path / "shards").exists()  # failed before any work was done
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_fit(work_dir, tmp_path):
+    result = run_clipita(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENTS / "quickstart.yaml"),
+            *TINY,
+            "--data.work_dir",
+            str(work_dir),
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "runs"),
+            "--test_after_fit",
+            "false",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    metrics = next((tmp_path / "runs").rglob("metrics.csv")).read_text()
+    assert "val/map@10" in metrics and "train/loss" in metrics
