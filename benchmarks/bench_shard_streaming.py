@@ -1,6 +1,7 @@
 """Shard streaming throughput vs the JPEG-decode floor, on the same image files in the same run.
 
-What is timed (images per second, best of ``--repeats`` passes, every pass over the same ``--limit`` images):
+What is timed (images per second, best of ``--repeats`` rounds; each round runs one pass of every method,
+one after the other, over the same ``--limit`` images):
 
 - ``shards``: our pipeline (``datamodules.shard_pipeline.build_shard_pipeline``) with ``--workers`` workers:
   read the tar shards, decode the JPEG, resize to 224 + normalise, collate the batch dict. Evaluation mode
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -99,17 +101,45 @@ def _count(batches: Iterable[object], key: str | None) -> int:
     return total
 
 
-def time_passes(run: Callable[[], int], repeats: int, expected: int) -> tuple[float, list[float]]:
-    """Run ``run`` (one pass, returns images seen) ``repeats`` times; best images/s and every pass's."""
-    rates = []
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live children (DataLoader workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid == me or ppid == me:
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def time_interleaved(
+    methods: dict[str, tuple[Callable[[], int], int]], repeats: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Time one pass of every method per round, ``repeats`` rounds (round-robin, so that load from other
+    processes on a shared machine hits all methods alike).
+
+    Args:
+        methods: Name -> (one pass returning the images it saw, the count it must see).
+        repeats: Number of rounds.
+
+    Returns:
+        Name -> (images/s, CPU milliseconds per image over this process and its workers) of each pass.
+    """
+    passes: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
     for _ in range(repeats):
-        start = time.perf_counter()
-        seen = run()
-        elapsed = time.perf_counter() - start
-        if seen != expected:
-            raise RuntimeError(f"a pass saw {seen} images, expected {expected}")
-        rates.append(seen / elapsed)
-    return max(rates), rates
+        for name, (run, expected) in methods.items():
+            cpu, start = cpu_seconds(), time.perf_counter()
+            seen = run()
+            elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+            if seen != expected:
+                raise RuntimeError(f"{name}: a pass saw {seen} images, expected {expected}")
+            passes[name].append((seen / elapsed, 1000 * cpu / seen))
+    return passes
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -128,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--shard-size", type=int, default=250)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
     images = Path(args.images)
@@ -148,10 +178,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         shard_bytes = sum(os.path.getsize(u) for u in urls)
         print(
             f"{n} images from {images} -> {len(urls)} shards ({shard_bytes / 2**20:.1f} MiB); "
-            f"batch {args.batch_size}, {args.image_size}px, {args.workers} workers, best of {args.repeats}; "
+            f"batch {args.batch_size}, {args.image_size}px, {args.workers} workers, {args.repeats} rounds; "
             f"{os.cpu_count()} CPUs, torch {torch.__version__}, webdataset {wds.__version__}, "
             f"Python {platform.python_version()}"
         )
+
+        torch.set_num_threads(1)  # as in DataLoader workers; the main process of the loaders only waits
 
         def loop() -> int:
             count = 0
@@ -182,26 +214,32 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             )
             return lambda: _count(loader, "product_id")
 
-        expected_train = -(-n // args.batch_size) * args.batch_size  # with_epoch: full batches, rounded up
-        # Each method's loader (and its persistent workers) is dropped before the next method runs.
-        results: dict[str, tuple[float, list[float]]] = {
-            "floor, loop (1 process)": time_passes(loop, args.repeats, n),
-            f"floor, DataLoader ({args.workers} workers)": time_passes(floor_dataloader(), args.repeats, n),
-            f"shards, eval stream ({args.workers} workers)": time_passes(shards(False), args.repeats, n),
-            f"shards, train stream, resampled ({args.workers} workers)": time_passes(
-                shards(True), args.repeats, expected_train
-            ),
-        }
+        expected_train = -(-n // args.batch_size) * args.batch_size  # full batches, rounded up
+        workers = f"{args.workers} workers"
+        passes = time_interleaved(
+            {
+                "floor, loop (1 process)": (loop, n),
+                f"floor, DataLoader ({workers})": (floor_dataloader(), n),
+                f"shards, eval stream ({workers})": (shards(False), n),
+                f"shards, train stream, resampled ({workers})": (shards(True), expected_train),
+            },
+            args.repeats,
+        )
 
-    width = max(len(k) for k in results)
-    for name, (best, rates) in results.items():
-        print(f"{name:<{width}}  {best:8.1f} images/s   (passes: {', '.join(f'{r:.0f}' for r in rates)})")
-    best = {name: value[0] for name, value in results.items()}
-    names = list(best)
-    loop_rate, floor_rate = best[names[0]], best[names[1]]
+    width = max(len(k) for k in passes)
+    best = {name: max(rate for rate, _ in values) for name, values in passes.items()}
+    median = {name: statistics.median(rate for rate, _ in values) for name, values in passes.items()}
+    cpu = {name: statistics.median(ms for _, ms in values) for name, values in passes.items()}
+    print(f"{'method':<{width}}  best img/s  median img/s  CPU ms/img (median, incl. workers)")
+    for name in passes:
+        print(f"{name:<{width}}  {best[name]:10.0f}  {median[name]:12.0f}  {cpu[name]:10.2f}")
+        print(f"{'':<{width}}  passes: {', '.join(f'{rate:.0f}' for rate, _ in passes[name])}")
+    names = list(passes)
     for name in names[2:]:
         print(
-            f"{name}: {best[name] / floor_rate:.2f}x the DataLoader floor, {best[name] / loop_rate:.2f}x the loop"
+            f"{name}: best {best[name] / best[names[1]]:.2f}x / median {median[name] / median[names[1]]:.2f}x "
+            f"the DataLoader floor ({best[name] / best[names[0]]:.2f}x / {median[name] / median[names[0]]:.2f}x "
+            f"the loop); CPU per image {cpu[name] / cpu[names[1]]:.2f}x the DataLoader floor's"
         )
     return best
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.category_tree import CategoryTree, parse_path
-from datamodules.feature_cache import build_feature_cache, load_features
+from datamodules.feature_cache import build_feature_cache, load_features, split_product_ids
 from datamodules.sharding import SPLITS, load_manifest, shard_catalogue, shard_urls
 
 SAMPLE = "sample"
@@ -97,7 +97,7 @@ class CatalogueDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"catalog schema {catalog!r} does not exist (or use catalog: sample)")
         self.save_hyperparameters()
         self.work_dir = Path(work_dir)
-        self.shard_dir = self.work_dir / "shards"
+        self.shard_dir = self.work_dir / "shards" / f"seed{split_seed}"  # one split per seed, side by side
         self.features_root = self.work_dir / "features"
         self.manifest: dict | None = None
         self.tree: CategoryTree | None = None
@@ -188,7 +188,8 @@ class CatalogueDataModule(L.LightningDataModule):
                 progress=False,
             )
             for split in SPLITS:
-                self.datasets[split] = FeatureDataset(load_features(folders, split), self.tree)
+                ids = split_product_ids(self.manifest, str(self.shard_dir), split)
+                self.datasets[split] = FeatureDataset(load_features(folders, ids), self.tree)
 
     # ---------------------------------------------------------------------------------------------- metadata
     @property

@@ -8,7 +8,7 @@ from datamodules.feature_cache import build_feature_cache, describe
 
 
 def encode(
-    config: str, overrides: list[str] | None = None, batch_size: int = 64, num_workers: int = 1
+    fit_config: str, overrides: list[str] | None = None, batch_size: int = 64, num_workers: int = 1
 ) -> None:
     """Shard the config's catalogue if needed and encode every product once with the config's frozen encoders.
 
@@ -16,7 +16,7 @@ def encode(
     shards get a new cache folder (the old one is never served stale).
 
     Args:
-        config: a ``clipita fit`` YAML (e.g. ``experiments/clip_ita.yaml``); its ``model`` section names the encoders
+        fit_config: a ``clipita fit`` YAML (e.g. ``experiments/clip_ita.yaml``); its ``model`` section names the encoders
             and its ``data`` section the catalogue and ``work_dir``.
         overrides: extra ``--key value`` overrides, as for ``clipita fit`` (e.g. ``["--data.work_dir", "w"]``).
         batch_size: images per encoder forward pass.
@@ -24,7 +24,7 @@ def encode(
     """
     from lightning_modules.cli import make_cli
 
-    cli = make_cli(["--config", config, *(overrides or [])], run=False)
+    cli = make_cli(["--config", fit_config, *(overrides or [])], run=False)
     dm, model = cli.datamodule, cli.model.model
     manifest = dm.ensure_shards()
     folders = build_feature_cache(

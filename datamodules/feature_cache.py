@@ -1,15 +1,16 @@
-"""Frozen-encoder feature cache: encode every product once, reuse until the encoder or the shards change.
+"""Frozen-encoder feature cache: encode every product once, reuse until the encoder or the products change.
 
 Layout under ``features_root`` (one folder per encoder, so changing the text model does not re-encode images)::
 
-    image-<hash>/{train,val,test}.npz   product_id, image [N, Di] float16
-    text-<hash>/{train,val,test}.npz    product_id, title [N, Dt], attributes [N, A, Dt], attribute_mask [N, A],
-                                        category (path strings "A > B > C")
-    <each>/meta.json                    the encoder's cache key, the manifest's content hash, attribute names
+    image-<hash>/features.npz   product_id (sorted), image [N, Di] float16
+    text-<hash>/features.npz    product_id (sorted), title [N, Dt], attributes [N, A, Dt], attribute_mask [N, A],
+                                category (path strings "A > B > C")
+    <each>/meta.json            the encoder's cache key, the products' fingerprint, attribute names
 
-``<hash>`` is a sha256 over the meta, so a cache built from other shards or another encoder config lives in
-another folder and is never reused by mistake; a folder is written under a temporary name and renamed when
-complete, so a crash never leaves a half cache that looks whole.
+The cache holds every product of the catalogue whatever split it is in, so re-splitting with another seed reuses it.
+``<hash>`` is a sha256 over the meta; the products' fingerprint covers every id, image and text, so a cache built
+from other products or another encoder config lives in another folder and is never served stale. A folder is
+written under a temporary name and renamed when complete, so a crash never leaves a half cache that looks whole.
 """
 
 from __future__ import annotations
@@ -32,16 +33,46 @@ from datamodules.category_tree import format_path
 from datamodules.sharding import SPLITS, shard_urls
 
 META_NAME = "meta.json"
+FEATURES_NAME = "features.npz"
 
 
 class FeatureCacheError(RuntimeError):
     """A feature cache is missing, incomplete or does not match the shards it is used with."""
 
 
+def all_urls(manifest: dict, shard_dir: str) -> list[str]:
+    return [u for split in SPLITS for u in shard_urls(manifest, shard_dir, split)]
+
+
+def products_fingerprint(manifest: dict, shard_dir: str) -> str:
+    """sha256 over every product's id, image bytes and record (less its split): the same products give the same
+    fingerprint however they are split. Remembered beside the shards (keyed by their content hash)."""
+    cached = Path(shard_dir) / "products_fingerprint.json"
+    if cached.is_file():
+        stored = json.loads(cached.read_text())
+        if stored.get("content_hash") == manifest["content_hash"]:
+            return stored["fingerprint"]
+    entries = []
+    for sample in _records(all_urls(manifest, shard_dir)):
+        record = json.loads(sample["json"])
+        record.pop("split", None)
+        text = json.dumps(record, sort_keys=True).encode()
+        image_digest = hashlib.sha256(sample["jpg"]).hexdigest()
+        entries.append(f"{sample['__key__']}:{image_digest}:{hashlib.sha256(text).hexdigest()}")
+    digest = hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+    cached.write_text(json.dumps({"content_hash": manifest["content_hash"], "fingerprint": digest}))
+    return digest
+
+
+def split_product_ids(manifest: dict, shard_dir: str, split: str) -> list[str]:
+    """Product ids of a split in shard order (the order its loader serves them)."""
+    return [s["__key__"] for s in _records(shard_urls(manifest, shard_dir, split))]
+
+
 def cache_meta(
-    kind: str, encoder_key: dict, manifest: dict, attribute_names: list[str] | None = None
+    kind: str, encoder_key: dict, fingerprint: str, attribute_names: list[str] | None = None
 ) -> dict:
-    meta = {"kind": kind, "encoder": encoder_key, "content_hash": manifest["content_hash"]}
+    meta = {"kind": kind, "encoder": encoder_key, "products": fingerprint}
     if attribute_names is not None:
         meta["attribute_names"] = list(attribute_names)
     return meta
@@ -61,7 +92,7 @@ def is_fresh(folder: Path, meta: dict) -> bool:
         stored = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
-    return stored == meta and all((folder / f"{s}.npz").is_file() for s in SPLITS)
+    return stored == meta and (folder / FEATURES_NAME).is_file()
 
 
 def _records(urls: list[str]) -> wds.WebDataset:
@@ -96,12 +127,12 @@ class _ImageBatches(torch.utils.data.IterableDataset):
             yield ids, torch.stack(images)
 
 
-def _atomic_write(folder: Path, meta: dict, arrays_per_split: dict[str, dict[str, np.ndarray]]) -> Path:
+def _atomic_write(folder: Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for split, arrays in arrays_per_split.items():
-        np.savez(tmp / f"{split}.npz", **arrays)
+    order = np.argsort(arrays["product_id"], kind="stable")  # sorted ids: rows are found by binary search
+    np.savez(tmp / FEATURES_NAME, **{k: v[order] for k, v in arrays.items()})
     (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
@@ -118,38 +149,32 @@ def encode_image_features(
     num_workers: int = 1,
     progress: bool = True,
 ) -> Path:
-    """Run the (frozen) image tower once over every split's shards; returns the cache folder (reused if fresh).
+    """Run the (frozen) image tower once over every product; returns the cache folder (reused if fresh).
 
-    Decoding runs in ``num_workers`` loader processes while the encoder runs in the main one.
+    Decoding runs in ``num_workers`` (0 or 1) loader processes while the encoder runs in the main one.
     """
-    meta = cache_meta("image", image_encoder.cache_key(), manifest)
+    meta = cache_meta("image", image_encoder.cache_key(), products_fingerprint(manifest, shard_dir))
     folder = cache_dir(features_root, meta)
     if is_fresh(folder, meta):
         return folder
     image_encoder.eval()
     device = next(image_encoder.parameters()).device
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    bar = tqdm(total=manifest["sharded"], desc="encode images", unit="img", disable=not progress)
-    for split in SPLITS:
-        urls = shard_urls(manifest, shard_dir, split)
-        ids: list[str] = []
-        feats: list[np.ndarray] = []
-        if urls:
-            loader = torch.utils.data.DataLoader(
-                _ImageBatches(urls, image_encoder.transform, batch_size),
-                batch_size=None,
-                num_workers=min(num_workers, 1),  # one worker keeps record order (shards are not split)
-            )
-            for batch_ids, images in loader:
-                feats.append(image_encoder(images.to(device)).float().cpu().numpy().astype(np.float16))
-                ids += batch_ids
-                bar.update(len(batch_ids))
-        dim = image_encoder.output_dim
-        arrays[split] = {
-            "product_id": np.array(ids, dtype=str),
-            "image": np.concatenate(feats) if feats else np.zeros((0, dim), np.float16),
-        }
-    bar.close()
+    ids: list[str] = []
+    feats: list[np.ndarray] = []
+    loader = torch.utils.data.DataLoader(
+        _ImageBatches(all_urls(manifest, shard_dir), image_encoder.transform, batch_size),
+        batch_size=None,
+        num_workers=min(num_workers, 1),  # one worker keeps record order (shards are not split)
+    )
+    with tqdm(total=manifest["sharded"], desc="encode images", unit="img", disable=not progress) as bar:
+        for batch_ids, images in loader:
+            feats.append(image_encoder(images.to(device)).float().cpu().numpy().astype(np.float16))
+            ids += batch_ids
+            bar.update(len(batch_ids))
+    arrays = {
+        "product_id": np.array(ids, dtype=str),
+        "image": np.concatenate(feats) if feats else np.zeros((0, image_encoder.output_dim), np.float16),
+    }
     return _atomic_write(folder, meta, arrays)
 
 
@@ -162,9 +187,9 @@ def encode_text_features(
     batch_size: int = 256,
     progress: bool = True,
 ) -> Path:
-    """Run the (frozen) text tower once over titles and ``name: value`` attribute pairs of every split."""
+    """Run the (frozen) text tower once over every product's title and ``name: value`` attribute pairs."""
     names = list(manifest.get("attribute_names", []))
-    meta = cache_meta("text", text_encoder.cache_key(), manifest, names)
+    meta = cache_meta("text", text_encoder.cache_key(), products_fingerprint(manifest, shard_dir), names)
     folder = cache_dir(features_root, meta)
     if is_fresh(folder, meta):
         return folder
@@ -172,58 +197,55 @@ def encode_text_features(
 
     text_encoder.eval()
     dim = text_encoder.output_dim
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    bar = tqdm(total=manifest["sharded"], desc="encode texts", unit="product", disable=not progress)
-    for split in SPLITS:
-        records = [json.loads(s["json"]) for s in _records(shard_urls(manifest, shard_dir, split))]
-        titles = [r["title"] for r in records]
-        pairs = [attribute_texts(r.get("attributes", {}), names) for r in records]
-        mask = np.array([[t != "" for t in row] for row in pairs], dtype=bool).reshape(
-            len(records), len(names)
-        )
-        flat = [t for row in pairs for t in row if t]
-        # identical attribute pairs repeat a lot ("gender: Men"): embed each distinct text once
-        distinct = sorted(set(flat))
+    records = [json.loads(s["json"]) for s in _records(all_urls(manifest, shard_dir))]
+    pairs = [attribute_texts(r.get("attributes", {}), names) for r in records]
+    mask = np.array([[t != "" for t in row] for row in pairs], dtype=bool).reshape(len(records), len(names))
+    flat = [t for row in pairs for t in row if t]
+    # identical attribute pairs repeat a lot ("gender: Men"): embed each distinct text once
+    distinct = sorted(set(flat))
+    lookup = {t: i for i, t in enumerate(distinct)}
+    with tqdm(
+        total=len(records) + len(distinct), desc="encode texts", unit="text", disable=not progress
+    ) as bar:
         distinct_emb = (
             text_encoder(distinct, batch_size).float().cpu().numpy() if distinct else np.zeros((0, dim))
         )
-        lookup = {t: i for i, t in enumerate(distinct)}
-        attributes = np.zeros((len(records), len(names), dim), dtype=np.float16)
-        if flat:
-            attributes[mask] = distinct_emb[[lookup[t] for t in flat]].astype(np.float16)
-        title_emb = (
-            text_encoder(titles, batch_size).float().cpu().numpy().astype(np.float16)
-            if titles
-            else np.zeros((0, dim), np.float16)
-        )
-        arrays[split] = {
-            "product_id": np.array([r["id"] for r in records], dtype=str),
-            "title": title_emb,
-            "attributes": attributes,
-            "attribute_mask": mask,
-            "category": np.array([format_path(r["category"]) for r in records], dtype=str),
-        }
+        bar.update(len(distinct))
+        titles = [r["title"] for r in records]
+        title_emb = text_encoder(titles, batch_size).float().cpu().numpy().astype(np.float16)
         bar.update(len(records))
-    bar.close()
+    attributes = np.zeros((len(records), len(names), dim), dtype=np.float16)
+    if flat:
+        attributes[mask] = distinct_emb[[lookup[t] for t in flat]].astype(np.float16)
+    arrays = {
+        "product_id": np.array([r["id"] for r in records], dtype=str),
+        "title": title_emb.reshape(len(records), dim),
+        "attributes": attributes,
+        "attribute_mask": mask,
+        "category": np.array([format_path(r["category"]) for r in records], dtype=str),
+    }
     return _atomic_write(folder, meta, arrays)
 
 
-def load_features(folders: list[Path], split: str) -> dict[str, np.ndarray]:
-    """Merge one split of several caches into one dict of arrays, checking their rows are the same products."""
-    merged: dict[str, np.ndarray] = {}
+def load_features(folders: list[Path], product_ids: list[str]) -> dict[str, np.ndarray]:
+    """The cached rows of ``product_ids`` (in that order) from every cache folder, merged into one dict."""
+    merged: dict[str, np.ndarray] = {"product_id": np.array(product_ids, dtype=str)}
     for folder in folders:
-        path = folder / f"{split}.npz"
+        path = folder / FEATURES_NAME
         if not path.is_file():
             raise FeatureCacheError(
                 f"feature cache file {str(path)!r} is missing; run `clipita encode` again"
             )
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}
-        if "product_id" in merged and not np.array_equal(merged["product_id"], arrays["product_id"]):
-            raise FeatureCacheError(
-                f"{str(path)!r} lists other products (or another order) than {str(folders[0])!r}: stale cache"
-            )
-        merged.update(arrays)
+        cached = arrays.pop("product_id")
+        rows = np.searchsorted(cached, merged["product_id"])
+        rows = np.clip(rows, 0, max(len(cached) - 1, 0))
+        found = cached[rows] == merged["product_id"] if len(cached) else np.zeros(len(product_ids), bool)
+        if not found.all():
+            missing = merged["product_id"][~found][:5].tolist()
+            raise FeatureCacheError(f"{str(path)!r} has no features for products {missing}: stale cache")
+        merged.update({k: v[rows] for k, v in arrays.items()})
     return merged
 
 

@@ -3,9 +3,11 @@
     clipita fit --config experiments/clip_ita.yaml [--trainer.devices 2 --trainer.strategy ddp ...]
     clipita test --config experiments/clip_ita.yaml --ckpt_path runs/clip_ita/.../checkpoints/last.ckpt
     clipita shard --catalog experiments/catalogs/fashion.yaml --output_dir work/fashion/shards
-    clipita encode --config experiments/clip_ita.yaml
+    clipita encode experiments/clip_ita.yaml
 
-Project commands are plain library functions; their typed signatures and docstrings are their ``--help``.
+Project commands are plain library functions; their typed signatures and docstrings are their ``--help`` (through
+jsonargparse). A target named ``main`` instead takes the raw argument list (for commands with positional/short
+options, like ``clipita search "Footwear > Shoes" -k 10``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # t
 PROJECT_COMMANDS: dict[str, str] = {
     "shard": "datamodules.sharding:shard_catalogue",
     "encode": "datamodules.encode_command:encode",
+    "leaderboard": "lightning_modules.leaderboard:leaderboard",
+    "sweep": "lightning_modules.sweep:sweep",
+    "index": "lightning_modules.indexing:index",
+    "search": "lightning_modules.search:main",
+    "gallery": "lightning_modules.gallery:gallery",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -84,9 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     command = argv[0]
     if command in PROJECT_COMMANDS:
+        target = _load(PROJECT_COMMANDS[command])
+        if target.__name__ == "main":
+            target(argv[1:])
+            return
         from jsonargparse import CLI
 
-        CLI(_load(PROJECT_COMMANDS[command]), args=argv[1:], prog=f"clipita {command}")
+        CLI(target, args=argv[1:], prog=f"clipita {command}")
         return
     if command not in LIGHTNING_COMMANDS:
         raise SystemExit(f"clipita: unknown command {command!r}\n\n{usage()}")

@@ -147,6 +147,10 @@ class ClipItaModule(L.LightningModule):
         self.category_texts: list[str] = []
         self.register_buffer("category_text_features", torch.zeros(0), persistent=False)
         self.query_groups: dict[str, torch.Tensor] = {}
+        self.per_query: dict[
+            str, dict[str, torch.Tensor]
+        ] = {}  # stage -> {metric: [Q]} of the last evaluation
+        self.rankings: dict[str, torch.Tensor] = {}  # stage -> [Q, max_rank] product indices (error analysis)
 
     # --------------------------------------------------------------------------------------------- the tree
     def setup(self, stage: str) -> None:
@@ -225,6 +229,8 @@ class ClipItaModule(L.LightningModule):
 
     def _eval_end(self, stage: str) -> None:
         values = self.metrics[stage].compute()
+        self.per_query[stage] = {k: v.cpu() for k, v in self.metrics[stage].compute_per_query().items()}
+        self.rankings[stage] = self.metrics[stage].ranking()[1].cpu()
         empty = {k.split("/")[0] for k, v in values.items() if k.endswith("/num_queries") and v == 0}
         for name, value in values.items():
             if name.split("/")[0] not in empty:  # e.g. unseen leaves have no products in val

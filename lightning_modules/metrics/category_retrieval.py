@@ -96,9 +96,12 @@ class CategoryRetrievalMetrics(Metric):
         ks: cut-offs for ``p@k``, ``p@k_ceiling`` and ``map@k`` (``map@1`` equals ``p@1``).
         max_rank: ranking depth kept per query (``K``).
         relevance: ``"hierarchical"`` or ``"strict"`` (above).
-        chunk_size: products scored at once in :meth:`update` (memory ``~4 * Q * chunk_size`` bytes).
+        chunk_size: products scored at once in :meth:`update`. The score block is
+            ``4 * min(Q, query_chunk_size) * chunk_size`` bytes; long rows keep ``torch.topk`` efficient.
         ndcg_ks: cut-offs for ``ndcg@k``.
         recall_ks: cut-offs for ``recall@k``.
+        query_chunk_size: queries scored at once (None = all). Bounds the score block independently of
+            ``chunk_size``: 5,000 queries x 65,536 products is 1.3 GB, in blocks of 1,250 queries 0.33 GB.
         ap_normalization: ``"hits"`` (torchmetrics ``RetrievalMAP(top_k=k)``) or ``"min_r_k"``; see
             :func:`.retrieval_functional.average_precision_at_k`.
         **kwargs: passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
@@ -139,6 +142,7 @@ class CategoryRetrievalMetrics(Metric):
         chunk_size: int = 65536,
         ndcg_ks: Sequence[int] = (10,),
         recall_ks: Sequence[int] = (10,),
+        query_chunk_size: int | None = None,
         ap_normalization: APNormalization = "hits",
         **kwargs: Any,
     ) -> None:
@@ -148,8 +152,8 @@ class CategoryRetrievalMetrics(Metric):
         if ap_normalization not in ("hits", "min_r_k"):
             raise ValueError(f"unknown ap_normalization {ap_normalization!r}; expected 'hits' or 'min_r_k'")
         all_ks = [*ks, *ndcg_ks, *recall_ks]
-        if max_rank < 1 or chunk_size < 1 or any(k < 1 for k in all_ks):
-            raise ValueError("max_rank, chunk_size and every k must be >= 1")
+        if max_rank < 1 or chunk_size < 1 or (query_chunk_size or 1) < 1 or any(k < 1 for k in all_ks):
+            raise ValueError("max_rank, chunk_size, query_chunk_size and every k must be >= 1")
         if all_ks and max(all_ks) > max_rank:
             raise ValueError(f"every k must be <= max_rank={max_rank}, got {max(all_ks)}")
         self.ks = tuple(int(k) for k in ks)
@@ -158,6 +162,7 @@ class CategoryRetrievalMetrics(Metric):
         self.max_rank = int(max_rank)
         self.relevance: Relevance = relevance
         self.chunk_size = int(chunk_size)
+        self.query_chunk_size = None if query_chunk_size is None else int(query_chunk_size)
         self.ap_normalization: APNormalization = ap_normalization
         self.query_embeddings: Tensor | None = None
         self.query_ids: Tensor | None = None
@@ -167,7 +172,7 @@ class CategoryRetrievalMetrics(Metric):
         self._add_states(0)
         # torchmetrics wraps ``update`` to invalidate the cached ``compute`` result and count updates; the second
         # entry point needs the same wrapper.
-        pass  # TMP
+        self.update_scores = self._wrap_update(self.update_scores)  # type: ignore[method-assign]
 
     # -------------------------------------------------------------------------------------------------- queries
     def _add_states(self, num_queries: int) -> None:
@@ -244,11 +249,20 @@ class CategoryRetrievalMetrics(Metric):
         queries = self.query_embeddings.to(device)
         self.query_embeddings = queries
         index = self._product_index(b, product_index, device)
-        scratch = self._scratch_for(queries, product_embeddings, min(b, self.chunk_size))
+        nq = queries.shape[0]
+        q_step = min(nq, self.query_chunk_size or nq)
+        scratch = self._scratch_for(queries, product_embeddings, q_step * min(b, self.chunk_size))
         for start in range(0, b, self.chunk_size):
             stop = min(b, start + self.chunk_size)
-            scores = score_chunk(queries, product_embeddings[start:stop], out=scratch)
-            self._absorb(scores, category_ids[start:stop], index[start:stop])
+            products, relevant_to = (
+                product_embeddings[start:stop],
+                self._relevant_to(category_ids[start:stop], device),
+            )
+            for q0 in range(0, nq, q_step):
+                rows = slice(q0, min(nq, q0 + q_step))
+                scores = score_chunk(queries[rows], products, out=scratch)
+                self._absorb(scores, relevant_to, index[start:stop], rows)
+            self._count(relevant_to)
         self.num_products += b
 
     def update_scores(
@@ -268,7 +282,9 @@ class CategoryRetrievalMetrics(Metric):
         index = self._product_index(b, product_index, scores.device)
         for start in range(0, b, self.chunk_size):
             stop = min(b, start + self.chunk_size)
-            self._absorb(scores[:, start:stop], category_ids[start:stop], index[start:stop])
+            relevant_to = self._relevant_to(category_ids[start:stop], scores.device)
+            self._absorb(scores[:, start:stop], relevant_to, index[start:stop], slice(None))
+            self._count(relevant_to)
         self.num_products += b
 
     def _product_index(self, b: int, product_index: Tensor | None, device: torch.device) -> Tensor:
@@ -279,31 +295,39 @@ class CategoryRetrievalMetrics(Metric):
             raise ValueError(f"product_index must be [B={b}], got {tuple(product_index.shape)}")
         return product_index
 
-    def _scratch_for(self, queries: Tensor, products: Tensor, chunk: int) -> Tensor | None:
-        """A reused ``[Q * chunk]`` score buffer on CPU (fresh large blocks are page-faulted in on every update)."""
+    def _scratch_for(self, queries: Tensor, products: Tensor, need: int) -> Tensor | None:
+        """A reused score buffer of ``need`` elements on CPU (fresh large blocks are page-faulted in every time)."""
         if queries.device.type != "cpu":
             return None
         dtype = torch.promote_types(torch.promote_types(queries.dtype, products.dtype), torch.float32)
-        need = queries.shape[0] * chunk
         if self._scratch is None or self._scratch.dtype != dtype or self._scratch.numel() < need:
             self._scratch = None
             self._scratch = torch.empty(need, dtype=dtype)
         return self._scratch
 
-    def _absorb(self, scores: Tensor, category_ids: Tensor, index: Tensor) -> None:
-        """Top-``max_rank`` of one chunk, its relevance, merged into the buffers; ``R`` counts updated."""
-        category_ids = category_ids.to(scores.device)
-        relevant_to = relevant_categories(category_ids, self.relevance)  # [B, L']
+    def _relevant_to(self, category_ids: Tensor, device: torch.device) -> Tensor:
+        """``[B, L']`` categories each product of the chunk is relevant to (``-1`` = none)."""
+        return relevant_categories(category_ids.to(device), self.relevance)
+
+    def _absorb(self, scores: Tensor, relevant_to: Tensor, index: Tensor, rows: slice) -> None:
+        """Merge the top ``max_rank`` of a ``[rows, chunk]`` score block (with relevance flags) into the buffers."""
         values, positions = select_topk(scores, self.max_rank, index=index)
-        qids = self.query_ids.to(scores.device)
-        rel = (relevant_to[positions] == qids[:, None, None]).any(dim=2)  # [Q, k']
+        qids = self.query_ids.to(scores.device)[rows]
+        rel = (relevant_to[positions] == qids[:, None, None]).any(dim=2)  # [rows, k']
         merged = truncate_ranking(
-            torch.cat([self.top_scores, values.to(self.top_scores.dtype)], dim=1),
-            torch.cat([self.top_index, index[positions]], dim=1),
-            torch.cat([self.top_relevant, rel], dim=1),
+            torch.cat([self.top_scores[rows], values.to(self.top_scores.dtype)], dim=1),
+            torch.cat([self.top_index[rows], index[positions]], dim=1),
+            torch.cat([self.top_relevant[rows], rel], dim=1),
             k=self.max_rank,
         )
-        self.top_scores, self.top_index, self.top_relevant = merged
+        if rows == slice(None):
+            self.top_scores, self.top_index, self.top_relevant = merged
+        else:
+            self.top_scores[rows], self.top_index[rows], self.top_relevant[rows] = merged
+
+    def _count(self, relevant_to: Tensor) -> None:
+        """Add the chunk's relevant products per query to ``R``."""
+        qids = self.query_ids.to(relevant_to.device)
         self.num_relevant += self._count_relevant(relevant_to, qids, self._histogram_size)
 
     @staticmethod

@@ -24,7 +24,12 @@ DIM = 8
 def catalogue(seed: int, n: int = 120, rounded: bool = False):
     """A random 3-level tree; ~15% of products are labelled at an internal node (their path stops early)."""
     rng = random.Random(seed)
-    leaves = [(f"T{a}", f"M{a}{b}", f"L{a}{b}{c}") for a in range(3) for b in range(2) for c in range(rng.randint(1, 3))]
+    leaves = [
+        (f"T{a}", f"M{a}{b}", f"L{a}{b}{c}")
+        for a in range(3)
+        for b in range(2)
+        for c in range(rng.randint(1, 3))
+    ]
     paths = []
     for _ in range(n):
         path = rng.choice(leaves)
@@ -67,7 +72,9 @@ def torchmetrics_per_query(scores: torch.Tensor, target: torch.Tensor, ks=(1, 3,
     """Reference per-query values. Scores are turned into unique positive ranks that encode the tie rule."""
     order = torch.tensor([sorted(range(len(r)), key=lambda i: (-r[i], i)) for r in scores.tolist()])
     n = scores.shape[1]
-    preds = torch.empty_like(scores).scatter_(1, order, torch.arange(n, 0, -1).float().expand(len(scores), n).clone())
+    preds = torch.empty_like(scores).scatter_(
+        1, order, torch.arange(n, 0, -1).float().expand(len(scores), n).clone()
+    )
     out: dict[str, list[float]] = {}
     for p, t in zip(preds, target, strict=True):
         vals = {"r_precision": retrieval_r_precision(p, t), "mrr": retrieval_reciprocal_rank(p, t)}
@@ -110,7 +117,14 @@ def test_per_query_values_match_torchmetrics(seed: int, relevance: str) -> None:
         for name, ref in reference.items():
             expected = ref[keep].mean() if keep.any() else torch.tensor(float("nan"))
             torch.testing.assert_close(out[f"{group}/{name}"], expected, atol=1e-6, rtol=0, equal_nan=True)
-    assert {"all/p@1_ceiling", "all/map@5", "all/r_precision", "all/mrr", "all/ndcg@5", "all/recall@5"} <= set(out)
+    assert {
+        "all/p@1_ceiling",
+        "all/map@5",
+        "all/r_precision",
+        "all/mrr",
+        "all/ndcg@5",
+        "all/recall@5",
+    } <= set(out)
 
 
 @pytest.mark.parametrize("rounded", [False, True])
@@ -119,7 +133,7 @@ def test_one_batch_equals_many_uneven_batches(seed: int, rounded: bool) -> None:
     _, queries, products, category_ids, groups = catalogue(seed, rounded=rounded)
     whole = make_metric(queries, groups, max_rank=7)
     whole.update(products, category_ids)
-    pieces = make_metric(queries, groups, max_rank=7, chunk_size=5)
+    pieces = make_metric(queries, groups, max_rank=7, chunk_size=5, query_chunk_size=7)
     cuts = [0, 1, 2, 13, 14, 50, 51, 99, 120]
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         pieces.update(products[a:b], category_ids[a:b])
@@ -169,7 +183,9 @@ def test_strict_and_hierarchical_differ_exactly_on_internal_queries() -> None:
         values[relevance] = metric.compute_per_query()
     leaves = groups["specific"]
     for name, hier in values["hierarchical"].items():
-        torch.testing.assert_close(hier[leaves], values["strict"][name][leaves], rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(
+            hier[leaves], values["strict"][name][leaves], rtol=0, atol=0, equal_nan=True
+        )
     r_h, r_s = values["hierarchical"]["num_relevant"], values["strict"]["num_relevant"]
     assert (r_s[~leaves] < r_h[~leaves]).all()  # every internal node has products below it
     labelled_here = torch.bincount(product_leaves(category_ids), minlength=len(tree))
@@ -256,3 +272,38 @@ def test_errors() -> None:
         metric.update(torch.randn(2, 4), torch.zeros(3, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="group"):
         metric.set_queries(torch.randn(3, 4), {"bad": torch.ones(4, dtype=torch.bool)})
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        _, queries, products, category_ids, groups = catalogue(3, rounded=True)
+        metric = make_metric(queries, groups, max_rank=9)
+        part = torch.arange(rank, len(products), world)
+        metric.update(products[part], category_ids[part], product_index=part)
+        result = {"compute": metric.compute(), "per_query": metric.compute_per_query()}
+        assert metric.top_scores.shape == (len(queries), 9)  # unsynced again after compute
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_real_ddp_gloo_two_ranks_equal_one_process(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    _, queries, products, category_ids, groups = catalogue(3, rounded=True)
+    single = make_metric(queries, groups, max_rank=9)
+    single.update(products, category_ids)
+    for rank in range(2):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert_outputs_equal(single.compute(), result["compute"])
+        assert_outputs_equal(single.compute_per_query(), result["per_query"])

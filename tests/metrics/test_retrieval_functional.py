@@ -83,7 +83,9 @@ def ours(rel: torch.Tensor, r: torch.Tensor, scores_topk: torch.Tensor) -> dict[
     return out
 
 
-def theirs(preds: torch.Tensor, target: torch.Tensor, mrr_top_k: int | None = None) -> dict[str, torch.Tensor]:
+def theirs(
+    preds: torch.Tensor, target: torch.Tensor, mrr_top_k: int | None = None
+) -> dict[str, torch.Tensor]:
     rows: dict[str, list[torch.Tensor]] = {}
 
     def add(name: str, value: torch.Tensor) -> None:
@@ -102,7 +104,9 @@ def theirs(preds: torch.Tensor, target: torch.Tensor, mrr_top_k: int | None = No
 
 def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names=None) -> None:
     for name in names or a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            a[name], b[name], rtol=0, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ ranking
@@ -236,7 +240,9 @@ def test_average_precision_normalisations() -> None:
     rel = torch.tensor([[True, False, False, False, False], [False, False, False, False, False]])
     r = torch.tensor([5, 3])
     assert average_precision_at_k(rel, r, 5).tolist() == [1.0, 0.0]  # torchmetrics: / hits retrieved
-    assert average_precision_at_k(rel, r, 5, normalization="min_r_k").tolist() == pytest.approx([0.2, 0.0])  # / min(R, k)
+    assert average_precision_at_k(rel, r, 5, normalization="min_r_k").tolist() == pytest.approx(
+        [0.2, 0.0]
+    )  # / min(R, k)
     assert average_precision_at_k(rel, r, 1, normalization="min_r_k").tolist() == [1.0, 0.0]
     with pytest.raises(ValueError):
         average_precision_at_k(rel, r, 5, normalization="bogus")  # type: ignore[arg-type]
