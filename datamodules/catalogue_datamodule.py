@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from datamodules.category_tree import CategoryTree, parse_path
 from datamodules.feature_cache import build_feature_cache, load_features, split_product_ids
@@ -71,6 +71,10 @@ class CatalogueDataModule(L.LightningDataModule):
         sample_products: size of the built-in sample catalogue.
         encode_batch_size: images per forward pass when building the feature cache.
         epoch_samples: raw-shard training only: samples per epoch across all ranks (default: the train split size).
+        sampler: ``random`` (uniform shuffling) or ``category_balanced`` (products drawn with probability
+            proportional to ``count(leaf) ** -balance_power``, so rare categories are seen as often as common ones
+            when ``balance_power = 1``). Feature path only.
+        balance_power: strength of the category balancing (0 = uniform over products).
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class CatalogueDataModule(L.LightningDataModule):
         sample_products: int = 600,
         encode_batch_size: int = 64,
         epoch_samples: int | None = None,
+        sampler: Literal["random", "category_balanced"] = "random",
+        balance_power: float = 0.5,
     ) -> None:
         super().__init__()
         if batch_size < 2:
@@ -200,6 +206,14 @@ class CatalogueDataModule(L.LightningDataModule):
     def unseen_category_ids(self) -> list[int]:
         return [self.tree.index(p) for p in self.manifest.get("unseen_categories", [])]
 
+    @property
+    def train_category_ids(self) -> list[int]:
+        """Table ids of every category (any level) that has a product in the train split."""
+        seen: set[int] = set()
+        for path in self.manifest["splits"]["train"]["per_category"]:
+            seen.update(self.tree.ancestor_ids(parse_path(path)))
+        return sorted(seen)
+
     def split_size(self, split: str) -> int:
         return int(self.manifest["splits"][split]["count"])
 
@@ -228,10 +242,19 @@ class CatalogueDataModule(L.LightningDataModule):
             raise ValueError(
                 f"the train split has {len(dataset)} products, fewer than batch_size={self.hparams.batch_size}"
             )
+        sampler = None
+        if training and self.hparams.sampler == "category_balanced":
+            leaves = dataset.category_ids.gather(1, ((dataset.category_ids >= 0).sum(1, keepdim=True) - 1))[
+                :, 0
+            ]
+            counts = torch.bincount(leaves, minlength=len(self.tree)).float()
+            weights = counts[leaves] ** -self.hparams.balance_power
+            sampler = WeightedRandomSampler(weights.double(), num_samples=len(dataset), replacement=True)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size if training else self.hparams.eval_batch_size,
-            shuffle=training,
+            shuffle=training and sampler is None,
+            sampler=sampler,
             drop_last=training,  # equal batch shapes on every rank for the gathered contrastive loss
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,

@@ -11,11 +11,11 @@ from .components.attribute_pooling import PoolingType
 from .components.fusion import FusionType, Modality
 from .components.projection_head import HeadType
 from .factory import create_model
-from .losses import InfoNCELoss, MultiPositiveInfoNCELoss
+from .losses import HierarchicalInfoNCELoss, InfoNCELoss, MultiPositiveInfoNCELoss
 from .losses.multi_positive_info_nce import PositiveRule
 from .metrics import CategoryRetrievalMetrics
 
-LossType = Literal["info_nce", "multi_positive"]
+LossType = Literal["info_nce", "multi_positive", "hierarchical"]
 TrainLevel = Literal["leaf", "random"]
 CategoryText = Literal["leaf", "path"]
 
@@ -51,8 +51,13 @@ class ClipItaModule(L.LightningModule):
         num_hidden_layers: hidden layers of the MLP heads (2 in the paper).
         dropout: dropout in the MLP heads.
         attribute_pooling: ``mean`` of per-attribute embeddings (the paper) or ``attention``.
-        loss: ``info_nce`` (one-hot targets) or ``multi_positive`` (same-category/relevant pairs are positives).
+        loss: ``info_nce`` (one-hot targets), ``multi_positive`` (same-category/relevant pairs are positives) or
+            ``hierarchical`` (graded ancestor targets + a term over every category seen in training).
         positives: for ``multi_positive``: ``same_category`` or ``relevant`` (ancestors count).
+        parent_weight: for ``hierarchical``: target weight of a parent relative to the product's own category.
+        table_weight: for ``hierarchical``: weight of the product -> all-seen-categories term.
+        zero_shot_weight: mix each product's frozen title embedding into its embedding (needs ``embed_dim`` = text
+            width and ``category_head`` ``residual``/``identity``); keeps zero-shot knowledge for unseen categories.
         loss_lambda: weight of the product -> category direction (lambda).
         temperature: initial temperature tau (> 0).
         learnable_temperature: learn tau.
@@ -91,6 +96,9 @@ class ClipItaModule(L.LightningModule):
         attribute_pooling: PoolingType = "mean",
         loss: LossType = "info_nce",
         positives: PositiveRule = "relevant",
+        parent_weight: float = 0.5,
+        table_weight: float = 0.5,
+        zero_shot_weight: float = 0.0,
         loss_lambda: float = 0.5,
         temperature: float = 0.07,
         learnable_temperature: bool = True,
@@ -128,6 +136,7 @@ class ClipItaModule(L.LightningModule):
             fusion_weights=fusion_weights,
             learnable_fusion_weights=learnable_fusion_weights,
             attribute_pooling=attribute_pooling,
+            zero_shot_weight=zero_shot_weight,
         )
         loss_kwargs = dict(
             lambda_weight=loss_lambda,
@@ -139,13 +148,20 @@ class ClipItaModule(L.LightningModule):
             self.loss_fn = InfoNCELoss(**loss_kwargs)
         elif loss == "multi_positive":
             self.loss_fn = MultiPositiveInfoNCELoss(positives=positives, **loss_kwargs)
+        elif loss == "hierarchical":
+            self.loss_fn = HierarchicalInfoNCELoss(
+                parent_weight=parent_weight, table_weight=table_weight, **loss_kwargs
+            )
         else:
-            raise ValueError(f"unknown loss {loss!r}; expected 'info_nce' or 'multi_positive'")
+            raise ValueError(
+                f"unknown loss {loss!r}; expected 'info_nce', 'multi_positive' or 'hierarchical'"
+            )
         self.metrics = torch.nn.ModuleDict(
             {stage: CategoryRetrievalMetrics(max_rank=eval_max_rank) for stage in ("val", "test")}
         )
         self.category_texts: list[str] = []
         self.register_buffer("category_text_features", torch.zeros(0), persistent=False)
+        self.register_buffer("seen_category_ids", torch.zeros(0, dtype=torch.long), persistent=False)
         self.query_groups: dict[str, torch.Tensor] = {}
         self.per_query: dict[
             str, dict[str, torch.Tensor]
@@ -159,6 +175,7 @@ class ClipItaModule(L.LightningModule):
             return
         self.model.attribute_names = dm.attribute_names
         self.set_category_table(dm.tree.texts(self.hparams.category_text), dm.tree, dm.unseen_category_ids)
+        self.seen_category_ids = torch.as_tensor(dm.train_category_ids, dtype=torch.long, device=self.device)
 
     def set_category_table(self, texts: list[str], tree, unseen_ids: list[int] = ()) -> None:
         """Encode every category name once (frozen text tower) and name the query groups of the evaluation."""
@@ -203,8 +220,12 @@ class ClipItaModule(L.LightningModule):
         products = self.model.encode_product(batch)
         targets = self.training_targets(batch["category_ids"])
         categories = self.category_embeddings(targets)
+        extra = {}
+        if getattr(self.loss_fn, "table_weight", 0) > 0:  # every category seen in training, as negatives
+            ids = self.seen_category_ids
+            extra = {"table_embeddings": self.category_embeddings(ids), "table_ids": ids}
         loss = self.loss_fn(
-            products, categories, target_ids=targets, product_category_ids=batch["category_ids"]
+            products, categories, target_ids=targets, product_category_ids=batch["category_ids"], **extra
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(

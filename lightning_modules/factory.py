@@ -35,6 +35,7 @@ def create_model(
     attribute_pooling: PoolingType = "mean",
     attribute_names: Sequence[str] = (),
     always_build_image_encoder: bool = False,
+    zero_shot_weight: float = 0.0,
 ) -> ClipIta:
     """Create the encoders by name and wire them into :class:`ClipIta` (see its docstring for the options).
 
@@ -65,4 +66,5 @@ def create_model(
         learnable_fusion_weights=learnable_fusion_weights,
         attribute_pooling=attribute_pooling,
         attribute_names=attribute_names,
+        zero_shot_weight=zero_shot_weight,
     )

@@ -34,6 +34,11 @@ class ClipIta(nn.Module):
         category_head: category-side head; ``residual``/``identity`` keep the pretrained text space (``embed_dim``
             must then equal the text width).
         attribute_names: attribute order for raw ``attributes`` dicts.
+        zero_shot_weight: mix the product's frozen title embedding into its output:
+            ``normalize(normalize(fused) + w * normalize(title_features))``. Scores then add a zero-shot
+            title-vs-category-name term to the trained one, which keeps what the pretrained text space knows about
+            categories never trained on. Needs ``embed_dim`` equal to the text width and a category head that keeps
+            the text space (``residual`` or ``identity``).
     """
 
     def __init__(
@@ -52,8 +57,16 @@ class ClipIta(nn.Module):
         learnable_fusion_weights: bool = False,
         attribute_pooling: PoolingType = "mean",
         attribute_names: Sequence[str] = (),
+        zero_shot_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if zero_shot_weight < 0:
+            raise ValueError(f"zero_shot_weight must be >= 0, got {zero_shot_weight}")
+        if zero_shot_weight > 0 and embed_dim != text_encoder.output_dim:
+            raise ValueError(
+                f"zero_shot_weight > 0 needs embed_dim == the text width {text_encoder.output_dim}, got {embed_dim}"
+            )
+        self.zero_shot_weight = zero_shot_weight
         self.modalities = list(modalities)
         if "image" in self.modalities and image_encoder is None:
             raise ValueError("modality 'image' needs an image encoder")
@@ -137,6 +150,9 @@ class ClipIta(nn.Module):
         """Product embeddings ``[B, embed_dim]`` from a batch dict (raw inputs or cached features)."""
         features, present = self.modality_features(batch)
         out = self.fusion(features, present)
+        if self.zero_shot_weight > 0:
+            title = features["title"] if "title" in features else self.title_features(batch).to(out.dtype)
+            out = F.normalize(out, dim=-1) + self.zero_shot_weight * F.normalize(title, dim=-1)
         return F.normalize(out, dim=-1) if normalize else out
 
     def encode_category(self, text_features: torch.Tensor, normalize: bool = True) -> torch.Tensor:

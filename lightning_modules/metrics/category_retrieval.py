@@ -311,7 +311,8 @@ class CategoryRetrievalMetrics(Metric):
 
     def _absorb(self, scores: Tensor, relevant_to: Tensor, index: Tensor, rows: slice) -> None:
         """Merge the top ``max_rank`` of a ``[rows, chunk]`` score block (with relevance flags) into the buffers."""
-        values, positions = select_topk(scores, self.max_rank, index=index)
+        # items below the current max_rank-th score cannot enter: select_topk prunes them block-wise
+        values, positions = select_topk(scores, self.max_rank, index=index, floor=self.top_scores[rows, -1])
         qids = self.query_ids.to(scores.device)[rows]
         rel = (relevant_to[positions] == qids[:, None, None]).any(dim=2)  # [rows, k']
         merged = truncate_ranking(

@@ -77,11 +77,36 @@ def ranking_order(scores: Tensor, index: Tensor) -> Tensor:
     return by_index.gather(1, by_score)
 
 
+def _exact_topk(scores: Tensor, k: int, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Top-``k`` columns of every row under the tie rule; ``index`` is ``[M]`` or ``[Q, M]``."""
+    m = scores.shape[1]
+    if k >= m:
+        perm = ranking_order(scores, index)
+        return scores.gather(1, perm), perm
+    values, positions = torch.topk(scores, k + 1, dim=1)
+    # topk's values are exact and sorted; only equal values can be in the wrong order (or, at the boundary, the
+    # wrong subset). Rows with an equal neighbour among the k + 1 are redone exactly: every item scoring at least
+    # the k-th value is a candidate (topk of the largest such count takes them all), then lexsort the candidates.
+    tied = (values[:, 1:] == values[:, :-1]).any(dim=1)
+    values, positions = values[:, :k], positions[:, :k]
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        sub = scores[rows]
+        num_candidates = int((sub >= values[rows, k - 1 :]).sum(dim=1).max())
+        cand_values, cand_positions = torch.topk(sub, num_candidates, dim=1)
+        cand_index = index[cand_positions] if index.dim() == 1 else index[rows].gather(1, cand_positions)
+        perm = ranking_order(cand_values, cand_index)[:, :k]
+        positions = positions.index_copy(0, rows, cand_positions.gather(1, perm))
+        values = values.index_copy(0, rows, cand_values.gather(1, perm))
+    return values, positions
+
+
 def truncate_ranking(scores: Tensor, index: Tensor, *carry: Tensor, k: int) -> tuple[Tensor, ...]:
     """Rank the rows of an unordered candidate pool by the tie rule and keep the best ``k`` of each.
 
     This is the merge step of a streaming top-k: concatenate the running buffer with the new chunk's best (or the
-    buffers of several DDP ranks) along dim 1 and truncate.
+    buffers of several DDP ranks) along dim 1 and truncate. Uses ``torch.topk`` and falls back to the full stable
+    lexsort only on rows with equal scores (see :func:`select_topk`).
 
     Args:
         scores: ``[Q, M]`` candidate scores.
@@ -92,22 +117,37 @@ def truncate_ranking(scores: Tensor, index: Tensor, *carry: Tensor, k: int) -> t
     Returns:
         ``(scores, index, *carry)``, each ``[Q, min(k, M)]``, best first.
     """
-    perm = ranking_order(scores, index)[:, :k]
-    return tuple(t.gather(1, perm) for t in (scores, index.expand_as(scores), *carry))
+    index = index.expand_as(scores)
+    values, perm = _exact_topk(scores, k, index)
+    return (values, *(t.gather(1, perm) for t in (index, *carry)))
 
 
-def select_topk(scores: Tensor, k: int, index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def select_topk(
+    scores: Tensor, k: int, index: Tensor | None = None, floor: Tensor | None = None, block: int = 16
+) -> tuple[Tensor, Tensor]:
     """Exact top-``k`` of every row under the tie rule (score descending, then index ascending).
 
-    ``torch.topk`` alone is exact on values but picks an unspecified subset when several items tie at the ``k``-th
-    value. We ask it for ``k + 1``: when the ``(k+1)``-th value is strictly below the ``k``-th, the top-``k`` *set*
-    is unique and only its order needs fixing (a small sort). The rare rows with a tie across the boundary are
-    re-ranked exactly with a full stable sort. On continuous scores that path never runs.
+    ``torch.topk`` alone is exact on values but, among equal values, returns an unspecified subset in an
+    unspecified order. We ask it for ``k + 1`` (sorted): when no two neighbours among them are equal, the top-``k``
+    set is unique and already in order -- the common case on continuous scores, at the cost of one ``topk``.
+    Rows with an equal pair are redone exactly: every item scoring at least the ``k``-th value is a candidate, and
+    the candidates are sorted by (score desc, index asc) (:func:`ranking_order`).
+
+    **Pruning with a floor** (streaming). A caller that already holds ``k`` items scoring ``>= floor[q]`` only needs
+    this chunk's items scoring ``>= floor[q]``. Then the row is cut into blocks of ``block`` columns, each block's
+    maximum is taken (one cheap vectorised pass), and only blocks whose maximum reaches the floor are gathered and
+    ranked. Past the first chunks of a stream that is a few percent of the columns, so ``topk`` over the whole
+    chunk -- otherwise the main cost after the matmul -- is avoided. The result is then exact for every item scoring
+    ``>= floor[q]``; slots after those hold lower-scoring items of the chunk, which a merge with the caller's ``k``
+    items discards. Rows whose floor is ``-inf`` (buffer not yet full) prune nothing, and when too many blocks
+    qualify the plain path runs.
 
     Args:
         scores: ``[Q, N]`` scores of one chunk.
         k: how many to keep; ``min(k, N)`` columns are returned.
         index: ``[N]`` tie-break key of the columns (default: column position).
+        floor: ``[Q]`` score below which items are not needed, or None for the plain exact top-``k``.
+        block: columns per block for the pruning.
 
     Returns:
         ``(values [Q, k'], positions [Q, k'])``: ``positions`` are column positions in ``scores``.
@@ -119,20 +159,24 @@ def select_topk(scores: Tensor, k: int, index: Tensor | None = None) -> tuple[Te
     q, n = scores.shape
     if index is None:
         index = torch.arange(n, device=scores.device)
-    if k >= n:
-        perm = ranking_order(scores, index)
-        return scores.gather(1, perm), perm
-    values, positions = torch.topk(scores, k + 1, dim=1)
-    boundary_tie = values[:, k] == values[:, k - 1]
-    values, positions = values[:, :k], positions[:, :k]
-    perm = ranking_order(values, index[positions])
-    values, positions = values.gather(1, perm), positions.gather(1, perm)
-    if bool(boundary_tie.any()):
-        rows = boundary_tie.nonzero().squeeze(1)
-        full = ranking_order(scores[rows], index)[:, :k]
-        positions = positions.index_copy(0, rows, full)
-        values = values.index_copy(0, rows, scores[rows].gather(1, full))
-    return values, positions
+    num_blocks = n // block
+    if floor is None or num_blocks < 8 or k >= n:
+        return _exact_topk(scores, k, index)
+    block_max = scores.unfold(1, block, block).amax(
+        dim=2
+    )  # [Q, num_blocks], the tail (< block columns) aside
+    needed = int((block_max >= floor[:, None]).sum(dim=1).max())
+    needed = max(needed, -(-(k + 1) // block))
+    if needed * block > n // 4:
+        return _exact_topk(scores, k, index)
+    _, blocks = torch.topk(block_max, needed, dim=1)  # a superset of the blocks reaching the floor
+    offsets = torch.arange(block, device=scores.device)
+    columns = (blocks.unsqueeze(2) * block + offsets).reshape(q, needed * block)
+    tail = torch.arange(num_blocks * block, n, device=scores.device)
+    if tail.numel():
+        columns = torch.cat([columns, tail.expand(q, -1)], dim=1)
+    values, picked = _exact_topk(scores.gather(1, columns), k, index[columns])
+    return values, columns.gather(1, picked)
 
 
 def score_chunk(query_emb: Tensor, product_emb: Tensor, out: Tensor | None = None) -> Tensor:
@@ -195,7 +239,8 @@ def running_topk(
             dtype = torch.promote_types(torch.promote_types(query_emb.dtype, chunk.dtype), torch.float32)
             scratch = torch.empty(nq * min(chunk_size, n), dtype=dtype)
         scores = score_chunk(query_emb, chunk, out=scratch)
-        values, positions = select_topk(scores, k)
+        floor = best_scores[:, k - 1] if best_scores.shape[1] >= k else None
+        values, positions = select_topk(scores, k, floor=floor)
         best_scores = torch.cat([best_scores, values.to(best_scores.dtype)], dim=1)
         best_index = torch.cat([best_index, positions + start], dim=1)
         best_scores, best_index = truncate_ranking(best_scores, best_index, k=k)

@@ -179,7 +179,8 @@ def test_lazy_iter_does_not_advance_the_epoch(tmp_path: Path) -> None:
     assert loader.epoch == 0
 
 
-def test_a_broken_sample_names_its_shard_and_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_broken_sample_names_its_shard_and_key(tmp_path: Path, num_workers: int) -> None:
     urls, _ = write_shards(tmp_path, [3])
     bad = str(tmp_path / "val-000001.tar")
     with wds.TarWriter(bad) as sink:
@@ -191,8 +192,10 @@ def test_a_broken_sample_names_its_shard_and_key(tmp_path: Path) -> None:
             "split": "val",
         }
         sink.write({"__key__": "broken-7", "jpg": b"not a jpeg", "json": json.dumps(record).encode()})
-    loader = build_shard_pipeline([*urls, bad], TRANSFORM, TREE, batch_size=2, training=False)
-    with pytest.raises(ShardDecodeError) as info:
+    loader = build_shard_pipeline(
+        [*urls, bad], TRANSFORM, TREE, batch_size=2, training=False, num_workers=num_workers
+    )
+    with pytest.raises(ShardDecodeError) as info:  # re-raised in the main process when read by a worker
         list(loader)
     assert "broken-7" in str(info.value) and bad in str(info.value)
 

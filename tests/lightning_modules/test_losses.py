@@ -79,3 +79,52 @@ def test_temperature_is_validated_and_clamped():
     assert scale().item() == pytest.approx(100.0)
     with pytest.raises(ValueError, match="lambda"):
         InfoNCELoss(lambda_weight=1.5)
+
+
+def test_hierarchical_targets_grade_ancestors():
+    from lightning_modules.losses import hierarchical_targets
+
+    paths = torch.tensor([[0, 2, 5], [1, 3, -1]])
+    w = hierarchical_targets(torch.tensor([5, 2, 0, 3, 1]), paths, 0.5)
+    assert w.tolist() == [[1.0, 0.5, 0.25, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.5]]
+    assert hierarchical_targets(torch.tensor([5, 2]), paths, 0.0).tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_hierarchical_loss_without_parents_or_table_equals_multi_positive():
+    from lightning_modules.losses import HierarchicalInfoNCELoss
+
+    torch.manual_seed(3)
+    p = F.normalize(torch.randn(4, 8), dim=-1)
+    c = F.normalize(torch.randn(4, 8), dim=-1)
+    ids = torch.tensor([[0, 4], [0, 4], [1, 5], [2, 6]])
+    kwargs = dict(temperature=0.1, learnable_temperature=False)
+    multi = MultiPositiveInfoNCELoss(positives="same_category", **kwargs)(
+        p, c, target_ids=ids[:, 1], product_category_ids=ids
+    )
+    hier = HierarchicalInfoNCELoss(parent_weight=0.0, table_weight=0.0, **kwargs)(
+        p, c, target_ids=ids[:, 1], product_category_ids=ids
+    )
+    assert hier.item() == pytest.approx(multi.item(), rel=1e-6)
+
+
+def test_hierarchical_table_term_adds_the_seen_category_classifier():
+    from lightning_modules.losses import HierarchicalInfoNCELoss
+
+    torch.manual_seed(4)
+    p = F.normalize(torch.randn(3, 8), dim=-1)
+    c = F.normalize(torch.randn(3, 8), dim=-1)
+    table = F.normalize(torch.randn(5, 8), dim=-1)
+    ids = torch.tensor([[0, 2], [0, 3], [1, 4]])
+    table_ids = torch.arange(5)
+    base = HierarchicalInfoNCELoss(
+        temperature=0.5, learnable_temperature=False, table_weight=0.0, parent_weight=0.0
+    )
+    with_table = HierarchicalInfoNCELoss(
+        temperature=0.5, learnable_temperature=False, table_weight=1.0, parent_weight=0.0
+    )
+    args = dict(target_ids=ids[:, 1], product_category_ids=ids)
+    expected = F.cross_entropy(2.0 * p @ table.T, ids[:, 1])  # leaf-only targets: plain classification
+    got = with_table(p, c, table_embeddings=table, table_ids=table_ids, **args) - base(p, c, **args)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="table_embeddings"):
+        with_table(p, c, **args)

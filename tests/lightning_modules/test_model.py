@@ -101,3 +101,20 @@ def test_residual_category_head_starts_as_identity():
     assert torch.allclose(model.encode_category(features, normalize=False), features)
     with pytest.raises(ValueError, match="in_dim == out_dim"):
         create_model(modalities=["title"], category_head="residual", embed_dim=128)
+
+
+def test_zero_shot_weight_mixes_in_the_title_embedding():
+    model = create_model(
+        modalities=["image"],
+        image_weights="none",
+        embed_dim=384,
+        category_head="identity",
+        zero_shot_weight=1e6,
+    ).eval()
+    batch = {"image_features": torch.randn(2, 1280), "title_features": torch.randn(2, 384)}
+    with torch.no_grad():
+        out = model.encode_product(batch)
+    expected = torch.nn.functional.normalize(batch["title_features"], dim=-1)
+    assert torch.allclose(out, expected, atol=1e-4)  # a huge weight leaves the zero-shot title embedding
+    with pytest.raises(ValueError, match="embed_dim"):
+        create_model(modalities=["title"], embed_dim=256, zero_shot_weight=0.5)

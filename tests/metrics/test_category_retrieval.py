@@ -144,6 +144,21 @@ def test_one_batch_equals_many_uneven_batches(seed: int, rounded: bool) -> None:
     torch.testing.assert_close(s1, s2)  # BLAS may round a [Q, 120] and a [Q, 5] matmul differently
 
 
+@pytest.mark.parametrize("rounded", [False, True])
+def test_large_chunks_with_block_pruning_match_full_sort(rounded: bool) -> None:
+    """Chunks long enough for select_topk's block pruning (after the first chunk): ranking = full sort."""
+    tree, queries, products, category_ids, groups = catalogue(8, n=2500, rounded=rounded)
+    metric = make_metric(queries, groups, max_rank=6, chunk_size=600)
+    for part in torch.arange(2500).split(900):
+        metric.update(products[part], category_ids[part])
+    full = queries @ products.T
+    expected = torch.tensor([sorted(range(2500), key=lambda i: (-r[i], i))[:6] for r in full.tolist()])
+    _, index, relevant = metric.ranking()
+    assert torch.equal(index, expected)
+    target = relevance_matrix(category_ids, len(tree), "hierarchical")
+    assert torch.equal(relevant, target.gather(1, expected))
+
+
 def test_update_scores_equals_update() -> None:
     _, queries, products, category_ids, groups = catalogue(5, rounded=True)
     by_embedding = make_metric(queries, groups, max_rank=10)

@@ -145,6 +145,37 @@ def test_select_topk_picks_lowest_index_among_boundary_ties(seed: int) -> None:
         assert torch.equal(values, scores.gather(1, positions))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_select_topk_with_floor_is_exact_above_the_floor(seed: int) -> None:
+    """Block pruning: every item scoring >= floor is returned, in exact tie-rule order, ahead of the rest."""
+    g = torch.Generator().manual_seed(seed)
+    n, k = 2003, 12  # not a multiple of the block: the tail columns are always candidates
+    scores = (torch.randn(30, n, generator=g) * 20).round() / 20  # ties, also at the floor
+    index = torch.randperm(n, generator=g)  # tie-break key unrelated to column order
+    floor = scores.kthvalue(n - 8, dim=1).values  # ~9 items per row reach the floor (more with ties)
+    block_max = scores[:, : n // 16 * 16].reshape(30, -1, 16).amax(2)
+    assert (block_max >= floor[:, None]).sum(1).max() * 16 <= n // 4  # the pruned path runs
+    values, positions = select_topk(scores, k, index=index, floor=floor)
+    assert torch.equal(values, scores.gather(1, positions))
+    for row in range(30):
+        s, key = scores[row].tolist(), index.tolist()
+        expected = sorted((i for i in range(n) if s[i] >= floor[row]), key=lambda i: (-s[i], key[i]))[:k]
+        assert positions[row, : len(expected)].tolist() == expected
+        assert (values[row, len(expected) :] < floor[row]).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_running_topk_with_pruning_equals_full_sort(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    queries = (torch.randn(7, 6, generator=g) * 2).round()
+    products = (torch.randn(3000, 6, generator=g) * 2).round()  # integer scores: heavy ties
+    full = queries @ products.T
+    scores, index = running_topk(queries, products, k=9, chunk_size=700)
+    expected = torch.tensor(reference_order(full))[:, :9]
+    assert torch.equal(index, expected)
+    assert torch.equal(scores, full.gather(1, expected))
+
+
 def test_select_topk_uses_given_index_for_ties() -> None:
     scores = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     _, positions = select_topk(scores, 2, index=torch.tensor([30, 10, 20, 0]))

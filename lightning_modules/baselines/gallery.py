@@ -1,0 +1,124 @@
+"""The test gallery and query table a baseline is scored on: exactly what ``ClipItaModule.test`` evaluates."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import webdataset as wds
+
+from datamodules.category_tree import CategoryTree
+from datamodules.sharding import shard_urls
+
+
+@dataclass
+class TestGallery:
+    """One split seed's test gallery and category queries, in the order the LightningModule tests them.
+
+    Attributes:
+        tree: the category table; query ``i`` is ``tree.paths[i]``.
+        query_texts: the text each category is encoded from (the module's ``category_text`` style).
+        query_text_features: ``[Q, Dt]`` frozen text-encoder features of ``query_texts``.
+        query_groups: ``{group: BoolTensor [Q]}`` the module's query groups (``all``, ``general``, ``level-N``,
+            ``specific``, ``specific_seen``, ``specific_unseen``).
+        product_ids: test products in loader order (the metric's product index).
+        titles: their titles, same order.
+        category_ids: ``[N, L]`` ancestor table ids per product (``-1`` padded).
+        title_features: ``[N, Dt]`` cached frozen-encoder title features (None without a feature cache).
+        shard_urls: the test shards (raw images for image-text baselines).
+        metric_kwargs: the module's test-metric settings (``ks``, ``max_rank``, ``relevance``...).
+        split_seed: the DataModule's split seed.
+    """
+
+    tree: CategoryTree
+    query_texts: list[str]
+    query_text_features: torch.Tensor
+    query_groups: dict[str, torch.Tensor]
+    product_ids: list[str]
+    titles: list[str]
+    category_ids: torch.Tensor
+    title_features: torch.Tensor | None = None
+    shard_urls: list[str] = field(default_factory=list)
+    metric_kwargs: dict[str, Any] = field(default_factory=dict)
+    split_seed: int = 0
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.query_texts)
+
+    @property
+    def num_products(self) -> int:
+        return len(self.product_ids)
+
+    def records(self) -> Iterator[dict]:
+        """The raw test records (``__key__``, ``jpg`` bytes, ``json`` bytes) in gallery order."""
+        yield from wds.WebDataset(self.shard_urls, shardshuffle=False, empty_check=False)
+
+    @classmethod
+    def from_modules(cls, module: Any, datamodule: Any) -> TestGallery:
+        """Read the gallery off a set-up ``ClipItaModule`` (category table set) and ``CatalogueDataModule``.
+
+        Args:
+            module: the LightningModule after ``set_category_table`` (its ``query_groups`` and
+                ``category_text_features`` are the queries).
+            datamodule: the DataModule after ``setup`` (its ``datasets["test"]`` is the gallery).
+        """
+        dataset = datamodule.datasets["test"]
+        urls = shard_urls(datamodule.manifest, str(datamodule.shard_dir), "test")
+        titles: dict[str, str] = {}
+        for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+            titles[sample["__key__"]] = json.loads(sample["json"])["title"]
+        product_ids = list(dataset.product_id)
+        missing = [p for p in product_ids if p not in titles]
+        if missing:
+            raise ValueError(f"test products {missing[:5]} are not in the test shards {urls}")
+        metric = module.metrics["test"]
+        title_features = dataset.tensors.get("title_features")
+        return cls(
+            tree=datamodule.tree,
+            query_texts=list(module.category_texts),
+            query_text_features=module.category_text_features.detach().float().cpu(),
+            query_groups={k: v.cpu() for k, v in module.query_groups.items()},
+            product_ids=product_ids,
+            titles=[titles[p] for p in product_ids],
+            category_ids=dataset.category_ids.clone(),
+            title_features=None if title_features is None else title_features.float(),
+            shard_urls=urls,
+            metric_kwargs={
+                "ks": metric.ks,
+                "max_rank": metric.max_rank,
+                "relevance": metric.relevance,
+                "ndcg_ks": metric.ndcg_ks,
+                "recall_ks": metric.recall_ks,
+                "ap_normalization": metric.ap_normalization,
+            },
+            split_seed=int(datamodule.hparams.split_seed),
+        )
+
+
+def load_test_gallery(config: str | None, overrides: Sequence[str] = ()) -> TestGallery:
+    """Build the module and DataModule of a ``clipita fit`` config and read their test gallery, without training.
+
+    The DataModule shards (or reuses shards) and loads the feature cache exactly as ``clipita fit`` would; the
+    module encodes the category names with its frozen text tower. Nothing is fitted.
+
+    Args:
+        config: a ``clipita fit`` YAML (None for the defaults).
+        overrides: ``--key value`` pairs as on the command line, e.g. ``["--data.split_seed", "1"]``.
+    """
+    from lightning_modules.cli import make_cli
+
+    cli = make_cli((["--config", config] if config else []) + list(overrides), run=False)
+    trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
+    trainer.strategy.connect(module)  # the DataModule reads the frozen encoders off trainer.lightning_module
+    datamodule.trainer = trainer
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    module.model.attribute_names = datamodule.attribute_names
+    module.set_category_table(
+        datamodule.tree.texts(module.hparams.category_text), datamodule.tree, datamodule.unseen_category_ids
+    )
+    return TestGallery.from_modules(module, datamodule)

@@ -1,0 +1,54 @@
+"""Baselines by name, and the one exception a baseline raises when it cannot run here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+class BaselineNotRun(RuntimeError):
+    """The baseline cannot run in this environment (e.g. no image-text model offline); the message says why and is
+    reported in the leaderboard instead of a number."""
+
+
+def _registry() -> dict[str, Callable[..., torch.Tensor]]:
+    from .bm25 import bm25_scores
+    from .image_zero_shot import image_zero_shot_scores
+    from .random_scores import random_scores
+    from .title_zero_shot import title_zero_shot_scores
+
+    return {
+        "random": random_scores,
+        "bm25": bm25_scores,
+        "title_zero_shot": title_zero_shot_scores,
+        "image_zero_shot": image_zero_shot_scores,
+    }
+
+
+BASELINES: tuple[str, ...] = ("random", "bm25", "title_zero_shot", "image_zero_shot")
+
+
+def run_baseline(kind: str, gallery: Any, options: dict[str, Any] | None = None):
+    """Score ``gallery`` with baseline ``kind`` and evaluate it in the retrieval harness.
+
+    Args:
+        kind: one of :data:`BASELINES`.
+        gallery: a :class:`~.gallery.TestGallery`.
+        options: keyword options of the baseline function (e.g. ``{"k1": 1.2}`` for ``bm25``).
+
+    Returns:
+        A :class:`~.harness.BaselineResult`.
+
+    Raises:
+        ValueError: unknown ``kind``.
+        BaselineNotRun: the baseline cannot run here.
+    """
+    from .harness import evaluate_scores
+
+    registry = _registry()
+    if kind not in registry:
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {list(BASELINES)}")
+    scores = registry[kind](gallery, **(options or {}))
+    return evaluate_scores(scores, gallery)

@@ -1,0 +1,212 @@
+"""The sweep YAML (``sweeps/*.yaml``): what to train, what to search, how to search it, where the study lives.
+
+    base_config: experiments/clip_ita.yaml        # a `clipita fit` config (path relative to the working dir)
+    overrides:                                    # fixed config keys for every trial
+      trainer.max_epochs: 15
+    search_space: {...}                           # see lightning_modules/sweeping/space.py
+    objective: {metric: val/map@10, direction: maximize, reduce: best}
+    sampler: {name: tpe, seed: 0}                 # tpe | cmaes | random | gp, other keys go to the sampler
+    pruner: {name: median, n_warmup_steps: 3}     # median | percentile | hyperband | successive_halving |
+                                                  # threshold | none, other keys go to the pruner
+    n_trials: 30                                  # the study's total (trials already in it count)
+    storage: null                                 # default sqlite:///<output_dir>/<study_name>/study.db
+    study_name: null                              # default: the sweep YAML's file name
+    output_dir: runs/sweeps
+    enqueue: [{model.fusion: concat}]             # trials to run first (e.g. the baseline), user-facing values
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from .space import SearchSpace, SearchSpaceError, _encode_choice
+
+SPEC_KEYS = {
+    "base_config",
+    "overrides",
+    "search_space",
+    "objective",
+    "sampler",
+    "pruner",
+    "n_trials",
+    "timeout",
+    "storage",
+    "study_name",
+    "output_dir",
+    "best_config",
+    "enqueue",
+    "heartbeat_interval",
+    "retry_stale",
+}
+SAMPLERS = ("tpe", "cmaes", "random", "gp")
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
+REDUCTIONS = ("best", "last")
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep YAML (every field documented in the module docstring)."""
+
+    base_config: str | None
+    search_space: SearchSpace
+    overrides: dict[str, Any] = field(default_factory=dict)
+    metric: str = "val/map@10"
+    direction: str = "maximize"
+    reduce: str = "best"
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
+    n_trials: int = 20
+    timeout: float | None = None
+    storage: str | None = None
+    study_name: str = "sweep"
+    output_dir: str = "runs/sweeps"
+    best_config: str | None = None
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
+    heartbeat_interval: int = 60
+    retry_stale: int = 1
+    source: str | None = None
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_dir) / self.study_name
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    def enqueue_params(self) -> list[dict[str, Any]]:
+        """``enqueue`` entries in Optuna's terms (simplex weights -> their uniforms, list choices -> JSON)."""
+        by_key = {p.key: p for p in self.search_space.params}
+        out = []
+        for i, entry in enumerate(self.enqueue):
+            params: dict[str, Any] = {}
+            for key, value in entry.items():
+                if key not in by_key:
+                    raise SearchSpaceError(f"enqueue[{i}] names {key!r}, which is not in search_space")
+                p = by_key[key]
+                if p.type == "simplex":
+                    if not isinstance(value, Mapping) or set(value) != set(p.keys):
+                        raise SearchSpaceError(f"enqueue[{i}].{key}: give a weight for each of {p.keys}")
+                    total = sum(float(v) for v in value.values())
+                    for k, v in value.items():  # u = exp(-w): -log(u) / sum(-log(u)) gives w back
+                        params[f"{key}.{k}"] = math.exp(-float(v) / total)
+                elif p.type == "categorical":
+                    params[key] = _encode_choice(value)
+                else:
+                    params[key] = value
+            out.append(params)
+        return out
+
+
+def _resolve_base(path: str | None, sweep_file: Path) -> str | None:
+    if path is None:
+        return None
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.is_file():
+        if not candidate.is_file():
+            raise FileNotFoundError(f"base_config {path!r} does not exist")
+        return str(candidate)
+    beside = sweep_file.parent / candidate
+    if beside.is_file():
+        return str(beside)
+    raise FileNotFoundError(f"base_config {path!r} is neither relative to the working directory nor to {sweep_file}")
+
+
+def load_sweep_spec(path: str) -> SweepSpec:
+    """Read and validate a sweep YAML; every error names the offending key."""
+    sweep_file = Path(path)
+    if not sweep_file.is_file():
+        raise FileNotFoundError(f"sweep config {path!r} does not exist")
+    raw = yaml.safe_load(sweep_file.read_text()) or {}
+    if not isinstance(raw, Mapping):
+        raise SearchSpaceError(f"{path}: expected a mapping at the top level")
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise SearchSpaceError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SPEC_KEYS)}")
+    overrides = dict(raw.get("overrides") or {})
+    objective = dict(raw.get("objective") or {})
+    bad = set(objective) - {"metric", "direction", "reduce"}
+    if bad:
+        raise SearchSpaceError(f"{path}: objective has unknown key(s) {sorted(bad)}")
+    spec = SweepSpec(
+        base_config=_resolve_base(raw.get("base_config"), sweep_file),
+        search_space=SearchSpace.from_spec(raw.get("search_space"), overrides),
+        overrides=overrides,
+        metric=str(objective.get("metric", "val/map@10")),
+        direction=str(objective.get("direction", "maximize")),
+        reduce=str(objective.get("reduce", "best")),
+        sampler=_named(raw.get("sampler"), "tpe", SAMPLERS, "sampler"),
+        pruner=_named(raw.get("pruner"), "median", PRUNERS, "pruner"),
+        n_trials=int(raw.get("n_trials", 20)),
+        timeout=None if raw.get("timeout") is None else float(raw["timeout"]),
+        storage=raw.get("storage"),
+        study_name=str(raw.get("study_name") or sweep_file.stem),
+        output_dir=str(raw.get("output_dir") or "runs/sweeps"),
+        best_config=raw.get("best_config"),
+        enqueue=[dict(e) for e in raw.get("enqueue") or []],
+        heartbeat_interval=int(raw.get("heartbeat_interval", 60)),
+        retry_stale=int(raw.get("retry_stale", 1)),
+        source=str(sweep_file),
+    )
+    if spec.direction not in ("maximize", "minimize"):
+        raise SearchSpaceError(f"{path}: objective.direction must be maximize or minimize, got {spec.direction!r}")
+    if spec.reduce not in REDUCTIONS:
+        raise SearchSpaceError(f"{path}: objective.reduce must be one of {list(REDUCTIONS)}, got {spec.reduce!r}")
+    spec.enqueue_params()  # validate early
+    return spec
+
+
+def _named(block: Any, default: str, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
+    if block is None:
+        return {"name": default}
+    if isinstance(block, str):
+        block = {"name": block}
+    block = dict(block)
+    block.setdefault("name", default)
+    if block["name"] not in allowed:
+        raise SearchSpaceError(f"{what}.name must be one of {list(allowed)}, got {block['name']!r}")
+    return block
+
+
+# ------------------------------------------------------------------------------------------------- factories
+def make_sampler(block: Mapping[str, Any], search_space: SearchSpace | None = None) -> optuna.samplers.BaseSampler:
+    """Build the sampler named in ``block`` (other keys are its keyword arguments)."""
+    kwargs = {k: v for k, v in block.items() if k != "name"}
+    name = block["name"]
+    if name == "tpe":
+        return optuna.samplers.TPESampler(**kwargs)
+    if name == "random":
+        return optuna.samplers.RandomSampler(**kwargs)
+    if name == "gp":
+        return optuna.samplers.GPSampler(**kwargs)
+    if name == "cmaes":
+        if search_space is not None and search_space.has_non_float():
+            optuna.logging.get_logger("optuna").warning(
+                "CMA-ES models only unconditional float/int parameters; %s fall back to its independent sampler",
+                search_space.has_non_float(),
+            )
+        return optuna.samplers.CmaEsSampler(**kwargs)
+    raise SearchSpaceError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}")
+
+
+def make_pruner(block: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """Build the pruner named in ``block`` (other keys are its keyword arguments)."""
+    kwargs = {k: v for k, v in block.items() if k != "name"}
+    classes = {
+        "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "threshold": optuna.pruners.ThresholdPruner,
+        "none": optuna.pruners.NopPruner,
+    }
+    if block["name"] not in classes:
+        raise SearchSpaceError(f"unknown pruner {block['name']!r}; expected one of {list(PRUNERS)}")
+    return classes[block["name"]](**kwargs)
