@@ -213,10 +213,21 @@ class ClipItaModule(L.LightningModule):
         return category_ids.gather(1, level.unsqueeze(1)).squeeze(1)
 
     # -------------------------------------------------------------------------------------------------- steps
+    @staticmethod
+    def check_finite(batch: dict, stage: str) -> None:
+        """Fail with the product ids when an input holds NaN/inf (a degenerate image, a broken cache row)."""
+        for key in ("image", "image_features", "title_features", "attribute_features"):
+            x = batch.get(key)
+            if torch.is_tensor(x) and x.is_floating_point() and not torch.isfinite(x).all():
+                bad = (~torch.isfinite(x.flatten(1))).any(dim=1).nonzero().flatten().tolist()
+                ids = [batch["product_id"][i] for i in bad]
+                raise FloatingPointError(f"{stage}: non-finite values in {key!r} of products {ids[:20]}")
+
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model.encode_product(batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.check_finite(batch, "train")
         products = self.model.encode_product(batch)
         targets = self.training_targets(batch["category_ids"])
         categories = self.category_embeddings(targets)
@@ -246,6 +257,7 @@ class ClipItaModule(L.LightningModule):
             )
 
     def _eval_step(self, stage: str, batch: dict) -> None:
+        self.check_finite(batch, stage)
         self.metrics[stage].update(self.model.encode_product(batch), batch["category_ids"])
 
     def _eval_end(self, stage: str) -> None:

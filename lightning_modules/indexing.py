@@ -239,6 +239,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def index(
+    *,
     ckpt: str,
     output_dir: str,
     fit_config: str | None = None,

@@ -134,9 +134,9 @@ def select_topk(
     the candidates are sorted by (score desc, index asc) (:func:`ranking_order`).
 
     **Pruning with a floor** (streaming). A caller that already holds ``k`` items scoring ``>= floor[q]`` only needs
-    this chunk's items scoring ``>= floor[q]``. Then the row is cut into blocks of ``block`` columns, each block's
-    maximum is taken (one cheap vectorised pass), and only blocks whose maximum reaches the floor are gathered and
-    ranked. Past the first chunks of a stream that is a few percent of the columns, so ``topk`` over the whole
+    this chunk's items scoring ``>= floor[q]``. Then the row is cut into blocks of ``block`` columns (strided:
+    block ``j`` holds columns ``j, j + N // block, ...``), each block's maximum is taken (one cheap vectorised
+    pass), and only blocks whose maximum reaches the floor are gathered and ranked. Past the first chunks of a stream that is a few percent of the columns, so ``topk`` over the whole
     chunk -- otherwise the main cost after the matmul -- is avoided. The result is then exact for every item scoring
     ``>= floor[q]``; slots after those hold lower-scoring items of the chunk, which a merge with the caller's ``k``
     items discards. Rows whose floor is ``-inf`` (buffer not yet full) prune nothing, and when too many blocks
@@ -162,16 +162,20 @@ def select_topk(
     num_blocks = n // block
     if floor is None or num_blocks < 8 or k >= n:
         return _exact_topk(scores, k, index)
-    block_max = scores.unfold(1, block, block).amax(
-        dim=2
-    )  # [Q, num_blocks], the tail (< block columns) aside
+    # Block j is the strided column set {j, j + num_blocks, j + 2 * num_blocks, ...}: its maximum is an elementwise
+    # max of `block` contiguous row segments, which vectorises far better than reducing 16 adjacent columns.
+    row_stride, col_stride = scores.stride()
+    segments = scores.as_strided(
+        (q, block, num_blocks), (row_stride, num_blocks * col_stride, col_stride), scores.storage_offset()
+    )
+    block_max = segments.amax(dim=1)  # [Q, num_blocks]; the tail (< block columns) is always a candidate
     needed = int((block_max >= floor[:, None]).sum(dim=1).max())
     needed = max(needed, -(-(k + 1) // block))
     if needed * block > n // 4:
         return _exact_topk(scores, k, index)
     _, blocks = torch.topk(block_max, needed, dim=1)  # a superset of the blocks reaching the floor
-    offsets = torch.arange(block, device=scores.device)
-    columns = (blocks.unsqueeze(2) * block + offsets).reshape(q, needed * block)
+    offsets = torch.arange(block, device=scores.device) * num_blocks
+    columns = (blocks.unsqueeze(2) + offsets).reshape(q, needed * block)
     tail = torch.arange(num_blocks * block, n, device=scores.device)
     if tail.numel():
         columns = torch.cat([columns, tail.expand(q, -1)], dim=1)

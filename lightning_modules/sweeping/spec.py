@@ -113,10 +113,12 @@ def _resolve_base(path: str | None, sweep_file: Path) -> str | None:
         if not candidate.is_file():
             raise FileNotFoundError(f"base_config {path!r} does not exist")
         return str(candidate)
-    beside = sweep_file.parent / candidate
-    if beside.is_file():
-        return str(beside)
-    raise FileNotFoundError(f"base_config {path!r} is neither relative to the working directory nor to {sweep_file}")
+    for folder in sweep_file.resolve().parents:  # the sweep file's folder, then its parents (the repo root)
+        if (folder / candidate).is_file():
+            return str(folder / candidate)
+    raise FileNotFoundError(
+        f"base_config {path!r} is neither relative to the working directory nor to {sweep_file}'s folder or parents"
+    )
 
 
 def load_sweep_spec(path: str) -> SweepSpec:

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,9 @@ def _fit(base_config: str | None, overrides: list[str], callbacks: list[Any]) ->
 
     tee = _Tee(sys.stderr)
     try:
-        with contextlib.redirect_stderr(tee):
+        with contextlib.redirect_stderr(tee), warnings.catch_warnings():
+            # sys.argv is the sweep's own command line, kept on purpose: DDP re-launches it for ranks 1..N-1
+            warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
             return fit_and_test(base_config, overrides, callbacks=callbacks, test=False)
     except SystemExit as exit_:
         message = tee.buffer_.getvalue().strip().splitlines()

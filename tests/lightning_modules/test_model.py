@@ -118,3 +118,13 @@ def test_zero_shot_weight_mixes_in_the_title_embedding():
     assert torch.allclose(out, expected, atol=1e-4)  # a huge weight leaves the zero-shot title embedding
     with pytest.raises(ValueError, match="embed_dim"):
         create_model(modalities=["title"], embed_dim=256, zero_shot_weight=0.5)
+
+
+def test_non_finite_inputs_are_reported_with_their_product_ids():
+    from lightning_modules.clip_ita_module import ClipItaModule
+
+    batch = {"product_id": ["a", "b", "c"], "image_features": torch.randn(3, 8)}
+    ClipItaModule.check_finite(batch, "train")
+    batch["image_features"][1, 3] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"image_features.*\['b'\]"):
+        ClipItaModule.check_finite(batch, "train")

@@ -1,0 +1,368 @@
+"""``clipita search``: rank an index's products for any free-text category name.
+
+    clipita search --index work/fashion/index/clip_ita "Footwear > Shoes > Sports Shoes" -k 10 [--json] [--faiss]
+
+The query goes through the checkpoint's category tower (the frozen text encoder + the trained category head), so
+any text works: a category of the catalogue tree, one held out of training, or one the catalogue never had. A query
+written as a path (``"A > B > C"``) is encoded the way the model was trained: by its last name when the model's
+``category_text`` is ``leaf``, as the whole path when it is ``path``.
+
+Ranking is an exact dot product over all products with :func:`~lightning_modules.metrics.retrieval_functional.running_topk`
+(chunked; ties by lower product row), or, with ``--faiss``, an approximate one through the FAISS index that
+``clipita index --faiss true`` built.
+
+Library use::
+
+    searcher = Searcher.load("work/fashion/index/clip_ita")
+    results = searcher.search(["Sports Shoes", "Summer dresses"], k=10)
+    results[0]["results"][0]  # {"rank": 1, "id": ..., "title": ..., "category": ..., "split": ..., "score": ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from datamodules.category_tree import CATEGORY_SEPARATOR, format_path
+
+from .indexing import FAISS_NAME, INDEX_JSON
+from .metrics.retrieval_functional import running_topk
+
+CategoryPath = tuple[str, ...]
+
+
+# ------------------------------------------------------------------------------------------ category queries
+def split_query(query: str) -> list[str]:
+    """``"A > B > C"`` (any spacing around ``>``) -> ``["A", "B", "C"]``; a plain name -> ``[name]``."""
+    parts = [p.strip() for p in query.split(">")]
+    return [p for p in parts if p] or [query.strip()]
+
+
+def query_text(query: str, style: str = "leaf") -> str:
+    """The text the category tower encodes for ``query``, as the model saw category names in training.
+
+    Args:
+        query: a free-text category, optionally a path ``"A > B > C"``.
+        style: the model's ``category_text``: ``leaf`` (the last name) or ``path`` (the whole path).
+
+    Example:
+        >>> query_text("Footwear >  Shoes > Sports Shoes"), query_text("Footwear > Shoes", "path")
+        ('Sports Shoes', 'Footwear > Shoes')
+    """
+    parts = split_query(query)
+    if style == "leaf":
+        return parts[-1]
+    if style == "path":
+        return CATEGORY_SEPARATOR.join(parts)
+    raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
+
+
+def resolve_category(query: str, tree: Sequence[Sequence[str]]) -> CategoryPath | None:
+    """The catalogue category a query names, if any: an exact path, or a node name that is unique in the tree.
+
+    Matching ignores case and spacing around ``>``; a bare name matching nodes at several places (``"Shoes"``
+    under two parents) resolves only if exactly one node has that name.
+
+    Args:
+        query: the free-text query.
+        tree: every node's path (``index.json``'s ``tree``).
+
+    Returns:
+        The node's path, or None for a category the tree does not have.
+    """
+    parts = tuple(p.casefold() for p in split_query(query))
+    by_path = {tuple(p.casefold() for p in path): tuple(path) for path in tree}
+    if parts in by_path:
+        return by_path[parts]
+    if len(parts) == 1:
+        named = [path for key, path in by_path.items() if key[-1] == parts[0]]
+        if len(named) == 1:
+            return named[0]
+    return None
+
+
+def is_relevant(product_category: Sequence[str], query_path: Sequence[str]) -> bool:
+    """Hierarchical relevance: the query is the product's category or one of its ancestors."""
+    return tuple(product_category[: len(query_path)]) == tuple(query_path)
+
+
+# ------------------------------------------------------------------------------------------------ the index
+@dataclass
+class SearchIndex:
+    """An index folder written by ``clipita index``: product embeddings, metadata, and optionally FAISS.
+
+    Attributes:
+        folder: the index folder.
+        info: ``index.json``.
+        products: ``products.parquet`` (row i describes embedding row i).
+        embeddings: float32 ``[N, D]``, memory-mapped.
+    """
+
+    folder: Path
+    info: dict[str, Any]
+    products: pd.DataFrame
+    embeddings: np.ndarray
+    _faiss: Any = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, folder: str | Path, mmap: bool = True) -> SearchIndex:
+        """Read an index folder (the embeddings memory-mapped unless ``mmap=False``)."""
+        folder = Path(folder)
+        info_path = folder / INDEX_JSON
+        if not info_path.is_file():
+            raise FileNotFoundError(f"{folder} is not a clipita index (no {INDEX_JSON}); build one with clipita index")
+        info = json.loads(info_path.read_text())
+        files = info.get("files", {})
+        embeddings = np.load(folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None)
+        products = pd.read_parquet(folder / files.get("products", "products.parquet"))
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(products):
+            raise ValueError(
+                f"{folder}: {embeddings.shape[0]} embedding rows but {len(products)} products in the metadata"
+            )
+        return cls(folder, info, products, embeddings)
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def tree(self) -> list[tuple[str, ...]]:
+        return [tuple(p) for p in self.info.get("tree", [])]
+
+    @property
+    def unseen(self) -> set[tuple[str, ...]]:
+        return {tuple(p) for p in self.info.get("unseen_categories", [])}
+
+    @property
+    def has_faiss(self) -> bool:
+        return bool(self.info.get("faiss")) and (self.folder / self.info["faiss"].get("file", FAISS_NAME)).is_file()
+
+    def faiss_index(self, ef_search: int | None = None, nprobe: int | None = None) -> Any:
+        """The FAISS index (loaded once), with its stored (or the given) search-time parameters."""
+        if not self.has_faiss:
+            raise FileNotFoundError(f"{self.folder} has no FAISS index: rebuild with clipita index --faiss true")
+        try:
+            import faiss
+        except ImportError as exc:
+            raise ImportError("--faiss needs faiss-cpu: pip install 'clipita[faiss]'") from exc
+        params = self.info["faiss"]
+        if self._faiss is None:
+            self._faiss = faiss.read_index(str(self.folder / params.get("file", FAISS_NAME)))
+        if params["kind"] == "hnsw":
+            self._faiss.hnsw.efSearch = ef_search or params.get("ef_search", 128)
+        elif params["kind"] == "ivf":
+            self._faiss.nprobe = nprobe or params.get("nprobe", 8)
+        return self._faiss
+
+    def topk(
+        self,
+        query_emb: torch.Tensor,
+        k: int,
+        use_faiss: bool = False,
+        chunk_size: int = 65536,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best ``k`` product rows per query by dot product.
+
+        Args:
+            query_emb: ``[Q, D]`` category embeddings.
+            k: results per query (at most the index size).
+            use_faiss: search the FAISS index instead of the exact chunked scan.
+            chunk_size: products scored at once by the exact scan.
+            ef_search: HNSW beam override.
+            nprobe: IVF lists override.
+
+        Returns:
+            ``(scores [Q, k'], rows [Q, k'])`` best first; FAISS pads missing results with row ``-1``.
+        """
+        if query_emb.shape[1] != self.embeddings.shape[1]:
+            raise ValueError(
+                f"query embeddings have {query_emb.shape[1]} dims, the index {self.embeddings.shape[1]}"
+            )
+        k = min(k, len(self))
+        if use_faiss:
+            index = self.faiss_index(ef_search, nprobe)
+            if ef_search is None and self.info["faiss"]["kind"] == "hnsw":
+                index.hnsw.efSearch = max(index.hnsw.efSearch, k)
+            q = np.ascontiguousarray(query_emb.detach().float().cpu().numpy())
+            scores, rows = index.search(q, k)
+            return torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64))
+        with warnings.catch_warnings():  # torch warns once about the read-only memory map; nothing writes to it
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            scores, rows = running_topk(query_emb.float(), self.embeddings, k=k, chunk_size=chunk_size)
+        return scores.cpu(), rows.cpu()
+
+    def hits(self, scores: torch.Tensor, rows: torch.Tensor) -> list[list[dict[str, Any]]]:
+        """Ranked result dicts per query: ``rank``, ``row``, ``id``, ``title``, ``category``, ``split``, ``score``."""
+        out = []
+        for score_row, index_row in zip(scores.tolist(), rows.tolist(), strict=True):
+            ranked = []
+            for score, row in zip(score_row, index_row, strict=True):
+                if row < 0:
+                    continue
+                product = self.products.iloc[row]
+                ranked.append(
+                    {
+                        "rank": len(ranked) + 1,
+                        "row": int(row),
+                        "id": str(product["id"]),
+                        "title": str(product["title"]),
+                        "category": str(product["category"]),
+                        "split": str(product["split"]),
+                        "score": float(score),
+                    }
+                )
+            out.append(ranked)
+        return out
+
+
+# ------------------------------------------------------------------------------------------ category tower
+class CategoryEncoder:
+    """The category tower of a checkpoint: free-text category names -> L2-normalised embeddings.
+
+    Args:
+        ckpt: the model checkpoint (frozen encoders are rebuilt from its hyperparameters).
+        device: where the tower runs.
+    """
+
+    def __init__(self, ckpt: str | Path, device: str = "cpu") -> None:
+        from .clip_ita_module import ClipItaModule
+
+        self.module = ClipItaModule.load_from_checkpoint(str(ckpt), map_location=device)
+        self.module.eval()
+        self.style = str(self.module.hparams.get("category_text", "leaf"))
+
+    def texts(self, queries: Sequence[str]) -> list[str]:
+        return [query_text(q, self.style) for q in queries]
+
+    @torch.no_grad()
+    def encode(self, queries: Sequence[str]) -> torch.Tensor:
+        """``[Q, D]`` embeddings of the queries (each turned into the model's category text first)."""
+        return self.module.model.encode_category_texts(self.texts(queries)).float()
+
+
+class Searcher:
+    """An index plus the category tower of the checkpoint it was built with.
+
+    Args:
+        index: the loaded index.
+        encoder: the category tower (default: from ``index.info["checkpoint"]``).
+    """
+
+    def __init__(self, index: SearchIndex, encoder: CategoryEncoder | None = None) -> None:
+        self.index = index
+        self.encoder = encoder or CategoryEncoder(index.info["checkpoint"])
+
+    @classmethod
+    def load(cls, folder: str | Path, ckpt: str | None = None, device: str = "cpu") -> Searcher:
+        index = SearchIndex.load(folder)
+        return cls(index, CategoryEncoder(ckpt or index.info["checkpoint"], device=device))
+
+    def search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        use_faiss: bool = False,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Top-``k`` products for each free-text category.
+
+        Returns:
+            One dict per query: ``query``, ``query_text`` (what the tower encoded), ``category`` (the catalogue
+            path it names, or None), ``unseen`` (held out of training), ``results`` (see :meth:`SearchIndex.hits`).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if not queries:
+            return []
+        emb = self.encoder.encode(queries)
+        scores, rows = self.index.topk(emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe)
+        tree, unseen = self.index.tree, self.index.unseen
+        out = []
+        for query, text, hits in zip(queries, self.encoder.texts(queries), self.index.hits(scores, rows), strict=True):
+            path = resolve_category(query, tree)
+            out.append(
+                {
+                    "query": query,
+                    "query_text": text,
+                    "category": format_path(path) if path else None,
+                    "unseen": bool(path and path in unseen),
+                    "results": hits,
+                }
+            )
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def format_results(result: dict[str, Any], title_width: int = 48) -> str:
+    """A plain-text table of one query's results."""
+    if result["category"]:
+        known = f"catalogue category {result['category']!r}" + (" (unseen in training)" if result["unseen"] else "")
+    else:
+        known = "not a catalogue category"
+    lines = [f"{result['query']}  [encoded as {result['query_text']!r}; {known}]"]
+    lines.append(f"{'rank':>4}  {'score':>7}  {'id':<14} {'title':<{title_width}} category")
+    for hit in result["results"]:
+        title = hit["title"] if len(hit["title"]) <= title_width else hit["title"][: title_width - 3] + "..."
+        lines.append(f"{hit['rank']:>4}  {hit['score']:>7.4f}  {hit['id']:<14} {title:<{title_width}} {hit['category']}")
+    if not result["results"]:
+        lines.append("  (no results)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipita search",
+        description="Rank the products of a clipita index for free-text category names (any text: catalogue "
+        "categories, held-out ones, or new ones).",
+    )
+    parser.add_argument("queries", nargs="+", help='category names, e.g. "Footwear > Shoes > Sports Shoes"')
+    parser.add_argument("--index", required=True, help="index folder written by clipita index")
+    parser.add_argument("-k", "--top_k", type=int, default=10, help="results per query (default 10)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--faiss", action="store_true", help="search the approximate FAISS index")
+    parser.add_argument("--ef_search", type=int, default=None, help="FAISS HNSW beam (default: as built)")
+    parser.add_argument("--nprobe", type=int, default=None, help="FAISS IVF lists scanned (default: as built)")
+    parser.add_argument("--ckpt", default=None, help="checkpoint of the category tower (default: the index's)")
+    parser.add_argument("--device", default="cpu", help="device of the category tower and exact scan")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Entry point of ``clipita search`` (takes the argument list after ``search``)."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.top_k < 1:
+        raise SystemExit(f"clipita search: -k must be >= 1, got {args.top_k}")
+    index = SearchIndex.load(args.index)
+    if args.faiss and not index.has_faiss:
+        raise SystemExit(f"clipita search: {args.index} has no FAISS index; rebuild with clipita index --faiss true")
+    searcher = Searcher(index, CategoryEncoder(args.ckpt or index.info["checkpoint"], device=args.device))
+    results = searcher.search(
+        args.queries, k=args.top_k, use_faiss=args.faiss, ef_search=args.ef_search, nprobe=args.nprobe
+    )
+    if args.json:
+        payload = {
+            "index": str(Path(args.index)),
+            "backend": "faiss-" + index.info["faiss"]["kind"] if args.faiss else "exact",
+            "k": args.top_k,
+            "queries": results,
+        }
+        print(json.dumps(payload, ensure_ascii=False))
+    else:
+        print("\n\n".join(format_results(r) for r in results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

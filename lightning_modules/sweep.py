@@ -1,0 +1,167 @@
+"""``clipita sweep``: an Optuna hyperparameter search over ``clipita fit`` configs.
+
+    clipita sweep sweeps/clip_ita.yaml
+    clipita sweep sweeps/clip_ita.yaml --n_trials 40 --storage postgresql+psycopg2://user@db:5432/optuna
+    clipita sweep sweeps/clip_ita.yaml --report_only true       # best YAML + plots + summary of the study so far
+
+Every trial trains through :func:`lightning_modules.experiment.fit_and_test` (the module, DataModule and Trainer
+of ``clipita fit``). See ``sweeps/README.md`` for the YAML format and the cluster recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from .sweeping.report import write_report
+from .sweeping.space import SearchSpaceError
+from .sweeping.spec import PRUNERS, SAMPLERS, SweepSpec, load_sweep_spec
+from .sweeping.study import default_storage, has_waiting, make_storage, open_study, trials_counted
+from .sweeping.trial import JOIN_ENV, join_trial, run_trial
+
+
+def apply_cli(
+    spec: SweepSpec,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    seed: int | None = None,
+    output_dir: str | None = None,
+    best_config: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> SweepSpec:
+    """Apply command-line options on top of the sweep YAML (a changed sampler/pruner name drops its YAML kwargs)."""
+    if n_trials is not None:
+        spec.n_trials = n_trials
+    if timeout is not None:
+        spec.timeout = timeout
+    if storage is not None:
+        spec.storage = storage
+    if study_name is not None:
+        spec.study_name = study_name
+    if output_dir is not None:
+        spec.output_dir = output_dir
+    if best_config is not None:
+        spec.best_config = best_config
+    if sampler is not None and sampler != spec.sampler["name"]:
+        if sampler not in SAMPLERS:
+            raise SearchSpaceError(f"--sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+        spec.sampler = {"name": sampler, **({"seed": spec.sampler["seed"]} if "seed" in spec.sampler else {})}
+    if seed is not None:
+        spec.sampler["seed"] = seed
+    if pruner is not None and pruner != spec.pruner["name"]:
+        if pruner not in PRUNERS:
+            raise SearchSpaceError(f"--pruner must be one of {list(PRUNERS)}, got {pruner!r}")
+        spec.pruner = {"name": pruner}
+    searched = {p.key for p in spec.search_space.params}
+    for key, value in (overrides or {}).items():
+        if key in searched:
+            raise SearchSpaceError(f"--overrides fixes {key!r}, which the sweep searches; drop one of them")
+        spec.overrides[key] = value
+    return spec
+
+
+def sweep(
+    sweep_config: str,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    seed: int | None = None,
+    output_dir: str | None = None,
+    best_config: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    report_only: bool = False,
+) -> dict[str, Any] | None:
+    """Run (or join, or resume) an Optuna study whose trials are ``clipita fit`` runs, then report the best one.
+
+    The sweep YAML names the base ``clipita fit`` config, fixed overrides, the search space, the objective, the
+    sampler, the pruner and the study; the options below override it. Several ``clipita sweep`` processes given the
+    same storage and study name cooperate on one study (each asks for the next trial until the study holds
+    ``n_trials``), and a stopped sweep resumes where it stopped. Each trial trains through ``fit_and_test`` with
+    Optuna's ``PyTorchLightningPruningCallback`` on the objective metric; a trial that raises is recorded as FAIL
+    with its error in the user attributes and the study goes on. Trial outputs go to
+    ``<output_dir>/<study_name>/trial_NNNN/``; at the end the best trial is written as a ``clipita fit`` YAML next
+    to ``optimization_history.png``, ``param_importances.png``, ``intermediate_values.png`` and ``summary.json``.
+
+    Args:
+        sweep_config: the sweep YAML (see ``sweeps/README.md``), e.g. ``sweeps/clip_ita.yaml``.
+        n_trials: trials the study should hold in total (finished, failed and running ones count; 0: only
+            create/load the study and report).
+        timeout: stop asking for new trials after this many seconds (this process).
+        storage: ``sqlite:///path.db``, an RDB URL such as ``postgresql+psycopg2://user:pw@host:5432/db``, or
+            ``journal:<path>`` (a JournalStorage log file). Default: ``sqlite:///<output_dir>/<study_name>/study.db``.
+        study_name: the study's name in the storage (default: the sweep YAML's file name).
+        sampler: ``tpe`` (default), ``cmaes`` (float/int parameters only; others fall back to random), ``random``
+            or ``gp``.
+        pruner: ``median`` (default), ``percentile``, ``hyperband``, ``successive_halving``, ``threshold`` or
+            ``none``.
+        seed: the sampler's seed.
+        output_dir: parent folder of the per-study folder (default ``runs/sweeps``).
+        best_config: where to write the best trial's ``clipita fit`` YAML (default ``<study folder>/best.yaml``).
+        overrides: extra fixed ``clipita fit`` keys for every trial, e.g. ``'{trainer.max_epochs: 5}'``.
+        report_only: run no trial: write the best YAML, plots and summary of the study as it stands.
+
+    Returns:
+        The summary (also written to ``summary.json``); None in a DDP helper process.
+    """
+    spec = apply_cli(
+        load_sweep_spec(sweep_config),
+        n_trials,
+        timeout,
+        storage,
+        study_name,
+        sampler,
+        pruner,
+        seed,
+        output_dir,
+        best_config,
+        overrides,
+    )
+    study_dir = spec.study_dir
+    storage_url = spec.storage or default_storage(study_dir)
+    join = os.environ.get(JOIN_ENV)
+    if join:  # a DDP rank re-launched by Lightning inside the parent's trial
+        join_trial(spec, make_storage(storage_url, heartbeat_interval=0), json.loads(join), study_dir)
+        return None
+    study_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(spec, storage_url)
+    study.set_user_attr("sweep_config", str(sweep_config))
+    study.set_user_attr("base_config", spec.base_config)
+    for params in spec.enqueue_params():
+        study.enqueue_trial(params, skip_if_exists=True)
+    if not report_only:
+        run_until_full(study, spec)
+    if not study.get_trials(deepcopy=False):
+        print(f"study {spec.study_name!r} has no trials yet ({storage_url})")
+        return {"study_name": spec.study_name, "n_trials": 0}
+    return write_report(spec, study, storage_url, Path(spec.best_config) if spec.best_config else None)
+
+
+def run_until_full(study: optuna.Study, spec: SweepSpec) -> None:
+    """Ask for trials one at a time until the study holds ``n_trials`` (queued trials always run)."""
+    import time
+
+    start = time.monotonic()
+    study_dir = spec.study_dir
+    while True:
+        if spec.timeout is not None and time.monotonic() - start > spec.timeout:
+            print(f"clipita sweep: timeout of {spec.timeout:.0f} s reached")
+            return
+        if trials_counted(study) >= spec.n_trials and not has_waiting(study):
+            return
+        study.optimize(
+            lambda trial: run_trial(trial, spec, study_dir),
+            n_trials=1,
+            catch=(Exception,),
+            gc_after_trial=True,
+        )
