@@ -8,6 +8,9 @@ What is measured (one process, same chunks for both, product generation *not* ti
 * ``dense``: only ``queries @ chunk.T`` into a reused ``[Q, chunk]`` buffer: the floor any exact evaluation pays.
 
 The ratio ``metric / dense`` is the overhead of ranking + metric bookkeeping on top of scoring (goal <= 1.5).
+Both are timed per chunk, interleaved, in wall-clock and in process CPU time; the load average is printed because
+on a shared 2-core machine other processes inflate short multi-threaded ops (OpenMP barriers wait for descheduled
+threads) far more than the long matmuls, so ``ratio`` is only meaningful on a quiet machine (or ``--threads 1``).
 
 Memory is the peak resident set size of the process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), which counts
 everything: the Python + torch runtime (~0.3 GB), one product chunk, the ``[Q, chunk]`` score block and the
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -74,6 +78,7 @@ def chunk_sizes(total: int, chunk: int) -> list[int]:
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     rss_start = peak_rss_gb()
     leaf_ancestors, depth = synthetic_tree(args.queries)
     g = torch.Generator().manual_seed(args.seed)
@@ -144,6 +149,8 @@ def run(args: argparse.Namespace) -> dict:
         "dense_matmul_cpu_s": round(cpu["dense"], 2),
         "ratio_cpu": round(metric_cpu / cpu["dense"], 3),
         "generation_wall_s_untimed": round(gen_s, 2),
+        "cpus": os.cpu_count(),
+        "loadavg_1min_start_end": f"{load_start:.1f} / {os.getloadavg()[0]:.1f}",
         "peak_rss_gb_after_imports": round(rss_start, 3),
         "peak_rss_gb": round(peak_rss_gb(), 3),
         "score_block_gb": round(4 * q_step * max(sizes) / 1024**3, 3),

@@ -1,20 +1,24 @@
 """Shard streaming throughput vs the JPEG-decode floor, on the same image files in the same run.
 
-What is timed (images per second, best of ``--repeats`` rounds; each round runs one pass of every method,
-one after the other, over the same ``--limit`` images):
+Methods, each making one pass over the same ``--limit`` images:
 
 - ``shards``: our pipeline (``datamodules.shard_pipeline.build_shard_pipeline``) with ``--workers`` workers:
   read the tar shards, decode the JPEG, resize to 224 + normalise, collate the batch dict. Evaluation mode
   (every shard once) and training mode (resampled shards + sample shuffle buffer + ``with_epoch``).
 - ``floor, loop``: a plain single-process loop over the files: open + decode + the same transform.
-- ``floor, DataLoader``: the same per-file work in a map-style dataset read by a ``torch.utils.data.DataLoader``
-  with ``--workers`` workers and the default collate (the comparable floor for ``shards``).
+- ``floor, DataLoader``: the same per-file work in a map-style dataset read by a
+  ``torch.utils.data.DataLoader`` with ``--workers`` workers and the default collate: the comparable
+  floor for ``shards``.
 
-The shards are built from the files into a temporary folder before timing, and every file and shard is read
-once beforehand so all methods start from a warm page cache.
+The methods run round-robin for ``--repeats`` rounds (so load from other processes on a shared machine hits
+all of them alike); reported per method: best and median images/s over the rounds, and the median CPU time
+per image summed over the process and its DataLoader workers (from /proc; the steadiest number on a busy
+machine). The shards are built from the files into a temporary folder before timing, and every file and
+shard is read once beforehand so all methods start from a warm page cache.
 
 Example:
-    python benchmarks/bench_shard_streaming.py --images ../shared/datasets/fashion-product-images/images --limit 2000
+    python benchmarks/bench_shard_streaming.py --limit 2000 \\
+        --images ../shared/datasets/fashion-product-images/images
 """
 
 from __future__ import annotations
@@ -236,10 +240,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"{'':<{width}}  passes: {', '.join(f'{rate:.0f}' for rate, _ in passes[name])}")
     names = list(passes)
     for name in names[2:]:
+        loop_name, floor_name = names[0], names[1]
         print(
-            f"{name}: best {best[name] / best[names[1]]:.2f}x / median {median[name] / median[names[1]]:.2f}x "
-            f"the DataLoader floor ({best[name] / best[names[0]]:.2f}x / {median[name] / median[names[0]]:.2f}x "
-            f"the loop); CPU per image {cpu[name] / cpu[names[1]]:.2f}x the DataLoader floor's"
+            f"{name}: best {best[name] / best[floor_name]:.2f}x / "
+            f"median {median[name] / median[floor_name]:.2f}x "
+            f"the DataLoader floor ({best[name] / best[loop_name]:.2f}x / "
+            f"{median[name] / median[loop_name]:.2f}x the loop); "
+            f"CPU per image {cpu[name] / cpu[floor_name]:.2f}x the DataLoader floor's"
         )
     return best
 

@@ -9,9 +9,10 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.category_tree import CategoryTree, parse_path
+from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_cache import build_feature_cache, load_features, split_product_ids
 from datamodules.sharding import SPLITS, load_manifest, shard_catalogue, shard_urls
 
@@ -243,17 +244,18 @@ class CatalogueDataModule(L.LightningDataModule):
                 f"the train split has {len(dataset)} products, fewer than batch_size={self.hparams.batch_size}"
             )
         sampler = None
-        if training and self.hparams.sampler == "category_balanced":
-            leaves = dataset.category_ids.gather(1, ((dataset.category_ids >= 0).sum(1, keepdim=True) - 1))[
-                :, 0
-            ]
-            counts = torch.bincount(leaves, minlength=len(self.tree)).float()
-            weights = counts[leaves] ** -self.hparams.balance_power
-            sampler = WeightedRandomSampler(weights.double(), num_samples=len(dataset), replacement=True)
+        if training:
+            weights = None
+            if self.hparams.sampler == "category_balanced":
+                ids = dataset.category_ids
+                leaves = ids.gather(1, (ids >= 0).sum(1, keepdim=True) - 1)[:, 0]
+                counts = torch.bincount(leaves, minlength=len(self.tree)).float()
+                weights = counts[leaves] ** -self.hparams.balance_power
+            sampler = EpochSeededSampler(len(dataset), seed=self.hparams.split_seed, weights=weights)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size if training else self.hparams.eval_batch_size,
-            shuffle=training and sampler is None,
+            shuffle=False,
             sampler=sampler,
             drop_last=training,  # equal batch shapes on every rank for the gathered contrastive loss
             num_workers=self.hparams.num_workers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import lightning as L
@@ -222,6 +223,22 @@ class ClipItaModule(L.LightningModule):
                 bad = (~torch.isfinite(x.flatten(1))).any(dim=1).nonzero().flatten().tolist()
                 ids = [batch["product_id"][i] for i in bad]
                 raise FloatingPointError(f"{stage}: non-finite values in {key!r} of products {ids[:20]}")
+
+    def on_train_epoch_start(self) -> None:
+        """Set the sampler's epoch from ``current_epoch``: Lightning's own ``set_epoch`` counts *finished* epochs,
+        which lags by one after resuming from a checkpoint written at validation end. The loader's iterator is made
+        after this hook."""
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None) if self._trainer else None
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.current_epoch)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Reseed torch from (seed, epoch) right before an epoch's first step: dropout and the sampled training levels
+        of epoch ``e`` are then the same whether the run went straight through or resumed from the checkpoint written
+        at the end of epoch ``e - 1`` (whatever else drew random numbers in between, e.g. DataLoader iterators)."""
+        if batch_idx == 0:
+            base = int(os.environ.get("PL_GLOBAL_SEED", "0"))
+            torch.manual_seed(base * 1_000_003 + self.current_epoch)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model.encode_product(batch)

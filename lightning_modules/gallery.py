@@ -158,7 +158,11 @@ def render_html(page: dict[str, Any], display_px: int = 56) -> str:
     head = ['<th class="query">category</th>']
     for model in models:
         p = model["mean_precision"]
-        ptext = f"mean P@{k} {p:.2f} over {model['judged_queries']} judged" if p is not None else "no judged query"
+        ptext = (
+            f"mean P@{k} {p:.2f} over {model['judged_queries']} judged"
+            if p is not None
+            else "no judged query"
+        )
         head.append(f'<th class="model">{_e(model["label"])}<br><span class="p">{_e(ptext)}</span></th>')
     rows = []
     for row in page["rows"]:
@@ -168,8 +172,14 @@ def render_html(page: dict[str, Any], display_px: int = 56) -> str:
             badge = '<span class="badge unseen">unseen in training</span>'
         else:
             badge = '<span class="badge seen">seen in training</span>'
-        path = f'<div class="path">{_e(row["category"])}</div>' if row["category"] and row["category"] != row["query"] else ""
-        count = f'<div class="path">{row["num_relevant"]} relevant in the index</div>' if row["category"] else ""
+        path = (
+            f'<div class="path">{_e(row["category"])}</div>'
+            if row["category"] and row["category"] != row["query"]
+            else ""
+        )
+        count = (
+            f'<div class="path">{row["num_relevant"]} relevant in the index</div>' if row["category"] else ""
+        )
         cells = [f'<td class="query"><div class="q">{_e(row["query"])}</div>{path}{badge}{count}</td>']
         for result in row["results"]:
             figures = []
@@ -188,7 +198,9 @@ def render_html(page: dict[str, Any], display_px: int = 56) -> str:
                 ptext = "no relevant product in the index"
             else:
                 ptext = "&nbsp;"
-            cells.append(f'<td class="model"><div class="p">{ptext}</div><div class="hits">{"".join(figures)}</div></td>')
+            cells.append(
+                f'<td class="model"><div class="p">{ptext}</div><div class="hits">{"".join(figures)}</div></td>'
+            )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     legend = (
         '<span style="background:#1f9d3a"></span>relevant (the query is the product\'s category or an ancestor)'
@@ -196,7 +208,7 @@ def render_html(page: dict[str, Any], display_px: int = 56) -> str:
         '<span style="background:#bbb"></span>free-text query: not judged'
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(page['title'])}</title><style>{_CSS % {'display': display_px}}</style></head><body>"
         f"<h1>{_e(page['title'])}</h1>"
         f'<p class="sub">Top {k} products per category query; {len(page["rows"])} queries; '
@@ -276,7 +288,9 @@ def gallery(
                 shard = shards / str(product["shard"])
                 name = thumbnail_name(hit["id"], shard, str(product["key"]))
                 if name not in written:
-                    jpeg = read_record_jpeg(shard, str(product["key"]), int(product["jpg_offset"]), int(product["jpg_size"]))
+                    jpeg = read_record_jpeg(
+                        shard, str(product["key"]), int(product["jpg_offset"]), int(product["jpg_size"])
+                    )
                     make_thumbnail(jpeg, out / IMAGES_DIR / name, size=thumb_px)
                     written[name] = hit["id"]
                 hit["image"] = f"{IMAGES_DIR}/{name}"
@@ -304,7 +318,11 @@ def gallery(
                 "unseen": bool(path and path in loaded[0].unseen),
                 "num_relevant": first["num_relevant"],
                 "results": [
-                    {"precision": m[i]["precision"], "num_relevant": m[i]["num_relevant"], "hits": m[i]["hits"]}
+                    {
+                        "precision": m[i]["precision"],
+                        "num_relevant": m[i]["num_relevant"],
+                        "hits": m[i]["hits"],
+                    }
                     for m in per_model
                 ],
             }
@@ -329,7 +347,9 @@ def gallery(
     html_path = out / HTML_NAME
     html_path.write_text(render_html(page, display_px=display_px), encoding="utf-8")
     summary = ", ".join(
-        f"{m['label']} mean P@{k} {m['mean_precision']:.3f}" if m["mean_precision"] is not None else m["label"]
+        f"{m['label']} mean P@{k} {m['mean_precision']:.3f}"
+        if m["mean_precision"] is not None
+        else m["label"]
         for m in models
     )
     print(

@@ -3,6 +3,8 @@
     clipita index --ckpt runs/clip_ita/version_0/checkpoints/last.ckpt --output_dir work/fashion/index/clip_ita \\
         [--fit_config runs/clip_ita/version_0/config.yaml] [--split test|val|train|all] [--faiss true]
 
+The catalogue comes from the DataModule arguments stored in the checkpoint (or ``--fit_config``'s ``data``).
+
 The products go through Lightning's predict path (``trainer.predict`` with :class:`EmbeddingWriter`, per-rank part
 files merged on rank 0), so indexing runs on one CPU, one GPU or many under DDP like training does. The folder::
 
@@ -34,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import yaml
+from torch.utils.data import ConcatDataset, DataLoader
 
 from datamodules.catalogue_datamodule import CatalogueDataModule
 from datamodules.category_tree import format_path
@@ -60,42 +63,77 @@ class IndexDataModule(CatalogueDataModule):
     index_splits: tuple[str, ...] = ("test",)
 
     def predict_dataloader(self) -> Any:
-        loaders = [self._loader(split, training=False) for split in self.index_splits]
-        return loaders[0] if len(loaders) == 1 else loaders
+        splits = tuple(self.index_splits)
+        if len(splits) == 1:
+            return self._loader(splits[0], training=False)
+        # one loader over several splits (``predict_step`` takes no ``dataloader_idx``), in split order
+        h = self.hparams
+        if h.use_features:
+            return DataLoader(
+                ConcatDataset([self.datasets[split] for split in splits]),
+                batch_size=h.eval_batch_size,
+                shuffle=False,
+                num_workers=h.num_workers,
+                persistent_workers=h.num_workers > 0,
+            )
+        from datamodules.shard_pipeline import build_shard_pipeline
+
+        return build_shard_pipeline(
+            [url for split in splits for url in shard_urls(self.manifest, str(self.shard_dir), split)],
+            self.trainer.lightning_module.model.image_encoder.transform,
+            self.tree,
+            h.eval_batch_size,
+            training=False,
+            epoch_samples=sum(self.split_size(split) for split in splits),
+            seed=h.split_seed,
+            num_workers=h.num_workers,
+        )
 
 
-def find_fit_config(ckpt: str) -> Path:
-    """The ``config.yaml`` LightningCLI saved for the run a checkpoint belongs to (``<run>/checkpoints/x.ckpt``)."""
-    path = Path(ckpt).resolve()
-    for folder in (path.parent, path.parent.parent):
-        candidate = folder / "config.yaml"
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no config.yaml next to {ckpt!r} or in its run folder; pass --fit_config (the run's config.yaml or the "
-        "experiment YAML it was trained with)"
-    )
+def checkpoint_data_options(ckpt: str | Path) -> dict[str, Any]:
+    """The DataModule arguments a checkpoint was trained with (Lightning stores them beside the weights)."""
+    import torch
+
+    checkpoint = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    data = checkpoint.get("datamodule_hyper_parameters")
+    if not data:
+        raise ValueError(
+            f"{ckpt} records no DataModule arguments; pass --fit_config (the run's config.yaml or the experiment "
+            "YAML it was trained with)"
+        )
+    return {k: v for k, v in dict(data).items() if not k.startswith("_")}
 
 
-def datamodule_kwargs(fit_config: str | Path, **overrides: Any) -> dict[str, Any]:
-    """The ``data`` section of a ``clipita fit`` config as CatalogueDataModule keyword arguments.
-
-    Keys this version of the DataModule does not accept are dropped with a warning (a config saved by a newer
-    version); ``overrides`` that are not None replace config values.
-
-    Args:
-        fit_config: the run's ``config.yaml`` (or the experiment YAML).
-        **overrides: e.g. ``work_dir=...``, ``eval_batch_size=...``.
-    """
+def config_data_options(fit_config: str | Path) -> dict[str, Any]:
+    """The ``data`` section of a ``clipita fit`` config (plain or ``class_path``/``init_args`` form)."""
     config = yaml.safe_load(Path(fit_config).read_text()) or {}
     data = dict(config.get("data") or {})
-    if "init_args" in data:  # class_path / init_args form
+    if "init_args" in data:
         data = dict(data["init_args"] or {})
+    return data
+
+
+def datamodule_kwargs(
+    data: dict[str, Any], origin: str = "the fit config", **overrides: Any
+) -> dict[str, Any]:
+    """CatalogueDataModule keyword arguments from recorded data options.
+
+    Keys this version of the DataModule does not accept are dropped with a warning (options recorded by another
+    version); ``overrides`` that are not None replace recorded values.
+
+    Args:
+        data: the recorded options (:func:`checkpoint_data_options` or :func:`config_data_options`).
+        origin: where they came from, for the warning.
+        **overrides: e.g. ``work_dir=...``, ``eval_batch_size=...``.
+    """
+    data = dict(data)
     data.update({k: v for k, v in overrides.items() if v is not None})
     accepted = set(inspect.signature(CatalogueDataModule.__init__).parameters) - {"self"}
     unknown = sorted(set(data) - accepted)
     if unknown:
-        warnings.warn(f"{fit_config}: ignoring data options this DataModule does not take: {unknown}", stacklevel=2)
+        warnings.warn(
+            f"{origin}: ignoring data options this DataModule does not take: {unknown}", stacklevel=2
+        )
     return {k: v for k, v in data.items() if k in accepted}
 
 
@@ -263,8 +301,8 @@ def index(
     Args:
         ckpt: the model checkpoint (``runs/<name>/version_N/checkpoints/*.ckpt``).
         output_dir: the index folder to write (embeddings.npy, products.parquet, index.json[, faiss.index]).
-        fit_config: the ``clipita fit`` config the model was trained with (default: the ``config.yaml`` that
-            LightningCLI saved in the checkpoint's run folder).
+        fit_config: a ``clipita fit`` config whose ``data`` section describes the catalogue (default: the
+            DataModule arguments recorded in the checkpoint, i.e. the data the model was trained on).
         split: which products to index: ``test`` (held-out and unseen-category products), ``val``, ``train`` or
             ``all``.
         faiss: also build an approximate FAISS index beside the exact one (needs ``faiss-cpu``).
@@ -286,8 +324,12 @@ def index(
 
     started = time.perf_counter()
     splits = resolve_splits(split)
-    config_path = Path(fit_config) if fit_config else find_fit_config(ckpt)
-    dm = IndexDataModule(**datamodule_kwargs(config_path, work_dir=work_dir, eval_batch_size=batch_size))
+    if fit_config:
+        data, origin = config_data_options(fit_config), str(fit_config)
+    else:
+        data, origin = checkpoint_data_options(ckpt), str(ckpt)
+    data = datamodule_kwargs(data, origin, work_dir=work_dir, eval_batch_size=batch_size)
+    dm = IndexDataModule(**data)
     dm.index_splits = splits
     module = ClipItaModule.load_from_checkpoint(ckpt, map_location="cpu")
     module.eval()
@@ -326,7 +368,8 @@ def index(
         "created_by": "clipita index",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "checkpoint": str(Path(ckpt).resolve()),
-        "fit_config": str(config_path.resolve()),
+        "fit_config": str(Path(fit_config).resolve()) if fit_config else None,
+        "data": _jsonable(data),
         "hparams": _jsonable(dict(module.hparams)),
         "category_text": module.hparams.get("category_text", "leaf"),
         "modalities": list(module.hparams.get("modalities", [])),
@@ -354,6 +397,6 @@ def index(
     extra = f", FAISS {info['faiss']['kind']}" if info["faiss"] else ""
     print(
         f"Indexed {info['num_products']:,} products ({'+'.join(splits)}) x {info['embed_dim']} dims into {out}"
-        f"{extra} in {info['seconds']:.1f} s. Search: clipita search --index {out} \"<category>\" -k 10"
+        f'{extra} in {info["seconds"]:.1f} s. Search: clipita search --index {out} "<category>" -k 10'
     )
     return info

@@ -387,9 +387,18 @@ class _Runner:
         from lightning_modules.experiment import fit_and_test
 
         config = resolve_path(row.fit)
-        shutil.rmtree(self.runs_dir / row.slug / f"seed{seed}", ignore_errors=True)
+        if row.checkpoint:  # test only: no logs, and never touch a folder the checkpoint may live in
+            logging = [
+                "--trainer.logger",
+                "false",
+                "--trainer.default_root_dir",
+                str(self.runs_dir / "tests"),
+            ]
+        else:  # a fresh run folder per row and seed (a previous leaderboard run's checkpoints are replaced)
+            shutil.rmtree(self.runs_dir / row.slug / f"seed{seed}", ignore_errors=True)
+            logging = _logger_overrides(config, self.runs_dir, row.slug, seed)
         overrides = [
-            *_logger_overrides(config, self.runs_dir, row.slug, seed),
+            *logging,
             *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, True),
         ]  # fmt: skip
         if row.checkpoint:
@@ -431,7 +440,7 @@ class _Runner:
                 if problem:
                     raise ValueError(
                         f"row {row.name!r} on split seed {seed} is not evaluated like the rows before it: {problem}; "
-                        "row overrides must not change the data or the category text"
+                        "row overrides must not change the data (catalogue, split options, work_dir)"
                     )
                 out.results.setdefault(row.name, {})[seed] = result
                 gc.collect()
@@ -674,8 +683,17 @@ def _json_safe(value: Any) -> Any:
 
 
 def _queries_text(cell: dict[str, Any]) -> str:
+    """Queries evaluated (with a relevant test product): one number, or one per seed when they differ."""
     counts = cell["num_queries"]
-    return str(counts[0]) if len(set(counts)) == 1 else "/".join(str(c) for c in counts)
+    return str(counts[0]) if len(set(counts)) == 1 else ", ".join(str(c) for c in counts)
+
+
+def significance_floor(spec: LeaderboardSpec, family_size: int) -> float | None:
+    """The smallest corrected p-value a permutation test with ``spec.n_resamples`` can reach in a family of
+    ``family_size`` tests (two-sided: ``2 / (n + 1)`` times the family size); None for the other tests."""
+    if spec.test != "permutation":
+        return None
+    return min(1.0, 2.0 / (spec.n_resamples + 1) * max(1, family_size))
 
 
 def markdown_table(run: LeaderboardRun, summary: dict, tests: dict, setting: str) -> str:
@@ -721,7 +739,7 @@ def _error_rows(run: LeaderboardRun, errors: dict, setting: str) -> list[str]:
         for k in ERROR_KS:
             prefix = "rank1" if k == 1 else f"top{k}"
             judged, wrong = counts.get(f"{prefix}/judged", 0), counts.get(f"{prefix}/wrong", 0)
-            share = lambda n, w=wrong: f"{100 * n / w:.0f}%" if w else "–"  # noqa: E731
+            share = lambda n, w=wrong: f"{n} ({100 * n / w:.0f}%)" if w else "–"  # noqa: E731
             out.append(f"{wrong}/{judged} ({100 * wrong / judged:.0f}%)" if judged else "–")
             out += [
                 share(counts.get(f"{prefix}/wrong_same_tree", 0)),
@@ -770,6 +788,15 @@ def write_markdown(
         "Queries with no relevant test product are left out (`queries`; per seed when it differs).",
         "",
     ]
+    family = len(settings_of(run)) * len(TESTED_METRICS)
+    floor = significance_floor(spec, family)
+    if floor is not None and floor >= spec.alpha:
+        lines += [
+            f"**Warning:** with {spec.n_resamples} resamples and {family} tests per row the smallest reachable "
+            f"corrected p-value is {floor:.3f} >= alpha: no difference can be marked; raise "
+            "`significance.n_resamples`.",
+            "",
+        ]
     for setting in settings_of(run):
         lines += [f"### {setting}", "", markdown_table(run, summary, tests, setting), ""]
     if run.not_run:
@@ -894,7 +921,7 @@ def plot_metrics(
         queries = _queries_text(summary[rows[0]][setting]["map@10"])
         ax.set_title(f"{setting} ({queries} queries)")
         ax.set_xticks(x, [LABELS[m] for m in metrics])
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.08)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(settings) :]:
         ax.axis("off")
@@ -1131,6 +1158,12 @@ def leaderboard(
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
+    family = len(settings_of(run)) * len(TESTED_METRICS)
+    floor = significance_floor(spec, family)
+    if floor is not None and floor >= spec.alpha:
+        print(
+            f"warning: {spec.n_resamples} permutation resamples cannot reach significance in {family} tests"
+        )
     paths = write_report(run, out_dir, started=started)
     print(
         f"leaderboard {spec.name}: {len(run.ran)} rows x {len(spec.split_seeds)} seeds in {run.wall_s:.0f} s"

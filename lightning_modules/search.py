@@ -120,10 +120,14 @@ class SearchIndex:
         folder = Path(folder)
         info_path = folder / INDEX_JSON
         if not info_path.is_file():
-            raise FileNotFoundError(f"{folder} is not a clipita index (no {INDEX_JSON}); build one with clipita index")
+            raise FileNotFoundError(
+                f"{folder} is not a clipita index (no {INDEX_JSON}); build one with clipita index"
+            )
         info = json.loads(info_path.read_text())
         files = info.get("files", {})
-        embeddings = np.load(folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None)
+        embeddings = np.load(
+            folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
+        )
         products = pd.read_parquet(folder / files.get("products", "products.parquet"))
         if embeddings.ndim != 2 or embeddings.shape[0] != len(products):
             raise ValueError(
@@ -144,12 +148,17 @@ class SearchIndex:
 
     @property
     def has_faiss(self) -> bool:
-        return bool(self.info.get("faiss")) and (self.folder / self.info["faiss"].get("file", FAISS_NAME)).is_file()
+        return (
+            bool(self.info.get("faiss"))
+            and (self.folder / self.info["faiss"].get("file", FAISS_NAME)).is_file()
+        )
 
     def faiss_index(self, ef_search: int | None = None, nprobe: int | None = None) -> Any:
         """The FAISS index (loaded once), with its stored (or the given) search-time parameters."""
         if not self.has_faiss:
-            raise FileNotFoundError(f"{self.folder} has no FAISS index: rebuild with clipita index --faiss true")
+            raise FileNotFoundError(
+                f"{self.folder} has no FAISS index: rebuild with clipita index --faiss true"
+            )
         try:
             import faiss
         except ImportError as exc:
@@ -197,7 +206,8 @@ class SearchIndex:
             q = np.ascontiguousarray(query_emb.detach().float().cpu().numpy())
             scores, rows = index.search(q, k)
             return torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64))
-        with warnings.catch_warnings():  # torch warns once about the read-only memory map; nothing writes to it
+        # torch warns once about the read-only memory map; nothing writes to it
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*not writable.*")
             scores, rows = running_topk(query_emb.float(), self.embeddings, k=k, chunk_size=chunk_size)
         return scores.cpu(), rows.cpu()
@@ -290,7 +300,9 @@ class Searcher:
         scores, rows = self.index.topk(emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe)
         tree, unseen = self.index.tree, self.index.unseen
         out = []
-        for query, text, hits in zip(queries, self.encoder.texts(queries), self.index.hits(scores, rows), strict=True):
+        for query, text, hits in zip(
+            queries, self.encoder.texts(queries), self.index.hits(scores, rows), strict=True
+        ):
             path = resolve_category(query, tree)
             out.append(
                 {
@@ -308,14 +320,18 @@ class Searcher:
 def format_results(result: dict[str, Any], title_width: int = 48) -> str:
     """A plain-text table of one query's results."""
     if result["category"]:
-        known = f"catalogue category {result['category']!r}" + (" (unseen in training)" if result["unseen"] else "")
+        known = f"catalogue category {result['category']!r}" + (
+            " (unseen in training)" if result["unseen"] else ""
+        )
     else:
         known = "not a catalogue category"
     lines = [f"{result['query']}  [encoded as {result['query_text']!r}; {known}]"]
     lines.append(f"{'rank':>4}  {'score':>7}  {'id':<14} {'title':<{title_width}} category")
     for hit in result["results"]:
         title = hit["title"] if len(hit["title"]) <= title_width else hit["title"][: title_width - 3] + "..."
-        lines.append(f"{hit['rank']:>4}  {hit['score']:>7.4f}  {hit['id']:<14} {title:<{title_width}} {hit['category']}")
+        lines.append(
+            f"{hit['rank']:>4}  {hit['score']:>7.4f}  {hit['id']:<14} {title:<{title_width}} {hit['category']}"
+        )
     if not result["results"]:
         lines.append("  (no results)")
     return "\n".join(lines)
@@ -333,8 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--faiss", action="store_true", help="search the approximate FAISS index")
     parser.add_argument("--ef_search", type=int, default=None, help="FAISS HNSW beam (default: as built)")
-    parser.add_argument("--nprobe", type=int, default=None, help="FAISS IVF lists scanned (default: as built)")
-    parser.add_argument("--ckpt", default=None, help="checkpoint of the category tower (default: the index's)")
+    parser.add_argument(
+        "--nprobe", type=int, default=None, help="FAISS IVF lists scanned (default: as built)"
+    )
+    parser.add_argument(
+        "--ckpt", default=None, help="checkpoint of the category tower (default: the index's)"
+    )
     parser.add_argument("--device", default="cpu", help="device of the category tower and exact scan")
     return parser
 
@@ -346,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(f"clipita search: -k must be >= 1, got {args.top_k}")
     index = SearchIndex.load(args.index)
     if args.faiss and not index.has_faiss:
-        raise SystemExit(f"clipita search: {args.index} has no FAISS index; rebuild with clipita index --faiss true")
+        raise SystemExit(
+            f"clipita search: {args.index} has no FAISS index; rebuild with clipita index --faiss true"
+        )
     searcher = Searcher(index, CategoryEncoder(args.ckpt or index.info["checkpoint"], device=args.device))
     results = searcher.search(
         args.queries, k=args.top_k, use_faiss=args.faiss, ef_search=args.ef_search, nprobe=args.nprobe

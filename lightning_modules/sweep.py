@@ -157,6 +157,7 @@ def run_until_full(study: optuna.Study, spec: SweepSpec) -> None:
         if spec.timeout is not None and time.monotonic() - start > spec.timeout:
             print(f"clipita sweep: timeout of {spec.timeout:.0f} s reached")
             return
+        optuna.storages.fail_stale_trials(study)  # a dead worker's RUNNING trial must not count (RDB heartbeat)
         if trials_counted(study) >= spec.n_trials and not has_waiting(study):
             return
         study.optimize(

@@ -45,6 +45,8 @@ class TestGallery:
     metric_kwargs: dict[str, Any] = field(default_factory=dict)
     split_seed: int = 0
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     @property
     def num_queries(self) -> int:
         return len(self.query_texts)

@@ -75,7 +75,9 @@ class CategoryRetrievalMetrics(Metric):
     **Streaming state** (independent of the gallery size). Per query the metric keeps the best ``max_rank`` products
     seen so far -- their scores, product indices and relevance flags, ``[Q, max_rank]`` each -- plus ``R`` (how many
     relevant products the gallery holds, ``[Q]``) and the number of products seen. ``update`` scores a batch in
-    chunks of ``chunk_size`` products, takes each chunk's exact top ``max_rank`` and merges. Equal scores rank by
+    chunks of ``chunk_size`` products (and blocks of ``query_chunk_size`` queries), takes each chunk's exact top
+    ``max_rank`` -- skipping, block-wise, products below the current ``max_rank``-th score, which cannot enter
+    (:func:`.retrieval_functional.select_topk`) -- and merges. Equal scores rank by
     product index, lower first: the index is the arrival order unless ``product_index`` is given, so the result does
     not depend on how products were batched (see :mod:`.retrieval_functional` for the tie rule and how it relates to
     torchmetrics).

@@ -92,7 +92,7 @@ def _exact_topk(scores: Tensor, k: int, index: Tensor) -> tuple[Tensor, Tensor]:
     if bool(tied.any()):
         rows = tied.nonzero().squeeze(1)
         sub = scores[rows]
-        num_candidates = int((sub >= values[rows, k - 1 :]).sum(dim=1).max())
+        num_candidates = int((sub >= values[rows, k - 1 :]).sum(dim=1, dtype=torch.int32).max())
         cand_values, cand_positions = torch.topk(sub, num_candidates, dim=1)
         cand_index = index[cand_positions] if index.dim() == 1 else index[rows].gather(1, cand_positions)
         perm = ranking_order(cand_values, cand_index)[:, :k]
@@ -169,7 +169,7 @@ def select_topk(
         (q, block, num_blocks), (row_stride, num_blocks * col_stride, col_stride), scores.storage_offset()
     )
     block_max = segments.amax(dim=1)  # [Q, num_blocks]; the tail (< block columns) is always a candidate
-    needed = int((block_max >= floor[:, None]).sum(dim=1).max())
+    needed = int((block_max >= floor[:, None]).sum(dim=1, dtype=torch.int32).max())
     needed = max(needed, -(-(k + 1) // block))
     if needed * block > n // 4:
         return _exact_topk(scores, k, index)
@@ -187,7 +187,8 @@ def score_chunk(query_emb: Tensor, product_emb: Tensor, out: Tensor | None = Non
     """Dot-product scores ``query_emb @ product_emb.T`` in at least float32, optionally into a reused buffer.
 
     Reusing ``out`` matters on CPU: a fresh ``[Q, chunk]`` block is page-faulted in on every allocation (the C
-    allocator hands large blocks back to the OS), which can cost more than the matmul itself.
+    allocator hands large blocks back to the OS), which can cost more than the matmul itself. Autocast is switched
+    off here, so a validation loop under ``bf16-mixed`` still ranks on float32 scores (fewer spurious ties).
 
     Args:
         query_emb: ``[Q, D]``.
@@ -199,10 +200,16 @@ def score_chunk(query_emb: Tensor, product_emb: Tensor, out: Tensor | None = Non
     """
     dtype = torch.promote_types(torch.promote_types(query_emb.dtype, product_emb.dtype), torch.float32)
     q, p = query_emb.to(dtype), product_emb.to(dtype)
-    if out is None or out.dtype != dtype or out.device != q.device or out.numel() < q.shape[0] * p.shape[0]:
-        return q @ p.T
-    view = out[: q.shape[0] * p.shape[0]].view(q.shape[0], p.shape[0])
-    return torch.matmul(q, p.T, out=view)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        if (
+            out is None
+            or out.dtype != dtype
+            or out.device != q.device
+            or out.numel() < q.shape[0] * p.shape[0]
+        ):
+            return q @ p.T
+        view = out[: q.shape[0] * p.shape[0]].view(q.shape[0], p.shape[0])
+        return torch.matmul(q, p.T, out=view)
 
 
 def running_topk(

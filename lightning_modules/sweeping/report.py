@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from .spec import SweepSpec
 from .study import state_counts
+from .trial import NAMED_LOGGERS, _class_name, redirect_checkpoints
 
 SUMMARY_METRICS = ("val/map@10", "val/all/mrr", "val/all/r_precision", "val/all/p@10", "val/all/ndcg@10")
 
@@ -48,12 +49,15 @@ def write_best_config(spec: SweepSpec, study: optuna.Study, path: Path, storage_
     config = (yaml.safe_load(Path(spec.base_config).read_text()) if spec.base_config else None) or {}
     for key, value in {**spec.overrides, **best_values(spec, best)}.items():
         set_dotted(config, key, value)
-    logger = (config.get("trainer") or {}).get("logger")
-    if isinstance(logger, Mapping) and str(logger.get("class_path", "")).rsplit(".", 1)[-1] in (
-        "CSVLogger",
-        "TensorBoardLogger",
-    ):
-        logger.setdefault("init_args", {})["name"] = f"{spec.study_name}_best"
+    trainer = config.get("trainer") or {}
+    if _class_name(trainer.get("logger")) in NAMED_LOGGERS:  # its own run folder, not the base config's
+        init_args = trainer["logger"].setdefault("init_args", {})
+        init_args["name"] = f"{spec.study_name}_best"
+        callbacks = redirect_checkpoints(
+            trainer.get("callbacks"), f"{init_args.get('save_dir', 'runs')}/{init_args['name']}/checkpoints"
+        )
+        if callbacks is not None:
+            trainer["callbacks"] = callbacks
     header = [
         f"# The best trial of Optuna study {spec.study_name!r} (written by `clipita sweep {spec.source}`).",
         f"# storage: {storage_url}",

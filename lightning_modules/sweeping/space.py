@@ -99,14 +99,18 @@ class Param:
             raise SearchSpaceError(f"search_space.{key}: expected a mapping with a 'type', got {spec!r}")
         kind = spec.get("type")
         if kind not in PARAM_TYPES:
-            raise SearchSpaceError(f"search_space.{key}: type must be one of {list(PARAM_TYPES)}, got {kind!r}")
+            raise SearchSpaceError(
+                f"search_space.{key}: type must be one of {list(PARAM_TYPES)}, got {kind!r}"
+            )
         unknown = set(spec) - _KEYS_BY_TYPE[kind]
         if unknown:
             raise SearchSpaceError(
                 f"search_space.{key}: unknown option(s) {sorted(unknown)} for type {kind}; "
                 f"allowed: {sorted(_KEYS_BY_TYPE[kind])}"
             )
-        when = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in (spec.get("when") or {}).items()}
+        when = {
+            k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in (spec.get("when") or {}).items()
+        }
         param = cls(key=key, type=kind, when=when)
         if kind in ("float", "int"):
             if "low" not in spec or "high" not in spec:
@@ -134,7 +138,9 @@ class Param:
         else:
             keys = spec.get("keys")
             if not isinstance(keys, list) or len(keys) < 2 or len(set(keys)) != len(keys):
-                raise SearchSpaceError(f"search_space.{key}: simplex needs 'keys': a list of >= 2 distinct names")
+                raise SearchSpaceError(
+                    f"search_space.{key}: simplex needs 'keys': a list of >= 2 distinct names"
+                )
             param.keys = [str(k) for k in keys]
         return param
 
@@ -149,7 +155,11 @@ class Param:
         if self.type == "float":
             return {self.key: D.FloatDistribution(self.low, self.high, log=self.log, step=self.step)}
         if self.type == "int":
-            return {self.key: D.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))}
+            return {
+                self.key: D.IntDistribution(
+                    int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+                )
+            }
         if self.type == "categorical":
             return {self.key: D.CategoricalDistribution([_encode_choice(c) for c in self.choices])}
         return {name: D.FloatDistribution(SIMPLEX_LOW, 1.0) for name in self.optuna_names()}
@@ -159,7 +169,9 @@ class Param:
         if self.type == "float":
             return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
         if self.type == "categorical":
             encoded = [_encode_choice(c) for c in self.choices]
             picked = trial.suggest_categorical(self.key, encoded)
@@ -198,7 +210,9 @@ class SearchSpace:
         if not spec:
             raise SearchSpaceError("search_space is empty: name at least one config key to search")
         if not isinstance(spec, Mapping):
-            raise SearchSpaceError(f"search_space must be a mapping of config keys, got {type(spec).__name__}")
+            raise SearchSpaceError(
+                f"search_space must be a mapping of config keys, got {type(spec).__name__}"
+            )
         params = [Param.from_spec(str(k), v) for k, v in spec.items()]
         fixed_keys = set(fixed)
         earlier: set[str] = set()

@@ -1,4 +1,4 @@
-"""The sweep YAML (``sweeps/*.yaml``): what to train, what to search, how to search it, where the study lives.
+"""The sweep YAML (``sweeps/*.yaml``): what to train, what to search, how to search it, where the study lives::
 
     base_config: experiments/clip_ita.yaml        # a `clipita fit` config (path relative to the working dir)
     overrides:                                    # fixed config keys for every trial
@@ -13,6 +13,8 @@
     study_name: null                              # default: the sweep YAML's file name
     output_dir: runs/sweeps
     enqueue: [{model.fusion: concat}]             # trials to run first (e.g. the baseline), user-facing values
+
+``sweeps/README.md`` documents every key.
 """
 
 from __future__ import annotations
@@ -158,9 +160,13 @@ def load_sweep_spec(path: str) -> SweepSpec:
         source=str(sweep_file),
     )
     if spec.direction not in ("maximize", "minimize"):
-        raise SearchSpaceError(f"{path}: objective.direction must be maximize or minimize, got {spec.direction!r}")
+        raise SearchSpaceError(
+            f"{path}: objective.direction must be maximize or minimize, got {spec.direction!r}"
+        )
     if spec.reduce not in REDUCTIONS:
-        raise SearchSpaceError(f"{path}: objective.reduce must be one of {list(REDUCTIONS)}, got {spec.reduce!r}")
+        raise SearchSpaceError(
+            f"{path}: objective.reduce must be one of {list(REDUCTIONS)}, got {spec.reduce!r}"
+        )
     spec.enqueue_params()  # validate early
     return spec
 
@@ -178,7 +184,9 @@ def _named(block: Any, default: str, allowed: tuple[str, ...], what: str) -> dic
 
 
 # ------------------------------------------------------------------------------------------------- factories
-def make_sampler(block: Mapping[str, Any], search_space: SearchSpace | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    block: Mapping[str, Any], search_space: SearchSpace | None = None
+) -> optuna.samplers.BaseSampler:
     """Build the sampler named in ``block`` (other keys are its keyword arguments)."""
     kwargs = {k: v for k, v in block.items() if k != "name"}
     name = block["name"]

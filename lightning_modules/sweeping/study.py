@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def make_storage(url: str, heartbeat_interval: int = 60, retry_stale: int = 1) -
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     kwargs: dict = {}
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna.*")
+    warnings.filterwarnings("ignore", message=".*RetryHeartbeatStaleTrialCallback is experimental.*")
     if heartbeat_interval > 0:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=3 * heartbeat_interval)
         if retry_stale > 0:

@@ -68,16 +68,40 @@ def pick_epoch(history: list[dict[str, float]], metric: str, maximize: bool, red
     return (max if maximize else min)(rows, key=lambda r: r[metric])
 
 
-def _logger_overrides(base_config: str | None, fixed: Mapping[str, Any], trial_dir: Path) -> list[str]:
-    """Send the trial's logs and checkpoints to ``trial_dir`` (whatever logger the base config names)."""
+NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+
+
+def _class_name(node: Any) -> str:
+    return str(node.get("class_path", "")).rsplit(".", 1)[-1] if isinstance(node, Mapping) else ""
+
+
+def redirect_checkpoints(callbacks: Any, dirpath: str) -> list | None:
+    """The callback list with every fixed ``dirpath`` pointed at ``dirpath`` (None when none is fixed)."""
+    if not isinstance(callbacks, list):
+        return None
+    out, changed = [], False
+    for callback in callbacks:
+        init_args = callback.get("init_args") if isinstance(callback, Mapping) else None
+        if isinstance(init_args, Mapping) and init_args.get("dirpath"):
+            callback = {**callback, "init_args": {**init_args, "dirpath": dirpath}}
+            changed = True
+        out.append(callback)
+    return out if changed else None
+
+
+def output_overrides(base_config: str | None, fixed: Mapping[str, Any], trial_dir: Path) -> list[str]:
+    """Send the trial's logs and checkpoints to ``trial_dir``, whatever the base config names.
+
+    ``default_root_dir`` always; a CSV/TensorBoard logger's ``save_dir``/``name``/``version`` (unless the sweep
+    sets ``trainer.logger`` itself); and a checkpoint callback's fixed ``dirpath`` (the callback list is passed
+    whole, since a list item cannot be overridden by key).
+    """
     out = ["--trainer.default_root_dir", str(trial_dir)]
-    config = yaml.safe_load(Path(base_config).read_text()) if base_config else {}
-    logger = ((config or {}).get("trainer") or {}).get("logger")
-    if any(k.startswith("trainer.logger") for k in fixed):
-        return out  # the sweep chose its own logger settings
-    if isinstance(logger, Mapping) and str(logger.get("class_path", "")).rsplit(".", 1)[-1] in (
-        "CSVLogger",
-        "TensorBoardLogger",
+    config = (yaml.safe_load(Path(base_config).read_text()) if base_config else None) or {}
+    trainer = config.get("trainer") or {}
+    if (
+        not any(k.startswith("trainer.logger") for k in fixed)
+        and _class_name(trainer.get("logger")) in NAMED_LOGGERS
     ):
         out += [
             "--trainer.logger.init_args.save_dir",
@@ -87,6 +111,11 @@ def _logger_overrides(base_config: str | None, fixed: Mapping[str, Any], trial_d
             "--trainer.logger.init_args.version",
             "0",
         ]
+    callbacks = redirect_checkpoints(
+        fixed.get("trainer.callbacks", trainer.get("callbacks")), str(trial_dir / "checkpoints")
+    )
+    if callbacks is not None:
+        out += ["--trainer.callbacks", json.dumps(callbacks)]
     return out
 
 
@@ -96,7 +125,9 @@ def trial_overrides(
     """Sample (or re-read) the trial's values; return them and the full override list for ``fit_and_test``."""
     fixed = spec.overrides
     values = spec.search_space.sample(trial, fixed)
-    overrides = to_overrides(fixed) + to_overrides(values) + _logger_overrides(spec.base_config, fixed, trial_dir)
+    overrides = (
+        to_overrides(fixed) + to_overrides(values) + output_overrides(spec.base_config, fixed, trial_dir)
+    )
     return values, overrides
 
 
@@ -125,8 +156,9 @@ def _fit(base_config: str | None, overrides: list[str], callbacks: list[Any]) ->
             warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
             return fit_and_test(base_config, overrides, callbacks=callbacks, test=False)
     except SystemExit as exit_:
-        message = tee.buffer_.getvalue().strip().splitlines()
-        detail = next((line for line in reversed(message) if "error" in line.lower()), " ".join(message[-3:]))
+        text = tee.buffer_.getvalue().strip()
+        at = text.rfind("error:")  # jsonargparse: usage, then "error: <what>" possibly over several lines
+        detail = " ".join((text[at:] if at >= 0 else text[-1000:]).split())
         raise RuntimeError(f"clipita fit rejected the trial's config (exit {exit_.code}): {detail}") from None
 
 
@@ -191,7 +223,9 @@ def _record(trial: optuna.trial.Trial, history: ValHistory, picked: dict | None,
                 trial.set_user_attr(key, value)
 
 
-def join_trial(spec: SweepSpec, storage: optuna.storages.BaseStorage, join: Mapping[str, Any], study_dir: Path) -> None:
+def join_trial(
+    spec: SweepSpec, storage: optuna.storages.BaseStorage, join: Mapping[str, Any], study_dir: Path
+) -> None:
     """A DDP rank > 0 re-launched by Lightning: run the parent's trial with the same overrides, report nothing.
 
     The pruning callback only reports on global rank 0 and broadcasts its decision, so this rank stops with it.

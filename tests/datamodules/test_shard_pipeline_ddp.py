@@ -25,8 +25,8 @@ WORLD_SIZE = 2
 SIZES = [5, 17, 40]  # uneven on purpose: split by rank, rank 0 would get 45 samples and rank 1 only 17
 BATCH_SIZE = 4
 EPOCHS = 2
-COLLECTIVE_TIMEOUT_S = 60  # a collective stuck waiting for the other rank fails after this
-TEST_TIMEOUT_S = 240  # and the whole test fails (processes killed) after this
+COLLECTIVE_TIMEOUT_S = 120  # a collective stuck waiting for the other rank fails after this
+TEST_TIMEOUT_S = 300  # and the whole test fails (processes killed) after this
 PATHS = [("Apparel", "Topwear", "Shirts"), ("Footwear", "Shoes", "Sports Shoes"), ("Home", "Candles")]
 TRANSFORM = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
 

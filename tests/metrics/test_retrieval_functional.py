@@ -134,6 +134,14 @@ def test_running_topk_offset_and_float16() -> None:
     assert torch.equal(index - 100, torch.tensor(reference_order(full))[:, :5])
 
 
+def test_scores_stay_float32_under_autocast() -> None:
+    queries, products = torch.randn(3, 8), torch.randn(40, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores, index = running_topk(queries, products, k=4)
+    assert scores.dtype == torch.float32
+    assert torch.equal(index, torch.tensor(reference_order(queries @ products.T))[:, :4])
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_select_topk_picks_lowest_index_among_boundary_ties(seed: int) -> None:
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,172 @@
+"""Score-based baselines: valid scores, BM25 on a hand-made case, and the same harness as the trained models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from datamodules.category_tree import CategoryTree
+from lightning_modules.baselines import (
+    BaselineNotRun,
+    TestGallery,
+    bm25_scores,
+    evaluate_scores,
+    image_zero_shot_scores,
+    random_scores,
+    run_baseline,
+    title_zero_shot_scores,
+)
+from lightning_modules.baselines.bm25 import bm25_texts, plural_stem
+from lightning_modules.metrics import CategoryRetrievalMetrics
+
+PRODUCTS = [  # (title, category path)
+    ("Nike Men Running Sports Shoes", ("Footwear", "Shoes", "Sports Shoes")),
+    ("Bata Women Leather Sandals", ("Footwear", "Sandals", "Flat Sandals")),
+    ("Casio Digital Watch Black", ("Accessories", "Watches", "Digital Watches")),
+    ("Titan Analog Watch Gold", ("Accessories", "Watches", "Analog Watches")),
+    ("Puma Unisex Sports Shoe White", ("Footwear", "Shoes", "Sports Shoes")),
+    ("Fossil Brown Leather Wallet", ("Accessories", "Wallets", "Wallets")),
+]
+
+
+def make_gallery(
+    feature_dim: int = 8, seed: int = 0, unseen: tuple[str, ...] = ("Analog Watches",)
+) -> TestGallery:
+    """A hand-made gallery: the category table of ``PRODUCTS``, leaf-name queries, random text features."""
+    tree = CategoryTree.from_paths([p for _, p in PRODUCTS])
+    depth = torch.as_tensor(tree.depth)
+    leaves = torch.zeros(len(tree), dtype=torch.bool)
+    leaves[tree.leaves] = True
+    unseen_mask = torch.tensor([p[-1] in unseen and leaves[i].item() for i, p in enumerate(tree.paths)])
+    groups = {
+        "all": torch.ones(len(tree), dtype=torch.bool),
+        "general": depth == 1,
+        "level-2": depth == 2,
+        "specific": leaves,
+        "specific_seen": leaves & ~unseen_mask,
+        "specific_unseen": leaves & unseen_mask,
+    }
+    g = torch.Generator().manual_seed(seed)
+    return TestGallery(
+        tree=tree,
+        query_texts=tree.texts("leaf"),
+        query_text_features=torch.randn(len(tree), feature_dim, generator=g),
+        query_groups=groups,
+        product_ids=[f"p{i}" for i in range(len(PRODUCTS))],
+        titles=[t for t, _ in PRODUCTS],
+        category_ids=torch.from_numpy(tree.ancestor_matrix([p for _, p in PRODUCTS])),
+        title_features=torch.randn(len(PRODUCTS), feature_dim, generator=g),
+        metric_kwargs={"ks": (1, 5, 10), "max_rank": 10},
+        split_seed=0,
+    )
+
+
+def test_plural_stem_meets_singular_and_plural():
+    assert plural_stem(["shoes", "watches", "dresses", "accessories", "bus", "glass"]) == [
+        "shoe",
+        "watch",
+        "dress",
+        "accessory",
+        "bus",
+        "glass",
+    ]
+
+
+def test_bm25_ranks_the_title_containing_the_category_word_first():
+    titles = ["Blue cotton shirt", "Leather belt brown", "Casio digital watch", "Red running shirt slim"]
+    scores = bm25_texts(["Watches", "Belts", "Shirts", "Sofas"], titles)
+    assert scores.shape == (4, 4)
+    assert scores[0].argmax().item() == 2  # "Watches" -> the watch (plural stem)
+    assert scores[1].argmax().item() == 1
+    assert set(torch.nonzero(scores[2]).flatten().tolist()) == {0, 3}  # both shirts, nothing else
+    assert torch.all(scores[3] == 0)  # no shared term: every product ties at 0
+
+
+def test_bm25_on_a_gallery_ranks_the_matching_products_first():
+    gallery = make_gallery()
+    scores = bm25_scores(gallery)
+    sports = gallery.query_texts.index("Sports Shoes")
+    top2 = scores[sports].topk(2).indices.tolist()
+    assert sorted(top2) == [0, 4]  # the two sports shoes
+    result = evaluate_scores(scores, gallery)
+    assert result.per_query["p@1"][sports] == 1.0
+    assert result.per_query["map@10"][sports] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["random", "bm25", "title_zero_shot"])
+def test_baselines_produce_valid_scores_and_metrics(kind):
+    gallery = make_gallery()
+    result = run_baseline(kind, gallery)
+    q, n = gallery.num_queries, gallery.num_products
+    assert result.ranking.shape == (q, 10)
+    assert sorted(result.ranking[0, :n].tolist()) == list(range(n))  # every product ranked once
+    for name in ("p@1", "p@10_ceiling", "map@10", "r_precision", "mrr", "ndcg@10", "recall@10"):
+        values = result.per_query[name]
+        assert values.shape == (q,)
+        finite = values[torch.isfinite(values)]
+        assert finite.numel() == q  # every category has a product in this gallery
+        assert torch.all((finite >= 0) & (finite <= 1 + 1e-6)), name
+    for group in ("all", "general", "level-2", "specific", "specific_seen", "specific_unseen"):
+        assert not math.isnan(result.metrics[f"{group}/map@10"])
+    assert result.metrics["specific_unseen/num_queries"] == 1
+
+
+def test_random_scores_are_seeded_per_split():
+    gallery = make_gallery()
+    a, b = random_scores(gallery, seed=3), random_scores(gallery, seed=3)
+    assert torch.equal(a, b)
+    gallery.split_seed = 1
+    assert not torch.equal(a, random_scores(gallery, seed=3))
+
+
+def test_title_zero_shot_is_the_cosine_of_the_frozen_features():
+    gallery = make_gallery()
+    gallery.title_features[3] = 5.0 * gallery.query_text_features[2]  # product 3 points where query 2 does
+    scores = title_zero_shot_scores(gallery)
+    assert scores.shape == (gallery.num_queries, gallery.num_products)
+    assert scores[2].argmax().item() == 3
+    assert scores[2, 3].item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.all(scores.abs() <= 1 + 1e-5)
+
+
+def test_title_zero_shot_needs_cached_title_features():
+    gallery = make_gallery()
+    gallery.title_features = None
+    with pytest.raises(ValueError, match="title features"):
+        title_zero_shot_scores(gallery)
+
+
+def test_image_zero_shot_is_not_run_without_an_image_text_model():
+    with pytest.raises(BaselineNotRun, match="no image-text model offline"):
+        image_zero_shot_scores(make_gallery())
+    with pytest.raises(BaselineNotRun, match="no image-text model offline"):
+        run_baseline(
+            "image_zero_shot", make_gallery(), {"model": "ViT-B-32", "pretrained": "/no/such/weights.pt"}
+        )
+
+
+def test_scores_go_through_the_same_harness_as_embeddings():
+    """A baseline's scores and a model's embeddings with the same dot products give identical metrics."""
+    gallery = make_gallery()
+    products = torch.randn(gallery.num_products, 8, generator=torch.Generator().manual_seed(1))
+    scores = gallery.query_text_features @ products.T
+    from_scores = evaluate_scores(scores, gallery)
+    metric = CategoryRetrievalMetrics(**gallery.metric_kwargs)
+    metric.set_queries(gallery.query_text_features, gallery.query_groups)
+    metric.update(products, gallery.category_ids)
+    from_embeddings = metric.compute_per_query()
+    for name, values in from_embeddings.items():
+        assert torch.allclose(from_scores.per_query[name].double(), values.double(), equal_nan=True), name
+    assert torch.equal(from_scores.ranking, metric.ranking()[1])
+
+
+def test_bad_scores_and_unknown_baselines_are_refused():
+    gallery = make_gallery()
+    with pytest.raises(ValueError, match=r"\[Q, N\]"):
+        evaluate_scores(torch.zeros(2, 2), gallery)
+    with pytest.raises(ValueError, match="finite"):
+        evaluate_scores(torch.full((gallery.num_queries, gallery.num_products), float("nan")), gallery)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        run_baseline("tf_idf", gallery)

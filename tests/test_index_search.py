@@ -1,0 +1,307 @@
+"""``clipita index`` and ``clipita search``: the prediction writer, the index folder, exact and FAISS top-k.
+
+Fast tests use synthetic embeddings and shards; the end-to-end ones (``slow``) train a tiny model on the sample
+catalogue once per session (``train_tiny_model``, cached on disk so test_gallery.py reuses it) and index it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import webdataset as wds
+
+from lightning_modules.cli import main as clipita
+from lightning_modules.indexing import (
+    INDEX_JSON,
+    build_faiss_index,
+    config_data_options,
+    datamodule_kwargs,
+    read_shard_metadata,
+)
+from lightning_modules.prediction_writer import merge_parts
+from lightning_modules.search import SearchIndex, is_relevant, query_text, resolve_category
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_FIT = [
+    "--data.catalog",
+    "sample",
+    "--data.sample_products",
+    "160",
+    "--data.batch_size",
+    "16",
+    "--model.image_size",
+    "64",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.max_epochs",
+    "2",
+    "--test_after_fit",
+    "false",
+]
+
+
+def run_clipita(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def has_faiss() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def train_tiny_model(base: Path) -> Path:
+    """Train CLIP-ITA for 2 epochs on a 160-product sample under ``base`` (once: reused when already there).
+
+    Returns:
+        The run's ``last.ckpt`` (its ``config.yaml`` sits two folders up).
+    """
+    done = base / "checkpoint.txt"
+    if done.is_file():
+        return Path(done.read_text())
+    base.mkdir(parents=True, exist_ok=True)
+    result = run_clipita(
+        [
+            "fit",
+            "--config",
+            str(REPO / "experiments" / "quickstart.yaml"),
+            *TINY_FIT,
+            "--data.work_dir",
+            str(base / "work"),
+            "--trainer.logger.init_args.save_dir",
+            str(base / "runs"),
+        ],
+        cwd=base,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = next((base / "runs").rglob("last.ckpt"))
+    done.write_text(str(ckpt))
+    return ckpt
+
+
+def build_tiny_index(base: Path) -> Path:
+    """Index every split of the tiny model's sample (with an HNSW FAISS index when faiss is installed)."""
+    folder = base / "index_all"
+    if (folder / INDEX_JSON).is_file():
+        return folder
+    ckpt = train_tiny_model(base)
+    args = ["index", "--ckpt", str(ckpt), "--output_dir", str(folder), "--split", "all"]
+    args += ["--accelerator", "cpu", "--progress", "false", "--faiss", str(has_faiss()).lower()]
+    clipita(args)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "tiny_clip_ita"
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tiny_base) -> Path:
+    return build_tiny_index(tiny_base)
+
+
+# ------------------------------------------------------------------------------------------------ fast tests
+def test_merge_parts_dedupes_padding_and_follows_order(tmp_path):
+    (tmp_path / "rank00000-part000000.json").write_text(json.dumps(["a", "c"]))
+    np.save(tmp_path / "rank00000-part000000.npy", np.array([[1.0, 0], [3, 0]], dtype=np.float32))
+    # rank 1 got b and a DistributedSampler pad (a repeated)
+    (tmp_path / "rank00001-part000000.json").write_text(json.dumps(["b", "a"]))
+    np.save(tmp_path / "rank00001-part000000.npy", np.array([[2.0, 0], [1, 0]], dtype=np.float32))
+    ids, emb = merge_parts(tmp_path, order=["a", "b", "c"])
+    assert ids == ["a", "b", "c"]
+    np.testing.assert_array_equal(emb[:, 0], [1, 2, 3])
+    ids, emb = merge_parts(tmp_path)
+    assert ids == ["a", "c", "b"]
+    with pytest.raises(ValueError, match="not predicted"):
+        merge_parts(tmp_path, order=["a", "zzz"])
+
+
+def test_query_text_and_category_resolution():
+    tree = [("Footwear",), ("Footwear", "Shoes"), ("Footwear", "Shoes", "Sports Shoes"), ("Apparel", "Shoes")]
+    assert query_text("Footwear > Shoes > Sports Shoes") == "Sports Shoes"
+    assert query_text("Footwear>Shoes", "path") == "Footwear > Shoes"
+    assert resolve_category("footwear >shoes", tree) == ("Footwear", "Shoes")
+    assert resolve_category("Sports Shoes", tree) == ("Footwear", "Shoes", "Sports Shoes")
+    assert resolve_category("Shoes", tree) is None  # two nodes are called Shoes
+    assert resolve_category("moon boots", tree) is None
+    assert is_relevant(("Footwear", "Shoes", "Sports Shoes"), ("Footwear",))
+    assert not is_relevant(("Footwear",), ("Footwear", "Shoes"))
+
+
+def test_shard_metadata_records_jpeg_byte_ranges(tmp_path):
+    shard = tmp_path / "test-000000.tar"
+    images = {f"p{i}": bytes([0xFF, 0xD8]) + os.urandom(100 + 37 * i) for i in range(3)}
+    with wds.TarWriter(str(shard), encoder=False) as sink:
+        for key, jpg in images.items():
+            meta = {
+                "id": key,
+                "title": f"title {key}",
+                "category": ["A", "B"],
+                "split": "test",
+                "attributes": {},
+            }
+            sink.write({"__key__": key, "jpg": jpg, "json": json.dumps(meta).encode()})
+    rows = read_shard_metadata(shard)
+    assert [r["id"] for r in rows] == list(images)
+    with open(shard, "rb") as handle:
+        for row in rows:
+            handle.seek(row["jpg_offset"])
+            assert handle.read(row["jpg_size"]) == images[row["id"]]
+            assert row["category"] == "A > B" and row["shard"] == shard.name
+
+
+def test_datamodule_kwargs_drop_unknown_keys(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("data:\n  catalog: sample\n  work_dir: w\n  option_from_the_future: 3\n")
+    with pytest.warns(UserWarning, match="option_from_the_future"):
+        kwargs = datamodule_kwargs(
+            config_data_options(config), str(config), work_dir="other", eval_batch_size=None
+        )
+    assert kwargs == {"catalog": "sample", "work_dir": "other"}
+
+
+def synthetic_index(folder: Path, n: int = 500, d: int = 32, seed: int = 0) -> SearchIndex:
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, d)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "embeddings.npy", emb)
+    ids = [f"p{i}" for i in range(n)]
+    pd.DataFrame({"id": ids, "title": ids, "category": ["A > B"] * n, "split": ["test"] * n}).to_parquet(
+        folder / "products.parquet"
+    )
+    info = {"version": 1, "checkpoint": "none", "tree": [["A"], ["A", "B"]], "faiss": None}
+    if has_faiss():
+        import faiss
+
+        index, params = build_faiss_index(emb, kind="hnsw", ef_search=64)
+        faiss.write_index(index, str(folder / params["file"]))
+        info["faiss"] = params
+    (folder / INDEX_JSON).write_text(json.dumps(info))
+    return SearchIndex.load(folder)
+
+
+def test_exact_topk_matches_a_full_sort(tmp_path):
+    index = synthetic_index(tmp_path / "idx")
+    queries = torch.nn.functional.normalize(
+        torch.randn(4, 32, generator=torch.Generator().manual_seed(1)), dim=1
+    )
+    scores, rows = index.topk(queries, k=7, chunk_size=64)  # several chunks
+    full = queries @ torch.from_numpy(np.asarray(index.embeddings)).T
+    expected = full.argsort(dim=1, descending=True)[:, :7]
+    assert torch.equal(rows, expected)
+    assert torch.all(scores[:, :-1] >= scores[:, 1:])
+    hits = index.hits(scores, rows)
+    assert [h["rank"] for h in hits[0]] == list(range(1, 8)) and hits[0][0]["id"] == f"p{expected[0, 0]}"
+
+
+@pytest.mark.skipif(not has_faiss(), reason="faiss-cpu is not installed (pip install 'clipita[faiss]')")
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_agrees_with_exact_on_a_small_set(tmp_path, kind):
+    index = synthetic_index(tmp_path / "idx")
+    faiss_index, params = build_faiss_index(np.asarray(index.embeddings), kind=kind, nprobe=None)
+    if kind == "ivf":
+        faiss_index.nprobe = params["nlist"]  # scan every list: exact
+    queries = torch.nn.functional.normalize(
+        torch.randn(8, 32, generator=torch.Generator().manual_seed(2)), dim=1
+    )
+    exact_scores, exact_rows = index.topk(queries, k=10)
+    scores, rows = faiss_index.search(queries.numpy(), 10)
+    assert np.array_equal(rows, exact_rows.numpy())
+    np.testing.assert_allclose(scores, exact_scores.numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ end to end (tiny model)
+@pytest.mark.slow
+def test_index_folder_is_complete_and_aligned(tiny_index):
+    info = json.loads((tiny_index / INDEX_JSON).read_text())
+    emb = np.load(tiny_index / "embeddings.npy")
+    products = pd.read_parquet(tiny_index / "products.parquet")
+    assert emb.dtype == np.float32 and emb.shape == (160, info["embed_dim"]) == (info["num_products"], 256)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert products["id"].tolist() == json.loads((tiny_index / "product_ids.json").read_text())
+    assert products["id"].is_unique and set(products["split"]) == {"train", "val", "test"}
+    assert {"title", "category", "shard", "key", "jpg_offset", "jpg_size"} <= set(products.columns)
+    assert Path(info["checkpoint"]).is_file() and info["splits"] == ["train", "val", "test"]
+    assert info["hparams"]["modalities"] == ["image", "title", "attributes"] and info["unseen_categories"]
+    # every JPEG byte range points at a JPEG in its shard
+    row = products.iloc[0]
+    with open(Path(info["shard_dir"]) / row["shard"], "rb") as handle:
+        handle.seek(row["jpg_offset"])
+        assert handle.read(2) == b"\xff\xd8"
+    assert (tiny_index / "faiss.index").is_file() == has_faiss()
+
+
+@pytest.mark.slow
+def test_search_json_is_sorted_and_free_text_works(tiny_index, capsys):
+    queries = ["Footwear > Shoes > Sports Shoes", "a glittery moon boot for cats"]
+    clipita(["search", "--index", str(tiny_index), *queries, "-k", "5", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["backend"] == "exact" and payload["k"] == 5
+    known, free = payload["queries"]
+    assert known["category"] == "Footwear > Shoes > Sports Shoes" and known["query_text"] == "Sports Shoes"
+    assert free["category"] is None and free["query_text"] == queries[1]
+    for result in payload["queries"]:
+        scores = [hit["score"] for hit in result["results"]]
+        assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+        assert [hit["rank"] for hit in result["results"]] == [1, 2, 3, 4, 5]
+        assert all(hit["id"] and hit["title"] and hit["category"] for hit in result["results"])
+
+    clipita(["search", "--index", str(tiny_index), "Footwear", "-k", "3"])
+    out = capsys.readouterr().out
+    assert "rank" in out and "score" in out and len([line for line in out.splitlines() if line.strip()]) == 5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_faiss(), reason="faiss-cpu is not installed (pip install 'clipita[faiss]')")
+def test_faiss_search_agrees_with_exact_on_the_tiny_index(tiny_index, capsys):
+    queries = ["Footwear", "Apparel > Topwear", "Handbags", "Home decor", "red summer dress"]
+    base = ["search", "--index", str(tiny_index), *queries, "-k", "10", "--json"]
+    clipita(base)
+    exact = json.loads(capsys.readouterr().out)["queries"]
+    clipita([*base, "--faiss"])
+    approx = json.loads(capsys.readouterr().out)
+    assert approx["backend"] == "faiss-hnsw"
+    for e, a in zip(exact, approx["queries"], strict=True):
+        assert [h["id"] for h in a["results"]] == [h["id"] for h in e["results"]]
+        np.testing.assert_allclose(
+            [h["score"] for h in a["results"]], [h["score"] for h in e["results"]], atol=1e-5
+        )
+
+
+@pytest.mark.slow
+def test_two_process_ddp_index_equals_single_process(tiny_base, tiny_index, tmp_path):
+    ckpt = train_tiny_model(tiny_base)
+    out = tmp_path / "ddp_index"
+    # the data options from the run's config instead of the checkpoint
+    fit_config = next((tiny_base / "runs").rglob("config.yaml"))
+    result = run_clipita(
+        ["index", "--ckpt", str(ckpt), "--fit_config", str(fit_config), "--output_dir", str(out)]
+        + ["--split", "all", "--accelerator", "cpu"]
+        + ["--devices", "2", "--strategy", "ddp", "--progress", "false", "--batch_size", "24"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    single = pd.read_parquet(tiny_index / "products.parquet")
+    ddp = pd.read_parquet(out / "products.parquet")
+    assert ddp["id"].tolist() == single["id"].tolist()
+    np.testing.assert_allclose(
+        np.load(out / "embeddings.npy"), np.load(tiny_index / "embeddings.npy"), atol=1e-5
+    )
+    assert not (out / "_prediction_parts").exists()

@@ -1,0 +1,413 @@
+"""``clipita sweep``: search-space sampling, the sweep YAML, and real sweeps on the tiny sample catalogue."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from lightning_modules.cli import main
+from lightning_modules.sweep import sweep
+from lightning_modules.sweeping.report import write_best_config
+from lightning_modules.sweeping.space import (
+    SearchSpace,
+    SearchSpaceError,
+    format_override_value,
+    to_overrides,
+)
+from lightning_modules.sweeping.spec import load_sweep_spec, make_pruner, make_sampler
+from lightning_modules.sweeping.study import make_storage
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "experiments" / "quickstart.yaml"
+TINY = {
+    "data.catalog": "sample",
+    "data.sample_products": 160,
+    "data.batch_size": 16,
+    "model.image_size": 64,
+    "trainer.accelerator": "cpu",
+    "trainer.max_epochs": 3,
+    "trainer.enable_progress_bar": False,
+    "trainer.enable_model_summary": False,
+    "test_after_fit": False,
+}
+ALL = ["image", "title", "attributes"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def write_sweep(path: Path, **spec) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def sample_many(space: SearchSpace, n: int, fixed: dict | None = None) -> list[dict]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(space.sample(trial, fixed or {}))
+        study.tell(trial, 0.0)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- search space
+def test_fusion_weights_are_sampled_on_the_simplex():
+    space = SearchSpace.from_spec({"model.fusion_weights": {"type": "simplex", "keys": ALL}})
+    draws = [v["model.fusion_weights"] for v in sample_many(space, 400)]
+    for w in draws:
+        assert set(w) == set(ALL)
+        assert all(x >= 0 for x in w.values())
+        assert math.isclose(sum(w.values()), 1.0, abs_tol=1e-9)
+    # a flat Dirichlet: every component has mean 1/3 and reaches both ends of the simplex
+    for key in ALL:
+        values = [w[key] for w in draws]
+        assert abs(sum(values) / len(values) - 1 / 3) < 0.05
+        assert min(values) < 0.05 and max(values) > 0.8
+    assert to_overrides({"model.fusion_weights": draws[0]})[1].startswith('{"image": ')
+
+
+def test_log_scales_spread_over_decades():
+    space = SearchSpace.from_spec(
+        {
+            "model.lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+            "model.hidden_dim": {"type": "int", "low": 16, "high": 1024, "log": True},
+            "model.loss_lambda": {"type": "float", "low": 0.0, "high": 1.0},
+        }
+    )
+    dists = space.distributions()
+    assert dists["model.lr"].log and dists["model.hidden_dim"].log and not dists["model.loss_lambda"].log
+    draws = sample_many(space, 400)
+    lrs = [d["model.lr"] for d in draws]
+    assert all(1e-5 <= x <= 1e-1 for x in lrs)
+    below_geometric_middle = sum(x < 1e-3 for x in lrs) / len(lrs)  # log-uniform: half; uniform: ~1%
+    assert 0.4 < below_geometric_middle < 0.6
+    dims = [d["model.hidden_dim"] for d in draws]
+    assert all(isinstance(x, int) and 16 <= x <= 1024 for x in dims)
+    assert 0.35 < sum(x < 128 for x in dims) / len(dims) < 0.65
+
+
+def test_conditional_entries_and_list_choices():
+    space = SearchSpace.from_spec(
+        {
+            "model.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
+            "model.fusion_weights": {
+                "type": "simplex",
+                "keys": ALL,
+                "when": {"model.fusion": "weighted_sum"},
+            },
+            "model.modalities": {"type": "categorical", "choices": [ALL, ["image", "attributes"]]},
+        }
+    )
+    for values in sample_many(space, 60):
+        assert ("model.fusion_weights" in values) == (values["model.fusion"] == "weighted_sum")
+        assert values["model.modalities"] in (ALL, ["image", "attributes"])
+    fixed = optuna.trial.FixedTrial({"model.fusion": "concat", "model.modalities": json.dumps(ALL)})
+    assert to_overrides(space.sample(fixed)) == [
+        "--model.fusion",
+        "concat",
+        "--model.modalities",
+        '["image", "title", "attributes"]',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(1e-5, "1.0e-05"), (0.07, "0.07"), (True, "true"), (None, "null"), (512, "512"), ({"a": 1}, '{"a": 1}')],
+)
+def test_override_values_read_back_as_yaml(value, text):
+    assert format_override_value(value) == text
+    assert yaml.safe_load(text) == value
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"model.lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
+        ({"model.lr": {"type": "float", "low": 1.0, "high": 0.1}}, "low 1.0 > high 0.1"),
+        ({"model.lr": {"type": "uniform", "low": 0, "high": 1}}, "type must be one of"),
+        ({"model.lr": {"type": "float", "low": 0, "high": 1, "lgo": True}}, "unknown option(s) ['lgo']"),
+        ({"model.fusion_weights": {"type": "simplex", "keys": ["image"]}}, "a list of >= 2 distinct names"),
+        (
+            {
+                "model.fusion_weights": {
+                    "type": "simplex",
+                    "keys": ALL,
+                    "when": {"model.fusion": "weighted_sum"},
+                }
+            },
+            "'when' names 'model.fusion'",
+        ),
+        ({"model.loss": {"type": "categorical", "choices": []}}, "non-empty 'choices'"),
+    ],
+)
+def test_bad_search_spaces_name_the_entry(spec, needle):
+    with pytest.raises(SearchSpaceError) as info:
+        SearchSpace.from_spec(spec)
+    assert needle in str(info.value)
+
+
+def test_sweep_yaml_defaults_enqueue_and_factories(tmp_path):
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        base_config=str(QUICKSTART),
+        search_space={
+            "model.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
+            "model.fusion_weights": {
+                "type": "simplex",
+                "keys": ALL,
+                "when": {"model.fusion": "weighted_sum"},
+            },
+        },
+        enqueue=[
+            {
+                "model.fusion": "weighted_sum",
+                "model.fusion_weights": {"image": 2, "title": 1, "attributes": 1},
+            }
+        ],
+    )
+    spec = load_sweep_spec(str(path))
+    assert (spec.metric, spec.direction, spec.sampler["name"], spec.pruner["name"]) == (
+        "val/map@10",
+        "maximize",
+        "tpe",
+        "median",
+    )
+    assert spec.study_name == "s" and spec.storage is None
+    # an enqueued simplex point comes back exactly (after normalisation) through the sampler's parameters
+    params = spec.enqueue_params()[0]
+    values = spec.search_space.sample(optuna.trial.FixedTrial(params))
+    assert values["model.fusion_weights"] == pytest.approx({"image": 0.5, "title": 0.25, "attributes": 0.25})
+    assert isinstance(make_sampler({"name": "cmaes", "seed": 0}), optuna.samplers.CmaEsSampler)
+    assert isinstance(make_pruner({"name": "threshold", "lower": 0.1}), optuna.pruners.ThresholdPruner)
+    with pytest.raises(SearchSpaceError, match="unknown key"):
+        load_sweep_spec(str(write_sweep(tmp_path / "bad.yaml", base_config=str(QUICKSTART), trials=3)))
+
+
+def test_cmaes_samples_float_and_int_parameters():
+    pytest.importorskip("cmaes")
+    space = SearchSpace.from_spec(
+        {
+            "model.temperature": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+            "model.hidden_dim": {"type": "int", "low": 128, "high": 1024, "step": 128},
+        }
+    )
+    study = optuna.create_study(sampler=make_sampler({"name": "cmaes", "seed": 0, "n_startup_trials": 2}))
+    study.optimize(lambda t: -abs(math.log(space.sample(t)["model.temperature"] / 0.05)), n_trials=8)
+    assert len(study.trials) == 8 and all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_journal_storage(tmp_path):
+    storage = make_storage(f"journal:{tmp_path / 'j' / 'study.log'}")
+    study = optuna.create_study(storage=storage, study_name="j", direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    again = optuna.load_study(study_name="j", storage=make_storage(f"journal:{tmp_path / 'j' / 'study.log'}"))
+    assert len(again.trials) == 2
+
+
+def test_best_yaml_merges_base_overrides_and_best_values(tmp_path, capsys):
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        base_config=str(QUICKSTART),
+        overrides={"trainer.max_epochs": 4},
+        search_space={
+            "model.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
+            "model.fusion_weights": {
+                "type": "simplex",
+                "keys": ALL,
+                "when": {"model.fusion": "weighted_sum"},
+            },
+            "model.temperature": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        },
+    )
+    spec = load_sweep_spec(str(path))
+    study = optuna.create_study(direction="maximize")
+    dists = spec.search_space.distributions()
+    for value, params in [
+        (0.5, {"model.fusion": "concat", "model.temperature": 0.1}),
+        (
+            0.7,
+            {
+                "model.fusion": "weighted_sum",
+                "model.fusion_weights.image": 0.2,
+                "model.fusion_weights.title": 0.5,
+                "model.fusion_weights.attributes": 0.9,
+                "model.temperature": 0.03,
+            },
+        ),
+    ]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={k: dists[k] for k in params},
+                value=value,
+                user_attrs={"best_epoch": 2},
+            )
+        )
+    best = write_best_config(spec, study, tmp_path / "best.yaml", "memory")
+    config = yaml.safe_load(best.read_text())
+    assert config["trainer"]["max_epochs"] == 4
+    assert config["model"]["fusion"] == "weighted_sum" and config["model"]["temperature"] == 0.03
+    assert sum(config["model"]["fusion_weights"].values()) == pytest.approx(1.0)
+    assert config["model"]["image_size"] == 128  # untouched base keys survive
+    assert config["trainer"]["logger"]["init_args"]["name"] == "s_best"
+    assert config["trainer"]["callbacks"][0]["init_args"]["dirpath"] == "runs/s_best/checkpoints"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(best), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["fusion"] == "weighted_sum"
+    assert printed["model"]["fusion_weights"] == pytest.approx(config["model"]["fusion_weights"])
+
+
+def test_sweep_help_documents_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in (
+        "--n_trials",
+        "--storage",
+        "--study_name",
+        "--sampler",
+        "--pruner",
+        "--overrides",
+        "journal:",
+    ):
+        assert option in out, option
+
+
+# ------------------------------------------------------------------------------- real sweeps, tiny sample
+BAD_MODALITIES = ["image", "colour"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory) -> dict:
+    """One 4-trial study on the tiny sample: good baseline, a trial that fails, a hopeless one, one sampled."""
+    root = tmp_path_factory.mktemp("sweep")
+    good = {"model.lr": 1e-3, "model.fusion": "concat", "model.modalities": ALL}
+    path = write_sweep(
+        root / "tiny.yaml",
+        base_config=str(QUICKSTART),
+        overrides={**TINY, "data.work_dir": str(root / "work")},
+        search_space={
+            "model.lr": {"type": "float", "low": 1e-8, "high": 1e-2, "log": True},
+            "model.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
+            "model.fusion_weights": {
+                "type": "simplex",
+                "keys": ALL,
+                "when": {"model.fusion": "weighted_sum"},
+            },
+            "model.modalities": {"type": "categorical", "choices": [ALL, BAD_MODALITIES]},
+        },
+        sampler={"name": "tpe", "seed": 0},
+        # after one complete trial, a trial below its value at the same epoch stops
+        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        n_trials=4,
+        enqueue=[good, {**good, "model.modalities": BAD_MODALITIES}, {**good, "model.lr": 1e-7}],
+    )
+    summary = sweep(str(path), output_dir=str(root / "out"))
+    study_dir = root / "out" / "tiny"
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_dir / 'study.db'}")
+    return {"root": root, "path": path, "summary": summary, "study": study, "study_dir": study_dir}
+
+
+@pytest.mark.slow
+def test_sweep_finishes_and_writes_a_runnable_best_yaml(tiny_sweep, capsys):
+    study, study_dir = tiny_sweep["study"], tiny_sweep["study_dir"]
+    trials = study.trials
+    assert len(trials) == 4
+    assert trials[0].state == TrialState.COMPLETE and trials[0].value > 0.4
+    assert study.best_trial.value == max(t.value for t in trials if t.state == TrialState.COMPLETE)
+    attrs = trials[0].user_attrs  # the full validation metric set of the scored epoch
+    for key in ("val/map@10", "val/all/mrr", "val/all/r_precision", "val/specific/map@10", "val/general/p@1"):
+        assert key in attrs, key
+    assert attrs["val/map@10"] == pytest.approx(trials[0].value)
+    assert attrs["epochs_run"] == 3 and attrs["worker_pid"] > 0
+    assert (study_dir / "trial_0000" / "version_0" / "metrics.csv").is_file()
+    assert (study_dir / "trial_0000" / "checkpoints" / "last.ckpt").is_file()  # not the base config's dirpath
+    assert len(json.loads((study_dir / "trial_0000" / "val_history.json").read_text())) == 3
+    for name in ("best.yaml", "optimization_history.png", "param_importances.png", "summary.json"):
+        assert (study_dir / name).is_file(), name
+    assert tiny_sweep["summary"]["states"]["COMPLETE"] >= 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(study_dir / "best.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["lr"] == pytest.approx(study.best_trial.params["model.lr"])
+    assert printed["data"]["sample_products"] == 160 and printed["trainer"]["max_epochs"] == 3
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_sweep):
+    failed = tiny_sweep["study"].trials[1]
+    assert failed.state == TrialState.FAIL
+    assert failed.params["model.modalities"] == json.dumps(BAD_MODALITIES)
+    assert "colour" in failed.user_attrs["error"] and "RuntimeError" in failed.user_attrs["error"]
+    assert [t.number for t in tiny_sweep["study"].trials] == [0, 1, 2, 3]  # later trials still ran
+    assert any(f["number"] == 1 for f in tiny_sweep["summary"]["failed"])
+
+
+@pytest.mark.slow
+def test_pruning_stops_a_hopeless_trial_early(tiny_sweep):
+    good, hopeless = tiny_sweep["study"].trials[0], tiny_sweep["study"].trials[2]
+    assert hopeless.params["model.lr"] == 1e-7
+    assert hopeless.state == TrialState.PRUNED
+    assert hopeless.user_attrs["epochs_run"] < good.user_attrs["epochs_run"] == 3
+    assert max(hopeless.intermediate_values.values()) < good.intermediate_values[0]
+
+
+@pytest.mark.slow
+def test_a_stopped_study_resumes_to_its_total(tiny_sweep, tmp_path):
+    copy = tmp_path / "out" / "tiny"
+    shutil.copytree(tiny_sweep["study_dir"], copy)
+    summary = sweep(str(tiny_sweep["path"]), output_dir=str(tmp_path / "out"), n_trials=5)
+    assert summary["n_trials"] == 5
+    assert (copy / "trial_0004" / "val_history.json").is_file() or summary["states"]["FAIL"] >= 2
+
+
+@pytest.mark.slow
+def test_ddp_ranks_join_their_parents_trial(tiny_sweep, tmp_path):
+    """Two CPU ranks (gloo) per trial: rank 1, re-launched by Lightning, joins rank 0's trial instead of starting
+    its own; only rank 0 reports, and a pruning decision stops both ranks (read back with ``check_pruned``)."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_sweep(
+        tmp_path / "ddp.yaml",
+        base_config=str(QUICKSTART),
+        overrides={
+            **TINY,
+            "data.work_dir": str(tiny_sweep["root"] / "work"),  # the features the fixture built
+            "trainer.devices": 2,
+            "trainer.strategy": "ddp",
+            "trainer.max_epochs": 2,
+        },
+        search_space={"model.lr": {"type": "float", "low": 1e-8, "high": 1e-2, "log": True}},
+        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        n_trials=2,
+        enqueue=[{"model.lr": 1e-3}, {"model.lr": 1e-7}],
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [
+        sys.executable,
+        "-m",
+        "lightning_modules.cli",
+        "sweep",
+        str(path),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "distributed_backend=gloo" in result.stdout + result.stderr
+    study = optuna.load_study(study_name="ddp", storage=f"sqlite:///{tmp_path / 'out' / 'ddp' / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]  # no trial per rank
+    assert study.trials[0].user_attrs["epochs_run"] == 2 and study.trials[1].user_attrs["epochs_run"] == 1
