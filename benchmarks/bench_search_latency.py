@@ -7,6 +7,9 @@ What is measured (one process, ``--threads`` torch/OpenMP threads, the index bui
 * ``matmul``: the floor of any exact search: only ``query @ embeddings.T`` into a preallocated ``[1, N]`` buffer
   (one GEMV; it reads all ``N * D * 4`` bytes once, so it is memory-bandwidth bound). The exact/matmul ratio is the
   cost of ranking on top of scoring. The two are timed alternately, query by query, so drift hits both alike.
+* ``float16_rerank``: ``clipita search --scan float16``: a float16 copy of the embeddings is scanned for a
+  shortlist of ``max(4k, k + 32)`` per query, re-scored in float32; half the bytes per query. Its recall@k against
+  the exact top-``k`` (and how often the whole ranking is identical) is reported.
 * ``faiss``: the approximate index ``clipita index --faiss true`` builds (IVF-Flat by default here: HNSW takes
   many minutes to build over 1M vectors on 2 cores), its build time, latency and recall@k against the exact
   top-``k``.
@@ -38,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_modules.metrics.retrieval_functional import running_topk  # noqa: E402
+from lightning_modules.search import half_precision_copy, half_scan_topk  # noqa: E402
 
 
 def peak_rss_gb() -> float:
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hnsw_m", type=int, default=32)
     parser.add_argument("--ef_construction", type=int, default=80)
     parser.add_argument("--ef_search", type=int, default=128)
+    parser.add_argument("--no_half", action="store_true", help="skip the float16-scan + re-rank variant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -141,6 +146,27 @@ def main(argv: list[str] | None = None) -> dict:
     # the bytes the floor reads per query, over its time: the memory bandwidth it reached
     result["matmul_floor"]["gb_per_s"] = products.numel() * 4 / 1e9 / (result["matmul_floor"]["p50_ms"] / 1e3)
     exact_top = torch.stack(exact_rows).numpy()
+
+    # float16 scan + float32 re-rank of a shortlist (clipita search --scan float16)
+    if not args.no_half:
+        half = half_precision_copy(products.numpy())
+        half_ms, half_top = [], []
+        for i in range(args.warmup + args.queries):
+            q = queries[i : i + 1]
+            start = time.perf_counter()
+            _, rows = half_scan_topk(q, half, products, k=args.k, chunk_size=args.chunk_size)
+            if i >= args.warmup:
+                half_ms.append((time.perf_counter() - start) * 1e3)
+                half_top.append(rows[0].numpy())
+        result["float16_rerank"] = percentiles(half_ms)
+        result["float16_rerank"]["extra_memory_gb"] = half.numel() * 2 / 1e9
+        result["float16_rerank"][f"recall@{args.k}"] = float(
+            np.mean([len(set(h) & set(e)) / args.k for h, e in zip(half_top, exact_top, strict=True)])
+        )
+        result["float16_rerank"]["same_ranking"] = float(
+            np.mean([np.array_equal(h, e) for h, e in zip(half_top, exact_top, strict=True)])
+        )
+        del half
 
     if args.faiss != "none":
         try:
@@ -204,6 +230,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"({f['gb_per_s']:.1f} GB/s)\n"
         f"exact / matmul (p50): {result['exact_over_matmul_p50']:.2f}x; exact index {result['exact_index_gb']:.2f} GB"
     )
+    if "float16_rerank" in result:
+        h = result["float16_rerank"]
+        print(
+            f"float16 scan + float32 re-rank:       p50 {h['p50_ms']:.1f} ms  p99 {h['p99_ms']:.1f} ms  "
+            f"recall@{args.k} {h[f'recall@{args.k}']:.4f}, identical ranking {h['same_ranking']:.3f}, "
+            f"+{h['extra_memory_gb']:.2f} GB"
+        )
     if "faiss" in result:
         p = result["faiss"]
         print(

@@ -158,7 +158,10 @@ class ClipItaModule(L.LightningModule):
                 f"unknown loss {loss!r}; expected 'info_nce', 'multi_positive' or 'hierarchical'"
             )
         self.metrics = torch.nn.ModuleDict(
-            {stage: CategoryRetrievalMetrics(max_rank=eval_max_rank) for stage in ("val", "test")}
+            {
+                stage: CategoryRetrievalMetrics(max_rank=eval_max_rank, ap_normalization="min_r_k")
+                for stage in ("val", "test")
+            }
         )
         self.category_texts: list[str] = []
         self.register_buffer("category_text_features", torch.zeros(0), persistent=False)

@@ -30,6 +30,7 @@ marks, error analysis, the paper-ordering verdict, command and run time), ``lead
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
@@ -37,7 +38,7 @@ import platform
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -303,6 +304,7 @@ class LeaderboardRun:
     wall_s: float = 0.0
     environment: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    partial: str = ""
 
     @property
     def ran(self) -> list[str]:
@@ -418,11 +420,16 @@ class _Runner:
         logged = {k.removeprefix("test/"): v for k, v in logged.items()}
         return RowSeedResult(per_query, top, logged), context
 
-    def run(self, rows: Sequence[RowSpec]) -> LeaderboardRun:
+    def run(
+        self, rows: Sequence[RowSpec], on_seed: Callable[[LeaderboardRun, list[int]], None] | None = None
+    ) -> LeaderboardRun:
+        """Every row on every split seed; ``on_seed(run, seeds_done)`` after each seed but the last."""
         from lightning_modules.baselines import BaselineNotRun
 
         out = LeaderboardRun(spec=self.spec)
-        for seed in self.spec.split_seeds:
+        for i, seed in enumerate(self.spec.split_seeds):
+            if i and on_seed is not None:
+                on_seed(out, self.spec.split_seeds[:i])
             for row in rows:
                 if row.name in out.not_run:
                     continue
@@ -762,6 +769,8 @@ def write_markdown(
     spec = run.spec
     seeds = spec.split_seeds
     lines = [f"# Leaderboard: {spec.name}", ""]
+    if run.partial:
+        lines += [f"**{run.partial}**", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
     gallery = ", ".join(f"seed {s}: {len(c.product_ids)}" for s, c in sorted(run.contexts.items()))
@@ -1064,6 +1073,7 @@ def write_report(
     spec = run.spec
     document = {
         "name": spec.name,
+        "partial": run.partial or None,
         "command": run.command,
         "config": spec.source,
         "started": run.started,
@@ -1120,8 +1130,11 @@ def leaderboard(
     rows: list[str] | None = None,
     overrides: list[str] | None = None,
     runs_dir: str | None = None,
+    num_threads: int | None = None,
 ) -> dict[str, str]:
     """Run a leaderboard: every row on every split seed, then write the tables, statistics and plots.
+
+    After each split seed but the last, a partial report (the seeds done so far) is written to ``output_dir``.
 
     Args:
         leaderboard_config: a leaderboard YAML, or its name under ``experiments/leaderboards/`` (e.g. ``fashion``).
@@ -1131,10 +1144,13 @@ def leaderboard(
         overrides: extra ``--key value`` tokens for every row after the config's own, e.g.
             ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
         runs_dir: where trained rows write logs and checkpoints (default ``runs/leaderboards/<name>``).
+        num_threads: torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs.
 
     Returns:
         ``{kind: path}`` of the files written (markdown, json, csv, per_category, plots).
     """
+    if num_threads:
+        torch.set_num_threads(num_threads)
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     spec = load_spec(leaderboard_config)
@@ -1147,17 +1163,28 @@ def leaderboard(
         spec.rows = [r for r in spec.rows if r.name in keep]
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
     runs = Path(runs_dir) if runs_dir else Path("runs") / "leaderboards" / spec.name
-    run = _Runner(spec, overrides or [], runs).run(spec.rows)
-    run.command = _command(
+    command = _command(
         leaderboard_config, output_dir=output_dir, split_seeds=split_seeds, rows=rows, overrides=overrides,
-        runs_dir=runs_dir,
+        runs_dir=runs_dir, num_threads=num_threads,
     )  # fmt: skip
-    run.started = started_at
-    run.environment = {
+    environment = {
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
+
+    def stamp(run: LeaderboardRun) -> LeaderboardRun:
+        run.command, run.started, run.environment = command, started_at, environment
+        return run
+
+    def write_partial(run: LeaderboardRun, done: list[int]) -> None:
+        """A report of the seeds done so far, so a long run has readable results before it ends."""
+        partial = dataclasses.replace(stamp(run), spec=dataclasses.replace(spec, split_seeds=list(done)))
+        partial.partial = f"Partial: split seeds {done} of {spec.split_seeds} done, the run goes on."
+        write_report(partial, out_dir, started=started)
+        print(f"[leaderboard {spec.name}] partial report after split seeds {done}: {out_dir}")
+
+    run = stamp(_Runner(spec, overrides or [], runs).run(spec.rows, on_seed=write_partial))
     family = len(settings_of(run)) * len(TESTED_METRICS)
     floor = significance_floor(spec, family)
     if floor is not None and floor >= spec.alpha:

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -36,9 +36,10 @@ import torch
 from datamodules.category_tree import CATEGORY_SEPARATOR, format_path
 
 from .indexing import FAISS_NAME, INDEX_JSON
-from .metrics.retrieval_functional import running_topk
+from .metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
 CategoryPath = tuple[str, ...]
+ScanDtype = Literal["float32", "float16"]
 
 
 # ------------------------------------------------------------------------------------------ category queries
@@ -96,6 +97,63 @@ def is_relevant(product_category: Sequence[str], query_path: Sequence[str]) -> b
     return tuple(product_category[: len(query_path)]) == tuple(query_path)
 
 
+# ------------------------------------------------------------------------------------------------- ranking
+def half_precision_copy(embeddings: np.ndarray, chunk_size: int = 262144) -> torch.Tensor:
+    """A float16 copy of ``[N, D]`` embeddings, converted chunk by chunk (the float32 rows are never all resident)."""
+    out = torch.empty(embeddings.shape, dtype=torch.float16)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        for start in range(0, len(embeddings), chunk_size):
+            out[start : start + chunk_size] = torch.as_tensor(embeddings[start : start + chunk_size])
+    return out
+
+
+def half_scan_topk(
+    query_emb: torch.Tensor,
+    half_emb: torch.Tensor,
+    full_emb: np.ndarray | torch.Tensor,
+    k: int,
+    candidates: int | None = None,
+    chunk_size: int = 262144,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` by a float16 scan for candidates, then float32 re-scoring of the candidates only.
+
+    The scan reads half the bytes of a float32 scan (scoring is memory-bound on a CPU), keeping the best
+    ``candidates`` (default ``max(4k, k + 32)``) per query under the tie rule; the candidates' float32 rows are
+    then scored exactly and ranked (:func:`truncate_ranking`). The result equals the float32 ranking unless a true
+    top-``k`` product falls below the ``candidates``-th float16 score, i.e. unless float16 rounding (~1e-3 of a
+    score) reorders more than ``candidates - k`` products: ``benchmarks/bench_search_latency.py`` measures it.
+
+    Args:
+        query_emb: ``[Q, D]``.
+        half_emb: ``[N, D]`` float16 copy of the embeddings (:func:`half_precision_copy`).
+        full_emb: ``[N, D]`` float32 embeddings (a tensor or a memory-mapped array).
+        k: results per query.
+        candidates: float16 shortlist per query.
+        chunk_size: products scored at once.
+
+    Returns:
+        ``(scores [Q, k'], rows [Q, k'])``, float32 scores, best first.
+    """
+    n = half_emb.shape[0]
+    m = min(n, max(k, candidates or max(4 * k, k + 32)))
+    q16 = query_emb.to(torch.float16)
+    best_scores = torch.empty(q16.shape[0], 0)
+    best_rows = torch.empty(q16.shape[0], 0, dtype=torch.long)
+    for start in range(0, n, chunk_size):
+        scores = (q16 @ half_emb[start : start + chunk_size].T).float()
+        values, positions = select_topk(scores, m)
+        best_scores = torch.cat([best_scores, values], dim=1)
+        best_rows = torch.cat([best_rows, positions + start], dim=1)
+        best_scores, best_rows = truncate_ranking(best_scores, best_rows, k=m)
+    unique, inverse = torch.unique(best_rows, return_inverse=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        rows = torch.as_tensor(np.asarray(full_emb[unique.numpy()]), dtype=torch.float32)
+    exact = torch.einsum("qmd,qd->qm", rows[inverse], query_emb.float())
+    return truncate_ranking(exact, best_rows, k=k)
+
+
 # ------------------------------------------------------------------------------------------------ the index
 @dataclass
 class SearchIndex:
@@ -113,6 +171,7 @@ class SearchIndex:
     products: pd.DataFrame
     embeddings: np.ndarray
     _faiss: Any = field(default=None, repr=False)
+    _half: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = True) -> SearchIndex:
@@ -180,6 +239,7 @@ class SearchIndex:
         chunk_size: int = 65536,
         ef_search: int | None = None,
         nprobe: int | None = None,
+        scan: ScanDtype = "float32",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Best ``k`` product rows per query by dot product.
 
@@ -190,6 +250,9 @@ class SearchIndex:
             chunk_size: products scored at once by the exact scan.
             ef_search: HNSW beam override.
             nprobe: IVF lists override.
+            scan: ``float32``: the exact scan (:func:`running_topk`); ``float16``: a half-precision scan of an
+                in-memory float16 copy (made on first use) for a shortlist, re-scored in float32
+                (:func:`half_scan_topk`): about half the memory traffic.
 
         Returns:
             ``(scores [Q, k'], rows [Q, k'])`` best first; FAISS pads missing results with row ``-1``.
@@ -206,6 +269,15 @@ class SearchIndex:
             q = np.ascontiguousarray(query_emb.detach().float().cpu().numpy())
             scores, rows = index.search(q, k)
             return torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64))
+        if scan == "float16":
+            if self._half is None:
+                self._half = half_precision_copy(self.embeddings)
+            scores, rows = half_scan_topk(
+                query_emb.cpu(), self._half, self.embeddings, k, chunk_size=chunk_size
+            )
+            return scores, rows
+        if scan != "float32":
+            raise ValueError(f"scan must be 'float32' or 'float16', got {scan!r}")
         # torch warns once about the read-only memory map; nothing writes to it
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*not writable.*")
@@ -285,6 +357,7 @@ class Searcher:
         use_faiss: bool = False,
         ef_search: int | None = None,
         nprobe: int | None = None,
+        scan: ScanDtype = "float32",
     ) -> list[dict[str, Any]]:
         """Top-``k`` products for each free-text category.
 
@@ -297,7 +370,9 @@ class Searcher:
         if not queries:
             return []
         emb = self.encoder.encode(queries)
-        scores, rows = self.index.topk(emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe)
+        scores, rows = self.index.topk(
+            emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe, scan=scan
+        )
         tree, unseen = self.index.tree, self.index.unseen
         out = []
         for query, text, hits in zip(
@@ -337,6 +412,13 @@ def format_results(result: dict[str, Any], title_width: int = 48) -> str:
     return "\n".join(lines)
 
 
+def backend_name(faiss_kind: str | None, scan: str = "float32") -> str:
+    """``exact``, ``float16-rerank`` or ``faiss-<kind>``: how a result list was ranked."""
+    if faiss_kind:
+        return f"faiss-{faiss_kind}"
+    return "exact" if scan == "float32" else "float16-rerank"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipita search",
@@ -356,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ckpt", default=None, help="checkpoint of the category tower (default: the index's)"
     )
     parser.add_argument("--device", default="cpu", help="device of the category tower and exact scan")
+    parser.add_argument(
+        "--scan",
+        choices=["float32", "float16"],
+        default="float32",
+        help="exact float32 scan, or a float16 scan + float32 re-ranking of a shortlist (half the memory traffic)",
+    )
     return parser
 
 
@@ -371,12 +459,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         )
     searcher = Searcher(index, CategoryEncoder(args.ckpt or index.info["checkpoint"], device=args.device))
     results = searcher.search(
-        args.queries, k=args.top_k, use_faiss=args.faiss, ef_search=args.ef_search, nprobe=args.nprobe
+        args.queries,
+        k=args.top_k,
+        use_faiss=args.faiss,
+        ef_search=args.ef_search,
+        nprobe=args.nprobe,
+        scan=args.scan,
     )
     if args.json:
         payload = {
             "index": str(Path(args.index)),
-            "backend": "faiss-" + index.info["faiss"]["kind"] if args.faiss else "exact",
+            "backend": backend_name(args.faiss and index.info["faiss"]["kind"], args.scan),
             "k": args.top_k,
             "queries": results,
         }

@@ -206,6 +206,9 @@ def test_exact_topk_matches_a_full_sort(tmp_path):
     expected = full.argsort(dim=1, descending=True)[:, :7]
     assert torch.equal(rows, expected)
     assert torch.all(scores[:, :-1] >= scores[:, 1:])
+    half_scores, half_rows = index.topk(queries, k=7, chunk_size=64, scan="float16")
+    assert torch.equal(half_rows, rows)
+    torch.testing.assert_close(half_scores, scores)
     hits = index.hits(scores, rows)
     assert [h["rank"] for h in hits[0]] == list(range(1, 8)) and hits[0][0]["id"] == f"p{expected[0, 0]}"
 
