@@ -109,7 +109,7 @@ table { border-collapse: collapse; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 6px; vertical-align: top; text-align: left; }
 th.model { font-size: 14px; }
 th.model .p { font-weight: normal; color: #555; font-size: 12px; }
-td.query { width: 170px; max-width: 170px; }
+td.query { width: 150px; max-width: 150px; }
 td.query .q { font-weight: 600; }
 td.query .path { color: #666; font-size: 11px; }
 .badge { display: inline-block; border-radius: 3px; padding: 0 4px; font-size: 10px; margin-top: 2px; }

@@ -649,6 +649,13 @@ def ordering_verdict(run: LeaderboardRun, summary: dict) -> dict[str, Any]:
         f" ({', '.join(LABELS[m] for m in metrics)} on {', '.join(settings)}); with every adjacent gap "
         f"significant ({run.spec.test} test, {run.spec.correction}-corrected, alpha {run.spec.alpha}) in {n_sig}."
     )
+    for higher, lower in zip(chain, chain[1:], strict=False):
+        gaps = [g for c in checks for g in c["gaps"] if g["higher"] == higher and g["lower"] == lower]
+        lines.append(
+            f"{higher} > {lower}: in {sum(g['holds'] for g in gaps)} of {len(gaps)} checks "
+            f"(significantly in {sum(g['holds'] and g['significant'] for g in gaps)}; "
+            f"significantly reversed in {sum(not g['holds'] and g['significant'] for g in gaps)})."
+        )
     failures = [c for c in checks if not c["holds"]]
     for c in failures:
         broken = [g for g in c["gaps"] if not g["holds"]]
@@ -981,7 +988,7 @@ def plot_per_category(run: LeaderboardRun, path: Path, metric: str = "map@10") -
     height = max(3.0, 0.17 * len(order) + 1.5)
     fig, ax = plt.subplots(figsize=(2.0 + 1.1 * len(rows) + 3.2, height))
     image = ax.imshow(matrix[order], aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right")
+    ax.set_xticks(range(len(rows)), rows, rotation=30, ha="left", rotation_mode="anchor")
     ax.set_yticks(range(len(order)), labels, fontsize=7)
     ax.xaxis.tick_top()
     fig.colorbar(
@@ -1113,6 +1120,27 @@ def write_report(
     return paths
 
 
+RUN_FILE = "leaderboard_run.pkl"
+
+
+def save_run(run: LeaderboardRun, path: str | Path) -> None:
+    """Keep a finished run (per-query values, top-10 rankings, galleries) so the report can be re-rendered with
+    ``report_only`` without training again. A pickle: load only files you wrote."""
+    import pickle
+
+    Path(path).write_bytes(pickle.dumps(dataclasses.replace(run, report={})))
+
+
+def load_run(path: str | Path) -> LeaderboardRun:
+    """A run written by :func:`save_run`."""
+    import pickle
+
+    run = pickle.loads(Path(path).read_bytes())  # noqa: S301 - our own output file
+    if not isinstance(run, LeaderboardRun):
+        raise TypeError(f"{path} does not hold a leaderboard run")
+    return run
+
+
 # --------------------------------------------------------------------------------------------------- command
 def _command(leaderboard_config: str, **options: Any) -> str:
     parts = ["clipita", "leaderboard", leaderboard_config]
@@ -1131,6 +1159,7 @@ def leaderboard(
     overrides: list[str] | None = None,
     runs_dir: str | None = None,
     num_threads: int | None = None,
+    report_only: bool = False,
 ) -> dict[str, str]:
     """Run a leaderboard: every row on every split seed, then write the tables, statistics and plots.
 
@@ -1145,6 +1174,8 @@ def leaderboard(
             ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
         runs_dir: where trained rows write logs and checkpoints (default ``runs/leaderboards/<name>``).
         num_threads: torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs.
+        report_only: do not run anything: re-render the report from ``<output_dir>/leaderboard_run.pkl`` (kept by
+            the last full run), e.g. after changing the report code.
 
     Returns:
         ``{kind: path}`` of the files written (markdown, json, csv, per_category, plots).
@@ -1162,6 +1193,11 @@ def leaderboard(
         keep = set(rows) | ({spec.reference} if spec.reference else set())
         spec.rows = [r for r in spec.rows if r.name in keep]
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
+    if report_only:
+        run = load_run(out_dir / RUN_FILE)
+        paths = write_report(run, out_dir)
+        print(f"leaderboard {run.spec.name}: report re-rendered from {out_dir / RUN_FILE}")
+        return {k: str(v) for k, v in paths.items()}
     runs = Path(runs_dir) if runs_dir else Path("runs") / "leaderboards" / spec.name
     command = _command(
         leaderboard_config, output_dir=output_dir, split_seeds=split_seeds, rows=rows, overrides=overrides,
@@ -1192,6 +1228,8 @@ def leaderboard(
             f"warning: {spec.n_resamples} permutation resamples cannot reach significance in {family} tests"
         )
     paths = write_report(run, out_dir, started=started)
+    save_run(run, out_dir / RUN_FILE)
+    paths["run"] = out_dir / RUN_FILE
     print(
         f"leaderboard {spec.name}: {len(run.ran)} rows x {len(spec.split_seeds)} seeds in {run.wall_s:.0f} s"
     )

@@ -439,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="device of the category tower and exact scan")
     parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads for the scan (default: torch's default)"
+    )
+    parser.add_argument(
         "--scan",
         choices=["float32", "float16"],
         default="float32",
@@ -452,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.top_k < 1:
         raise SystemExit(f"clipita search: -k must be >= 1, got {args.top_k}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     index = SearchIndex.load(args.index)
     if args.faiss and not index.has_faiss:
         raise SystemExit(

@@ -140,7 +140,14 @@ def sweep(
     for params in spec.enqueue_params():
         study.enqueue_trial(params, skip_if_exists=True)
     if not report_only:
-        run_until_full(study, spec)
+        try:
+            run_until_full(study, spec)
+        except KeyboardInterrupt:
+            print(
+                f"\nclipita sweep: interrupted; the running trial is FAIL and queued again. Run the same command to "
+                f"resume study {spec.study_name!r} ({storage_url})."
+            )
+            raise SystemExit(130) from None
     if not study.get_trials(deepcopy=False):
         print(f"study {spec.study_name!r} has no trials yet ({storage_url})")
         return {"study_name": spec.study_name, "n_trials": 0}
@@ -157,7 +164,9 @@ def run_until_full(study: optuna.Study, spec: SweepSpec) -> None:
         if spec.timeout is not None and time.monotonic() - start > spec.timeout:
             print(f"clipita sweep: timeout of {spec.timeout:.0f} s reached")
             return
-        optuna.storages.fail_stale_trials(study)  # a dead worker's RUNNING trial must not count (RDB heartbeat)
+        optuna.storages.fail_stale_trials(
+            study
+        )  # a dead worker's RUNNING trial must not count (RDB heartbeat)
         if trials_counted(study) >= spec.n_trials and not has_waiting(study):
             return
         study.optimize(

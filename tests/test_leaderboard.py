@@ -24,9 +24,11 @@ from lightning_modules.leaderboard import (
     RowSpec,
     SeedContext,
     leaderboard,
+    load_run,
     load_spec,
     markdown_table,
     ordering_verdict,
+    save_run,
     significance,
     summarize,
     write_report,
@@ -204,9 +206,18 @@ def test_ordering_verdict_is_computed_from_the_numbers(synthetic_run):
     assert "C stands in for E" in verdict["notes"][0]
     assert verdict["headline_holds"] is False  # D > A on the means
     assert "DOES NOT HOLD" in verdict["statement"] and "Fails on all / mAP@10: D" in verdict["statement"]
+    assert "D > C: in 12 of 12 checks" in verdict["statement"]  # per adjacent pair, counted
     synthetic_run.spec.ordering_rows = [["A"], ["C"]]
     verdict = ordering_verdict(synthetic_run, summarize(synthetic_run))
     assert verdict["holds_everywhere"] and "HOLDS" in verdict["statement"]
+
+
+def test_report_only_re_renders_a_saved_run(synthetic_run, tmp_path):
+    save_run(synthetic_run, tmp_path / "leaderboard_run.pkl")
+    assert load_run(tmp_path / "leaderboard_run.pkl").results["C"][1].per_query["mrr"].shape == (22,)
+    paths = leaderboard("sample", output_dir=str(tmp_path), report_only=True)
+    assert "# Leaderboard: synthetic" in Path(paths["markdown"]).read_text()
+    assert set(pd.read_csv(paths["csv"])["model"]) == {"A", "B", "C", "D", "E"}
 
 
 def test_load_spec_reads_the_shipped_configs():

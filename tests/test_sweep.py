@@ -184,10 +184,33 @@ def test_sweep_yaml_defaults_enqueue_and_factories(tmp_path):
     params = spec.enqueue_params()[0]
     values = spec.search_space.sample(optuna.trial.FixedTrial(params))
     assert values["model.fusion_weights"] == pytest.approx({"image": 0.5, "title": 0.25, "attributes": 0.25})
-    assert isinstance(make_sampler({"name": "cmaes", "seed": 0}), optuna.samplers.CmaEsSampler)
+    assert isinstance(make_sampler({"name": "cmaes", "seed": 0}).wrapped, optuna.samplers.CmaEsSampler)
+    assert isinstance(make_sampler({"name": "tpe"}), optuna.samplers.TPESampler)
     assert isinstance(make_pruner({"name": "threshold", "lower": 0.1}), optuna.pruners.ThresholdPruner)
     with pytest.raises(SearchSpaceError, match="unknown key"):
         load_sweep_spec(str(write_sweep(tmp_path / "bad.yaml", base_config=str(QUICKSTART), trials=3)))
+
+
+def test_seeded_workers_sharing_a_study_do_not_duplicate_trials(tmp_path):
+    """Two workers with the same sampler seed on one storage: distinct trials, yet one worker is reproducible."""
+    space = SearchSpace.from_spec({"model.lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True}})
+    block = {"name": "tpe", "seed": 0, "n_startup_trials": 10}
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    workers = [
+        optuna.create_study(storage=storage, study_name="s", sampler=make_sampler(block), load_if_exists=True)
+        for _ in range(2)
+    ]
+    for _ in range(3):
+        for study in workers:  # interleaved, as two processes would
+            trial = study.ask()
+            study.tell(trial, space.sample(trial)["model.lr"])
+    lrs = [t.params["model.lr"] for t in workers[0].trials]
+    assert len(set(lrs)) == 6
+    alone = optuna.create_study(sampler=make_sampler(block))
+    for _ in range(6):
+        trial = alone.ask()
+        alone.tell(trial, space.sample(trial)["model.lr"])
+    assert [t.params["model.lr"] for t in alone.trials] == lrs  # trial n is seeded with seed + n
 
 
 def test_cmaes_samples_float_and_int_parameters():
@@ -411,3 +434,41 @@ def test_ddp_ranks_join_their_parents_trial(tiny_sweep, tmp_path):
     study = optuna.load_study(study_name="ddp", storage=f"sqlite:///{tmp_path / 'out' / 'ddp' / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]  # no trial per rank
     assert study.trials[0].user_attrs["epochs_run"] == 2 and study.trials[1].user_attrs["epochs_run"] == 1
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_and_requeues_the_running_trial(tiny_sweep, tmp_path):
+    """Pre-emption (SIGTERM) or Ctrl-C mid-trial: the worker stops (exit 130), the trial is FAIL ("interrupted") and
+    its parameters are queued again, so the next run of the same command re-runs it first."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_sweep(
+        tmp_path / "term.yaml",
+        base_config=str(QUICKSTART),
+        overrides={**TINY, "data.work_dir": str(tiny_sweep["root"] / "work"), "trainer.max_epochs": 200},
+        search_space={"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+        n_trials=1,
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lightning_modules.cli", "sweep", str(path), "--output_dir", str(out)]
+    worker = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    history = out / "term" / "trial_0000" / "val_history.json"
+    deadline = time.monotonic() + 300
+    while not history.is_file() and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)
+    output = worker.communicate(timeout=300)[0]
+    assert worker.returncode == 130, output[-3000:]
+    study = optuna.load_study(study_name="term", storage=f"sqlite:///{out / 'term' / 'study.db'}")
+    interrupted, queued = study.trials
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["error"].startswith("interrupted")
+    assert 1 <= interrupted.user_attrs["epochs_run"] < 200
+    assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == interrupted.params
+    assert queued.user_attrs["requeued_from"] == 0

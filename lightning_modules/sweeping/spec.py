@@ -20,7 +20,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,12 +185,87 @@ def _named(block: Any, default: str, allowed: tuple[str, ...], what: str) -> dic
 
 
 # ------------------------------------------------------------------------------------------------- factories
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Seed the wrapped sampler afresh for every trial with ``seed + trial.number``.
+
+    With one fixed seed, every worker of a shared study would draw the same random start-up points (each process
+    replays the same RNG stream): duplicate trials. The trial number is unique within a study (the storage assigns
+    it), so this keeps workers apart and keeps a single worker's sweep reproducible. The wrapped samplers (TPE,
+    CMA-ES, random, GP) read their history from the study, so rebuilding one per trial loses nothing but the RNG.
+
+    Args:
+        build: makes the wrapped sampler from a seed.
+        seed: the base seed.
+    """
+
+    def __init__(self, build: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._build, self._seed = build, int(seed)
+        self._sampler = build(self._seed)
+
+    @property
+    def wrapped(self) -> optuna.samplers.BaseSampler:
+        return self._sampler
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._sampler = self._build(self._seed + trial.number)
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict
+    ) -> dict[str, Any]:
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+
+
 def make_sampler(
     block: Mapping[str, Any], search_space: SearchSpace | None = None
 ) -> optuna.samplers.BaseSampler:
-    """Build the sampler named in ``block`` (other keys are its keyword arguments)."""
+    """Build the sampler named in ``block`` (other keys are its keyword arguments).
+
+    A ``seed`` seeds each trial with ``seed + trial number`` (:class:`TrialSeededSampler`): reproducible with one
+    worker, and no duplicate trials across workers.
+    """
     kwargs = {k: v for k, v in block.items() if k != "name"}
-    name = block["name"]
+    seed = kwargs.pop("seed", None)
+    if seed is None:
+        return _build_sampler(block["name"], kwargs, None, search_space)
+    _build_sampler(block["name"], kwargs, int(seed), search_space)  # fail (and warn) once, up front
+    return TrialSeededSampler(lambda s: _quiet(_build_sampler, block["name"], kwargs, s, None), int(seed))
+
+
+def _quiet(fn: Callable, *args: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-argument warnings, once per trial otherwise
+        return fn(*args)
+
+
+def _build_sampler(
+    name: str, kwargs: dict[str, Any], seed: int | None, search_space: SearchSpace | None
+) -> optuna.samplers.BaseSampler:
+    kwargs = {**kwargs, "seed": seed}
     if name == "tpe":
         return optuna.samplers.TPESampler(**kwargs)
     if name == "random":

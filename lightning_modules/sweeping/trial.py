@@ -44,6 +44,10 @@ class ValHistory(L.Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.epochs: list[dict[str, float]] = []
+        self.started = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = True
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -145,8 +149,13 @@ class _Tee(io.TextIOBase):
         self.stream.flush()
 
 
-def _fit(base_config: str | None, overrides: list[str], callbacks: list[Any]) -> Any:
-    """``fit_and_test(test=False)``; a config error (jsonargparse exits) becomes a RuntimeError with its message."""
+def _fit(base_config: str | None, overrides: list[str], history: ValHistory, pruning: L.Callback) -> Any:
+    """``fit_and_test(test=False)`` with the trial's callbacks.
+
+    jsonargparse exits on a config it rejects: that becomes a RuntimeError quoting its message (the trial FAILs, the
+    study goes on). Once training has started, an exit is Lightning's answer to Ctrl-C or SIGTERM: that becomes a
+    KeyboardInterrupt, which stops the sweep.
+    """
     from lightning_modules.experiment import fit_and_test
 
     tee = _Tee(sys.stderr)
@@ -154,8 +163,10 @@ def _fit(base_config: str | None, overrides: list[str], callbacks: list[Any]) ->
         with contextlib.redirect_stderr(tee), warnings.catch_warnings():
             # sys.argv is the sweep's own command line, kept on purpose: DDP re-launches it for ranks 1..N-1
             warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
-            return fit_and_test(base_config, overrides, callbacks=callbacks, test=False)
+            return fit_and_test(base_config, overrides, callbacks=[history, pruning], test=False)
     except SystemExit as exit_:
+        if history.started:
+            raise KeyboardInterrupt(f"training interrupted ({type(exit_).__name__} {exit_.code})") from exit_
         text = tee.buffer_.getvalue().strip()
         at = text.rfind("error:")  # jsonargparse: usage, then "error: <what>" possibly over several lines
         detail = " ".join((text[at:] if at >= 0 else text[-1000:]).split())
@@ -194,13 +205,18 @@ def run_trial(trial: optuna.trial.Trial, spec: SweepSpec, study_dir: Path) -> fl
         os.environ[JOIN_ENV] = json.dumps(
             {"study_name": trial.study.study_name, "trial_id": trial._trial_id, "number": trial.number}
         )
-        _fit(spec.base_config, overrides, [history, pruning])
+        _fit(spec.base_config, overrides, history, pruning)
         pruning.check_pruned()  # DDP: rank 0 recorded the pruning decision in the storage
         picked = pick_epoch(history.epochs, spec.metric, spec.maximize, spec.reduce)
         _record(trial, history, picked, start)
         return picked[spec.metric]
     except optuna.TrialPruned:
         _record(trial, history, None, start)
+        raise
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (pre-emption): queue the same point again, then stop
+        _record(trial, history, None, start)
+        trial.set_user_attr("error", f"interrupted: {err}"[:_MAX_ATTR_CHARS])
+        trial.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
         raise
     except Exception as err:
         _record(trial, history, None, start)
@@ -237,4 +253,4 @@ def join_trial(
     trial_dir = study_dir / f"trial_{int(join['number']):04d}"
     _, overrides = trial_overrides(spec, trial, trial_dir)
     pruning = PyTorchLightningPruningCallback(trial, monitor=spec.metric)
-    _fit(spec.base_config, overrides, [ValHistory(trial_dir / HISTORY_FILE), pruning])
+    _fit(spec.base_config, overrides, ValHistory(trial_dir / HISTORY_FILE), pruning)
