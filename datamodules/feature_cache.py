@@ -97,7 +97,8 @@ def is_fresh(folder: Path, meta: dict) -> bool:
 
 def _records(urls: list[str]) -> wds.WebDataset:
     # shards in manifest order, each read once, no shuffling: row n of the cache is the n-th record
-    return wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    # every rank reads every shard here (ids, fingerprints, the cache itself): no node splitting
+    return wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None)
 
 
 def _decode_image(sample: dict, transform) -> tuple[str, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 
 from .metrics.report import format_metrics_table
@@ -33,3 +35,20 @@ class PrintRetrievalMetrics(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._print(trainer, "test")
+
+
+class PlotTrainingCurves(L.Callback):
+    """Write ``<log_dir>/curves.png`` (train/loss and val/map@10 per epoch) when fit ends (CSVLogger runs)."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        from .curves import plot_training_curves
+
+        logger = trainer.logger
+        if not trainer.is_global_zero or not isinstance(logger, CSVLogger):
+            return
+        logger.save()  # flush buffered rows first
+        metrics_csv = Path(logger.log_dir) / "metrics.csv"
+        if metrics_csv.is_file():
+            plot_training_curves(metrics_csv, Path(logger.log_dir) / "curves.png")

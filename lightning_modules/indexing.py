@@ -1,6 +1,6 @@
 """``clipita index``: embed a catalogue's products with a trained model into a searchable index folder.
 
-    clipita index --ckpt runs/clip_ita/version_0/checkpoints/last.ckpt --output_dir work/fashion/index/clip_ita \\
+    clipita index --ckpt runs/clip_ita/checkpoints/last.ckpt --output_dir work/fashion/index/clip_ita \\
         [--fit_config runs/clip_ita/version_0/config.yaml] [--split test|val|train|all] [--faiss true]
 
 The catalogue comes from the DataModule arguments stored in the checkpoint (or ``--fit_config``'s ``data``).
@@ -299,7 +299,7 @@ def index(
     and rank 0 merges them.
 
     Args:
-        ckpt: the model checkpoint (``runs/<name>/version_N/checkpoints/*.ckpt``).
+        ckpt: a model checkpoint written by ``clipita fit`` (e.g. ``runs/clip_ita/checkpoints/last.ckpt``).
         output_dir: the index folder to write (embeddings.npy, products.parquet, index.json[, faiss.index]).
         fit_config: a ``clipita fit`` config whose ``data`` section describes the catalogue (default: the
             DataModule arguments recorded in the checkpoint, i.e. the data the model was trained on).

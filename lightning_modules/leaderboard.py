@@ -25,7 +25,12 @@ checkpoint rows through ``Trainer.test``, and baselines through :mod:`lightning_
 
 Outputs under ``results/<name>/``: ``leaderboard.md`` (tables per setting, mean ± std over seeds, significance
 marks, error analysis, the paper-ordering verdict, command and run time), ``leaderboard.json``,
-``leaderboard.csv``, ``per_category.csv`` and ``leaderboard_*.png``.
+``leaderboard.csv``, ``per_category.csv``, ``leaderboard_*.png``, and ``leaderboard_run.pkl`` (the raw per-query
+results: ``--report_only true`` re-renders the report from it without training). A partial report is written
+after every split seed but the last.
+
+On a CPU shared with other jobs pass ``--num_threads 1``: the heads train several times faster than with torch's
+default thread pool fighting for the same cores.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
@@ -22,6 +22,9 @@ from .sweeping.space import SearchSpaceError
 from .sweeping.spec import PRUNERS, SAMPLERS, SweepSpec, load_sweep_spec
 from .sweeping.study import default_storage, has_waiting, make_storage, open_study, trials_counted
 from .sweeping.trial import JOIN_ENV, join_trial, run_trial
+
+SamplerName = Literal["tpe", "cmaes", "random", "gp"]
+PrunerName = Literal["median", "percentile", "hyperband", "successive_halving", "threshold", "none"]
 
 
 def apply_cli(
@@ -74,8 +77,8 @@ def sweep(
     timeout: float | None = None,
     storage: str | None = None,
     study_name: str | None = None,
-    sampler: str | None = None,
-    pruner: str | None = None,
+    sampler: SamplerName | None = None,
+    pruner: PrunerName | None = None,
     seed: int | None = None,
     output_dir: str | None = None,
     best_config: str | None = None,
@@ -105,7 +108,8 @@ def sweep(
             or ``gp``.
         pruner: ``median`` (default), ``percentile``, ``hyperband``, ``successive_halving``, ``threshold`` or
             ``none``.
-        seed: the sampler's seed.
+        seed: the sampler's seed; trial n is sampled with ``seed + n`` (reproducible with one worker, no duplicates
+            across workers).
         output_dir: parent folder of the per-study folder (default ``runs/sweeps``).
         best_config: where to write the best trial's ``clipita fit`` YAML (default ``<study folder>/best.yaml``).
         overrides: extra fixed ``clipita fit`` keys for every trial, e.g. ``'{trainer.max_epochs: 5}'``.

@@ -95,7 +95,7 @@ def test_fast_dev_run_through_clipita_fit(work_dir, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (work_dir / "shards" / "manifest.json").is_file()
+    assert (work_dir / "shards" / "seed0" / "manifest.json").is_file()
     assert len(list((work_dir / "features").iterdir())) == 2  # one image cache, one text cache
 
 
