@@ -59,6 +59,8 @@ class ClipItaModule(L.LightningModule):
         table_weight: for ``hierarchical``: weight of the product -> all-seen-categories term.
         zero_shot_weight: mix each product's frozen title embedding into its embedding (needs ``embed_dim`` = text
             width and ``category_head`` ``residual``/``identity``); keeps zero-shot knowledge for unseen categories.
+        route_novel_categories: when evaluating/searching, rank products for a category the model never trained on
+            by the zero-shot title match of its name (the model knows its own training categories).
         loss_lambda: weight of the product -> category direction (lambda).
         temperature: initial temperature tau (> 0).
         learnable_temperature: learn tau.
@@ -100,6 +102,7 @@ class ClipItaModule(L.LightningModule):
         parent_weight: float = 0.5,
         table_weight: float = 0.5,
         zero_shot_weight: float = 0.0,
+        route_novel_categories: bool = False,
         loss_lambda: float = 0.5,
         temperature: float = 0.07,
         learnable_temperature: bool = True,
@@ -138,6 +141,7 @@ class ClipItaModule(L.LightningModule):
             learnable_fusion_weights=learnable_fusion_weights,
             attribute_pooling=attribute_pooling,
             zero_shot_weight=zero_shot_weight,
+            route_novel_categories=route_novel_categories,
         )
         loss_kwargs = dict(
             lambda_weight=loss_lambda,
@@ -167,6 +171,7 @@ class ClipItaModule(L.LightningModule):
         self.register_buffer("category_text_features", torch.zeros(0), persistent=False)
         self.register_buffer("seen_category_ids", torch.zeros(0, dtype=torch.long), persistent=False)
         self.query_groups: dict[str, torch.Tensor] = {}
+        self._trained_texts: set[str] | None = None  # from a loaded checkpoint
         self.per_query: dict[
             str, dict[str, torch.Tensor]
         ] = {}  # stage -> {metric: [Q]} of the last evaluation
@@ -268,17 +273,41 @@ class ClipItaModule(L.LightningModule):
         self.log("train/temperature", 1.0 / self.loss_fn.logit_scale().detach(), batch_size=bs)
         return loss
 
+    def query_embeddings(self) -> torch.Tensor:
+        """Retrieval vectors of every category-table row; rows with no training product count as novel."""
+        novel = torch.zeros(len(self.category_texts), dtype=torch.bool, device=self.device)
+        if len(self.seen_category_ids):
+            novel[:] = True
+            novel[self.seen_category_ids] = False
+        if self.hparams.train_text_encoder:
+            return self.model.encode_query(self.model.text_encoder(self.category_texts), novel)
+        return self.model.encode_query(self.category_text_features, novel)
+
+    @property
+    def trained_category_texts(self) -> set[str]:
+        """The category names this model trained on (kept in its checkpoints)."""
+        if self._trained_texts is not None:
+            return self._trained_texts
+        return {self.category_texts[i] for i in self.seen_category_ids.tolist()}
+
+    def encode_query_texts(self, texts: list[str]) -> torch.Tensor:
+        """Retrieval vectors for any free-text category names (search); names it never trained on are novel."""
+        trained = self.trained_category_texts
+        novel = torch.tensor([bool(trained) and t not in trained for t in texts], device=self.device)
+        with torch.no_grad():
+            return self.model.encode_query(self.model.text_encoder(list(texts)), novel)
+
     def _eval_start(self, stage: str) -> None:
         metric = self.metrics[stage]
         metric.reset()
         with torch.no_grad():
             metric.set_queries(
-                self.category_embeddings(), {k: v.to(self.device) for k, v in self.query_groups.items()}
+                self.query_embeddings(), {k: v.to(self.device) for k, v in self.query_groups.items()}
             )
 
     def _eval_step(self, stage: str, batch: dict) -> None:
         self.check_finite(batch, stage)
-        self.metrics[stage].update(self.model.encode_product(batch), batch["category_ids"])
+        self.metrics[stage].update(self.model.encode_product_for_retrieval(batch), batch["category_ids"])
 
     def _eval_end(self, stage: str) -> None:
         values = self.metrics[stage].compute()
@@ -373,3 +402,5 @@ class ClipItaModule(L.LightningModule):
                 checkpoint["state_dict"][key] = value
         extra = checkpoint.get("clipita", {})
         self.model.attribute_names = extra.get("attribute_names", self.model.attribute_names)
+        if "trained_category_texts" in extra:
+            self._trained_texts = set(extra["trained_category_texts"])

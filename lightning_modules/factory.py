@@ -36,6 +36,7 @@ def create_model(
     attribute_names: Sequence[str] = (),
     always_build_image_encoder: bool = False,
     zero_shot_weight: float = 0.0,
+    route_novel_categories: bool = False,
 ) -> ClipIta:
     """Create the encoders by name and wire them into :class:`ClipIta` (see its docstring for the options).
 
@@ -67,4 +68,5 @@ def create_model(
         attribute_pooling=attribute_pooling,
         attribute_names=attribute_names,
         zero_shot_weight=zero_shot_weight,
+        route_novel_categories=route_novel_categories,
     )

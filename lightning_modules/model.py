@@ -39,6 +39,10 @@ class ClipIta(nn.Module):
             title-vs-category-name term to the trained one, which keeps what the pretrained text space knows about
             categories never trained on. Needs ``embed_dim`` equal to the text width and a category head that keeps
             the text space (``residual`` or ``identity``).
+        route_novel_categories: at retrieval time, score a category the model never trained on by the zero-shot
+            match of its name with the products' frozen title embeddings, and a trained category by the model.
+            Done with one dot product: retrieval vectors are ``[product, title]`` and query vectors ``[category, 0]``
+            (trained) or ``[0, name]`` (novel); see :meth:`encode_product_for_retrieval` / :meth:`encode_query`.
     """
 
     def __init__(
@@ -58,10 +62,16 @@ class ClipIta(nn.Module):
         attribute_pooling: PoolingType = "mean",
         attribute_names: Sequence[str] = (),
         zero_shot_weight: float = 0.0,
+        route_novel_categories: bool = False,
     ) -> None:
         super().__init__()
+        self.route_novel_categories = route_novel_categories
         if zero_shot_weight < 0:
             raise ValueError(f"zero_shot_weight must be >= 0, got {zero_shot_weight}")
+        if route_novel_categories and "title" not in modalities and zero_shot_weight == 0:
+            raise ValueError(
+                "route_novel_categories needs product titles: add 'title' or set zero_shot_weight"
+            )
         if zero_shot_weight > 0 and embed_dim != text_encoder.output_dim:
             raise ValueError(
                 f"zero_shot_weight > 0 needs embed_dim == the text width {text_encoder.output_dim}, got {embed_dim}"
@@ -154,6 +164,29 @@ class ClipIta(nn.Module):
             title = features["title"] if "title" in features else self.title_features(batch).to(out.dtype)
             out = F.normalize(out, dim=-1) + self.zero_shot_weight * F.normalize(title, dim=-1)
         return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_product_for_retrieval(self, batch: dict) -> torch.Tensor:
+        """The vector a product is indexed with: ``encode_product``, plus its normalised frozen title embedding
+        appended when ``route_novel_categories`` is on (``[B, 2 * embed_dim]``)."""
+        product = self.encode_product(batch)
+        if not self.route_novel_categories:
+            return product
+        title = F.normalize(self.title_features(batch).to(product.dtype), dim=-1)
+        return torch.cat([product, title], dim=-1)
+
+    def encode_query(self, text_features: torch.Tensor, novel: torch.Tensor | None = None) -> torch.Tensor:
+        """Query vectors matching :meth:`encode_product_for_retrieval` for category-name features ``[C, text_dim]``;
+        ``novel [C]`` marks names the model never trained on (routed to the zero-shot title match)."""
+        category = self.encode_category(text_features)
+        if not self.route_novel_categories:
+            return category
+        name = F.normalize(text_features.to(category.dtype), dim=-1)
+        novel = (
+            torch.zeros(len(category), dtype=torch.bool, device=category.device) if novel is None else novel
+        )
+        trained_part = torch.where(novel.unsqueeze(1), torch.zeros_like(category), category)
+        novel_part = torch.where(novel.unsqueeze(1), name, torch.zeros_like(name))
+        return torch.cat([trained_part, novel_part], dim=-1)
 
     def encode_category(self, text_features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Category embeddings from text-encoder features of category names ``[C, text_dim]``."""

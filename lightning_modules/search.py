@@ -330,7 +330,7 @@ class CategoryEncoder:
     @torch.no_grad()
     def encode(self, queries: Sequence[str]) -> torch.Tensor:
         """``[Q, D]`` embeddings of the queries (each turned into the model's category text first)."""
-        return self.module.model.encode_category_texts(self.texts(queries)).float()
+        return self.module.encode_query_texts(self.texts(queries)).float()
 
 
 class Searcher:

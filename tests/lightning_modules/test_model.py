@@ -128,3 +128,28 @@ def test_non_finite_inputs_are_reported_with_their_product_ids():
     batch["image_features"][1, 3] = float("nan")
     with pytest.raises(FloatingPointError, match=r"image_features.*\['b'\]"):
         ClipItaModule.check_finite(batch, "train")
+
+
+def test_routing_scores_novel_categories_by_the_zero_shot_title_match():
+    import torch.nn.functional as F
+
+    model = create_model(
+        modalities=["image", "title"],
+        image_weights="none",
+        embed_dim=384,
+        category_head="residual",
+        zero_shot_weight=1.0,
+        route_novel_categories=True,
+    ).eval()
+    batch = {"image_features": torch.randn(5, 1280), "title_features": torch.randn(5, 384)}
+    names = torch.randn(3, 384)
+    novel = torch.tensor([False, True, False])
+    with torch.no_grad():
+        products = model.encode_product_for_retrieval(batch)
+        queries = model.encode_query(names, novel)
+        scores = queries @ products.T
+        trained = model.encode_category(names) @ model.encode_product(batch).T
+    zero_shot = F.normalize(names, dim=-1) @ F.normalize(batch["title_features"], dim=-1).T
+    assert products.shape == (5, 768)
+    assert torch.allclose(scores[~novel], trained[~novel], atol=1e-5)
+    assert torch.allclose(scores[novel], zero_shot[novel], atol=1e-5)
