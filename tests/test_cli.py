@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,7 +33,9 @@ TINY = [
 
 def run_clipita(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     # one thread per process: two DDP ranks x 2 OpenMP threads on 2 cores spin-wait each other ~10x slower
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
+    )
     cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -153,3 +156,81 @@ def test_two_process_cpu_ddp_fit(work_dir, tmp_path):
     assert "distributed_backend=gloo" in result.stderr + result.stdout
     metrics = next((tmp_path / "runs").rglob("metrics.csv")).read_text()
     assert "val/map@10" in metrics and "train/loss" in metrics
+
+
+def test_fine_tuning_the_image_tower_on_raw_shards(work_dir, tmp_path):
+    result = run_clipita(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENTS / "quickstart.yaml"),
+            *TINY,
+            "--data.work_dir",
+            str(work_dir),
+            "--data.use_features",
+            "false",
+            "--model.train_image_encoder",
+            "true",
+            "--model.image_weights",
+            "none",
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.logger",
+            "false",
+            "--test_after_fit",
+            "false",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val retrieval metrics" in result.stdout
+
+
+def test_a_folder_tree_catalogue_shards_and_trains(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "shop"
+    colours = {
+        "Shoes": (200, 30, 30),
+        "Boots": (30, 30, 200),
+        "Shirts": (30, 160, 30),
+        "Jeans": (120, 120, 0),
+    }
+    for parent, leaves in {"Footwear": ["Shoes", "Boots"], "Apparel": ["Shirts", "Jeans"]}.items():
+        for leaf in leaves:
+            folder = root / parent / leaf
+            folder.mkdir(parents=True)
+            for i in range(12):
+                Image.new("RGB", (32, 32), colours[leaf]).save(folder / f"{leaf.lower()}_{i:02d}.jpg")
+    catalog = tmp_path / "shop.yaml"
+    catalog.write_text("layout: folder_tree\nimage_root: shop\nname: shop\n")
+    result = run_clipita(
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENTS / "quickstart.yaml"),
+            "--data.catalog",
+            str(catalog),
+            "--data.work_dir",
+            str(tmp_path / "work"),
+            "--data.batch_size",
+            "8",
+            "--data.unseen_fraction",
+            "0.25",
+            "--model.image_size",
+            "32",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--test_after_fit",
+            "true",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "work" / "shards" / "seed0" / "manifest.json").read_text())
+    assert manifest["sharded"] == 48 and not manifest["skipped"]
+    assert "test retrieval metrics" in result.stdout
