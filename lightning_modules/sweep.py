@@ -23,6 +23,7 @@ from .sweeping.spec import PRUNERS, SAMPLERS, SweepSpec, load_sweep_spec
 from .sweeping.study import default_storage, has_waiting, make_storage, open_study, trials_counted
 from .sweeping.trial import JOIN_ENV, join_trial, run_trial
 
+BASE_SNAPSHOT = "base_config.yaml"
 SamplerName = Literal["tpe", "cmaes", "random", "gp"]
 PrunerName = Literal["median", "percentile", "hyperband", "successive_halving", "threshold", "none"]
 
@@ -135,12 +136,14 @@ def sweep(
     storage_url = spec.storage or default_storage(study_dir)
     join = os.environ.get(JOIN_ENV)
     if join:  # a DDP rank re-launched by Lightning inside the parent's trial
+        snapshot = study_dir / BASE_SNAPSHOT
+        spec.base_config = str(snapshot) if snapshot.is_file() else spec.base_config
         join_trial(spec, make_storage(storage_url, heartbeat_interval=0), json.loads(join), study_dir)
         return None
     study_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, storage_url)
     study.set_user_attr("sweep_config", str(sweep_config))
-    study.set_user_attr("base_config", spec.base_config)
+    pin_base_config(spec, study)
     for params in spec.enqueue_params():
         study.enqueue_trial(params, skip_if_exists=True)
     if not report_only:
@@ -158,24 +161,70 @@ def sweep(
     return write_report(spec, study, storage_url, Path(spec.best_config) if spec.best_config else None)
 
 
+def pin_base_config(spec: SweepSpec, study: optuna.Study) -> None:
+    """Train every trial of a study on the base config as it was when the study began.
+
+    The first worker stores the base config's text in the study (user attribute ``base_config_yaml``); every worker
+    (on any machine) writes that text to ``<study folder>/base_config.yaml`` and trains from it. An edit to the base
+    config in the middle of a sweep then cannot split the study into trials of two different recipes.
+    """
+    if spec.base_config is None:
+        return
+    current = Path(spec.base_config).read_text()
+    pinned = study.user_attrs.get("base_config_yaml")
+    if pinned is None:
+        study.set_user_attr("base_config", spec.base_config)
+        study.set_user_attr("base_config_yaml", current)
+        pinned = current
+    elif pinned != current:
+        print(
+            f"clipita sweep: {spec.base_config} changed since study {spec.study_name!r} began; its trials keep "
+            f"training on the original (see {spec.study_dir / BASE_SNAPSHOT})"
+        )
+    snapshot = spec.study_dir / BASE_SNAPSHOT
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    if not snapshot.is_file() or snapshot.read_text() != pinned:
+        tmp = snapshot.with_name(f".{snapshot.name}.{os.getpid()}.tmp")
+        tmp.write_text(pinned)
+        tmp.replace(snapshot)
+    spec.base_config_origin = study.user_attrs.get("base_config", spec.base_config)
+    spec.base_config = str(snapshot)
+
+
 def run_until_full(study: optuna.Study, spec: SweepSpec) -> None:
-    """Ask for trials one at a time until the study holds ``n_trials`` (queued trials always run)."""
+    """Ask for trials one at a time until the study holds ``n_trials`` (queued trials always run).
+
+    Stops early after ``max_failures_in_a_row`` failed trials of this worker in a row: a broken base config or a
+    missing data folder fails every trial and should not burn the study's budget.
+    """
     import time
+
+    from optuna.trial import TrialState
 
     start = time.monotonic()
     study_dir = spec.study_dir
+    failures = 0
+    finished: list[optuna.trial.FrozenTrial] = []  # this worker's trials, as Optuna closes them
     while True:
         if spec.timeout is not None and time.monotonic() - start > spec.timeout:
             print(f"clipita sweep: timeout of {spec.timeout:.0f} s reached")
             return
-        optuna.storages.fail_stale_trials(
-            study
-        )  # a dead worker's RUNNING trial must not count (RDB heartbeat)
+        optuna.storages.fail_stale_trials(study)  # a dead worker's RUNNING trial must not count
         if trials_counted(study) >= spec.n_trials and not has_waiting(study):
             return
+        before = len(finished)
         study.optimize(
             lambda trial: run_trial(trial, spec, study_dir),
             n_trials=1,
             catch=(Exception,),
             gc_after_trial=True,
+            callbacks=[lambda _study, trial: finished.append(trial)],
         )
+        if len(finished) > before:
+            failures = failures + 1 if finished[-1].state == TrialState.FAIL else 0
+        if 0 < spec.max_failures_in_a_row <= failures:
+            error = finished[-1].user_attrs.get("error", "(no message)")
+            print(
+                f"clipita sweep: {failures} trials in a row failed; stopping this worker. Last: {error[:1000]}"
+            )
+            return

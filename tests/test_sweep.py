@@ -472,3 +472,26 @@ def test_sigterm_stops_the_sweep_and_requeues_the_running_trial(tiny_sweep, tmp_
     assert 1 <= interrupted.user_attrs["epochs_run"] < 200
     assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == interrupted.params
     assert queued.user_attrs["requeued_from"] == 0
+
+
+def test_trials_keep_the_base_config_the_study_began_with(tmp_path, capsys):
+    from lightning_modules.sweep import pin_base_config
+
+    base = tmp_path / "base.yaml"
+    base.write_text(QUICKSTART.read_text())
+    sweep_yaml = write_sweep(
+        tmp_path / "pin.yaml",
+        base_config=str(base),
+        output_dir=str(tmp_path / "out"),
+        search_space={"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+    )
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'pin.db'}", study_name="pin")
+    first = load_sweep_spec(str(sweep_yaml))
+    pin_base_config(first, study)
+    assert Path(first.base_config) == tmp_path / "out" / "pin" / "base_config.yaml"
+    base.write_text(QUICKSTART.read_text().replace("max_epochs: 15", "max_epochs: 99"))  # edited mid-sweep
+    later = load_sweep_spec(str(sweep_yaml))
+    pin_base_config(later, study)
+    assert "changed since study 'pin' began" in capsys.readouterr().out
+    assert Path(later.base_config).read_text() == QUICKSTART.read_text()
+    assert later.base_config_origin == str(base)

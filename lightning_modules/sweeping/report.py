@@ -63,7 +63,7 @@ def write_best_config(spec: SweepSpec, study: optuna.Study, path: Path, storage_
         f"# storage: {storage_url}",
         f"# trial {best.number}: {spec.metric} = {best.value:.4f} ({spec.reduce} epoch "
         f"{best.user_attrs.get('best_epoch', '?')} of {best.user_attrs.get('epochs_run', '?')});"
-        f" base config: {spec.base_config}",
+        f" base config: {spec.base_config_origin or spec.base_config} (as snapshotted when the study began)",
         f"# clipita fit --config {path}",
     ]
     _atomic_write(path, "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, width=110))

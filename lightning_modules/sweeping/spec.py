@@ -47,6 +47,7 @@ SPEC_KEYS = {
     "enqueue",
     "heartbeat_interval",
     "retry_stale",
+    "max_failures_in_a_row",
 }
 SAMPLERS = ("tpe", "cmaes", "random", "gp")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
@@ -74,7 +75,9 @@ class SweepSpec:
     enqueue: list[dict[str, Any]] = field(default_factory=list)
     heartbeat_interval: int = 60
     retry_stale: int = 1
+    max_failures_in_a_row: int = 5
     source: str | None = None
+    base_config_origin: str | None = None
 
     @property
     def study_dir(self) -> Path:
@@ -158,6 +161,7 @@ def load_sweep_spec(path: str) -> SweepSpec:
         enqueue=[dict(e) for e in raw.get("enqueue") or []],
         heartbeat_interval=int(raw.get("heartbeat_interval", 60)),
         retry_stale=int(raw.get("retry_stale", 1)),
+        max_failures_in_a_row=int(raw.get("max_failures_in_a_row", 5)),
         source=str(sweep_file),
     )
     if spec.direction not in ("maximize", "minimize"):
