@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -209,7 +210,9 @@ def run_until_full(study: optuna.Study, spec: SweepSpec) -> None:
         if spec.timeout is not None and time.monotonic() - start > spec.timeout:
             print(f"clipita sweep: timeout of {spec.timeout:.0f} s reached")
             return
-        optuna.storages.fail_stale_trials(study)  # a dead worker's RUNNING trial must not count
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's RUNNING trial must not count
         if trials_counted(study) >= spec.n_trials and not has_waiting(study):
             return
         before = len(finished)

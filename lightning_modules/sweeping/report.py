@@ -90,7 +90,11 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the matplotlib backend is "experimental"
                 ax = plot(study)
-            figure = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            axis = ax.flat[0] if hasattr(ax, "flat") else ax
+            legend = axis.get_legend()
+            if legend is not None and len(legend.get_texts()) > 12:  # one entry per trial: unreadable
+                legend.remove()
+            figure = axis.figure
             figure.set_size_inches(9, 5.5)
             figure.tight_layout()
             figure.savefig(folder / name, dpi=110)
