@@ -103,7 +103,8 @@ class RowSpec:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "row"
+        name = self.name.lower().replace("+", " plus ")  # "CLIP-ITA+" must not share "CLIP-ITA"'s run folder
+        return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "row"
 
 
 @dataclass
@@ -211,6 +212,9 @@ def load_spec(path: str) -> LeaderboardSpec:
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
         raise ValueError(f"{file}: row names must be unique, got {names}")
+    slugs = [r.slug for r in rows]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"{file}: rows {names} map to clashing run folders {slugs}; rename one")
     seeds = [int(s) for s in raw.get("split_seeds", [0])]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"{file}: split_seeds must be a non-empty list of distinct integers, got {seeds}")

@@ -289,3 +289,21 @@ def test_leaderboard_on_the_tiny_sample(tmp_path):
                 ours = rows[name]["summary"][setting]["map@10"]["values"][int(seed)]
                 assert ours == pytest.approx(logged, abs=1e-5), (name, seed, setting)
     assert "Does the paper's ordering hold?" in Path(paths["markdown"]).read_text()
+
+
+def test_rows_that_differ_by_a_plus_get_their_own_run_folders(tmp_path):
+    from lightning_modules.leaderboard import load_spec
+
+    config = tmp_path / "lb.yaml"
+    config.write_text(
+        "name: t\nbase_config: experiments/quickstart.yaml\nreference: A\nrows:\n"
+        "  - {name: A, baseline: random}\n  - {name: CLIP-ITA, baseline: random}\n  - {name: CLIP-ITA+, baseline: random}\n"
+    )
+    spec = load_spec(str(config))
+    assert len({row.slug for row in spec.rows}) == 3
+    config.write_text(
+        "name: t\nbase_config: experiments/quickstart.yaml\nreference: a b\nrows:\n"
+        "  - {name: a b, baseline: random}\n  - {name: a-b, baseline: random}\n"
+    )
+    with pytest.raises(ValueError, match="clashing run folders"):
+        load_spec(str(config))
