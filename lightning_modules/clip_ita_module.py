@@ -341,7 +341,7 @@ class ClipItaModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         return {
             "product_id": list(batch["product_id"]),
-            "embedding": self.model.encode_product(batch).float().cpu(),
+            "embedding": self.model.encode_product_for_retrieval(batch).float().cpu(),
         }
 
     # --------------------------------------------------------------------------------------------- optimizer
