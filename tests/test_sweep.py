@@ -418,7 +418,9 @@ def test_ddp_ranks_join_their_parents_trial(tiny_sweep, tmp_path):
         n_trials=2,
         enqueue=[{"model.lr": 1e-3}, {"model.lr": 1e-7}],
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -453,7 +455,9 @@ def test_sigterm_stops_the_sweep_and_requeues_the_running_trial(tiny_sweep, tmp_
         search_space={"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
         n_trials=1,
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
+    )
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "lightning_modules.cli", "sweep", str(path), "--output_dir", str(out)]
     worker = subprocess.Popen(
@@ -495,3 +499,46 @@ def test_trials_keep_the_base_config_the_study_began_with(tmp_path, capsys):
     assert "changed since study 'pin' began" in capsys.readouterr().out
     assert Path(later.base_config).read_text() == QUICKSTART.read_text()
     assert later.base_config_origin == str(base)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_fails_its_trial_and_another_worker_finishes(tiny_sweep, tmp_path):
+    """SIGKILL (no chance to clean up) mid-trial: the trial's heartbeat stops, the next worker marks it FAIL after the
+    grace period (3 x heartbeat_interval) and runs it again, and the study completes with that worker."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_sweep(
+        tmp_path / "kill.yaml",
+        base_config=str(QUICKSTART),
+        overrides={**TINY, "data.work_dir": str(tiny_sweep["root"] / "work"), "trainer.max_epochs": 40},
+        search_space={"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+        n_trials=2,
+        heartbeat_interval=1,
+    )
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
+    )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lightning_modules.cli", "sweep", str(path), "--output_dir", str(out)]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = out / "kill" / "trial_0000" / "val_history.json"
+    deadline = time.monotonic() + 300
+    while not history.is_file() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert first.poll() is None, "the first worker ended before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    time.sleep(4)  # past the grace period: the killed trial's heartbeat is stale
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    study = optuna.load_study(study_name="kill", storage=f"sqlite:///{out / 'kill' / 'study.db'}")
+    killed = study.trials[0]
+    assert killed.state == TrialState.FAIL
+    finished = [t for t in study.trials[1:] if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert finished, [t.state for t in study.trials]
+    assert any(t.params == killed.params for t in finished)  # the killed trial ran again to the end
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]

@@ -145,7 +145,9 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
             }
         )
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
+    )
     cmd = [
         sys.executable,
         "-m",
