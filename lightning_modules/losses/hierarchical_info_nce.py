@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .gather import gather_no_grad
-from .info_nce import InfoNCELoss
-from .multi_positive_info_nce import soft_cross_entropy
+from .multi_positive_info_nce import MultiPositiveInfoNCELoss, soft_cross_entropy
 
 
 def hierarchical_targets(
@@ -30,7 +28,7 @@ def hierarchical_targets(
     return weights.amax(dim=-1)
 
 
-class HierarchicalInfoNCELoss(InfoNCELoss):
+class HierarchicalInfoNCELoss(MultiPositiveInfoNCELoss):
     """Bidirectional InfoNCE with graded, tree-aware targets (CLIP-ITA's future work: use the category tree).
 
     In-batch part: like :class:`MultiPositiveInfoNCELoss`, but a category name paired with a product's ancestor is a
@@ -62,7 +60,9 @@ class HierarchicalInfoNCELoss(InfoNCELoss):
         parent_weight: float = 0.5,
         table_weight: float = 0.5,
     ) -> None:
-        super().__init__(lambda_weight, temperature, learnable_temperature, max_logit_scale)
+        super().__init__(
+            lambda_weight, temperature, learnable_temperature, max_logit_scale, positives="relevant"
+        )
         if not 0.0 <= parent_weight <= 1.0:
             raise ValueError(f"parent_weight must lie in [0, 1], got {parent_weight}")
         if table_weight < 0:
@@ -83,15 +83,7 @@ class HierarchicalInfoNCELoss(InfoNCELoss):
     ) -> torch.Tensor:
         """Args: as :class:`MultiPositiveInfoNCELoss`, plus ``table_embeddings [C, D]`` of the seen categories with
         their table ids ``table_ids [C]`` (needed when ``table_weight > 0``)."""
-        p2c, c2p, offset = self.logits(products, categories)
-        b = products.shape[0]
-        all_targets = gather_no_grad(target_ids)
-        all_paths = gather_no_grad(product_category_ids)
-        weights = hierarchical_targets(all_targets, all_paths, self.parent_weight)  # [world*B, world*B]
-        local = slice(offset, offset + b)
-        loss = self.lambda_weight * soft_cross_entropy(p2c, weights[local]) + (
-            1 - self.lambda_weight
-        ) * soft_cross_entropy(c2p, weights.T[local])
+        loss = self._in_batch_loss(products, categories, target_ids, product_category_ids)
         if self.table_weight > 0:
             if table_embeddings is None or table_ids is None:
                 raise ValueError("table_weight > 0 needs table_embeddings and table_ids")
@@ -99,6 +91,10 @@ class HierarchicalInfoNCELoss(InfoNCELoss):
             table_targets = hierarchical_targets(table_ids, product_category_ids, self.parent_weight)
             loss = loss + self.table_weight * soft_cross_entropy(table_logits, table_targets)
         return loss
+
+    def pair_targets(self, target_ids: torch.Tensor, product_category_ids: torch.Tensor) -> torch.Tensor:
+        """Graded targets: 1 for the product's own category, ``parent_weight ** levels_up`` for its ancestors."""
+        return hierarchical_targets(target_ids, product_category_ids, self.parent_weight)
 
 
 __all__ = ["HierarchicalInfoNCELoss", "hierarchical_targets"]

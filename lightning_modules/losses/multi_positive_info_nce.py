@@ -82,13 +82,24 @@ class MultiPositiveInfoNCELoss(InfoNCELoss):
     ) -> torch.Tensor:
         """Args: embeddings ``[B, D]``; ``target_ids [B]`` the category paired with each product;
         ``product_category_ids [B, L]`` each product's ancestor ids (-1 padded)."""
+        return self._in_batch_loss(products, categories, target_ids, product_category_ids)
+
+    def pair_targets(self, target_ids: torch.Tensor, product_category_ids: torch.Tensor) -> torch.Tensor:
+        """``[N, N]`` target weights: row ``i`` = how much each category name in the batch is a positive for product
+        ``i`` (here 0/1 by :func:`positive_mask`); subclasses grade them."""
+        return positive_mask(target_ids, product_category_ids, self.positives).float()
+
+    def _in_batch_loss(
+        self,
+        products: torch.Tensor,
+        categories: torch.Tensor,
+        target_ids: torch.Tensor,
+        product_category_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Bidirectional soft-target InfoNCE over the global batch, with targets from :meth:`pair_targets`."""
         p2c, c2p, offset = self.logits(products, categories)
-        b = products.shape[0]
-        all_targets = gather_no_grad(target_ids)
-        all_paths = gather_no_grad(product_category_ids)
-        local = slice(offset, offset + b)
-        p2c_targets = positive_mask(all_targets, all_paths, self.positives)[local]  # [B, world*B]
-        c2p_targets = positive_mask(all_targets, all_paths, self.positives).T[local]  # [B, world*B]
-        return self.lambda_weight * soft_cross_entropy(p2c, p2c_targets.float()) + (
+        weights = self.pair_targets(gather_no_grad(target_ids), gather_no_grad(product_category_ids))
+        local = slice(offset, offset + products.shape[0])
+        return self.lambda_weight * soft_cross_entropy(p2c, weights[local]) + (
             1 - self.lambda_weight
-        ) * soft_cross_entropy(c2p, c2p_targets.float())
+        ) * soft_cross_entropy(c2p, weights.T[local])
