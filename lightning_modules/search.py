@@ -318,19 +318,19 @@ class CategoryEncoder:
     """
 
     def __init__(self, ckpt: str | Path, device: str = "cpu") -> None:
-        from .clip_ita_module import ClipItaModule
+        from .checkpointing import load_model
 
-        self.module = ClipItaModule.load_from_checkpoint(str(ckpt), map_location=device)
-        self.module.eval()
-        self.style = str(self.module.hparams.get("category_text", "leaf"))
+        self.net = load_model(ckpt, map_location=device)
+        self.style = self.net.category_text
 
     def texts(self, queries: Sequence[str]) -> list[str]:
         return [query_text(q, self.style) for q in queries]
 
     @torch.no_grad()
     def encode(self, queries: Sequence[str]) -> torch.Tensor:
-        """``[Q, D]`` embeddings of the queries (each turned into the model's category text first)."""
-        return self.module.encode_query_texts(self.texts(queries)).float()
+        """``[Q, D]`` retrieval vectors of the queries (each turned into the model's category text first); names
+        outside the model's trained set are novel (``ClipIta.encode_query_texts``)."""
+        return self.net.encode_query_texts(self.texts(queries)).float()
 
 
 class Searcher:

@@ -119,8 +119,8 @@ def load_test_gallery(config: str | None, overrides: Sequence[str] = ()) -> Test
     datamodule.trainer = trainer
     datamodule.prepare_data()
     datamodule.setup("test")
-    module.model.attribute_names = datamodule.attribute_names
+    module.net.attribute_names = datamodule.attribute_names
     module.set_category_table(
-        datamodule.tree.texts(module.hparams.category_text), datamodule.tree, datamodule.unseen_category_ids
+        datamodule.tree.texts(module.net.category_text), datamodule.tree, datamodule.unseen_category_ids
     )
     return TestGallery.from_modules(module, datamodule)

@@ -69,6 +69,8 @@ class HierarchicalInfoNCELoss(MultiPositiveInfoNCELoss):
             raise ValueError(f"table_weight must be >= 0, got {table_weight}")
         self.parent_weight = parent_weight
         self.table_weight = table_weight
+        del self.config["positives"]  # fixed to "relevant", not an argument here
+        self.config.update(parent_weight=parent_weight, table_weight=table_weight)
 
     def forward(
         self,

@@ -50,6 +50,13 @@ class InfoNCELoss(nn.Module):
         super().__init__()
         self.lambda_weight = check_lambda(lambda_weight)
         self.logit_scale = LogitScale(temperature, learnable_temperature, max_logit_scale)
+        #: the constructor arguments (``type(loss)(**loss.config)`` rebuilds it); kept in checkpoints
+        self.config: dict[str, object] = dict(
+            lambda_weight=lambda_weight,
+            temperature=temperature,
+            learnable_temperature=learnable_temperature,
+            max_logit_scale=max_logit_scale,
+        )
 
     def logits(
         self, products: torch.Tensor, categories: torch.Tensor

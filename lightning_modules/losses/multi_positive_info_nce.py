@@ -69,7 +69,10 @@ class MultiPositiveInfoNCELoss(InfoNCELoss):
         positives: PositiveRule = "relevant",
     ) -> None:
         super().__init__(lambda_weight, temperature, learnable_temperature, max_logit_scale)
+        if positives not in ("same_category", "relevant"):
+            raise ValueError(f"unknown positive rule {positives!r}; expected 'same_category' or 'relevant'")
         self.positives = positives
+        self.config["positives"] = positives
 
     def forward(
         self,

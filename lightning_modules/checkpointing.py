@@ -1,0 +1,154 @@
+"""The one checkpoint contract: what a clipita checkpoint holds for retrieval, and :func:`load_model` to read it.
+
+A checkpoint is a Lightning ``.ckpt`` whose module is :class:`~lightning_modules.clip_ita_module.ClipItaModule`
+(the network sits under ``net``). Two parts of it serve retrieval:
+
+``state_dict``
+    ``net.<name>``: the network's parameters and buffers, *less* the frozen pretrained towers
+    (``net.image_encoder.*`` / ``net.text_encoder.*`` when not fine-tuned and loaded from named pretrained weights):
+    they are rebuilt from their names in ``net_config``. Other keys (``loss.*``) belong to training.
+``checkpoint["clipita"]``
+    ``version``: :data:`VERSION`.
+    ``net_config``: ``ClipIta(**net_config)`` rebuilds the network (encoder names and weights, modalities, heads,
+    fusion, ``attribute_names``, ``category_text``, ``route_novel_categories``...).
+    ``trained_categories``: every category path (a list of names, root first) with a training product: the model's
+    trained set; queries outside it are *novel* (see :mod:`lightning_modules.model`).
+    ``retrieval``: a free-form dict of retrieval decisions (e.g. a future novel-category rule), restored into
+    ``ClipIta.retrieval``.
+    ``frozen``: the state-dict prefixes left out.
+    ``loss``: ``{"class_path", "init_args"}`` of the training loss (for the record; retrieval does not need it).
+
+:func:`write_checkpoint` (called by the module's ``on_save_checkpoint``) writes this; :func:`load_model` reads it with
+no Lightning Trainer, CLI, loss or metrics; :func:`restore_module_state` is the module's ``on_load_checkpoint`` side.
+Checkpoints written before this contract (``model.*`` keys, no ``clipita.version``) are refused with a message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .model import ClipIta
+
+KEY = "clipita"
+VERSION = 2
+NET_PREFIX = "net."
+
+
+class CheckpointFormatError(ValueError):
+    """A file that is not a clipita checkpoint of the current contract."""
+
+
+def frozen_prefixes(net: ClipIta) -> tuple[str, ...]:
+    """State-dict prefixes (within the network) of towers that are frozen *and* rebuildable from pretrained weights.
+
+    A frozen tower with ``image_weights: none`` (random init, tests) cannot be rebuilt from its name, so it is kept.
+    """
+    prefixes = []
+    image = net.image_encoder
+    if image is not None and not image.trainable and image.weights != "none":
+        prefixes.append("image_encoder.")
+    if not net.text_encoder.trainable:
+        prefixes.append("text_encoder.")
+    return tuple(prefixes)
+
+
+def write_checkpoint(
+    checkpoint: dict, net: ClipIta, prefix: str = NET_PREFIX, loss: torch.nn.Module | None = None
+) -> None:
+    """Fill a Lightning checkpoint dict in place: drop the frozen towers' weights and add the ``clipita`` record."""
+    frozen = tuple(prefix + p for p in frozen_prefixes(net))
+    state = checkpoint["state_dict"]
+    if frozen:
+        for key in [k for k in state if k.startswith(frozen)]:
+            del state[key]
+    record: dict[str, Any] = {
+        "version": VERSION,
+        "net_config": net.config,
+        "trained_categories": [list(p) for p in net.trained_categories],
+        "retrieval": dict(net.retrieval),
+        "frozen": list(frozen),
+    }
+    if loss is not None:
+        record["loss"] = {
+            "class_path": f"{type(loss).__module__}.{type(loss).__qualname__}",
+            "init_args": dict(getattr(loss, "config", {})),
+        }
+    checkpoint[KEY] = record
+
+
+def read_record(checkpoint: dict, source: str = "checkpoint") -> dict:
+    """The ``clipita`` record of a loaded checkpoint dict; a clear error for anything else."""
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointFormatError(f"{source}: not a Lightning checkpoint (no 'state_dict')")
+    record = checkpoint.get(KEY)
+    if not isinstance(record, dict) or record.get("version") != VERSION:
+        found = record.get("version") if isinstance(record, dict) else None
+        raise CheckpointFormatError(
+            f"{source}: written by an older clipita (checkpoint format {found or 1}, this clipita reads format "
+            f"{VERSION}: the network under 'net.' with its config and trained categories); retrain it with "
+            "`clipita fit`"
+        )
+    return record
+
+
+def restore_net_metadata(net: ClipIta, record: dict) -> None:
+    """Put what the record says about retrieval into a network built from its config."""
+    net.attribute_names = list(record["net_config"].get("attribute_names", []))
+    net.set_trained_categories(record.get("trained_categories", []))
+    net.retrieval = dict(record.get("retrieval", {}))
+
+
+def restore_module_state(checkpoint: dict, net: ClipIta, own_state: dict, prefix: str = NET_PREFIX) -> None:
+    """The module's ``on_load_checkpoint``: check the format, put back the frozen towers' weights this module was
+    built with (``own_state``: the module's current state dict) so a strict load succeeds, and restore the record
+    into ``net``."""
+    record = read_record(checkpoint)
+    state = checkpoint["state_dict"]
+    frozen = tuple(record.get("frozen", ()))
+    for key, value in own_state.items():
+        if frozen and key.startswith(frozen) and key not in state:
+            state[key] = value
+    restore_net_metadata(net, record)
+
+
+def find_last_checkpoint(run_root: str | Path) -> Path | None:
+    """The newest ``last*.ckpt`` of a logger's run folders ``<run_root>/version_*/checkpoints/`` (None if none).
+
+    Each run writes its checkpoints into its own versioned folder, so resuming (``clipita fit --ckpt_path last``)
+    looks across the versions of that run name for the latest ``last.ckpt``; the resumed run then logs into a new
+    version folder.
+    """
+    found = [p for p in Path(run_root).glob("version_*/checkpoints/last*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> ClipIta:
+    """Load the trained :class:`ClipIta` of a ``clipita fit`` checkpoint, ready for retrieval (eval mode).
+
+    Needs no Lightning Trainer, CLI, loss or metrics: the network is rebuilt from its recorded config (frozen
+    pretrained towers from their names), its trained weights loaded, and its trained category set and retrieval
+    record restored.
+
+    Example:
+        >>> net = load_model("runs/clip_ita_plus/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
+        >>> queries = net.encode_query_paths([("Footwear", "Shoes", "Sports Shoes")])  # doctest: +SKIP
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
+    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    record = read_record(checkpoint, str(path))
+    net = ClipIta(**record["net_config"])
+    state = {k[len(NET_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(NET_PREFIX)}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    frozen = tuple(p[len(NET_PREFIX) :] for p in record.get("frozen", ()))
+    missing = [k for k in missing if not (frozen and k.startswith(frozen))]
+    if missing or unexpected:
+        raise CheckpointFormatError(
+            f"{path}: weights do not fit the recorded network: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    restore_net_metadata(net, record)
+    return net.to(map_location).eval()
