@@ -25,7 +25,7 @@ checkpoint rows through ``Trainer.test``, and baselines through :mod:`lightning_
 
 Outputs under ``results/<name>/``: ``leaderboard.md`` (tables per setting, mean ± std over seeds, significance
 marks, error analysis, the paper-ordering verdict, command and run time), ``leaderboard.json``,
-``leaderboard.csv``, ``per_category.csv``, ``leaderboard_*.png``, and ``leaderboard_run.pkl`` (the raw per-query
+``leaderboard.csv``, ``per_category.csv``, ``leaderboard_*.png``, and ``leaderboard_run.json`` + ``.npz`` (the raw per-query
 results: ``--report_only true`` re-renders the report from it without training). A partial report is written
 after every split seed but the last.
 
@@ -1129,24 +1129,89 @@ def write_report(
     return paths
 
 
-RUN_FILE = "leaderboard_run.pkl"
+RUN_FILE = "leaderboard_run.json"  # + leaderboard_run.npz beside it (arrays); no pickled classes
 
 
 def save_run(run: LeaderboardRun, path: str | Path) -> None:
     """Keep a finished run (per-query values, top-10 rankings, galleries) so the report can be re-rendered with
-    ``report_only`` without training again. A pickle: load only files you wrote."""
-    import pickle
+    ``report_only`` without training again: plain JSON for the structure and an ``.npz`` beside it for the arrays
+    (no pickled classes, so the file survives code moves and loads without trusting it)."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
 
-    Path(path).write_bytes(pickle.dumps(dataclasses.replace(run, report={})))
+    def put(value: np.ndarray) -> str:
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(value)
+        return key
+
+    document = {
+        "format": "clipita-leaderboard-run/1",
+        "spec": dataclasses.asdict(run.spec),
+        "contexts": [
+            {
+                "seed": c.seed,
+                "paths": [list(p) for p in c.paths],
+                "groups": {g: put(v) for g, v in c.groups.items()},
+                "category_ids": put(c.category_ids),
+                "product_ids": list(c.product_ids),
+            }
+            for c in run.contexts.values()
+        ],
+        "results": {
+            row: [
+                {
+                    "seed": seed,
+                    "per_query": {m: put(v) for m, v in r.per_query.items()},
+                    "top": put(r.top),
+                    "logged": r.logged,
+                    "wall_s": r.wall_s,
+                }
+                for seed, r in per_seed.items()
+            ]
+            for row, per_seed in run.results.items()
+        },
+        "not_run": run.not_run,
+        "command": run.command,
+        "started": run.started,
+        "wall_s": run.wall_s,
+        "environment": run.environment,
+        "partial": run.partial,
+    }
+    np.savez_compressed(path.with_suffix(".npz"), **arrays)
+    path.write_text(json.dumps(document, indent=1, ensure_ascii=False))
 
 
 def load_run(path: str | Path) -> LeaderboardRun:
     """A run written by :func:`save_run`."""
-    import pickle
-
-    run = pickle.loads(Path(path).read_bytes())  # noqa: S301 - our own output file
-    if not isinstance(run, LeaderboardRun):
-        raise TypeError(f"{path} does not hold a leaderboard run")
+    path = Path(path)
+    document = json.loads(path.read_text())
+    if document.get("format") != "clipita-leaderboard-run/1":
+        raise ValueError(f"{path} does not hold a clipita leaderboard run")
+    with np.load(path.with_suffix(".npz"), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    spec_fields = dict(document["spec"])
+    spec_fields["rows"] = [RowSpec(**r) for r in spec_fields["rows"]]
+    run = LeaderboardRun(spec=LeaderboardSpec(**spec_fields))
+    for c in document["contexts"]:
+        run.contexts[int(c["seed"])] = SeedContext(
+            seed=int(c["seed"]),
+            paths=[tuple(p) for p in c["paths"]],
+            groups={g: arrays[k] for g, k in c["groups"].items()},
+            category_ids=arrays[c["category_ids"]],
+            product_ids=list(c["product_ids"]),
+        )
+    for row, per_seed in document["results"].items():
+        run.results[row] = {
+            int(r["seed"]): RowSeedResult(
+                per_query={m: arrays[k] for m, k in r["per_query"].items()},
+                top=arrays[r["top"]],
+                logged=r["logged"],
+                wall_s=r["wall_s"],
+            )
+            for r in per_seed
+        }
+    for key in ("not_run", "command", "started", "wall_s", "environment", "partial"):
+        setattr(run, key, document[key])
     return run
 
 
@@ -1183,7 +1248,7 @@ def leaderboard(
             ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
         runs_dir: where trained rows write logs and checkpoints (default ``runs/leaderboards/<name>``).
         num_threads: torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs.
-        report_only: do not run anything: re-render the report from ``<output_dir>/leaderboard_run.pkl`` (kept by
+        report_only: do not run anything: re-render the report from ``<output_dir>/leaderboard_run.json`` (kept by
             the last full run), e.g. after changing the report code.
 
     Returns:

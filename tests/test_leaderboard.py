@@ -213,8 +213,8 @@ def test_ordering_verdict_is_computed_from_the_numbers(synthetic_run):
 
 
 def test_report_only_re_renders_a_saved_run(synthetic_run, tmp_path):
-    save_run(synthetic_run, tmp_path / "leaderboard_run.pkl")
-    assert load_run(tmp_path / "leaderboard_run.pkl").results["C"][1].per_query["mrr"].shape == (22,)
+    save_run(synthetic_run, tmp_path / "leaderboard_run.json")
+    assert load_run(tmp_path / "leaderboard_run.json").results["C"][1].per_query["mrr"].shape == (22,)
     paths = leaderboard("sample", output_dir=str(tmp_path), report_only=True)
     assert "# Leaderboard: synthetic" in Path(paths["markdown"]).read_text()
     assert set(pd.read_csv(paths["csv"])["model"]) == {"A", "B", "C", "D", "E"}
