@@ -19,8 +19,8 @@ A leaderboard config (``experiments/leaderboards/<name>.yaml``)::
       - {name: CLIP-ITA, fit: experiments/clip_ita.yaml, overrides: [--model.lr, "0.001"]}
       - {name: mine, fit: experiments/clip_ita.yaml, checkpoint: "runs/mine/seed{seed}/best.ckpt"}
 
-Per split seed, trained rows go through :func:`lightning_modules.experiment.fit_and_test` (exactly ``clipita fit``),
-checkpoint rows through ``Trainer.test``, and baselines through :mod:`lightning_modules.baselines` (the module's own
+Per split seed, trained rows go through :func:`clipita.experiment.fit_and_test` (exactly ``clipita fit``),
+checkpoint rows through ``Trainer.test``, and baselines through :mod:`clipita.baselines` (the module's own
 ``CategoryRetrievalMetrics`` via ``update_scores``, same queries, groups and test gallery; checked row by row).
 
 Outputs under ``results/<name>/``: ``leaderboard.md`` (tables per setting, mean ± std over seeds, significance
@@ -52,8 +52,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
 
 # (key, column label, ceiling key shown beside it)
 COLUMNS: tuple[tuple[str, str, str | None], ...] = (
@@ -136,27 +134,23 @@ class LeaderboardSpec:
 
 
 def resolve_path(path: str, must_exist: bool = True) -> str:
-    """``path`` as given when it exists from the working directory, else relative to the repository root."""
+    """``path`` from the working directory (the project folder holding ``experiments/``), as ``clipita fit`` does."""
     candidate = Path(path).expanduser()
-    if candidate.exists() or candidate.is_absolute():
+    if candidate.exists() or candidate.is_absolute() or not must_exist:
         return str(candidate)
-    in_repo = REPO / path
-    if in_repo.exists() or not must_exist:
-        return str(in_repo)
-    raise FileNotFoundError(f"{path!r} exists neither from {Path.cwd()} nor from the repository {REPO}")
+    raise FileNotFoundError(
+        f"{path!r} does not exist (paths are relative to the working directory {Path.cwd()})"
+    )
 
 
 def find_leaderboard_config(name_or_path: str) -> Path:
     """A leaderboard YAML by path, or by name under ``experiments/leaderboards/``."""
-    for candidate in (
-        Path(name_or_path),
-        REPO / name_or_path,
-        REPO / "experiments" / "leaderboards" / f"{name_or_path}.yaml",
-    ):
+    for candidate in (Path(name_or_path), Path("experiments") / "leaderboards" / f"{name_or_path}.yaml"):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"leaderboard config {name_or_path!r} not found (nor {REPO / 'experiments/leaderboards'}/<name>.yaml)"
+        f"leaderboard config {name_or_path!r} not found (nor experiments/leaderboards/{name_or_path}.yaml under "
+        f"{Path.cwd()})"
     )
 
 
@@ -170,7 +164,7 @@ def _string_list(value: Any, what: str) -> list[str]:
 
 def load_spec(path: str) -> LeaderboardSpec:
     """Parse and check a leaderboard YAML; errors name the offending key."""
-    from lightning_modules.baselines import BASELINES
+    from clipita.baselines import BASELINES
 
     file = find_leaderboard_config(path)
     raw = yaml.safe_load(file.read_text()) or {}
@@ -367,7 +361,7 @@ class _Runner:
         return out
 
     def gallery(self, row: RowSpec, seed: int):
-        from lightning_modules.baselines import load_test_gallery
+        from clipita.baselines import load_test_gallery
 
         config = resolve_path(self.spec.base_config) if self.spec.base_config else None
         overrides = [
@@ -380,7 +374,7 @@ class _Runner:
         return self.galleries[key]
 
     def baseline(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
-        from lightning_modules.baselines import run_baseline
+        from clipita.baselines import run_baseline
 
         gallery = self.gallery(row, seed)
         result = run_baseline(row.baseline, gallery, row.options)
@@ -395,7 +389,7 @@ class _Runner:
         return RowSeedResult(_numpy_per_query(result.per_query), top, dict(result.metrics)), context
 
     def trained(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
-        from lightning_modules.experiment import fit_and_test
+        from clipita.experiment import fit_and_test
 
         config = resolve_path(row.fit)
         if row.checkpoint:  # test only: no logs, and never touch a folder the checkpoint may live in
@@ -413,7 +407,7 @@ class _Runner:
             *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, True),
         ]  # fmt: skip
         if row.checkpoint:
-            from lightning_modules.cli import make_cli
+            from clipita.cli import make_cli
 
             checkpoint = resolve_path(row.checkpoint.format(seed=seed))
             cli = make_cli(["--config", config, *overrides], run=False)
@@ -433,7 +427,7 @@ class _Runner:
         self, rows: Sequence[RowSpec], on_seed: Callable[[LeaderboardRun, list[int]], None] | None = None
     ) -> LeaderboardRun:
         """Every row on every split seed; ``on_seed(run, seeds_done)`` after each seed but the last."""
-        from lightning_modules.baselines import BaselineNotRun
+        from clipita.baselines import BaselineNotRun
 
         out = LeaderboardRun(spec=self.spec)
         for i, seed in enumerate(self.spec.split_seeds):
