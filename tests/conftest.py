@@ -1,11 +1,17 @@
-"""Test-wide guards: CPU only, hubs offline, and no socket may reach beyond loopback."""
+"""Test-wide guards (CPU only, hubs offline, no socket beyond loopback) and the one tiny training config.
+
+Test modules import the tiny-config helpers directly (``from conftest import tiny_overrides``): ``tests/`` is on the
+path and this is the only ``conftest.py``."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +84,54 @@ def fashion_dir() -> Path:
     if not (FASHION / "styles.csv").is_file():
         pytest.skip(f"the fashion catalogue is not at {FASHION}")
     return FASHION
+
+
+# ---------------------------------------------------------------------------------------- the tiny config
+# The one tiny training config of the test suite (the built-in sample catalogue, small images, small batches):
+# every test that fits, sweeps or indexes starts from it. Keys are the config's dotted paths.
+TINY: dict[str, Any] = {
+    "data.catalog": "sample",
+    "data.sample_products": 160,
+    "data.batch_size": 16,
+    "model.net.image_size": 64,
+    "trainer.accelerator": "cpu",
+    "trainer.enable_progress_bar": False,
+}
+
+
+def _cli_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def tiny_config(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`TINY` plus ``extra`` (dotted key -> value), e.g. ``tiny_config({"trainer.max_epochs": 2})``."""
+    return {**TINY, **(extra or {})}
+
+
+def tiny_overrides(extra: Mapping[str, Any] | None = None) -> list[str]:
+    """The tiny config as ``clipita fit`` command-line overrides (``["--data.catalog", "sample", ...]``)."""
+    out: list[str] = []
+    for key, value in tiny_config(extra).items():
+        out += [f"--{key}", _cli_value(value)]
+    return out
+
+
+def apply_tiny(config: dict[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Set the tiny config into a loaded ``clipita fit`` YAML dict (in place; returned for convenience)."""
+    for key, value in tiny_config(extra).items():
+        node = config
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config
+
+
+@pytest.fixture
+def tiny_model_overrides() -> list[str]:
+    """The tiny config as command-line overrides (see :func:`tiny_overrides`)."""
+    return tiny_overrides()

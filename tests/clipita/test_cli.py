@@ -10,25 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_overrides
 
 from clipita.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
-TINY = [
-    "--data.catalog",
-    "sample",
-    "--data.sample_products",
-    "160",
-    "--data.batch_size",
-    "16",
-    "--model.image_size",
-    "64",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.enable_progress_bar",
-    "false",
-]
+TINY = tiny_overrides()
 
 
 def run_clipita(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -55,16 +43,20 @@ def test_print_config_is_complete(name, capsys):
     for key in (
         "modalities",
         "fusion",
-        "loss",
-        "temperature",
-        "loss_lambda",
         "image_model",
         "text_model",
         "category_head",
         "attribute_pooling",
         "fusion_weights",
         "train_image_encoder",
+        "route_novel_categories",
+        "category_text",
     ):
+        assert key in config["model"]["net"], key
+    assert config["model"]["loss"]["class_path"].endswith("InfoNCELoss")
+    for key in ("temperature", "lambda_weight", "learnable_temperature", "max_logit_scale"):
+        assert key in config["model"]["loss"]["init_args"], key
+    for key in ("lr", "encoder_lr", "train_category_level", "eval_max_rank"):
         assert key in config["model"], key
     for key in ("catalog", "work_dir", "batch_size", "use_features", "unseen_fraction"):
         assert key in config["data"], key
@@ -75,7 +67,7 @@ def test_help_documents_options_from_docstrings(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     out = capsys.readouterr().out
-    assert "--model.fusion" in out and "``concat`` (the paper)" in out
+    assert "--model.net.fusion" in out and "``concat`` (the paper)" in out
     assert "--data.catalog" in out
 
 
@@ -105,10 +97,10 @@ def test_fast_dev_run_through_clipita_fit(work_dir, tmp_path):
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        (["--model.modalities", "[image, colour]"], "colour"),
-        (["--model.temperature", "-0.5"], "-0.5"),
-        (["--model.image_weights", "/no/such/weights.pth"], "/no/such/weights.pth"),
-        (["--model.fusion", "sum_of_everything"], "sum_of_everything"),
+        (["--model.net.modalities", "[image, colour]"], "colour"),
+        (["--model.loss.temperature", "-0.5"], "-0.5"),
+        (["--model.net.image_weights", "/no/such/weights.pth"], "/no/such/weights.pth"),
+        (["--model.net.fusion", "sum_of_everything"], "sum_of_everything"),
     ],
 )
 def test_bad_config_values_fail_at_start_naming_the_value(override, needle, tmp_path):
@@ -169,9 +161,9 @@ def test_fine_tuning_the_image_tower_on_raw_shards(work_dir, tmp_path):
             str(work_dir),
             "--data.use_features",
             "false",
-            "--model.train_image_encoder",
+            "--model.net.train_image_encoder",
             "true",
-            "--model.image_weights",
+            "--model.net.image_weights",
             "none",
             "--trainer.fast_dev_run",
             "true",
@@ -217,7 +209,7 @@ def test_a_folder_tree_catalogue_shards_and_trains(tmp_path):
             "8",
             "--data.unseen_fraction",
             "0.25",
-            "--model.image_size",
+            "--model.net.image_size",
             "32",
             "--trainer.max_epochs",
             "2",

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import webdataset as wds
+from conftest import tiny_overrides
 
 from clipita.cli import main as clipita
 from clipita.index import (
@@ -30,24 +31,7 @@ from clipita.prediction_writer import merge_parts
 from clipita.search import SearchIndex, is_relevant, query_text, resolve_category
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_FIT = [
-    "--data.catalog",
-    "sample",
-    "--data.sample_products",
-    "160",
-    "--data.batch_size",
-    "16",
-    "--model.image_size",
-    "64",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.max_epochs",
-    "2",
-    "--test_after_fit",
-    "false",
-]
+TINY_FIT = tiny_overrides({"trainer.max_epochs": 2, "test_after_fit": False})
 
 
 def run_clipita(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -3,7 +3,9 @@
 Tolerance: exact up to 1e-6. Each epoch's randomness (shuffle order, dropout, sampled training levels) is a function of
 (seed, epoch) only (EpochSeededSampler + ClipItaModule.on_train_epoch_start), the resumed run restarts the killed epoch
 from the checkpoint written at the end of the previous one, and CPU kernels are deterministic for these sizes - so the
-weights and metrics should match to float precision, not just approximately.
+weights and metrics should match to float precision, not just approximately. Checkpoints live in each run's own
+version folder (``logs/quickstart/version_N/checkpoints``): ``--ckpt_path last`` finds the newest ``last.ckpt`` across
+the run name's versions and the resumed run writes a new version.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import apply_tiny
+
+from lightning_modules.checkpointing import find_last_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 4
@@ -26,17 +31,19 @@ EPOCHS = 4
 
 def _config(tmp_path: Path, name: str, work_dir: Path, sleep: float) -> Path:
     config = yaml.safe_load((REPO / "experiments" / "quickstart.yaml").read_text())
-    config["trainer"].update(max_epochs=EPOCHS, enable_progress_bar=False)
-    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / name / "logs")
-    for cb in config["trainer"]["callbacks"]:
-        if cb["class_path"].endswith("ModelCheckpoint"):
-            cb["init_args"]["dirpath"] = str(tmp_path / name / "checkpoints")
+    apply_tiny(
+        config,
+        {
+            "trainer.max_epochs": EPOCHS,
+            "trainer.logger.init_args.save_dir": str(tmp_path / name / "logs"),
+            "data.work_dir": str(work_dir),
+            "test_after_fit": False,
+        },
+    )
+    assert not any("dirpath" in cb.get("init_args", {}) for cb in config["trainer"]["callbacks"])
     config["trainer"]["callbacks"].append(
         {"class_path": "reliability_callbacks.SleepEveryBatch", "init_args": {"seconds": sleep}}
     )
-    config["model"]["image_size"] = 64
-    config["data"].update(work_dir=str(work_dir), sample_products=160, batch_size=16)
-    config["test_after_fit"] = False
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -68,7 +75,7 @@ def _final_val(logs: Path) -> dict[str, float]:
 def _head_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     return {
-        k: v for k, v in state.items() if not k.startswith("model.text_encoder") and "image_encoder" not in k
+        k: v for k, v in state.items() if not k.startswith("net.text_encoder") and "image_encoder" not in k
     }
 
 
@@ -82,7 +89,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed = _config(tmp_path, "killed", work, sleep=0.4)
-    checkpoints = tmp_path / "killed" / "checkpoints"
+    checkpoints = (
+        tmp_path / "killed" / "logs" / "quickstart" / "version_0" / "checkpoints"
+    )  # the run's own folder
     process = subprocess.Popen(
         _command(killed), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -112,8 +121,10 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert b[key] == pytest.approx(a[key], abs=1e-6), key
-    wa = _head_weights(tmp_path / "straight" / "checkpoints" / "last.ckpt")
-    wb = _head_weights(tmp_path / "killed" / "checkpoints" / "last.ckpt")
+    # the resumed run logs and checkpoints into a new version folder; the killed run's folder is left as it was
+    assert (tmp_path / "killed" / "logs" / "quickstart" / "version_1" / "metrics.csv").is_file()
+    wa = _head_weights(find_last_checkpoint(tmp_path / "straight" / "logs" / "quickstart"))
+    wb = _head_weights(find_last_checkpoint(tmp_path / "killed" / "logs" / "quickstart"))
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.allclose(wa[key], wb[key], atol=1e-6), key

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import tiny_config
 from optuna.trial import TrialState
 
 from clipita.cli import main
@@ -26,17 +27,7 @@ from clipita.sweep.study import make_storage
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
-TINY = {
-    "data.catalog": "sample",
-    "data.sample_products": 160,
-    "data.batch_size": 16,
-    "model.image_size": 64,
-    "trainer.accelerator": "cpu",
-    "trainer.max_epochs": 3,
-    "trainer.enable_progress_bar": False,
-    "trainer.enable_model_summary": False,
-    "test_after_fit": False,
-}
+TINY = tiny_config({"trainer.max_epochs": 3, "trainer.enable_model_summary": False, "test_after_fit": False})
 ALL = ["image", "title", "attributes"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -59,8 +50,8 @@ def sample_many(space: SearchSpace, n: int, fixed: dict | None = None) -> list[d
 
 # ------------------------------------------------------------------------------------------- search space
 def test_fusion_weights_are_sampled_on_the_simplex():
-    space = SearchSpace.from_spec({"model.fusion_weights": {"type": "simplex", "keys": ALL}})
-    draws = [v["model.fusion_weights"] for v in sample_many(space, 400)]
+    space = SearchSpace.from_spec({"model.net.fusion_weights": {"type": "simplex", "keys": ALL}})
+    draws = [v["model.net.fusion_weights"] for v in sample_many(space, 400)]
     for w in draws:
         assert set(w) == set(ALL)
         assert all(x >= 0 for x in w.values())
@@ -70,25 +61,29 @@ def test_fusion_weights_are_sampled_on_the_simplex():
         values = [w[key] for w in draws]
         assert abs(sum(values) / len(values) - 1 / 3) < 0.05
         assert min(values) < 0.05 and max(values) > 0.8
-    assert to_overrides({"model.fusion_weights": draws[0]})[1].startswith('{"image": ')
+    assert to_overrides({"model.net.fusion_weights": draws[0]})[1].startswith('{"image": ')
 
 
 def test_log_scales_spread_over_decades():
     space = SearchSpace.from_spec(
         {
             "model.lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
-            "model.hidden_dim": {"type": "int", "low": 16, "high": 1024, "log": True},
-            "model.loss_lambda": {"type": "float", "low": 0.0, "high": 1.0},
+            "model.net.hidden_dim": {"type": "int", "low": 16, "high": 1024, "log": True},
+            "model.loss.init_args.lambda_weight": {"type": "float", "low": 0.0, "high": 1.0},
         }
     )
     dists = space.distributions()
-    assert dists["model.lr"].log and dists["model.hidden_dim"].log and not dists["model.loss_lambda"].log
+    assert (
+        dists["model.lr"].log
+        and dists["model.net.hidden_dim"].log
+        and not dists["model.loss.init_args.lambda_weight"].log
+    )
     draws = sample_many(space, 400)
     lrs = [d["model.lr"] for d in draws]
     assert all(1e-5 <= x <= 1e-1 for x in lrs)
     below_geometric_middle = sum(x < 1e-3 for x in lrs) / len(lrs)  # log-uniform: half; uniform: ~1%
     assert 0.4 < below_geometric_middle < 0.6
-    dims = [d["model.hidden_dim"] for d in draws]
+    dims = [d["model.net.hidden_dim"] for d in draws]
     assert all(isinstance(x, int) and 16 <= x <= 1024 for x in dims)
     assert 0.35 < sum(x < 128 for x in dims) / len(dims) < 0.65
 
@@ -96,23 +91,23 @@ def test_log_scales_spread_over_decades():
 def test_conditional_entries_and_list_choices():
     space = SearchSpace.from_spec(
         {
-            "model.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
-            "model.fusion_weights": {
+            "model.net.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
+            "model.net.fusion_weights": {
                 "type": "simplex",
                 "keys": ALL,
-                "when": {"model.fusion": "weighted_sum"},
+                "when": {"model.net.fusion": "weighted_sum"},
             },
-            "model.modalities": {"type": "categorical", "choices": [ALL, ["image", "attributes"]]},
+            "model.net.modalities": {"type": "categorical", "choices": [ALL, ["image", "attributes"]]},
         }
     )
     for values in sample_many(space, 60):
-        assert ("model.fusion_weights" in values) == (values["model.fusion"] == "weighted_sum")
-        assert values["model.modalities"] in (ALL, ["image", "attributes"])
-    fixed = optuna.trial.FixedTrial({"model.fusion": "concat", "model.modalities": json.dumps(ALL)})
+        assert ("model.net.fusion_weights" in values) == (values["model.net.fusion"] == "weighted_sum")
+        assert values["model.net.modalities"] in (ALL, ["image", "attributes"])
+    fixed = optuna.trial.FixedTrial({"model.net.fusion": "concat", "model.net.modalities": json.dumps(ALL)})
     assert to_overrides(space.sample(fixed)) == [
-        "--model.fusion",
+        "--model.net.fusion",
         "concat",
-        "--model.modalities",
+        "--model.net.modalities",
         '["image", "title", "attributes"]',
     ]
 
@@ -133,16 +128,19 @@ def test_override_values_read_back_as_yaml(value, text):
         ({"model.lr": {"type": "float", "low": 1.0, "high": 0.1}}, "low 1.0 > high 0.1"),
         ({"model.lr": {"type": "uniform", "low": 0, "high": 1}}, "type must be one of"),
         ({"model.lr": {"type": "float", "low": 0, "high": 1, "lgo": True}}, "unknown option(s) ['lgo']"),
-        ({"model.fusion_weights": {"type": "simplex", "keys": ["image"]}}, "a list of >= 2 distinct names"),
+        (
+            {"model.net.fusion_weights": {"type": "simplex", "keys": ["image"]}},
+            "a list of >= 2 distinct names",
+        ),
         (
             {
-                "model.fusion_weights": {
+                "model.net.fusion_weights": {
                     "type": "simplex",
                     "keys": ALL,
-                    "when": {"model.fusion": "weighted_sum"},
+                    "when": {"model.net.fusion": "weighted_sum"},
                 }
             },
-            "'when' names 'model.fusion'",
+            "'when' names 'model.net.fusion'",
         ),
         ({"model.loss": {"type": "categorical", "choices": []}}, "non-empty 'choices'"),
     ],
@@ -158,17 +156,17 @@ def test_sweep_yaml_defaults_enqueue_and_factories(tmp_path):
         tmp_path / "s.yaml",
         base_config=str(QUICKSTART),
         search_space={
-            "model.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
-            "model.fusion_weights": {
+            "model.net.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
+            "model.net.fusion_weights": {
                 "type": "simplex",
                 "keys": ALL,
-                "when": {"model.fusion": "weighted_sum"},
+                "when": {"model.net.fusion": "weighted_sum"},
             },
         },
         enqueue=[
             {
-                "model.fusion": "weighted_sum",
-                "model.fusion_weights": {"image": 2, "title": 1, "attributes": 1},
+                "model.net.fusion": "weighted_sum",
+                "model.net.fusion_weights": {"image": 2, "title": 1, "attributes": 1},
             }
         ],
     )
@@ -183,7 +181,9 @@ def test_sweep_yaml_defaults_enqueue_and_factories(tmp_path):
     # an enqueued simplex point comes back exactly (after normalisation) through the sampler's parameters
     params = spec.enqueue_params()[0]
     values = spec.search_space.sample(optuna.trial.FixedTrial(params))
-    assert values["model.fusion_weights"] == pytest.approx({"image": 0.5, "title": 0.25, "attributes": 0.25})
+    assert values["model.net.fusion_weights"] == pytest.approx(
+        {"image": 0.5, "title": 0.25, "attributes": 0.25}
+    )
     assert isinstance(make_sampler({"name": "cmaes", "seed": 0}).wrapped, optuna.samplers.CmaEsSampler)
     assert isinstance(make_sampler({"name": "tpe"}), optuna.samplers.TPESampler)
     assert isinstance(make_pruner({"name": "threshold", "lower": 0.1}), optuna.pruners.ThresholdPruner)
@@ -217,12 +217,14 @@ def test_cmaes_samples_float_and_int_parameters():
     pytest.importorskip("cmaes")
     space = SearchSpace.from_spec(
         {
-            "model.temperature": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
-            "model.hidden_dim": {"type": "int", "low": 128, "high": 1024, "step": 128},
+            "model.loss.init_args.temperature": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+            "model.net.hidden_dim": {"type": "int", "low": 128, "high": 1024, "step": 128},
         }
     )
     study = optuna.create_study(sampler=make_sampler({"name": "cmaes", "seed": 0, "n_startup_trials": 2}))
-    study.optimize(lambda t: -abs(math.log(space.sample(t)["model.temperature"] / 0.05)), n_trials=8)
+    study.optimize(
+        lambda t: -abs(math.log(space.sample(t)["model.loss.init_args.temperature"] / 0.05)), n_trials=8
+    )
     assert len(study.trials) == 8 and all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
@@ -240,28 +242,28 @@ def test_best_yaml_merges_base_overrides_and_best_values(tmp_path, capsys):
         base_config=str(QUICKSTART),
         overrides={"trainer.max_epochs": 4},
         search_space={
-            "model.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
-            "model.fusion_weights": {
+            "model.net.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
+            "model.net.fusion_weights": {
                 "type": "simplex",
                 "keys": ALL,
-                "when": {"model.fusion": "weighted_sum"},
+                "when": {"model.net.fusion": "weighted_sum"},
             },
-            "model.temperature": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+            "model.loss.init_args.temperature": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
         },
     )
     spec = load_sweep_spec(str(path))
     study = optuna.create_study(direction="maximize")
     dists = spec.search_space.distributions()
     for value, params in [
-        (0.5, {"model.fusion": "concat", "model.temperature": 0.1}),
+        (0.5, {"model.net.fusion": "concat", "model.loss.init_args.temperature": 0.1}),
         (
             0.7,
             {
-                "model.fusion": "weighted_sum",
-                "model.fusion_weights.image": 0.2,
-                "model.fusion_weights.title": 0.5,
-                "model.fusion_weights.attributes": 0.9,
-                "model.temperature": 0.03,
+                "model.net.fusion": "weighted_sum",
+                "model.net.fusion_weights.image": 0.2,
+                "model.net.fusion_weights.title": 0.5,
+                "model.net.fusion_weights.attributes": 0.9,
+                "model.loss.init_args.temperature": 0.03,
             },
         ),
     ]:
@@ -314,26 +316,26 @@ BAD_MODALITIES = ["image", "colour"]
 def tiny_sweep(tmp_path_factory) -> dict:
     """One 4-trial study on the tiny sample: good baseline, a trial that fails, a hopeless one, one sampled."""
     root = tmp_path_factory.mktemp("sweep")
-    good = {"model.lr": 1e-3, "model.fusion": "concat", "model.modalities": ALL}
+    good = {"model.lr": 1e-3, "model.net.fusion": "concat", "model.net.modalities": ALL}
     path = write_sweep(
         root / "tiny.yaml",
         base_config=str(QUICKSTART),
         overrides={**TINY, "data.work_dir": str(root / "work")},
         search_space={
             "model.lr": {"type": "float", "low": 1e-8, "high": 1e-2, "log": True},
-            "model.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
-            "model.fusion_weights": {
+            "model.net.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
+            "model.net.fusion_weights": {
                 "type": "simplex",
                 "keys": ALL,
-                "when": {"model.fusion": "weighted_sum"},
+                "when": {"model.net.fusion": "weighted_sum"},
             },
-            "model.modalities": {"type": "categorical", "choices": [ALL, BAD_MODALITIES]},
+            "model.net.modalities": {"type": "categorical", "choices": [ALL, BAD_MODALITIES]},
         },
         sampler={"name": "tpe", "seed": 0},
         # after one complete trial, a trial below its value at the same epoch stops
         pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
         n_trials=4,
-        enqueue=[good, {**good, "model.modalities": BAD_MODALITIES}, {**good, "model.lr": 1e-7}],
+        enqueue=[good, {**good, "model.net.modalities": BAD_MODALITIES}, {**good, "model.lr": 1e-7}],
     )
     summary = sweep(str(path), output_dir=str(root / "out"))
     study_dir = root / "out" / "tiny"
@@ -371,7 +373,7 @@ def test_sweep_finishes_and_writes_a_runnable_best_yaml(tiny_sweep, capsys):
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_sweep):
     failed = tiny_sweep["study"].trials[1]
     assert failed.state == TrialState.FAIL
-    assert failed.params["model.modalities"] == json.dumps(BAD_MODALITIES)
+    assert failed.params["model.net.modalities"] == json.dumps(BAD_MODALITIES)
     assert "colour" in failed.user_attrs["error"] and "RuntimeError" in failed.user_attrs["error"]
     assert [t.number for t in tiny_sweep["study"].trials] == [0, 1, 2, 3]  # later trials still ran
     assert any(f["number"] == 1 for f in tiny_sweep["summary"]["failed"])
