@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_modules import ClipIta, create_model
 from lightning_modules.components import AttributePooling, check_modalities
-from lightning_modules.factory import create_model
 from lightning_modules.losses import MultiPositiveInfoNCELoss
 
 
@@ -31,7 +31,7 @@ def _feature_batch(n=6, a=3, di=1280, dt=384):
 @pytest.mark.parametrize("fusion", ["concat", "weighted_sum", "gated"])
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
 def test_every_trainable_parameter_receives_a_gradient(fusion, pooling):
-    model = create_model(
+    model = ClipIta(
         image_weights="none",
         fusion=fusion,
         attribute_pooling=pooling,
@@ -59,7 +59,7 @@ def test_every_trainable_parameter_receives_a_gradient(fusion, pooling):
 
 
 def test_raw_inputs_and_cached_features_give_the_same_embedding():
-    model = create_model(image_weights="none", dropout=0.0).eval()
+    model = ClipIta(image_weights="none", dropout=0.0).eval()
     model.attribute_names = ["colour", "gender"]
     raw = {
         "image": torch.randn(2, 3, 64, 64),
@@ -79,8 +79,8 @@ def test_raw_inputs_and_cached_features_give_the_same_embedding():
 
 
 def test_modalities_select_the_fused_inputs():
-    clip_i = create_model(modalities=["image"], image_weights="none")
-    title_only = create_model(modalities=["title"])
+    clip_i = ClipIta(modalities=["image"], image_weights="none")
+    title_only = ClipIta(modalities=["title"])
     assert title_only.image_encoder is None
     assert clip_i.fusion.modalities == ["image"]
     with pytest.raises(ValueError, match="'colour'"):
@@ -96,15 +96,15 @@ def test_mean_pooling_ignores_missing_attributes():
 
 
 def test_residual_category_head_starts_as_identity():
-    model = create_model(modalities=["title"], category_head="residual", embed_dim=384)
+    model = ClipIta(modalities=["title"], category_head="residual", embed_dim=384)
     features = torch.randn(3, 384)
     assert torch.allclose(model.encode_category(features, normalize=False), features)
     with pytest.raises(ValueError, match="in_dim == out_dim"):
-        create_model(modalities=["title"], category_head="residual", embed_dim=128)
+        ClipIta(modalities=["title"], category_head="residual", embed_dim=128)
 
 
 def test_zero_shot_weight_mixes_in_the_title_embedding():
-    model = create_model(
+    model = ClipIta(
         modalities=["image"],
         image_weights="none",
         embed_dim=384,
@@ -117,7 +117,7 @@ def test_zero_shot_weight_mixes_in_the_title_embedding():
     expected = torch.nn.functional.normalize(batch["title_features"], dim=-1)
     assert torch.allclose(out, expected, atol=1e-4)  # a huge weight leaves the zero-shot title embedding
     with pytest.raises(ValueError, match="embed_dim"):
-        create_model(modalities=["title"], embed_dim=256, zero_shot_weight=0.5)
+        ClipIta(modalities=["title"], embed_dim=256, zero_shot_weight=0.5)
 
 
 def test_non_finite_inputs_are_reported_with_their_product_ids():
@@ -133,7 +133,7 @@ def test_non_finite_inputs_are_reported_with_their_product_ids():
 def test_routing_scores_novel_categories_by_the_zero_shot_title_match():
     import torch.nn.functional as F
 
-    model = create_model(
+    model = ClipIta(
         modalities=["image", "title"],
         image_weights="none",
         embed_dim=384,
@@ -153,3 +153,30 @@ def test_routing_scores_novel_categories_by_the_zero_shot_title_match():
     assert products.shape == (5, 768)
     assert torch.allclose(scores[~novel], trained[~novel], atol=1e-5)
     assert torch.allclose(scores[novel], zero_shot[novel], atol=1e-5)
+
+
+def test_named_recipes_build_the_network_from_python(tmp_path):
+    net = create_model("clip_ita_plus", image_weights="none")
+    assert net.config["category_head"] == "residual" and net.config["route_novel_categories"]
+    assert net.config["image_weights"] == "none"  # the override wins
+    assert ClipIta(**net.config).config == net.config  # the config rebuilds it
+    with pytest.raises(FileNotFoundError, match="no_such_recipe"):
+        create_model("no_such_recipe")
+
+
+def test_novel_means_outside_the_trained_set_by_path_or_else_by_text():
+    model = ClipIta(modalities=["title"])
+    assert model.novel_mask(["Gloves"]).tolist() == [False]  # no trained set known: nothing is novel
+    model.set_trained_categories([("Accessories",), ("Accessories", "Gloves")])
+    paths = [("Accessories", "Gloves"), ("Apparel", "Gloves"), None]
+    assert model.novel_mask(["Gloves", "Gloves", "Scarves"], paths).tolist() == [False, True, True]
+    assert model.novel_mask(["Gloves", "Accessories", "Scarves"]).tolist() == [False, False, True]
+
+
+def test_category_texts_match_the_data_library():
+    from datamodules.category_tree import CategoryTree
+    from lightning_modules.model import category_text_of
+
+    tree = CategoryTree.from_paths([("Apparel", "Topwear", "Shirts"), ("Footwear", "Shoes")])
+    for style in ("leaf", "path"):
+        assert [category_text_of(p, style) for p in tree.paths] == tree.texts(style)
