@@ -49,7 +49,7 @@ def fit_and_test(
     Args:
         config: a ``clipita fit`` YAML; None for the defaults.
         overrides: ``--key value`` pairs exactly as on the command line, e.g.
-            ``["--model.temperature", "0.05", "--trainer.max_epochs", "5"]``.
+            ``["--model.loss.temperature", "0.05", "--trainer.max_epochs", "5"]``.
         callbacks: extra Lightning callbacks (e.g. Optuna's pruning callback) added to the config's own.
         test: evaluate on the test split after fitting.
     """

@@ -21,7 +21,7 @@ SUMMARY_METRICS = ("val/map@10", "val/all/mrr", "val/all/r_precision", "val/all/
 
 
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
-    """``set_dotted(c, "model.fusion_weights", w)`` sets ``c["model"]["fusion_weights"] = w``."""
+    """``set_dotted(c, "model.net.fusion_weights", w)`` sets ``c["model"]["net"]["fusion_weights"] = w``."""
     parts = key.split(".")
     node = config
     for part in parts[:-1]:

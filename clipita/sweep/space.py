@@ -1,13 +1,14 @@
 """Search spaces: the ``search_space`` block of a sweep YAML, sampled through an Optuna trial into ``--key value``
 overrides of ``clipita fit``.
 
-Every entry is keyed by the config key it sets (``model.temperature``, ``data.batch_size``, ``seed_everything``)::
+Every entry is keyed by the config key it sets (``model.loss.init_args.temperature``, ``data.batch_size``,
+``seed_everything``)::
 
-    model.temperature: {type: float, low: 0.02, high: 0.2, log: true}
-    model.hidden_dim: {type: int, low: 256, high: 1024, step: 256}
-    model.loss: {type: categorical, choices: [info_nce, multi_positive]}
-    model.modalities: {type: categorical, choices: [[image, title, attributes], [image, attributes]]}
-    model.fusion_weights: {type: simplex, keys: [image, title, attributes], when: {model.fusion: weighted_sum}}
+    model.loss.init_args.temperature: {type: float, low: 0.02, high: 0.2, log: true}
+    model.net.hidden_dim: {type: int, low: 256, high: 1024, step: 256}
+    model.loss.class_path: {type: categorical, choices: [lightning_modules.InfoNCELoss, lightning_modules.MultiPositiveInfoNCELoss]}
+    model.net.modalities: {type: categorical, choices: [[image, title, attributes], [image, attributes]]}
+    model.net.fusion_weights: {type: simplex, keys: [image, title, attributes], when: {model.net.fusion: weighted_sum}}
 
 ``simplex`` draws weights uniformly on the probability simplex (a flat Dirichlet): one Optuna float ``u_k`` in
 ``(0, 1]`` per key, ``e_k = -log(u_k)`` (an exponential draw), ``w_k = e_k / sum(e)``. The sampler sees independent

@@ -12,7 +12,7 @@
     storage: null                                 # default sqlite:///<output_dir>/<study_name>/study.db
     study_name: null                              # default: the sweep YAML's file name
     output_dir: runs/sweeps
-    enqueue: [{model.fusion: concat}]             # trials to run first (e.g. the baseline), user-facing values
+    enqueue: [{model.net.fusion: concat}]             # trials to run first (e.g. the baseline), user-facing values
 
 ``sweeps/README.md`` documents every key.
 """

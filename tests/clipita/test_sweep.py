@@ -278,17 +278,20 @@ def test_best_yaml_merges_base_overrides_and_best_values(tmp_path, capsys):
     best = write_best_config(spec, study, tmp_path / "best.yaml", "memory")
     config = yaml.safe_load(best.read_text())
     assert config["trainer"]["max_epochs"] == 4
-    assert config["model"]["fusion"] == "weighted_sum" and config["model"]["temperature"] == 0.03
-    assert sum(config["model"]["fusion_weights"].values()) == pytest.approx(1.0)
-    assert config["model"]["image_size"] == 128  # untouched base keys survive
-    assert config["trainer"]["logger"]["init_args"]["name"] == "s_best"
-    assert config["trainer"]["callbacks"][0]["init_args"]["dirpath"] == "runs/s_best/checkpoints"
+    net = config["model"]["net"]
+    assert net["fusion"] == "weighted_sum" and config["model"]["loss"]["init_args"]["temperature"] == 0.03
+    assert sum(net["fusion_weights"].values()) == pytest.approx(1.0)
+    assert net["image_size"] == 128  # untouched base keys survive
+    assert config["model"]["loss"]["class_path"] == "lightning_modules.losses.InfoNCELoss"
+    assert config["trainer"]["logger"]["init_args"]["name"] == "s_best"  # its own versioned run folder
+    assert "dirpath" not in config["trainer"]["callbacks"][0]["init_args"]
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(best), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["fusion"] == "weighted_sum"
-    assert printed["model"]["fusion_weights"] == pytest.approx(config["model"]["fusion_weights"])
+    assert printed["model"]["net"]["fusion"] == "weighted_sum"
+    assert printed["model"]["net"]["fusion_weights"] == pytest.approx(net["fusion_weights"])
+    assert printed["model"]["loss"]["init_args"]["temperature"] == 0.03
 
 
 def test_sweep_help_documents_options(capsys):

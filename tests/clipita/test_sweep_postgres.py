@@ -21,19 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
-TINY = {
-    "data.catalog": "sample",
-    "data.sample_products": 160,
-    "data.batch_size": 16,
-    "model.image_size": 64,
-    "trainer.accelerator": "cpu",
-    "trainer.enable_progress_bar": False,
-    "trainer.enable_model_summary": False,
-    "test_after_fit": False,
-}
+TINY = tiny_config({"trainer.enable_model_summary": False, "test_after_fit": False})
 
 
 def postgres_bin() -> Path | None:
@@ -138,7 +130,12 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
                 "overrides": {**TINY, "data.work_dir": str(work), "trainer.max_epochs": 2},
                 "search_space": {
                     "model.lr": {"type": "float", "low": 3e-4, "high": 3e-3, "log": True},
-                    "model.temperature": {"type": "float", "low": 0.03, "high": 0.15, "log": True},
+                    "model.loss.init_args.temperature": {
+                        "type": "float",
+                        "low": 0.03,
+                        "high": 0.15,
+                        "log": True,
+                    },
                 },
                 "pruner": {"name": "none"},
                 "n_trials": n_trials,
