@@ -198,7 +198,7 @@ class ShardWriter:
             return
         del self.pending[encoded["shard"]]
         ids = [i for p in parts for i in p["ids"]]
-        for kind, store in self.stores.items():
+        for store in self.stores.values():
             names = store.arrays
             if names[0] not in parts[0]["arrays"]:
                 continue  # this modality's feature shard was already there

@@ -287,7 +287,7 @@ class FeatureSplit(Dataset):
                 if array in self.columns and array == IDS:
                     continue
                 self.columns[array] = [_NpyRows(store.path(name, array)) for name in self.shard_names]
-        for name, column in self.columns.items():
+        for column in self.columns.values():
             for shard, rows, expected in zip(self.shard_names, column, np.diff(self.offsets), strict=True):
                 if rows.shape[0] != expected:
                     raise FeatureCacheError(
