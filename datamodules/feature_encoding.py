@@ -210,13 +210,16 @@ class ShardWriter:
 def make_stores(
     features_root: str | Path, manifest: dict, image_encoder, text_encoder
 ) -> dict[str, FeatureStore]:
-    """The feature stores of these encoders for these shards (image only when there is an image tower)."""
+    """The feature stores of these encoders for these shards (one per tower that is not None)."""
     stores = {}
     if image_encoder is not None:
         stores["image"] = FeatureStore.for_encoder(
             features_root, "image", image_encoder.cache_key(), manifest
         )
-    stores["text"] = FeatureStore.for_encoder(features_root, "text", text_encoder.cache_key(), manifest)
+    if text_encoder is not None:
+        stores["text"] = FeatureStore.for_encoder(features_root, "text", text_encoder.cache_key(), manifest)
+    if not stores:
+        raise ValueError("encoding features needs an image or a text encoder; both are None")
     return stores
 
 

@@ -19,13 +19,13 @@ A leaderboard config (``experiments/leaderboards/<name>.yaml``)::
       - {name: CLIP-ITA, fit: experiments/clip_ita.yaml, overrides: [--model.lr, "0.001"]}
       - {name: mine, fit: experiments/clip_ita.yaml, checkpoint: "runs/mine/seed{seed}/best.ckpt"}
 
-Per split seed, trained rows go through :func:`lightning_modules.experiment.fit_and_test` (exactly ``clipita fit``),
-checkpoint rows through ``Trainer.test``, and baselines through :mod:`lightning_modules.baselines` (the module's own
+Per split seed, trained rows go through :func:`clipita.experiment.fit_and_test` (exactly ``clipita fit``),
+checkpoint rows through ``Trainer.test``, and baselines through :mod:`clipita.baselines` (the module's own
 ``CategoryRetrievalMetrics`` via ``update_scores``, same queries, groups and test gallery; checked row by row).
 
 Outputs under ``results/<name>/``: ``leaderboard.md`` (tables per setting, mean ± std over seeds, significance
 marks, error analysis, the paper-ordering verdict, command and run time), ``leaderboard.json``,
-``leaderboard.csv``, ``per_category.csv``, ``leaderboard_*.png``, and ``leaderboard_run.pkl`` (the raw per-query
+``leaderboard.csv``, ``per_category.csv``, ``leaderboard_*.png``, and ``leaderboard_run.json`` + ``.npz`` (the raw per-query
 results: ``--report_only true`` re-renders the report from it without training). A partial report is written
 after every split seed but the last.
 
@@ -52,8 +52,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
 
 # (key, column label, ceiling key shown beside it)
 COLUMNS: tuple[tuple[str, str, str | None], ...] = (
@@ -136,27 +134,23 @@ class LeaderboardSpec:
 
 
 def resolve_path(path: str, must_exist: bool = True) -> str:
-    """``path`` as given when it exists from the working directory, else relative to the repository root."""
+    """``path`` from the working directory (the project folder holding ``experiments/``), as ``clipita fit`` does."""
     candidate = Path(path).expanduser()
-    if candidate.exists() or candidate.is_absolute():
+    if candidate.exists() or candidate.is_absolute() or not must_exist:
         return str(candidate)
-    in_repo = REPO / path
-    if in_repo.exists() or not must_exist:
-        return str(in_repo)
-    raise FileNotFoundError(f"{path!r} exists neither from {Path.cwd()} nor from the repository {REPO}")
+    raise FileNotFoundError(
+        f"{path!r} does not exist (paths are relative to the working directory {Path.cwd()})"
+    )
 
 
 def find_leaderboard_config(name_or_path: str) -> Path:
     """A leaderboard YAML by path, or by name under ``experiments/leaderboards/``."""
-    for candidate in (
-        Path(name_or_path),
-        REPO / name_or_path,
-        REPO / "experiments" / "leaderboards" / f"{name_or_path}.yaml",
-    ):
+    for candidate in (Path(name_or_path), Path("experiments") / "leaderboards" / f"{name_or_path}.yaml"):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"leaderboard config {name_or_path!r} not found (nor {REPO / 'experiments/leaderboards'}/<name>.yaml)"
+        f"leaderboard config {name_or_path!r} not found (nor experiments/leaderboards/{name_or_path}.yaml under "
+        f"{Path.cwd()})"
     )
 
 
@@ -170,7 +164,7 @@ def _string_list(value: Any, what: str) -> list[str]:
 
 def load_spec(path: str) -> LeaderboardSpec:
     """Parse and check a leaderboard YAML; errors name the offending key."""
-    from lightning_modules.baselines import BASELINES
+    from clipita.baselines import BASELINES
 
     file = find_leaderboard_config(path)
     raw = yaml.safe_load(file.read_text()) or {}
@@ -367,7 +361,7 @@ class _Runner:
         return out
 
     def gallery(self, row: RowSpec, seed: int):
-        from lightning_modules.baselines import load_test_gallery
+        from clipita.baselines import load_test_gallery
 
         config = resolve_path(self.spec.base_config) if self.spec.base_config else None
         overrides = [
@@ -380,7 +374,7 @@ class _Runner:
         return self.galleries[key]
 
     def baseline(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
-        from lightning_modules.baselines import run_baseline
+        from clipita.baselines import run_baseline
 
         gallery = self.gallery(row, seed)
         result = run_baseline(row.baseline, gallery, row.options)
@@ -395,7 +389,7 @@ class _Runner:
         return RowSeedResult(_numpy_per_query(result.per_query), top, dict(result.metrics)), context
 
     def trained(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
-        from lightning_modules.experiment import fit_and_test
+        from clipita.experiment import fit_and_test
 
         config = resolve_path(row.fit)
         if row.checkpoint:  # test only: no logs, and never touch a folder the checkpoint may live in
@@ -413,7 +407,7 @@ class _Runner:
             *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, True),
         ]  # fmt: skip
         if row.checkpoint:
-            from lightning_modules.cli import make_cli
+            from clipita.cli import make_cli
 
             checkpoint = resolve_path(row.checkpoint.format(seed=seed))
             cli = make_cli(["--config", config, *overrides], run=False)
@@ -433,7 +427,7 @@ class _Runner:
         self, rows: Sequence[RowSpec], on_seed: Callable[[LeaderboardRun, list[int]], None] | None = None
     ) -> LeaderboardRun:
         """Every row on every split seed; ``on_seed(run, seeds_done)`` after each seed but the last."""
-        from lightning_modules.baselines import BaselineNotRun
+        from clipita.baselines import BaselineNotRun
 
         out = LeaderboardRun(spec=self.spec)
         for i, seed in enumerate(self.spec.split_seeds):
@@ -1129,24 +1123,89 @@ def write_report(
     return paths
 
 
-RUN_FILE = "leaderboard_run.pkl"
+RUN_FILE = "leaderboard_run.json"  # + leaderboard_run.npz beside it (arrays); no pickled classes
 
 
 def save_run(run: LeaderboardRun, path: str | Path) -> None:
     """Keep a finished run (per-query values, top-10 rankings, galleries) so the report can be re-rendered with
-    ``report_only`` without training again. A pickle: load only files you wrote."""
-    import pickle
+    ``report_only`` without training again: plain JSON for the structure and an ``.npz`` beside it for the arrays
+    (no pickled classes, so the file survives code moves and loads without trusting it)."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
 
-    Path(path).write_bytes(pickle.dumps(dataclasses.replace(run, report={})))
+    def put(value: np.ndarray) -> str:
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(value)
+        return key
+
+    document = {
+        "format": "clipita-leaderboard-run/1",
+        "spec": dataclasses.asdict(run.spec),
+        "contexts": [
+            {
+                "seed": c.seed,
+                "paths": [list(p) for p in c.paths],
+                "groups": {g: put(v) for g, v in c.groups.items()},
+                "category_ids": put(c.category_ids),
+                "product_ids": list(c.product_ids),
+            }
+            for c in run.contexts.values()
+        ],
+        "results": {
+            row: [
+                {
+                    "seed": seed,
+                    "per_query": {m: put(v) for m, v in r.per_query.items()},
+                    "top": put(r.top),
+                    "logged": r.logged,
+                    "wall_s": r.wall_s,
+                }
+                for seed, r in per_seed.items()
+            ]
+            for row, per_seed in run.results.items()
+        },
+        "not_run": run.not_run,
+        "command": run.command,
+        "started": run.started,
+        "wall_s": run.wall_s,
+        "environment": run.environment,
+        "partial": run.partial,
+    }
+    np.savez_compressed(path.with_suffix(".npz"), **arrays)
+    path.write_text(json.dumps(document, indent=1, ensure_ascii=False))
 
 
 def load_run(path: str | Path) -> LeaderboardRun:
     """A run written by :func:`save_run`."""
-    import pickle
-
-    run = pickle.loads(Path(path).read_bytes())  # noqa: S301 - our own output file
-    if not isinstance(run, LeaderboardRun):
-        raise TypeError(f"{path} does not hold a leaderboard run")
+    path = Path(path)
+    document = json.loads(path.read_text())
+    if document.get("format") != "clipita-leaderboard-run/1":
+        raise ValueError(f"{path} does not hold a clipita leaderboard run")
+    with np.load(path.with_suffix(".npz"), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    spec_fields = dict(document["spec"])
+    spec_fields["rows"] = [RowSpec(**r) for r in spec_fields["rows"]]
+    run = LeaderboardRun(spec=LeaderboardSpec(**spec_fields))
+    for c in document["contexts"]:
+        run.contexts[int(c["seed"])] = SeedContext(
+            seed=int(c["seed"]),
+            paths=[tuple(p) for p in c["paths"]],
+            groups={g: arrays[k] for g, k in c["groups"].items()},
+            category_ids=arrays[c["category_ids"]],
+            product_ids=list(c["product_ids"]),
+        )
+    for row, per_seed in document["results"].items():
+        run.results[row] = {
+            int(r["seed"]): RowSeedResult(
+                per_query={m: arrays[k] for m, k in r["per_query"].items()},
+                top=arrays[r["top"]],
+                logged=r["logged"],
+                wall_s=r["wall_s"],
+            )
+            for r in per_seed
+        }
+    for key in ("not_run", "command", "started", "wall_s", "environment", "partial"):
+        setattr(run, key, document[key])
     return run
 
 
@@ -1183,7 +1242,7 @@ def leaderboard(
             ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
         runs_dir: where trained rows write logs and checkpoints (default ``runs/leaderboards/<name>``).
         num_threads: torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs.
-        report_only: do not run anything: re-render the report from ``<output_dir>/leaderboard_run.pkl`` (kept by
+        report_only: do not run anything: re-render the report from ``<output_dir>/leaderboard_run.json`` (kept by
             the last full run), e.g. after changing the report code.
 
     Returns:

@@ -50,12 +50,12 @@ def encode(
     """
     import lightning as L
 
+    from clipita.cli import make_cli
     from datamodules.feature_encoding import EncodeJob
-    from lightning_modules.cli import make_cli
 
     cli = make_cli(["--config", fit_config, *(overrides or [])], run=False)
     dm = cli.datamodule
-    image_encoder, text_encoder = dm.towers() if dm.encoders is not None else _model_towers(cli.model)
+    image_encoder, text_encoder = dm.towers()  # the model's network, linked by the CLI
     manifest = dm.ensure_shards(wait=_launcher_rank() != 0)
     job = EncodeJob(
         str(dm.shard_dir),
@@ -80,8 +80,3 @@ def encode(
     if trainer.is_global_zero:
         print(json.dumps(describe(list(job.stores.values())), indent=2))
 
-
-def _model_towers(module):
-    net = getattr(module, "net", None)
-    net = module.model if net is None else net
-    return net.image_encoder, net.text_encoder
