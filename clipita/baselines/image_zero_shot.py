@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .gallery import TestGallery
-from .registry import BaselineNotRun
+from .harness import BaselineNotRun
 
 NO_MODEL = "no image-text model offline"
 
