@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import resource
@@ -77,7 +76,11 @@ def make_catalogue(folder: Path, n: int) -> Path:
     images.mkdir(parents=True, exist_ok=True)
     for k in range(256):
         Image.new("RGB", (24, 24), (k, (k * 7) % 256, (k * 13) % 256)).save(images / f"{k}.jpg", quality=80)
-    colours, materials, genders = ["Red", "Blue", "Black", "White", "Green"], ["Cotton", "Wool", "Silk"], ["Men", "Women"]
+    colours, materials, genders = (
+        ["Red", "Blue", "Black", "White", "Green"],
+        ["Cotton", "Wool", "Silk"],
+        ["Men", "Women"],
+    )
     with open(folder / "products.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "title", "colour", "material", "gender", "l1", "l2", "l3", "image"])
@@ -144,12 +147,18 @@ def _split(args, split: str):
     manifest = load_manifest(shard_dir, check_hashes=False)
     stores = []
     for folder in sorted((Path(args.work) / "features-1").iterdir()):
-        store = FeatureStore(folder, _json.loads((folder / "meta.json").read_text()), manifest_shards(manifest))
+        store = FeatureStore(
+            folder, _json.loads((folder / "meta.json").read_text()), manifest_shards(manifest)
+        )
         store.require_complete()
         stores.append(store)
     info = manifest["splits"][split]
     tree = CategoryTree.from_json(manifest["tree"]["paths"])
-    return FeatureSplit(stores, [(n, info["shard_files"][n]["count"]) for n in info["shards"]], tree), tree, info
+    return (
+        FeatureSplit(stores, [(n, info["shard_files"][n]["count"]) for n in info["shards"]], tree),
+        tree,
+        info,
+    )
 
 
 def stage_train(args) -> dict:
@@ -190,7 +199,9 @@ def stage_eval(args) -> dict:
 
     torch.set_num_threads(1)
     dataset, tree, _ = _split(args, "test")
-    queries = torch.nn.functional.normalize(torch.randn(len(tree), 64, generator=torch.Generator().manual_seed(1)))
+    queries = torch.nn.functional.normalize(
+        torch.randn(len(tree), 64, generator=torch.Generator().manual_seed(1))
+    )
     best = torch.full((len(tree), 10), -2.0)
     start = time.perf_counter()
     for chunk in dataset.iter_chunks(8192):
@@ -231,10 +242,32 @@ def run_stage(stage: str, work: Path, n: int, opts, ranks: int = 1, tag: str = "
                PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")  # fmt: skip
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--child", stage, "--work", str(work), "--n", str(n), "--text", opts.text,
-             "--rank", str(r), "--world", str(ranks), "--tag", tag, "--workers", str(opts.workers),
-             "--shard_size", str(opts.shard_size)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                stage,
+                "--work",
+                str(work),
+                "--n",
+                str(n),
+                "--text",
+                opts.text,
+                "--rank",
+                str(r),
+                "--world",
+                str(ranks),
+                "--tag",
+                tag,
+                "--workers",
+                str(opts.workers),
+                "--shard_size",
+                str(opts.shard_size),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for r in range(ranks)
     ]
@@ -261,7 +294,11 @@ def main() -> None:
     parser.add_argument("--shard_size", type=int, default=1000)
     parser.add_argument("--root", default="/tmp/clipita_bench_scale")
     parser.add_argument("--child", choices=list(STAGES))
-    parser.add_argument("--work"), parser.add_argument("--n", type=int), parser.add_argument("--tag", default="1")
+    (
+        parser.add_argument("--work"),
+        parser.add_argument("--n", type=int),
+        parser.add_argument("--tag", default="1"),
+    )
     parser.add_argument("--rank", type=int, default=0), parser.add_argument("--world", type=int, default=1)
     opts = parser.parse_args()
     if opts.child:

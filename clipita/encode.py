@@ -79,4 +79,3 @@ def encode(
     trainer.predict(job, return_predictions=False)
     if trainer.is_global_zero:
         print(json.dumps(describe(list(job.stores.values())), indent=2))
-
