@@ -18,18 +18,18 @@ import pytest
 import torch
 import webdataset as wds
 
-from lightning_modules.cli import main as clipita
-from lightning_modules.indexing import (
+from clipita.cli import main as clipita
+from clipita.index import (
     INDEX_JSON,
     build_faiss_index,
     config_data_options,
     datamodule_kwargs,
     read_shard_metadata,
 )
-from lightning_modules.prediction_writer import merge_parts
-from lightning_modules.search import SearchIndex, is_relevant, query_text, resolve_category
+from clipita.prediction_writer import merge_parts
+from clipita.search import SearchIndex, is_relevant, query_text, resolve_category
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_FIT = [
     "--data.catalog",
     "sample",
@@ -52,7 +52,7 @@ TINY_FIT = [
 
 def run_clipita(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
+    cmd = [sys.executable, "-m", "clipita.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

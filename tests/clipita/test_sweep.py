@@ -12,19 +12,19 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from lightning_modules.cli import main
-from lightning_modules.sweep import sweep
-from lightning_modules.sweeping.report import write_best_config
-from lightning_modules.sweeping.space import (
+from clipita.cli import main
+from clipita.sweep.command import sweep
+from clipita.sweep.report import write_best_config
+from clipita.sweep.space import (
     SearchSpace,
     SearchSpaceError,
     format_override_value,
     to_overrides,
 )
-from lightning_modules.sweeping.spec import load_sweep_spec, make_pruner, make_sampler
-from lightning_modules.sweeping.study import make_storage
+from clipita.sweep.spec import load_sweep_spec, make_pruner, make_sampler
+from clipita.sweep.study import make_storage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 TINY = {
     "data.catalog": "sample",
@@ -424,7 +424,7 @@ def test_ddp_ranks_join_their_parents_trial(tiny_sweep, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "lightning_modules.cli",
+        "clipita.cli",
         "sweep",
         str(path),
         "--output_dir",
@@ -459,7 +459,7 @@ def test_sigterm_stops_the_sweep_and_requeues_the_running_trial(tiny_sweep, tmp_
         os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
     )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "lightning_modules.cli", "sweep", str(path), "--output_dir", str(out)]
+    cmd = [sys.executable, "-m", "clipita.cli", "sweep", str(path), "--output_dir", str(out)]
     worker = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -479,7 +479,7 @@ def test_sigterm_stops_the_sweep_and_requeues_the_running_trial(tiny_sweep, tmp_
 
 
 def test_trials_keep_the_base_config_the_study_began_with(tmp_path, capsys):
-    from lightning_modules.sweep import pin_base_config
+    from clipita.sweep.command import pin_base_config
 
     base = tmp_path / "base.yaml"
     base.write_text(QUICKSTART.read_text())
@@ -523,7 +523,7 @@ def test_a_worker_killed_mid_trial_fails_its_trial_and_another_worker_finishes(t
         os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
     )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "lightning_modules.cli", "sweep", str(path), "--output_dir", str(out)]
+    cmd = [sys.executable, "-m", "clipita.cli", "sweep", str(path), "--output_dir", str(out)]
     first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = out / "kill" / "trial_0000" / "val_history.json"
     deadline = time.monotonic() + 300

@@ -22,16 +22,29 @@ from collections.abc import Callable
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the frozen encoders, on purpose
 
-PROJECT_COMMANDS: dict[str, str] = {
-    "shard": "datamodules.sharding:shard_catalogue",
-    "encode": "datamodules.encode_command:encode",
-    "leaderboard": "lightning_modules.leaderboard:leaderboard",
-    "sweep": "lightning_modules.sweep:sweep",
-    "index": "lightning_modules.indexing:index",
-    "search": "lightning_modules.search:main",
-    "gallery": "lightning_modules.gallery:gallery",
+# command -> (target, what it does: one line of `clipita --help`)
+PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
+    "shard": (
+        "datamodules.sharding:shard_catalogue",
+        "split a catalogue into WebDataset shards + manifest.json",
+    ),
+    "encode": ("clipita.encode:encode", "encode every product once with a fit config's frozen encoders"),
+    "leaderboard": (
+        "clipita.leaderboard:leaderboard",
+        "score models and baselines over split seeds, with tests",
+    ),
+    "sweep": ("clipita.sweep.command:sweep", "run an Optuna study over a fit config's options"),
+    "index": ("clipita.index:index", "embed a catalogue's products with a trained checkpoint"),
+    "search": ("clipita.search:main", "rank indexed products for a category name"),
+    "gallery": ("clipita.gallery:gallery", "HTML page comparing several indexes' top results"),
 }
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_COMMANDS: dict[str, str] = {
+    "fit": "train a model from a config (LightningCLI; --test_after_fit tests the best checkpoint)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split",
+    "predict": "product embeddings of the test split from a checkpoint",
+}
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)  # OSError: missing files too
 
 
 def _load(target: str) -> Callable:
@@ -76,22 +89,37 @@ def make_cli(args: list[str] | None = None, run: bool = True):
 
 
 def usage() -> str:
+    lines = {**LIGHTNING_COMMANDS, **{name: help for name, (_, help) in PROJECT_COMMANDS.items()}}
     return (
-        "usage: clipita {" + ",".join(LIGHTNING_COMMANDS + tuple(PROJECT_COMMANDS)) + "} ...\n\n"
-        "  fit|validate|test|predict  LightningCLI over the CLIP-ITA module and the catalogue DataModule\n"
-        + "".join(f"  {name:<26} {target}\n" for name, target in PROJECT_COMMANDS.items())
-        + "\n`clipita <command> --help` documents every option."
+        "usage: clipita [--debug] <command> ...\n\n"
+        + "".join(f"  {name:<12} {help}\n" for name, help in lines.items())
+        + "\n`clipita <command> --help` documents every option; --debug (or CLIPITA_DEBUG=1) shows tracebacks."
     )
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command; a user's mistake (bad schema, missing file or column, bad value) ends in one line naming it
+    and exit status 1, with the traceback only under ``--debug`` or ``CLIPITA_DEBUG=1``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("CLIPITA_DEBUG", "") not in ("", "0") or "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        _run(argv)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"clipita: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _run(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return
     command = argv[0]
     if command in PROJECT_COMMANDS:
-        target = _load(PROJECT_COMMANDS[command])
+        target = _load(PROJECT_COMMANDS[command][0])
         if target.__name__ == "main":
             target(argv[1:])
             return
@@ -101,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command not in LIGHTNING_COMMANDS:
         raise SystemExit(f"clipita: unknown command {command!r}\n\n{usage()}")
-    make_cli(None if argv == sys.argv[1:] else argv)
+    make_cli(argv)
 
 
 if __name__ == "__main__":

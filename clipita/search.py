@@ -34,9 +34,9 @@ import pandas as pd
 import torch
 
 from datamodules.category_tree import CATEGORY_SEPARATOR, format_path
+from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
-from .indexing import FAISS_NAME, INDEX_JSON
-from .metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
+from .index import FAISS_NAME, INDEX_JSON
 
 CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
@@ -318,7 +318,7 @@ class CategoryEncoder:
     """
 
     def __init__(self, ckpt: str | Path, device: str = "cpu") -> None:
-        from .clip_ita_module import ClipItaModule
+        from lightning_modules.clip_ita_module import ClipItaModule
 
         self.module = ClipItaModule.load_from_checkpoint(str(ckpt), map_location=device)
         self.module.eval()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 TINY = {
     "data.catalog": "sample",
@@ -105,7 +105,7 @@ def postgres_url(tmp_path) -> Iterator[str]:
 
 def prepare_tiny_features(work_dir: Path) -> None:
     """Shard + encode the tiny sample once, so the workers do not race to build the same feature cache."""
-    from lightning_modules.experiment import fit_and_test
+    from clipita.experiment import fit_and_test
 
     overrides = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
     fit_and_test(
@@ -151,7 +151,7 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "lightning_modules.cli",
+        "clipita.cli",
         "sweep",
         str(sweep_yaml),
         "--storage",

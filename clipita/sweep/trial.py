@@ -156,7 +156,7 @@ def _fit(base_config: str | None, overrides: list[str], history: ValHistory, pru
     study goes on). Once training has started, an exit is Lightning's answer to Ctrl-C or SIGTERM: that becomes a
     KeyboardInterrupt, which stops the sweep.
     """
-    from lightning_modules.experiment import fit_and_test
+    from clipita.experiment import fit_and_test
 
     tee = _Tee(sys.stderr)
     try:

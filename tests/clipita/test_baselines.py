@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from datamodules.category_tree import CategoryTree
-from lightning_modules.baselines import (
+from clipita.baselines import (
     BaselineNotRun,
     TestGallery,
     bm25_scores,
@@ -18,7 +17,8 @@ from lightning_modules.baselines import (
     run_baseline,
     title_zero_shot_scores,
 )
-from lightning_modules.baselines.bm25 import bm25_texts, plural_stem
+from clipita.baselines.bm25 import bm25_texts, plural_stem
+from datamodules.category_tree import CategoryTree
 from lightning_modules.metrics import CategoryRetrievalMetrics
 
 PRODUCTS = [  # (title, category path)

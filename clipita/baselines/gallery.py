@@ -111,7 +111,7 @@ def load_test_gallery(config: str | None, overrides: Sequence[str] = ()) -> Test
         config: a ``clipita fit`` YAML (None for the defaults).
         overrides: ``--key value`` pairs as on the command line, e.g. ``["--data.split_seed", "1"]``.
     """
-    from lightning_modules.cli import make_cli
+    from clipita.cli import make_cli
 
     cli = make_cli((["--config", config] if config else []) + list(overrides), run=False)
     trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule

@@ -22,7 +22,7 @@ def encode(
         batch_size: images per encoder forward pass.
         num_workers: image-decoding worker processes (0 or 1).
     """
-    from lightning_modules.cli import make_cli
+    from clipita.cli import make_cli
 
     cli = make_cli(["--config", fit_config, *(overrides or [])], run=False)
     dm, model = cli.datamodule, cli.model.model

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules.category_tree import CategoryTree
-from lightning_modules.cli import main
-from lightning_modules.leaderboard import (
+from clipita.cli import main
+from clipita.leaderboard import (
     BETTER,
     CEILINGS,
     TESTED_METRICS,
@@ -33,9 +32,10 @@ from lightning_modules.leaderboard import (
     summarize,
     write_report,
 )
+from datamodules.category_tree import CategoryTree
 from lightning_modules.metrics import adjust_p_values, paired_test
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SETTINGS = ["all", "general", "level-2", "specific", "specific_seen", "specific_unseen"]
 PATHS = [(r, m, f"{m}-leaf{k}") for r in ("R0", "R1") for m in (f"{r}a", f"{r}b") for k in range(4)]
 
@@ -213,8 +213,8 @@ def test_ordering_verdict_is_computed_from_the_numbers(synthetic_run):
 
 
 def test_report_only_re_renders_a_saved_run(synthetic_run, tmp_path):
-    save_run(synthetic_run, tmp_path / "leaderboard_run.pkl")
-    assert load_run(tmp_path / "leaderboard_run.pkl").results["C"][1].per_query["mrr"].shape == (22,)
+    save_run(synthetic_run, tmp_path / "leaderboard_run.json")
+    assert load_run(tmp_path / "leaderboard_run.json").results["C"][1].per_query["mrr"].shape == (22,)
     paths = leaderboard("sample", output_dir=str(tmp_path), report_only=True)
     assert "# Leaderboard: synthetic" in Path(paths["markdown"]).read_text()
     assert set(pd.read_csv(paths["csv"])["model"]) == {"A", "B", "C", "D", "E"}
@@ -292,7 +292,7 @@ def test_leaderboard_on_the_tiny_sample(tmp_path):
 
 
 def test_rows_that_differ_by_a_plus_get_their_own_run_folders(tmp_path):
-    from lightning_modules.leaderboard import load_spec
+    from clipita.leaderboard import load_spec
 
     config = tmp_path / "lb.yaml"
     config.write_text(

@@ -53,7 +53,7 @@ def fit_and_test(
         callbacks: extra Lightning callbacks (e.g. Optuna's pruning callback) added to the config's own.
         test: evaluate on the test split after fitting.
     """
-    from lightning_modules.cli import make_cli
+    from clipita.cli import make_cli
 
     args = (["--config", config] if config else []) + list(overrides)
     cli = make_cli(args, run=False)

@@ -4,7 +4,7 @@
     clipita sweep sweeps/clip_ita.yaml --n_trials 40 --storage postgresql+psycopg2://user@db:5432/optuna
     clipita sweep sweeps/clip_ita.yaml --report_only true       # best YAML + plots + summary of the study so far
 
-Every trial trains through :func:`lightning_modules.experiment.fit_and_test` (the module, DataModule and Trainer
+Every trial trains through :func:`clipita.experiment.fit_and_test` (the module, DataModule and Trainer
 of ``clipita fit``). See ``sweeps/README.md`` for the YAML format and the cluster recipe.
 """
 
@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 import optuna
 
-from .sweeping.report import write_report
-from .sweeping.space import SearchSpaceError
-from .sweeping.spec import PRUNERS, SAMPLERS, SweepSpec, load_sweep_spec
-from .sweeping.study import default_storage, has_waiting, make_storage, open_study, trials_counted
-from .sweeping.trial import JOIN_ENV, join_trial, run_trial
+from .report import write_report
+from .space import SearchSpaceError
+from .spec import PRUNERS, SAMPLERS, SweepSpec, load_sweep_spec
+from .study import default_storage, has_waiting, make_storage, open_study, trials_counted
+from .trial import JOIN_ENV, join_trial, run_trial
 
 BASE_SNAPSHOT = "base_config.yaml"
 SamplerName = Literal["tpe", "cmaes", "random", "gp"]

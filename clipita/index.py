@@ -18,7 +18,7 @@ files merged on rank 0), so indexing runs on one CPU, one GPU or many under DDP 
     faiss.index        (``--faiss true``) an approximate index beside the exact one: HNSW (default) or IVF-Flat,
                        inner product
 
-Search with ``clipita search --index <folder> "Footwear > Shoes"`` (:mod:`lightning_modules.search`).
+Search with ``clipita search --index <folder> "Footwear > Shoes"`` (:mod:`clipita.search`).
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def index(
     """
     import lightning as L
 
-    from .clip_ita_module import ClipItaModule
+    from lightning_modules.clip_ita_module import ClipItaModule
 
     started = time.perf_counter()
     splits = resolve_splits(split)

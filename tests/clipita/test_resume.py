@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 4
 
 
@@ -43,7 +43,7 @@ def _config(tmp_path: Path, name: str, work_dir: Path, sleep: float) -> Path:
 
 
 def _command(config: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "lightning_modules.cli", "fit", "--config", str(config), *extra]
+    return [sys.executable, "-m", "clipita.cli", "fit", "--config", str(config), *extra]
 
 
 def _env() -> dict:

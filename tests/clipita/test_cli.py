@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_modules.cli import main
+from clipita.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
 TINY = [
     "--data.catalog",
@@ -36,7 +36,7 @@ def run_clipita(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Co
     env = dict(
         os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
     )
-    cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
+    cmd = [sys.executable, "-m", "clipita.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

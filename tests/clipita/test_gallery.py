@@ -14,10 +14,10 @@ import webdataset as wds
 from PIL import Image
 from test_index_search import build_tiny_index
 
-from lightning_modules.cli import main as clipita
+from clipita.cli import main as clipita
+from clipita.gallery import make_thumbnail, read_record_jpeg, render_html
+from clipita.search import is_relevant, resolve_category
 from lightning_modules.curves import plot_training_curves, read_curves
-from lightning_modules.gallery import make_thumbnail, read_record_jpeg, render_html
-from lightning_modules.search import is_relevant, resolve_category
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

@@ -1,0 +1,119 @@
+"""``clipita leaderboard``: load the spec, run it, write the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .report import significance_floor, write_report
+from .run import RUN_FILE, LeaderboardRun, load_run, save_run
+from .runner import _Runner
+
+# (key, column label, ceiling key shown beside it)
+from .spec import TESTED_METRICS, load_spec
+from .statistics import settings_of
+
+
+# --------------------------------------------------------------------------------------------------- command
+def _command(leaderboard_config: str, **options: Any) -> str:
+    parts = ["clipita", "leaderboard", leaderboard_config]
+    for key, value in options.items():
+        if value in (None, [], ()):
+            continue
+        parts += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    return " ".join(parts)
+
+
+def leaderboard(
+    leaderboard_config: str,
+    output_dir: str | None = None,
+    split_seeds: list[int] | None = None,
+    rows: list[str] | None = None,
+    overrides: list[str] | None = None,
+    runs_dir: str | None = None,
+    num_threads: int | None = None,
+    report_only: bool = False,
+) -> dict[str, str]:
+    """Run a leaderboard: every row on every split seed, then write the tables, statistics and plots.
+
+    After each split seed but the last, a partial report (the seeds done so far) is written to ``output_dir``.
+
+    Args:
+        leaderboard_config: a leaderboard YAML, or its name under ``experiments/leaderboards/`` (e.g. ``fashion``).
+        output_dir: where the report goes (default ``results/<name>``).
+        split_seeds: replace the config's split seeds, e.g. ``[0]`` for a quick look.
+        rows: run only these rows (by name); the reference row is always kept.
+        overrides: extra ``--key value`` tokens for every row after the config's own, e.g.
+            ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
+        runs_dir: where trained rows write logs and checkpoints (default ``runs/leaderboards/<name>``).
+        num_threads: torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs.
+        report_only: do not run anything: re-render the report from ``<output_dir>/leaderboard_run.json`` (kept by
+            the last full run), e.g. after changing the report code.
+
+    Returns:
+        ``{kind: path}`` of the files written (markdown, json, csv, per_category, plots).
+    """
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    spec = load_spec(leaderboard_config)
+    if split_seeds:
+        spec.split_seeds = [int(s) for s in split_seeds]
+    if rows:
+        for name in rows:
+            spec.row(name)
+        keep = set(rows) | ({spec.reference} if spec.reference else set())
+        spec.rows = [r for r in spec.rows if r.name in keep]
+    out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
+    if report_only:
+        run = load_run(out_dir / RUN_FILE)
+        paths = write_report(run, out_dir)
+        print(f"leaderboard {run.spec.name}: report re-rendered from {out_dir / RUN_FILE}")
+        return {k: str(v) for k, v in paths.items()}
+    runs = Path(runs_dir) if runs_dir else Path("runs") / "leaderboards" / spec.name
+    command = _command(
+        leaderboard_config, output_dir=output_dir, split_seeds=split_seeds, rows=rows, overrides=overrides,
+        runs_dir=runs_dir, num_threads=num_threads,
+    )  # fmt: skip
+    environment = {
+        "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+    def stamp(run: LeaderboardRun) -> LeaderboardRun:
+        run.command, run.started, run.environment = command, started_at, environment
+        return run
+
+    def write_partial(run: LeaderboardRun, done: list[int]) -> None:
+        """A report of the seeds done so far, so a long run has readable results before it ends."""
+        partial = dataclasses.replace(stamp(run), spec=dataclasses.replace(spec, split_seeds=list(done)))
+        partial.partial = f"Partial: split seeds {done} of {spec.split_seeds} done, the run goes on."
+        write_report(partial, out_dir, started=started)
+        print(f"[leaderboard {spec.name}] partial report after split seeds {done}: {out_dir}")
+
+    run = stamp(_Runner(spec, overrides or [], runs).run(spec.rows, on_seed=write_partial))
+    family = len(settings_of(run)) * len(TESTED_METRICS)
+    floor = significance_floor(spec, family)
+    if floor is not None and floor >= spec.alpha:
+        print(
+            f"warning: {spec.n_resamples} permutation resamples cannot reach significance in {family} tests"
+        )
+    paths = write_report(run, out_dir, started=started)
+    save_run(run, out_dir / RUN_FILE)
+    paths["run"] = out_dir / RUN_FILE
+    print(
+        f"leaderboard {spec.name}: {len(run.ran)} rows x {len(spec.split_seeds)} seeds in {run.wall_s:.0f} s"
+    )
+    print(run.report["paper_ordering"]["statement"])
+    for kind, path in paths.items():
+        print(f"  {kind:<18} {path}")
+    return {k: str(v) for k, v in paths.items()}

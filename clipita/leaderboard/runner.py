@@ -1,0 +1,144 @@
+"""Runs every row of a leaderboard on every split seed: baselines, fitted configs and checkpoints, one harness."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_per_query
+
+# (key, column label, ceiling key shown beside it)
+from .spec import ERROR_KS, LeaderboardSpec, RowSpec, resolve_path
+
+
+def _logger_overrides(config: str | None, runs_dir: Path, slug: str, seed: int) -> list[str]:
+    """Send a row's run (logs, checkpoints) to ``runs_dir/<row>/seed<k>`` whatever the config's logger says."""
+    out = ["--trainer.default_root_dir", str(runs_dir / slug / f"seed{seed}")]
+    if config is None:
+        return out
+    logger = ((yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}).get("logger")
+    if isinstance(logger, dict) and str(logger.get("class_path", "")).endswith(
+        ("CSVLogger", "TensorBoardLogger")
+    ):
+        out += [
+            "--trainer.logger.init_args.save_dir", str(runs_dir),
+            "--trainer.logger.init_args.name", slug,
+            "--trainer.logger.init_args.version", f"seed{seed}",
+        ]  # fmt: skip
+    return out
+
+
+class _Runner:
+    """Runs every row of a spec on every split seed."""
+
+    def __init__(self, spec: LeaderboardSpec, overrides: Sequence[str], runs_dir: Path, log=print) -> None:
+        self.spec, self.overrides, self.runs_dir, self.log = spec, list(overrides), runs_dir, log
+        self.galleries: dict[tuple, Any] = {}
+
+    def seed_overrides(self, seed: int, trained: bool) -> list[str]:
+        out = ["--data.split_seed", str(seed)]
+        if trained and self.spec.vary_training_seed:
+            out += ["--seed_everything", str(seed)]
+        return out
+
+    def gallery(self, row: RowSpec, seed: int):
+        from clipita.baselines import load_test_gallery
+
+        config = resolve_path(self.spec.base_config) if self.spec.base_config else None
+        overrides = [
+            *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, False),
+            "--trainer.logger", "false",
+        ]  # fmt: skip
+        key = (config, tuple(overrides))
+        if key not in self.galleries:
+            self.galleries = {key: load_test_gallery(config, overrides)}  # keep one gallery in memory
+        return self.galleries[key]
+
+    def baseline(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
+        from clipita.baselines import run_baseline
+
+        gallery = self.gallery(row, seed)
+        result = run_baseline(row.baseline, gallery, row.options)
+        context = SeedContext(
+            seed=seed,
+            paths=list(gallery.tree.paths),
+            groups={k: v.numpy().astype(bool) for k, v in gallery.query_groups.items()},
+            category_ids=gallery.category_ids.numpy(),
+            product_ids=list(gallery.product_ids),
+        )
+        top = result.ranking[:, : max(ERROR_KS)].numpy()
+        return RowSeedResult(_numpy_per_query(result.per_query), top, dict(result.metrics)), context
+
+    def trained(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
+        from clipita.experiment import fit_and_test
+
+        config = resolve_path(row.fit)
+        if row.checkpoint:  # test only: no logs, and never touch a folder the checkpoint may live in
+            logging = [
+                "--trainer.logger",
+                "false",
+                "--trainer.default_root_dir",
+                str(self.runs_dir / "tests"),
+            ]
+        else:  # a fresh run folder per row and seed (a previous leaderboard run's checkpoints are replaced)
+            shutil.rmtree(self.runs_dir / row.slug / f"seed{seed}", ignore_errors=True)
+            logging = _logger_overrides(config, self.runs_dir, row.slug, seed)
+        overrides = [
+            *logging,
+            *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, True),
+        ]  # fmt: skip
+        if row.checkpoint:
+            from clipita.cli import make_cli
+
+            checkpoint = resolve_path(row.checkpoint.format(seed=seed))
+            cli = make_cli(["--config", config, *overrides], run=False)
+            module, datamodule = cli.model, cli.datamodule
+            cli.trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+            logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+        else:
+            run = fit_and_test(config, overrides)
+            module, datamodule, logged = run.module, run.datamodule, run.test
+        per_query = _numpy_per_query(module.per_query["test"])
+        top = module.rankings["test"][:, : max(ERROR_KS)].cpu().numpy()
+        context = _context(seed, module.query_groups, datamodule, datamodule.datasets["test"].product_id)
+        logged = {k.removeprefix("test/"): v for k, v in logged.items()}
+        return RowSeedResult(per_query, top, logged), context
+
+    def run(
+        self, rows: Sequence[RowSpec], on_seed: Callable[[LeaderboardRun, list[int]], None] | None = None
+    ) -> LeaderboardRun:
+        """Every row on every split seed; ``on_seed(run, seeds_done)`` after each seed but the last."""
+        from clipita.baselines import BaselineNotRun
+
+        out = LeaderboardRun(spec=self.spec)
+        for i, seed in enumerate(self.spec.split_seeds):
+            if i and on_seed is not None:
+                on_seed(out, self.spec.split_seeds[:i])
+            for row in rows:
+                if row.name in out.not_run:
+                    continue
+                self.log(f"[leaderboard {self.spec.name}] split seed {seed}: {row.name} ({row.kind})")
+                start = time.perf_counter()
+                try:
+                    result, context = self.baseline(row, seed) if row.baseline else self.trained(row, seed)
+                except BaselineNotRun as reason:
+                    out.not_run[row.name] = f"not run: {reason}"
+                    self.log(f"[leaderboard {self.spec.name}] {row.name}: {out.not_run[row.name]}")
+                    continue
+                result.wall_s = time.perf_counter() - start
+                known = out.contexts.setdefault(seed, context)
+                problem = known.same_harness(context)
+                if problem:
+                    raise ValueError(
+                        f"row {row.name!r} on split seed {seed} is not evaluated like the rows before it: {problem}; "
+                        "row overrides must not change the data (catalogue, split options, work_dir)"
+                    )
+                out.results.setdefault(row.name, {})[seed] = result
+                gc.collect()
+        return out
