@@ -3,8 +3,9 @@
 Layout under ``features_root`` (one folder per encoder, so changing the text model does not re-encode images)::
 
     image-<hash>/features.npz   product_id (sorted), image [N, Di] float16
-    text-<hash>/features.npz    product_id (sorted), title [N, Dt], attributes [N, A, Dt], attribute_mask [N, A],
-                                category (path strings "A > B > C")
+    text-<hash>/features.npz    product_id (sorted), title [N, Dt] (zeros where missing), title_mask [N] (True =
+                                the product has a title), attributes [N, A, Dt], attribute_mask [N, A],
+                                category (each path as a JSON list of names: records.category_to_text)
     <each>/meta.json            the encoder's cache key, the products' fingerprint, attribute names
 
 The cache holds every product of the catalogue whatever split it is in, so re-splitting with another seed reuses it.
@@ -29,10 +30,11 @@ import webdataset as wds
 from PIL import Image
 from tqdm.auto import tqdm
 
-from datamodules.category_tree import format_path
+from datamodules.records import category_to_text, decode_sample, sample_id
 from datamodules.sharding import SPLITS, shard_urls
 
 META_NAME = "meta.json"
+CACHE_FORMAT = 2  # 2: title_mask; category stored as JSON lists; ids are the original ids, not shard keys
 FEATURES_NAME = "features.npz"
 
 
@@ -66,13 +68,13 @@ def products_fingerprint(manifest: dict, shard_dir: str) -> str:
 
 def split_product_ids(manifest: dict, shard_dir: str, split: str) -> list[str]:
     """Product ids of a split in shard order (the order its loader serves them)."""
-    return [s["__key__"] for s in _records(shard_urls(manifest, shard_dir, split))]
+    return [sample_id(s) for s in _records(shard_urls(manifest, shard_dir, split))]
 
 
 def cache_meta(
     kind: str, encoder_key: dict, fingerprint: str, attribute_names: list[str] | None = None
 ) -> dict:
-    meta = {"kind": kind, "encoder": encoder_key, "products": fingerprint}
+    meta = {"kind": kind, "encoder": encoder_key, "products": fingerprint, "format": CACHE_FORMAT}
     if attribute_names is not None:
         meta["attribute_names"] = list(attribute_names)
     return meta
@@ -108,7 +110,7 @@ def _decode_image(sample: dict, transform) -> tuple[str, torch.Tensor]:
         raise FeatureCacheError(
             f"cannot decode image of product {sample['__key__']!r} in {sample['__url__']}: {err}"
         ) from err
-    return sample["__key__"], transform(image)
+    return sample_id(sample), transform(image)
 
 
 class _ImageBatches(torch.utils.data.IterableDataset):
@@ -198,8 +200,8 @@ def encode_text_features(
 
     text_encoder.eval()
     dim = text_encoder.output_dim
-    records = [json.loads(s["json"]) for s in _records(all_urls(manifest, shard_dir))]
-    pairs = [attribute_texts(r.get("attributes", {}), names) for r in records]
+    records = [decode_sample(s) for s in _records(all_urls(manifest, shard_dir))]
+    pairs = [attribute_texts(r.attributes, names) for r in records]
     mask = np.array([[t != "" for t in row] for row in pairs], dtype=bool).reshape(len(records), len(names))
     flat = [t for row in pairs for t in row if t]
     # identical attribute pairs repeat a lot ("gender: Men"): embed each distinct text once
@@ -212,18 +214,23 @@ def encode_text_features(
             text_encoder(distinct, batch_size).float().cpu().numpy() if distinct else np.zeros((0, dim))
         )
         bar.update(len(distinct))
-        titles = [r["title"] for r in records]
-        title_emb = text_encoder(titles, batch_size).float().cpu().numpy().astype(np.float16)
+        # a product without a title gets a zero vector and title_mask False (the fusion's missing-modality path)
+        title_mask = np.array([r.has_title for r in records], dtype=bool)
+        title_emb = np.zeros((len(records), dim), dtype=np.float16)
+        titles = [r.title for r in records if r.has_title]
+        if titles:
+            title_emb[title_mask] = text_encoder(titles, batch_size).float().cpu().numpy().astype(np.float16)
         bar.update(len(records))
     attributes = np.zeros((len(records), len(names), dim), dtype=np.float16)
     if flat:
         attributes[mask] = distinct_emb[[lookup[t] for t in flat]].astype(np.float16)
     arrays = {
-        "product_id": np.array([r["id"] for r in records], dtype=str),
+        "product_id": np.array([r.id for r in records], dtype=str),
         "title": title_emb.reshape(len(records), dim),
+        "title_mask": title_mask,
         "attributes": attributes,
         "attribute_mask": mask,
-        "category": np.array([format_path(r["category"]) for r in records], dtype=str),
+        "category": np.array([category_to_text(r.category) for r in records], dtype=str),
     }
     return _atomic_write(folder, meta, arrays)
 
