@@ -97,5 +97,9 @@ def bm25_scores(
         b: BM25 length normalisation.
         method: ``bm25s`` scoring variant.
         stemmer: ``plural`` or ``none``.
+
+    Raises:
+        BaselineNotRun: no test product has a title.
     """
+    gallery.require_titles("bm25")
     return bm25_texts(gallery.query_texts, gallery.titles, k1=k1, b=b, method=method, stemmer=stemmer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 import webdataset as wds
 
 from datamodules.category_tree import CategoryTree
+from datamodules.records import decode_sample
 from datamodules.sharding import shard_urls
 
 
@@ -55,6 +55,18 @@ class TestGallery:
     def num_products(self) -> int:
         return len(self.product_ids)
 
+    @property
+    def has_titles(self) -> bool:
+        """Whether any test product has a title (an image-only catalogue or a folder tree has none)."""
+        return any(self.titles)
+
+    def require_titles(self, baseline: str) -> None:
+        """Raise ``BaselineNotRun`` ("the catalogue has no titles") for a title baseline on a titleless gallery."""
+        if not self.has_titles:
+            from .registry import BaselineNotRun
+
+            raise BaselineNotRun(f"the catalogue has no titles ({baseline} ranks products by their titles)")
+
     def records(self) -> Iterator[dict]:
         """The raw test records (``__key__``, ``jpg`` bytes, ``json`` bytes) in gallery order."""
         yield from wds.WebDataset(self.shard_urls, shardshuffle=False, empty_check=False)
@@ -72,7 +84,8 @@ class TestGallery:
         urls = shard_urls(datamodule.manifest, str(datamodule.shard_dir), "test")
         titles: dict[str, str] = {}
         for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-            titles[sample["__key__"]] = json.loads(sample["json"])["title"]
+            record = decode_sample(sample)  # the record codec: original id, "" when there is no title
+            titles[record.id] = record.title
         product_ids = list(dataset.product_id)
         missing = [p for p in product_ids if p not in titles]
         if missing:

@@ -22,7 +22,11 @@ def title_zero_shot_scores(gallery: TestGallery) -> torch.Tensor:
 
     Args:
         gallery: the test gallery (needs ``title_features``, i.e. a feature-cache DataModule).
+
+    Raises:
+        BaselineNotRun: no test product has a title.
     """
+    gallery.require_titles("title_zero_shot")
     if gallery.title_features is None:
         raise ValueError("title_zero_shot needs cached title features (data.use_features: true)")
     return cosine_scores(gallery.query_text_features, gallery.title_features)
