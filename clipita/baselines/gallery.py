@@ -31,6 +31,7 @@ class TestGallery:
         shard_urls: the test shards (raw images for image-text baselines).
         metric_kwargs: the module's test-metric settings (``ks``, ``max_rank``, ``relevance``...).
         split_seed: the DataModule's split seed.
+        leakage: the shard manifest's leakage-guard report (``{}`` when unknown).
     """
 
     tree: CategoryTree
@@ -44,6 +45,7 @@ class TestGallery:
     shard_urls: list[str] = field(default_factory=list)
     metric_kwargs: dict[str, Any] = field(default_factory=dict)
     split_seed: int = 0
+    leakage: dict[str, Any] = field(default_factory=dict)
 
     __test__ = False  # not a pytest test class, whatever its name
 
@@ -111,6 +113,7 @@ class TestGallery:
                 "ap_normalization": metric.ap_normalization,
             },
             split_seed=int(datamodule.hparams.split_seed),
+            leakage=dict((datamodule.manifest or {}).get("leakage") or {}),
         )
 
 
