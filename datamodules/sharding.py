@@ -314,7 +314,7 @@ def summarize(manifest: dict[str, Any], output_dir: str, seconds: float | None =
         lacking = [
             f"{info['missing']:,} lack {name if name != 'attributes' else 'attributes'}"
             for name, info in modalities.items()
-            if name != "image" and info["missing"]
+            if name != "image" and info["missing"] and (name != "description" or info["present"])
         ]
         if lacking:
             text += f" Of {manifest['sharded']:,} products, {', '.join(lacking)}."
