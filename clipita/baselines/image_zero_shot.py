@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from datamodules.records import sample_id
 
 from .gallery import TestGallery
-from .registry import BaselineNotRun
+from .harness import BaselineNotRun
 
 NO_MODEL = "no image-text model offline"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from clipita.experiment import read_fit_config, run_folder_overrides
 
 from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_per_query
 
@@ -35,23 +35,6 @@ def _model_text(module: Any) -> list[str]:
     ):
         fields.insert(0, "title")
     return fields
-
-
-def _logger_overrides(config: str | None, runs_dir: Path, slug: str, seed: int) -> list[str]:
-    """Send a row's run (logs, checkpoints) to ``runs_dir/<row>/seed<k>`` whatever the config's logger says."""
-    out = ["--trainer.default_root_dir", str(runs_dir / slug / f"seed{seed}")]
-    if config is None:
-        return out
-    logger = ((yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}).get("logger")
-    if isinstance(logger, dict) and str(logger.get("class_path", "")).endswith(
-        ("CSVLogger", "TensorBoardLogger")
-    ):
-        out += [
-            "--trainer.logger.init_args.save_dir", str(runs_dir),
-            "--trainer.logger.init_args.name", slug,
-            "--trainer.logger.init_args.version", f"seed{seed}",
-        ]  # fmt: skip
-    return out
 
 
 class _Runner:
@@ -112,7 +95,7 @@ class _Runner:
             ]
         else:  # a fresh run folder per row and seed (a previous leaderboard run's checkpoints are replaced)
             shutil.rmtree(self.runs_dir / row.slug / f"seed{seed}", ignore_errors=True)
-            logging = _logger_overrides(config, self.runs_dir, row.slug, seed)
+            logging = run_folder_overrides(read_fit_config(config), self.runs_dir, row.slug, f"seed{seed}")
         overrides = [
             *logging,
             *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, True),
