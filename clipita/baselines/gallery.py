@@ -62,13 +62,6 @@ class TestGallery:
         """Whether any test product has a title (an image-only catalogue or a folder tree has none)."""
         return any(self.titles)
 
-    def require_titles(self, baseline: str) -> None:
-        """Raise ``BaselineNotRun`` ("the catalogue has no titles") for a title baseline on a titleless gallery."""
-        if not self.has_titles:
-            from .registry import BaselineNotRun
-
-            raise BaselineNotRun(f"the catalogue has no titles ({baseline} ranks products by their titles)")
-
     def records(self) -> Iterator[dict]:
         """The raw test records (``__key__``, ``jpg`` bytes, ``json`` bytes) in gallery order."""
         yield from wds.WebDataset(self.shard_urls, shardshuffle=False, empty_check=False)
