@@ -16,7 +16,7 @@ from datamodules.category_tree import CategoryTree, parse_path
 from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
 from datamodules.features import FeatureSplit
-from datamodules.sharding import SPLITS, load_manifest, shard_catalogue, shard_urls
+from datamodules.sharding import SPLITS, load_manifest, modalities_present, shard_catalogue, shard_urls
 
 SAMPLE = "sample"
 REQUEST_NAME = "shard_request.json"
@@ -228,9 +228,25 @@ class CatalogueDataModule(L.LightningDataModule):
     def train_category_ids(self) -> list[int]:
         """Table ids of every category (any level) that has a product in the train split."""
         seen: set[int] = set()
-        for path in self.manifest["splits"]["train"]["per_category"]:
-            seen.update(self.tree.ancestor_ids(parse_path(path)))
+        train = self.manifest["splits"]["train"]
+        if "category_counts" in train:  # the paths themselves (a level name may contain " > ")
+            paths = [tuple(path) for path, _ in train["category_counts"]]
+        else:  # manifests written before category_counts existed
+            paths = [parse_path(path) for path in train["per_category"]]
+        for path in paths:
+            seen.update(self.tree.ancestor_ids(path))
         return sorted(seen)
+
+    @property
+    def modalities_present(self) -> list[str]:
+        """Modalities at least one product of the catalogue has (``image`` always; ``title``, ``attributes``,
+        ``description`` when some product has one), from the manifest."""
+        return modalities_present(self.manifest) if self.manifest else []
+
+    @property
+    def modality_counts(self) -> dict[str, dict[str, int]]:
+        """Per modality, how many products have it and how many lack it (``{}`` for old manifests)."""
+        return dict(self.manifest.get("modalities", {})) if self.manifest else {}
 
     def split_size(self, split: str) -> int:
         return int(self.manifest["splits"][split]["count"])

@@ -13,7 +13,6 @@ every rank of a fit (``encode_features`` with the trainer's rank and barrier).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from datamodules.category_tree import CategoryTree
 from datamodules.features import FeatureCacheError, FeatureStore
+from datamodules.records import decode_sample
 
 
 def attribute_texts(attributes: dict[str, str], names: Sequence[str]) -> list[str]:
@@ -92,11 +92,10 @@ class ShardBatches(torch.utils.data.IterableDataset):
         images: list[torch.Tensor] = []
         seen = 0
         for sample in samples:
-            record = json.loads(sample["json"])
-            record.setdefault("id", sample["__key__"])
+            record = decode_sample(sample)  # the one record codec: original id, category tuple, title or ""
             rows.append(record)
             if job.image:
-                images.append(self._decode(sample, record["id"], url))
+                images.append(self._decode(sample, record.id, url))
             seen += 1
             if len(rows) == self.batch_size:
                 yield self._batch(job, rows, images, last=seen == job.count)
@@ -116,16 +115,16 @@ class ShardBatches(torch.utils.data.IterableDataset):
         return self.transform(image)
 
     @staticmethod
-    def _batch(job: ShardJob, rows: list[dict], images: list[torch.Tensor], last: bool) -> dict[str, Any]:
+    def _batch(job: ShardJob, rows: list, images: list[torch.Tensor], last: bool) -> dict[str, Any]:
         return {
             "shard": job.name,
             "last": last,
             "need_image": job.image,
             "need_text": job.text,
-            "ids": [str(r["id"]) for r in rows],
-            "titles": [r.get("title") or "" for r in rows],
-            "attributes": [r.get("attributes") or {} for r in rows],
-            "category": [list(r["category"]) for r in rows],
+            "ids": [r.id for r in rows],
+            "titles": [r.title for r in rows],
+            "attributes": [dict(r.attributes) for r in rows],
+            "category": [list(r.category) for r in rows],
             "images": torch.stack(images) if images else None,
         }
 

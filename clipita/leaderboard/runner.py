@@ -16,6 +16,26 @@ from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_pe
 # (key, column label, ceiling key shown beside it)
 from .spec import ERROR_KS, LeaderboardSpec, RowSpec, resolve_path
 
+# product text each baseline reads (the leakage warning names the rows reading leaked text)
+BASELINE_TEXT = {"bm25": ("title",), "title_zero_shot": ("title",)}
+
+
+def _manifest_leakage(datamodule: Any) -> dict[str, Any]:
+    manifest = getattr(datamodule, "manifest", None) or {}
+    return dict(manifest.get("leakage") or {})
+
+
+def _model_text(module: Any) -> list[str]:
+    """The product text fields a trained model reads: its text modalities, plus the title when it mixes in or
+    routes through the frozen title embedding."""
+    net = getattr(module, "model", module)
+    fields = [m for m in ("title", "attributes") if m in list(getattr(net, "modalities", []))]
+    if "title" not in fields and (
+        getattr(net, "zero_shot_weight", 0) or getattr(net, "route_novel_categories", False)
+    ):
+        fields.insert(0, "title")
+    return fields
+
 
 class _Runner:
     """Runs every row of a spec on every split seed."""
@@ -23,6 +43,8 @@ class _Runner:
     def __init__(self, spec: LeaderboardSpec, overrides: Sequence[str], runs_dir: Path, log=print) -> None:
         self.spec, self.overrides, self.runs_dir, self.log = spec, list(overrides), runs_dir, log
         self.galleries: dict[tuple, Any] = {}
+        self.leakage: dict[str, Any] = {}
+        self.row_text: dict[str, list[str]] = {}
 
     def seed_overrides(self, seed: int, trained: bool) -> list[str]:
         out = ["--data.split_seed", str(seed)]
@@ -47,6 +69,8 @@ class _Runner:
         from clipita.baselines import run_baseline
 
         gallery = self.gallery(row, seed)
+        self.row_text[row.name] = list(BASELINE_TEXT.get(row.baseline, ()))
+        self.leakage = self.leakage or dict(getattr(gallery, "leakage", {}) or {})
         result = run_baseline(row.baseline, gallery, row.options)
         context = SeedContext(
             seed=seed,
@@ -87,6 +111,8 @@ class _Runner:
         else:
             run = fit_and_test(config, overrides)
             module, datamodule, logged = run.module, run.datamodule, run.test
+        self.row_text[row.name] = _model_text(module)
+        self.leakage = self.leakage or _manifest_leakage(datamodule)
         per_query = _numpy_per_query(module.per_query["test"])
         top = module.rankings["test"][:, : max(ERROR_KS)].cpu().numpy()
         context = _context(seed, module.query_groups, datamodule, datamodule.datasets["test"].product_id)
@@ -124,4 +150,5 @@ class _Runner:
                     )
                 out.results.setdefault(row.name, {})[seed] = result
                 gc.collect()
+        out.leakage, out.row_text = self.leakage, dict(self.row_text)
         return out
