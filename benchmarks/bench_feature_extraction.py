@@ -1,7 +1,7 @@
 """Feature extraction (`clipita encode`'s image path) vs the encoder's forward-only floor, measured in one run.
 
 Ours: read the shards, decode + pad + resize + normalise every JPEG in a loader worker, batch, run the frozen image
-tower, write the float16 cache (``datamodules.feature_cache.encode_image_features``). Floor: the same tower's
+tower, write the float16 cache (``datamodules.feature_encoding.encode_features``, image tower only). Floor: the same tower's
 forward pass alone over the same images already decoded into tensors in memory. Goal: ours >= 0.85x the floor.
 
     python benchmarks/bench_feature_extraction.py --limit 512 --threads 1
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from datamodules.feature_cache import all_urls, encode_image_features
-from datamodules.sharding import load_manifest, shard_catalogue
+from datamodules.feature_encoding import encode_features
+from datamodules.sharding import SPLITS, load_manifest, shard_catalogue, shard_urls
 from lightning_modules.components import ImageEncoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,7 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads (1 leaves the other core to decoding)"
     )
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="decoding workers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     encoder = ImageEncoder().eval()
@@ -67,7 +68,9 @@ def main() -> None:
 
         images = [
             encoder.transform(Image.open(io.BytesIO(s["jpg"])).convert("RGB"))
-            for s in wds.WebDataset(all_urls(manifest, shard_dir), shardshuffle=False)
+            for s in wds.WebDataset(
+                [u for split in SPLITS for u in shard_urls(manifest, shard_dir, split)], shardshuffle=False
+            )
         ]
         batches = [torch.stack(images[i : i + args.batch_size]) for i in range(0, n, args.batch_size)]
         floor_s, ours_s = [], []
@@ -79,8 +82,15 @@ def main() -> None:
             floor_s.append(time.perf_counter() - start)
             shutil.rmtree(folder / "features", ignore_errors=True)
             start = time.perf_counter()
-            encode_image_features(
-                shard_dir, manifest, encoder, str(folder / "features"), args.batch_size, 1, False
+            encode_features(
+                shard_dir,
+                manifest,
+                folder / "features",
+                encoder,
+                None,
+                args.batch_size,
+                args.workers,
+                progress=False,
             )
             ours_s.append(time.perf_counter() - start)
     floor, ours = min(floor_s), min(ours_s)

@@ -67,6 +67,10 @@ def make_cli(args: list[str] | None = None, run: bool = True):
                 default=False,
                 help="after fit, evaluate the best checkpoint on the test split and print its metrics",
             )
+            # the DataModule gets the network's frozen towers (jsonargparse instantiates the model first)
+            parser.link_arguments(
+                "model", "data.encoders", compute_fn=lambda module: module.net, apply_on="instantiate"
+            )
 
         def before_fit(self) -> None:
             """``--ckpt_path last``: checkpoints live in versioned run folders (``runs/<name>/version_N/checkpoints``),

@@ -1,14 +1,36 @@
-"""``clipita encode``: build (or confirm fresh) the frozen-encoder feature cache of a fit config."""
+"""``clipita encode``: build (or finish) the frozen-encoder feature cache of a fit config as a Lightning predict job.
+
+    clipita encode experiments/clip_ita.yaml --devices 2 --strategy ddp --num_workers 4
+
+Shards are split across ranks (``devices`` x ``num_nodes``; under torchrun or SLURM the launcher's ranks are used
+unchanged) and, within a rank, across ``num_workers`` decoding workers. Each rank writes the feature shards of its
+input shards; a killed encode resumes where it stopped, and the cache is marked complete once every shard is there.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 
-from datamodules.feature_cache import build_feature_cache, describe
+from datamodules.features import describe
+
+
+def _launcher_rank() -> int:
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
 
 
 def encode(
-    fit_config: str, overrides: list[str] | None = None, batch_size: int = 64, num_workers: int = 1
+    fit_config: str,
+    overrides: list[str] | None = None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    accelerator: str = "auto",
 ) -> None:
     """Shard the config's catalogue if needed and encode every product once with the config's frozen encoders.
 
@@ -16,24 +38,44 @@ def encode(
     shards get a new cache folder (the old one is never served stale).
 
     Args:
-        fit_config: a ``clipita fit`` YAML (e.g. ``experiments/clip_ita.yaml``); its ``model`` section names the encoders
-            and its ``data`` section the catalogue and ``work_dir``.
+        fit_config: a ``clipita fit`` YAML (e.g. ``experiments/clip_ita.yaml``); its ``model`` section names the
+            encoders and its ``data`` section the catalogue and ``work_dir``.
         overrides: extra ``--key value`` overrides, as for ``clipita fit`` (e.g. ``["--data.work_dir", "w"]``).
-        batch_size: images per encoder forward pass.
-        num_workers: image-decoding worker processes (0 or 1).
+        batch_size: images per encoder forward pass (a batch never spans two shards).
+        num_workers: image-decoding worker processes per rank.
+        devices: devices per node (the Trainer's ``devices``; with ``strategy: ddp`` one rank each).
+        num_nodes: nodes (the Trainer's ``num_nodes``).
+        strategy: the Trainer's strategy (``ddp`` for several ranks; ``auto`` picks it when devices > 1).
+        accelerator: the Trainer's accelerator (``cpu``, ``gpu``, ``auto``).
     """
+    import lightning as L
+
     from clipita.cli import make_cli
+    from datamodules.feature_encoding import EncodeJob
 
     cli = make_cli(["--config", fit_config, *(overrides or [])], run=False)
-    dm, model = cli.datamodule, cli.model.net
-    manifest = dm.ensure_shards()
-    folders = build_feature_cache(
+    dm = cli.datamodule
+    image_encoder, text_encoder = dm.towers()  # the model's network, linked by the CLI
+    manifest = dm.ensure_shards(wait=_launcher_rank() != 0)
+    job = EncodeJob(
         str(dm.shard_dir),
         manifest,
-        model.text_encoder,
         str(dm.features_root),
-        model.image_encoder,
+        image_encoder,
+        text_encoder,
         batch_size=batch_size,
         num_workers=num_workers,
     )
-    print(json.dumps(describe(folders), indent=2))
+    trainer = L.Trainer(
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        accelerator=accelerator,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # the job splits shards across ranks itself
+    )
+    trainer.predict(job, return_predictions=False)
+    if trainer.is_global_zero:
+        print(json.dumps(describe(list(job.stores.values())), indent=2))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 
 @dataclass
@@ -32,6 +34,56 @@ class RunResult:
     @property
     def query_groups(self) -> dict[str, torch.Tensor]:
         return self.module.query_groups
+
+
+NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger")  # loggers with a save_dir/name/version run folder
+
+
+def read_fit_config(path: str | Path | None) -> dict[str, Any]:
+    """A ``clipita fit`` YAML as a plain dict (``{}`` for None): the one place the apps read a fit config's text.
+
+    Objects are built from it only through :func:`clipita.cli.make_cli`, exactly as ``clipita fit`` builds them.
+    """
+    if path is None:
+        return {}
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise FileNotFoundError(f"cannot read fit config {str(path)!r}: {error}") from error
+    except yaml.YAMLError as error:
+        raise ValueError(f"fit config {str(path)!r} is not valid YAML: {error}") from error
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"fit config {str(path)!r} must be a mapping of sections, got {type(config).__name__}"
+        )
+    return config
+
+
+def section(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """A section's options (``data``, ``model``, ...), in plain or ``class_path``/``init_args`` form."""
+    node = dict(config.get(name) or {})
+    return dict(node.get("init_args") or {}) if "class_path" in node or "init_args" in node else node
+
+
+def logger_class(config: dict[str, Any]) -> str:
+    """The class name of the config's ``trainer.logger`` ("" when none is set)."""
+    logger = (config.get("trainer") or {}).get("logger")
+    return str(logger.get("class_path", "")).rsplit(".", 1)[-1] if isinstance(logger, dict) else ""
+
+
+def run_folder_overrides(config: dict[str, Any], save_dir: str | Path, name: str, version: str) -> list[str]:
+    """``--key value`` overrides sending a run's logs and checkpoints to ``save_dir/name/version``, whatever the
+    config's logger says (checkpoints follow the logger's run folder)."""
+    out = ["--trainer.default_root_dir", str(Path(save_dir) / name / version)]
+    if logger_class(config) in NAMED_LOGGERS:
+        out += [
+            "--trainer.logger.init_args.save_dir", str(save_dir),
+            "--trainer.logger.init_args.name", name,
+            "--trainer.logger.init_args.version", version,
+        ]  # fmt: skip
+    return out
 
 
 def _scalars(metrics: dict, prefix: str) -> dict[str, float]:

@@ -35,9 +35,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from torch.utils.data import ConcatDataset, DataLoader
 
+from clipita.experiment import read_fit_config, section
 from datamodules.catalogue_datamodule import CatalogueDataModule
 from datamodules.category_tree import format_path
 from datamodules.sharding import SPLITS, shard_urls
@@ -80,7 +80,7 @@ class IndexDataModule(CatalogueDataModule):
 
         return build_shard_pipeline(
             [url for split in splits for url in shard_urls(self.manifest, str(self.shard_dir), split)],
-            self.trainer.lightning_module.net.image_encoder.transform,
+            self.towers()[0].transform,
             self.tree,
             h.eval_batch_size,
             training=False,
@@ -106,11 +106,7 @@ def checkpoint_data_options(ckpt: str | Path) -> dict[str, Any]:
 
 def config_data_options(fit_config: str | Path) -> dict[str, Any]:
     """The ``data`` section of a ``clipita fit`` config (plain or ``class_path``/``init_args`` form)."""
-    config = yaml.safe_load(Path(fit_config).read_text()) or {}
-    data = dict(config.get("data") or {})
-    if "init_args" in data:
-        data = dict(data["init_args"] or {})
-    return data
+    return section(read_fit_config(fit_config), "data")
 
 
 def datamodule_kwargs(

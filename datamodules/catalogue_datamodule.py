@@ -3,53 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.category_tree import CategoryTree, parse_path
 from datamodules.epoch_sampler import EpochSeededSampler
-from datamodules.feature_cache import build_feature_cache, load_features, split_product_ids
-from datamodules.sharding import SPLITS, load_manifest, shard_catalogue, shard_urls
+from datamodules.feature_encoding import encode_features
+from datamodules.features import FeatureSplit
+from datamodules.sharding import SPLITS, load_manifest, modalities_present, shard_catalogue, shard_urls
 
 SAMPLE = "sample"
 REQUEST_NAME = "shard_request.json"
 
 
-class FeatureDataset(Dataset):
-    """Map-style dataset over one split of the feature cache; items are batch-dict rows (ARCHITECTURE.md)."""
-
-    def __init__(self, arrays: dict[str, np.ndarray], tree: CategoryTree) -> None:
-        self.product_id = [str(x) for x in arrays["product_id"]]
-        self.category_ids = torch.from_numpy(
-            tree.ancestor_matrix([parse_path(c) for c in arrays["category"]])
-        )
-        self.tensors: dict[str, torch.Tensor] = {}
-        for key, name in (
-            ("image", "image_features"),
-            ("title", "title_features"),
-            ("attributes", "attribute_features"),
-        ):
-            if key in arrays:
-                self.tensors[name] = torch.from_numpy(arrays[key].astype(np.float32))
-        self.tensors["attribute_mask"] = torch.from_numpy(arrays["attribute_mask"])
-
-    def __len__(self) -> int:
-        return len(self.product_id)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {k: v[i] for k, v in self.tensors.items()}
-        item["product_id"] = self.product_id[i]
-        item["category_ids"] = self.category_ids[i]
-        return item
-
-
 class CatalogueDataModule(L.LightningDataModule):
     """Shards a catalogue, caches frozen-encoder features, and serves batches for fit/validate/test/predict.
+
+    The DataModule knows nothing of the model: the encoders are handed to it (``encoders``: any object with
+    ``.image_encoder`` and ``.text_encoder``, e.g. the ClipIta network; the CLI links the model's network to it).
+    They are needed only to build the feature cache (every rank of the job encodes its share of the shards in
+    ``setup``) and for the raw path's image transform.
 
     Everything it builds lives under ``work_dir`` and is reused on the next run while still valid: the shards (while
     the catalogue path and split options are unchanged) and the feature cache (while the encoders and the shards'
@@ -76,6 +55,8 @@ class CatalogueDataModule(L.LightningDataModule):
             proportional to ``count(leaf) ** -balance_power``, so rare categories are seen as often as common ones
             when ``balance_power = 1``). Feature path only.
         balance_power: strength of the category balancing (0 = uniform over products).
+        encode_workers: image-decoding worker processes per rank while building the feature cache.
+        encoders: the object holding the frozen towers (``.image_encoder`` may be None for text-only models).
     """
 
     def __init__(
@@ -96,13 +77,16 @@ class CatalogueDataModule(L.LightningDataModule):
         epoch_samples: int | None = None,
         sampler: Literal["random", "category_balanced"] = "random",
         balance_power: float = 0.5,
+        encode_workers: int = 2,
+        encoders: Any = None,
     ) -> None:
         super().__init__()
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
         if catalog != SAMPLE and not Path(catalog).is_file():
             raise FileNotFoundError(f"catalog schema {catalog!r} does not exist (or use catalog: sample)")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["encoders"])  # a network is no hyperparameter (nor checkpoint data)
+        self.encoders = encoders
         self.work_dir = Path(work_dir)
         self.shard_dir = self.work_dir / "shards" / f"seed{split_seed}"  # one split per seed, side by side
         self.features_root = self.work_dir / "features"
@@ -138,8 +122,23 @@ class CatalogueDataModule(L.LightningDataModule):
             "unseen_fraction": h.unseen_fraction,
         }
 
-    def ensure_shards(self) -> dict:
-        """Shard the catalogue unless shards made with the same request are already there and intact."""
+    def shards_ready(self) -> bool:
+        request_file = self.shard_dir / REQUEST_NAME
+        if not request_file.is_file():
+            return False
+        return json.loads(request_file.read_text()) == self._shard_request(self.catalog_path())
+
+    def ensure_shards(self, wait: bool = False, timeout_s: float = 24 * 3600) -> dict:
+        """Shard the catalogue unless shards made with the same request are already there and intact.
+
+        ``wait=True`` (ranks other than 0 of a job launched all at once) waits for rank 0's shards instead.
+        """
+        if wait:
+            deadline = time.monotonic() + timeout_s
+            while not self.shards_ready():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no shards appeared in {str(self.shard_dir)!r} for {timeout_s:.0f}s")
+                time.sleep(2)
         catalog = self.catalog_path()
         request = self._shard_request(catalog)
         request_file = self.shard_dir / REQUEST_NAME
@@ -157,46 +156,64 @@ class CatalogueDataModule(L.LightningDataModule):
         request_file.write_text(json.dumps(request, indent=2))
         return manifest
 
-    def encoders(self):
-        """The model's (image, text) encoders, from the LightningModule this DataModule is trained with."""
-        module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
-        model = getattr(module, "net", None)
-        if model is None:
-            raise RuntimeError(
-                "use_features needs the LightningModule's encoders: attach this DataModule to a Trainer"
+    def towers(self) -> tuple[Any, Any]:
+        """``(image_encoder, text_encoder)`` of the ``encoders`` object (a clear error when none was given)."""
+        holder = self.encoders
+        if holder is None:  # legacy callers that attach the DataModule to a Trainer without passing encoders
+            module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+            holder = getattr(module, "net", None)
+            holder = getattr(module, "model", None) if holder is None else holder
+        if holder is None or not hasattr(holder, "text_encoder"):
+            raise ValueError(
+                "the DataModule needs `encoders` (an object with .image_encoder and .text_encoder, e.g. the ClipIta "
+                "network) to build the feature cache or to transform raw images; pass encoders=<network>"
             )
-        return model.image_encoder, model.text_encoder
+        return getattr(holder, "image_encoder", None), holder.text_encoder
 
     def prepare_data(self) -> None:
-        manifest = self.ensure_shards()
-        if self.hparams.use_features:
-            image_encoder, text_encoder = self.encoders()
-            build_feature_cache(
-                str(self.shard_dir),
-                manifest,
-                text_encoder,
-                str(self.features_root),
-                image_encoder,
-                batch_size=self.hparams.encode_batch_size,
-            )
+        self.ensure_shards()  # local rank 0 only; the features are encoded by every rank in setup
+
+    def _rank(self) -> tuple[int, int, Any]:
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return 0, 1, None
+        return trainer.global_rank, trainer.world_size, trainer.strategy.barrier
+
+    def _feature_device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def setup(self, stage: str | None = None) -> None:
         if self.manifest is None:
+            if not self.shards_ready():  # setup without prepare_data (a bare DataModule)
+                self.ensure_shards(wait=self._rank()[0] != 0)
             self.manifest = load_manifest(str(self.shard_dir), check_hashes=False)
             self.tree = CategoryTree.from_json(self.manifest["tree"]["paths"])
         if self.hparams.use_features and not self.datasets:
-            image_encoder, text_encoder = self.encoders()
-            folders = build_feature_cache(  # only finds the fresh caches prepare_data made (no re-encoding)
+            image_encoder, text_encoder = self.towers()
+            rank, world_size, barrier = self._rank()
+            device = self._feature_device()
+            for tower in (image_encoder, text_encoder):
+                if tower is not None:
+                    tower.to(device)
+            stores = encode_features(
                 str(self.shard_dir),
                 self.manifest,
-                text_encoder,
                 str(self.features_root),
                 image_encoder,
-                progress=False,
+                text_encoder,
+                batch_size=self.hparams.encode_batch_size,
+                num_workers=self.hparams.encode_workers,
+                rank=rank,
+                world_size=world_size,
+                barrier=barrier,
+                progress=os.environ.get("CLIPITA_QUIET") is None,
             )
             for split in SPLITS:
-                ids = split_product_ids(self.manifest, str(self.shard_dir), split)
-                self.datasets[split] = FeatureDataset(load_features(folders, ids), self.tree)
+                info = self.manifest["splits"][split]
+                files = info.get("shard_files", {})
+                shards = [(name, int(files[name]["count"])) for name in info["shards"]]
+                self.datasets[split] = FeatureSplit(stores, shards, self.tree)
 
     # ---------------------------------------------------------------------------------------------- metadata
     @property
@@ -211,9 +228,25 @@ class CatalogueDataModule(L.LightningDataModule):
     def train_category_ids(self) -> list[int]:
         """Table ids of every category (any level) that has a product in the train split."""
         seen: set[int] = set()
-        for path in self.manifest["splits"]["train"]["per_category"]:
-            seen.update(self.tree.ancestor_ids(parse_path(path)))
+        train = self.manifest["splits"]["train"]
+        if "category_counts" in train:  # the paths themselves (a level name may contain " > ")
+            paths = [tuple(path) for path, _ in train["category_counts"]]
+        else:  # manifests written before category_counts existed
+            paths = [parse_path(path) for path in train["per_category"]]
+        for path in paths:
+            seen.update(self.tree.ancestor_ids(path))
         return sorted(seen)
+
+    @property
+    def modalities_present(self) -> list[str]:
+        """Modalities at least one product of the catalogue has (``image`` always; ``title``, ``attributes``,
+        ``description`` when some product has one), from the manifest."""
+        return modalities_present(self.manifest) if self.manifest else []
+
+    @property
+    def modality_counts(self) -> dict[str, dict[str, int]]:
+        """Per modality, how many products have it and how many lack it (``{}`` for old manifests)."""
+        return dict(self.manifest.get("modalities", {})) if self.manifest else {}
 
     def split_size(self, split: str) -> int:
         return int(self.manifest["splits"][split]["count"])
@@ -222,7 +255,10 @@ class CatalogueDataModule(L.LightningDataModule):
     def _raw_loader(self, split: str, training: bool) -> Any:
         from datamodules.shard_pipeline import build_shard_pipeline
 
-        transform = self.trainer.lightning_module.net.image_encoder.transform
+        image_encoder, _ = self.towers()
+        if image_encoder is None:
+            raise ValueError("the raw path needs an image encoder (its transform decodes the shards' images)")
+        transform = image_encoder.transform
         batch_size = self.hparams.batch_size if training else self.hparams.eval_batch_size
         return build_shard_pipeline(
             shard_urls(self.manifest, str(self.shard_dir), split),
@@ -247,8 +283,7 @@ class CatalogueDataModule(L.LightningDataModule):
         if training:
             weights = None
             if self.hparams.sampler == "category_balanced":
-                ids = dataset.category_ids
-                leaves = ids.gather(1, (ids >= 0).sum(1, keepdim=True) - 1)[:, 0]
+                leaves = dataset.category_nodes  # each product's own node (its leaf)
                 counts = torch.bincount(leaves, minlength=len(self.tree)).float()
                 weights = counts[leaves] ** -self.hparams.balance_power
             sampler = EpochSeededSampler(len(dataset), seed=self.hparams.split_seed, weights=weights)

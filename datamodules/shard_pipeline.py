@@ -44,7 +44,6 @@ Example:
 from __future__ import annotations
 
 import io
-import json
 import math
 import multiprocessing
 import os
@@ -63,6 +62,7 @@ from PIL import Image
 from torch import Tensor
 
 from datamodules.category_tree import CategoryTree, format_path
+from datamodules.records import decode_sample
 
 ImageTransform = Callable[[Image.Image], Tensor]
 
@@ -193,21 +193,13 @@ def decode_record(sample: Mapping[str, Any], transform: ImageTransform) -> dict[
             raise KeyError(f"record has no {' or '.join(missing)} field (fields: {sorted(sample)})")
         with Image.open(io.BytesIO(sample["jpg"])) as raw:
             image = raw.convert("RGB")
-        record = json.loads(sample["json"])
-        category = tuple(str(part) for part in record["category"])
-        if not category:
-            raise ValueError("empty category path")
-        attributes = {
-            str(name): str(value)
-            for name, value in (record.get("attributes") or {}).items()
-            if value is not None and value != ""
-        }
+        record = decode_sample(sample)  # the one record codec: original id, category as a tuple of names
         return {
             "image": transform(image),
-            "title": str(record.get("title") or ""),
-            "attributes": attributes,
-            "product_id": str(record.get("id", key)),
-            "category_path": category,
+            "title": record.title,
+            "attributes": dict(record.attributes),
+            "product_id": record.id,
+            "category_path": record.category,
         }
     except Exception as exc:
         raise ShardDecodeError(
@@ -223,7 +215,8 @@ def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) ->
         tree: The category table; ``category_ids`` index into it.
 
     Returns:
-        ``image`` float ``[B,3,H,W]``, ``title`` ``list[str]``, ``attributes`` ``list[dict]``, ``product_id``
+        ``image`` float ``[B,3,H,W]``, ``title`` ``list[str]`` (``""`` when missing), ``title_mask`` bool ``[B]``
+        (True = the product has a title), ``attributes`` ``list[dict]``, ``product_id``
         ``list[str]``, ``category_ids`` LongTensor ``[B, L]`` (ancestor per level, ``-1`` padded) and
         ``category_path`` ``list[tuple[str, ...]]``.
     """
@@ -239,6 +232,7 @@ def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) ->
         # the batch is handed to the main process.
         "image": torch.utils.data.default_collate([s["image"] for s in samples]),
         "title": [s["title"] for s in samples],
+        "title_mask": torch.tensor([bool(s["title"]) for s in samples], dtype=torch.bool),
         "attributes": [dict(s["attributes"]) for s in samples],
         "product_id": [s["product_id"] for s in samples],
         "category_ids": torch.from_numpy(tree.ancestor_matrix(paths)),

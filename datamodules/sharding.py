@@ -1,30 +1,27 @@
 """Catalogue -> WebDataset shards + ``manifest.json``, with every input row either sharded or reported.
 
-``clipita shard`` calls :func:`shard_catalogue`. The split is reproducible from ``seed``:
-
-1. ``unseen_fraction`` of the leaf categories (rounded up; at least one when there are two or more leaves, never
-   all of them) are held out as *unseen*: all their products go to ``test``, none to ``train``/``val``.
-2. The other products are split per category path into ``train``/``val``/``test`` by ``val_fraction`` and
-   ``test_fraction`` (stratified; a category's expected share is rounded at random, and every category keeps
-   at least one product in ``train``).
+``clipita shard`` calls :func:`shard_catalogue`. The split is reproducible from ``seed`` (see
+:mod:`datamodules.splits`: drawn with an unseen-leaf hold-out, or the catalogue's own split folders).
 
 Within a split, records are written in a seeded random order, ``shard_size`` per tar file
-(``{split}-{NNNNNN}.tar``). Each record is ``__key__`` = product id, ``jpg`` = the image bytes, ``json`` =
-``{"id", "title", "attributes", "category", "split"}`` (see ARCHITECTURE.md).
+(``{split}-{NNNNNN}.tar``), each through the one record codec :mod:`datamodules.records` (``__key__`` = a
+reversible safe encoding of the product id, ``jpg`` = the image bytes, ``json`` = ``{"id", "title",
+"attributes", "category", "split"}`` plus ``"description"`` when there is one; see ARCHITECTURE.md).
+
+The manifest also records how many products lack each modality (``modalities``, ``modalities_present``) and
+the leakage guard's measurement (``leakage``, :mod:`datamodules.leakage`). No product surviving the checks is
+an error (:class:`NoProductsError`) naming the top skip reasons.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
-import re
 import sys
 import time
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,120 +36,90 @@ from datamodules.catalogue import (
     printable,
     read_catalogue,
 )
-from datamodules.category_tree import CategoryPath, CategoryTree, format_path
+from datamodules.category_tree import CategoryTree, format_path
+from datamodules.leakage import describe_leakage, leakage_report
+from datamodules.manifest import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    SHARD_NAME,
+    ManifestError,
+    load_manifest,
+    modalities_present,
+    sha256_file,
+    shard_urls,
+)
+from datamodules.records import ShardRecord, encode_sample
+from datamodules.splits import SPLITS, assign_splits, choose_unseen, own_splits
 
 __all__ = [
     "CatalogueError",
     "ManifestError",
+    "NoProductsError",
     "SPLITS",
     "MANIFEST_NAME",
-    "shard_catalogue",
-    "write_shards",
+    "assign_splits",
+    "choose_unseen",
     "load_manifest",
+    "modalities_present",
+    "shard_catalogue",
     "shard_urls",
+    "summarize",
+    "write_shards",
 ]
 
-SPLITS = ("train", "val", "test")
-MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
-SHARD_NAME = re.compile(r"^(train|val|test)-\d{6}\.tar$")
-_REQUIRED_KEYS = ("version", "content_hash", "input_rows", "sharded", "skipped", "tree", "splits")
+MODALITIES = ("image", "title", "attributes", "description")
 
 
-class ManifestError(ValueError):
-    """A shard folder's manifest is missing or invalid, or does not match the shard files on disk."""
+class NoProductsError(CatalogueError):
+    """No row of the catalogue survived the checks; the message names the top reasons with counts."""
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Splitting
+def _no_products_message(schema: CatalogueSchema, skipped: list[RawRecord]) -> str:
+    if not skipped:
+        where = schema.table if schema.layout == "table" else schema.image_root
+        return f"catalogue {schema.name!r} has no products: {where!r} holds no rows (or no images)"
+    by_kind = Counter(r.problems[0].kind for r in skipped)
+    example = {}
+    for r in skipped:
+        example.setdefault(r.problems[0].kind, r)
+    top = ", ".join(
+        f"{n:,} {kind.replace('_', ' ')} (e.g. {example[kind].describe()})"
+        for kind, n in by_kind.most_common(3)
+    )
+    return f"no product of catalogue {schema.name!r} survived the checks: all {len(skipped):,} rows were skipped: {top}"
 
 
-def choose_unseen(leaves: Sequence[CategoryPath], fraction: float, rng: random.Random) -> list[CategoryPath]:
-    """Pick ``ceil(fraction * len(leaves))`` leaves (at least 1 when there are >= 2 leaves, never all).
-
-    Args:
-        leaves: The leaf categories (any order; they are sorted first so the pick depends on ``rng`` only).
-        fraction: Share of leaves to hold out; 0 holds out none.
-        rng: Random source.
-    """
-    leaves = sorted(set(leaves))
-    if fraction <= 0 or len(leaves) < 2:
-        return []
-    k = min(max(1, math.ceil(fraction * len(leaves) - 1e-9)), len(leaves) - 1)
-    return sorted(rng.sample(leaves, k))
+def _shard_record(record: RawRecord, split: str) -> ShardRecord:
+    return ShardRecord(
+        id=record.id,
+        category=tuple(record.category),
+        title=record.title,
+        attributes=dict(record.attributes),
+        split=split,
+        description=record.description,
+    )
 
 
-def assign_splits(
-    records: Sequence[RawRecord],
-    unseen: set[CategoryPath],
-    val_fraction: float,
-    test_fraction: float,
-    rng: random.Random,
-) -> dict[str, list[RawRecord]]:
-    """Split good records into train/val/test: unseen categories to test, the rest stratified by category.
-
-    Args:
-        records: Good records, in input order.
-        unseen: Category paths whose products all go to ``test``.
-        val_fraction: Expected share of each seen category going to ``val``.
-        test_fraction: Expected share of each seen category going to ``test``.
-        rng: Random source.
-
-    Returns:
-        split -> records, each list in a seeded random order.
-    """
-    out: dict[str, list[RawRecord]] = {s: [] for s in SPLITS}
-    by_category: dict[CategoryPath, list[RawRecord]] = defaultdict(list)
-    for record in records:
-        by_category[record.category].append(record)
-    for category in sorted(by_category):
-        group = by_category[category]
-        if category in unseen:
-            out["test"].extend(group)
-            continue
-        group = list(group)
-        rng.shuffle(group)
-        n = len(group)
-
-        def share(fraction: float, n: int = n) -> int:
-            exact = n * fraction
-            return int(exact) + (1 if rng.random() < exact - int(exact) else 0)
-
-        n_val, n_test = share(val_fraction), share(test_fraction)
-        while n_val + n_test > n - 1 and n_val + n_test > 0:  # keep at least one product in train
-            if n_test >= n_val:
-                n_test -= 1
-            else:
-                n_val -= 1
-        out["val"].extend(group[:n_val])
-        out["test"].extend(group[n_val : n_val + n_test])
-        out["train"].extend(group[n_val + n_test :])
-    for split in SPLITS:
-        rng.shuffle(out[split])
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _record_json(record: RawRecord, split: str) -> bytes:
-    meta = {
-        "id": record.id,
-        "title": record.title,
-        "attributes": record.attributes,
-        "category": list(record.category),
-        "split": split,
+def _modalities(good: list[RawRecord]) -> dict[str, dict[str, int]]:
+    present = {
+        "image": len(good),
+        "title": sum(bool(r.title) for r in good),
+        "attributes": sum(bool(r.attributes) for r in good),
+        "description": sum(bool(r.description) for r in good),
     }
-    return json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return {m: {"present": present[m], "missing": len(good) - present[m]} for m in MODALITIES}
+
+
+def _leakage_fields(schema: CatalogueSchema, record: RawRecord) -> dict[str, str]:
+    product_id = record.id
+    if schema.layout == "folder_tree":  # the folders are the category: only the file name can leak
+        product_id = os.path.splitext(product_id.rsplit("/", 1)[-1])[0]
+    return {
+        "title": record.title,
+        "attributes": " ; ".join(record.attributes.values()),
+        "description": record.description,
+        "id": product_id,
+    }
 
 
 def _image_bytes(record: RawRecord) -> bytes:
@@ -161,12 +128,12 @@ def _image_bytes(record: RawRecord) -> bytes:
         data = jpeg_bytes(record.image_path, record.image_format)
     except Exception as exc:
         raise CatalogueError(
-            f"row {record.row} (id {record.id!r}): image could not be re-read: {exc}"
+            f"row {record.row} (id {printable(record.id)!r}): image could not be re-read: {exc}"
         ) from exc
     if record.image_format in ("JPEG", "MPO") and record.image_sha256 is not None:
         if hashlib.sha256(data).hexdigest() != record.image_sha256:
             raise CatalogueError(
-                f"row {record.row} (id {record.id!r}): image {record.image_path!r} changed while sharding"
+                f"row {record.row} (id {printable(record.id)!r}): image {record.image_path!r} changed while sharding"
             )
     return data
 
@@ -187,7 +154,7 @@ def _skipped_entry(record: RawRecord) -> dict[str, Any]:
     }
 
 
-def write_shards(
+def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
     schema: CatalogueSchema,
     output_dir: str,
     shard_size: int = 1000,
@@ -198,21 +165,26 @@ def write_shards(
     on_error: Literal["skip", "fail"] = "skip",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Shard the catalogue described by ``schema`` (:func:`shard_catalogue` for a schema given in Python).
+    """Shard the catalogue described by ``schema`` (:func:`shard_catalogue` for a schema given in a YAML file).
 
     Args:
         schema: The catalogue to shard.
         output_dir: Folder to write the shards and ``manifest.json`` into (created if needed).
         shard_size: Products per tar file.
         seed: Seed of the unseen-category choice, the split and the order of records in the shards.
-        val_fraction: Share of each seen category's products that goes to ``val``.
-        test_fraction: Share of each seen category's products that goes to ``test``.
-        unseen_fraction: Share of leaf categories held out entirely (their products all go to ``test``).
+        val_fraction: Share of each seen category's products that goes to ``val`` (not with ``split_folders``).
+        test_fraction: Share of each seen category's products that goes to ``test`` (not with ``split_folders``).
+        unseen_fraction: Share of leaf categories held out entirely (their products all go to ``test``); with
+            ``split_folders`` the unseen leaves are those with no product in ``train`` instead.
         on_error: ``skip`` bad rows (listed in the manifest) or ``fail`` at the first one.
         progress: Show progress bars.
 
     Returns:
         The manifest (as written to ``manifest.json``).
+
+    Raises:
+        NoProductsError: No row survived the checks (nothing is written).
+        CatalogueError: The catalogue cannot be read, or ``on_error="fail"`` and a row is bad.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -230,8 +202,9 @@ def write_shards(
     # 1. Read and check every record.
     good: list[RawRecord] = []
     skipped: list[RawRecord] = []
+    reader_stats: dict[str, Any] = {}
     reading = tqdm(
-        read_catalogue(schema),
+        read_catalogue(schema, stats=reader_stats),
         desc=f"checking {schema.name}",
         unit=" rows",
         disable=not progress,
@@ -245,14 +218,19 @@ def write_shards(
             raise CatalogueError(f"{schema.name}: bad record at {record.describe()}")
         skipped.append(record)
     input_rows = len(good) + len(skipped)
+    if not good:
+        raise NoProductsError(_no_products_message(schema, skipped))
 
     # 2. Split.
     rng = random.Random(seed)
-    tree = CategoryTree.from_paths(r.category for r in good) if good else CategoryTree([])
-    leaves = [tree.paths[i] for i in tree.leaves]
-    product_paths = {r.category for r in good}
-    unseen = choose_unseen([p for p in leaves if p in product_paths], unseen_fraction, rng)
-    splits = assign_splits(good, set(unseen), val_fraction, test_fraction, rng)
+    tree = CategoryTree.from_paths(r.category for r in good)
+    if schema.split_folders:
+        splits, unseen = own_splits(good, rng)
+    else:
+        leaves = [tree.paths[i] for i in tree.leaves]
+        product_paths = {r.category for r in good}
+        unseen = choose_unseen([p for p in leaves if p in product_paths], unseen_fraction, rng)
+        splits = assign_splits(good, set(unseen), val_fraction, test_fraction, rng)
 
     # 3. Write shards, split by split, and hash what was written.
     out = Path(output_dir)
@@ -269,25 +247,26 @@ def write_shards(
             chunk = records[start : start + shard_size]
             with wds.TarWriter(str(out / name), mtime=0, encoder=False) as sink:
                 for record in chunk:
-                    meta = _record_json(record, split)
-                    image = _image_bytes(record)
-                    sink.write({"__key__": record.id, "jpg": image, "json": meta})
+                    sample = encode_sample(_shard_record(record, split), _image_bytes(record))
+                    sink.write(sample)
                     content.update(record.id.encode("utf-8") + b"\0")
-                    content.update(meta + b"\0")
-                    content.update(hashlib.sha256(image).hexdigest().encode("ascii") + b"\n")
+                    content.update(sample["json"] + b"\0")
+                    content.update(hashlib.sha256(sample["jpg"]).hexdigest().encode("ascii") + b"\n")
                     bar.update(1)
             path = out / name
-            files[name] = {"count": len(chunk), "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
-        per_category = Counter(format_path(r.category) for r in records)
+            files[name] = {"count": len(chunk), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        per_category = Counter(format_path(r.category) for r in records)  # display strings, for people
+        category_counts = Counter(r.category for r in records)  # the paths themselves, for programs
         split_info[split] = {
             "count": len(records),
             "shards": list(files),
             "shard_files": files,
             "per_category": dict(sorted(per_category.items())),
+            "category_counts": [[list(p), n] for p, n in sorted(category_counts.items())],
         }
     bar.close()
 
-    depth = tree.max_depth if len(tree) else 0
+    modalities = _modalities(good)
     manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "created_by": "clipita shard",
@@ -295,15 +274,20 @@ def write_shards(
         "content_hash": content.hexdigest(),
         "seed": seed,
         "fractions": {"val": val_fraction, "test": test_fraction, "unseen": unseen_fraction},
+        "split_source": "folders" if schema.split_folders else "drawn",
         "shard_size": shard_size,
         "input_rows": input_rows,
         "sharded": len(good),
         "skipped": [_skipped_entry(r) for r in skipped],
         "skipped_by_kind": dict(sorted(Counter(r.problems[0].kind for r in skipped).items())),
-        "tree": {"levels": schema.level_names(depth), "paths": tree.to_json()},
+        "tree": {"levels": schema.level_names(tree.max_depth), "paths": tree.to_json()},
         "unseen_categories": [list(p) for p in unseen],
         "splits": split_info,
         "attribute_names": list(schema.attribute_columns),
+        "modalities": modalities,
+        "modalities_present": [m for m in MODALITIES if modalities[m]["present"]],
+        "leakage": leakage_report((r.category, _leakage_fields(schema, r)) for r in good),
+        "reader": reader_stats,
     }
     tmp = out / (MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -325,6 +309,17 @@ def summarize(manifest: dict[str, Any], output_dir: str, seconds: float | None =
         f"{manifest['schema'].get('name', '?')!r} into {output_dir}: {', '.join(parts)}; "
         f"{len(manifest['unseen_categories'])} unseen leaf categories are in test only."
     )
+    modalities = manifest.get("modalities")
+    if modalities:
+        lacking = [
+            f"{info['missing']:,} lack {name if name != 'attributes' else 'attributes'}"
+            for name, info in modalities.items()
+            if name != "image" and info["missing"] and (name != "description" or info["present"])
+        ]
+        if lacking:
+            text += f" Of {manifest['sharded']:,} products, {', '.join(lacking)}."
+    if manifest.get("leakage"):
+        text += " " + describe_leakage(manifest["leakage"])
     if manifest["skipped"]:
         reasons = ", ".join(
             f"{n:,} {kind.replace('_', ' ')}" for kind, n in manifest["skipped_by_kind"].items()
@@ -350,7 +345,7 @@ def shard_catalogue(
 ) -> dict[str, Any]:
     """Turn a catalogue into WebDataset shards ``{split}-NNNNNN.tar`` plus ``manifest.json``.
 
-    Every row is checked (image fully decoded, title, category, id); bad rows are skipped and listed in the
+    Every row is checked (image fully decoded, category, id); bad rows are skipped and listed in the
     manifest with their row number, id and reason, so ``sharded + len(skipped) == input_rows``. Earlier shards
     and manifest in ``output_dir`` are replaced. Prints a one-paragraph summary and returns the manifest.
 
@@ -369,6 +364,8 @@ def shard_catalogue(
         The manifest (as written to ``manifest.json``).
 
     Raises:
+        NoProductsError: No row survived the checks; the message names the top skip reasons with counts.
+        CatalogueFileNotFoundError: The schema, table or image folder does not exist.
         CatalogueError: The catalogue cannot be read, or ``on_error="fail"`` and a row is bad (the message names
             its row, id and reason).
     """
@@ -384,78 +381,3 @@ def shard_catalogue(
         on_error=on_error,
         progress=progress,
     )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading back
-
-
-def load_manifest(shard_dir: str, check_hashes: bool = True) -> dict[str, Any]:
-    """Read ``manifest.json`` from ``shard_dir`` and check it against the shard files on disk.
-
-    Args:
-        shard_dir: Folder written by :func:`shard_catalogue`.
-        check_hashes: Also recompute each shard's sha256 (sizes are always checked).
-
-    Raises:
-        ManifestError: The manifest is missing, is not valid JSON, lacks required keys, or a shard it lists is
-            missing or differs in size or sha256 from what was written; the message names the file.
-    """
-    folder = Path(shard_dir)
-    path = folder / MANIFEST_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"no {MANIFEST_NAME} in {str(folder)!r}: run `clipita shard` first") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read {str(path)!r}: {exc}") from exc
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"{str(path)!r} must hold a JSON object")
-    missing = [k for k in _REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise ManifestError(f"{str(path)!r} lacks required keys {missing}")
-    if manifest["version"] != MANIFEST_VERSION:
-        raise ManifestError(f"{str(path)!r} has version {manifest['version']!r}; expected {MANIFEST_VERSION}")
-    splits = manifest["splits"]
-    if not isinstance(splits, dict) or any(s not in splits for s in SPLITS):
-        raise ManifestError(f"{str(path)!r}: 'splits' must have entries {list(SPLITS)}")
-    for split in SPLITS:
-        info = splits[split]
-        try:
-            names, files = info["shards"], info["shard_files"]
-        except (TypeError, KeyError) as exc:
-            raise ManifestError(f"{str(path)!r}: split {split!r} lacks {exc}") from None
-        for name in names:
-            shard = folder / name
-            expected = files.get(name) if isinstance(files, dict) else None
-            if not isinstance(expected, dict) or "bytes" not in expected or "sha256" not in expected:
-                raise ManifestError(f"{str(path)!r} records no size/sha256 for shard {name!r}")
-            if not shard.is_file():
-                raise ManifestError(f"shard {str(shard)!r} listed in {MANIFEST_NAME} is missing")
-            size = shard.stat().st_size
-            if size != expected["bytes"]:
-                raise ManifestError(
-                    f"shard {str(shard)!r} has {size:,} bytes; {MANIFEST_NAME} recorded {expected['bytes']:,}"
-                )
-            if check_hashes and _sha256_file(shard) != expected["sha256"]:
-                raise ManifestError(
-                    f"shard {str(shard)!r} does not match the sha256 recorded in {MANIFEST_NAME}"
-                )
-    return manifest
-
-
-def shard_urls(manifest: dict[str, Any], shard_dir: str, split: str) -> list[str]:
-    """Paths of the shards of ``split`` (empty when the split has no products).
-
-    Args:
-        manifest: From :func:`load_manifest`.
-        shard_dir: The folder holding the shards.
-        split: ``train``, ``val`` or ``test``.
-    """
-    if split not in manifest["splits"]:
-        raise ValueError(f"unknown split {split!r}; the manifest has {sorted(manifest['splits'])}")
-    return [str(Path(shard_dir) / name) for name in manifest["splits"][split]["shards"]]

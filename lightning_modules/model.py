@@ -267,6 +267,8 @@ class ClipIta(nn.Module):
             features["image"] = self.image_features(batch)
         if "title" in self.modalities:
             features["title"] = self.title_features(batch)
+            if batch.get("title_mask") is not None:  # False = the product has no title (a zero vector)
+                present["title"] = batch["title_mask"].to(features["title"].device).bool()
         if "attributes" in self.modalities:
             features["attributes"], present["attributes"] = self.attribute_features(batch)
         dtype = next(self.fusion.parameters()).dtype

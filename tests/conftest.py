@@ -69,6 +69,16 @@ socket.socket.connect_ex = _guarded_connect_ex
 socket.getaddrinfo = _guarded_getaddrinfo
 
 
+def pytest_configure(config):
+    """Load the hypothesis profile before test modules are imported: ``fuzz`` when asked for by
+    ``HYPOTHESIS_PROFILE=fuzz`` or by selecting the fuzz-marked tests (``-m fuzz``), else the derandomised ``ci``."""
+    import hypothesis_profiles
+
+    markexpr = config.getoption("markexpr", default="") or ""
+    wants_fuzz = "fuzz" in markexpr and "not fuzz" not in markexpr
+    hypothesis_profiles.load("fuzz" if wants_fuzz else None)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

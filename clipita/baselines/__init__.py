@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from .bm25 import bm25_scores
 from .gallery import TestGallery, load_test_gallery
-from .harness import BaselineResult, evaluate_scores
+from .harness import BaselineNotRun, BaselineResult, evaluate_scores
 from .image_zero_shot import image_zero_shot_scores
 from .random_scores import random_scores
-from .registry import BASELINES, BaselineNotRun, run_baseline
+from .registry import BASELINES, run_baseline
 from .title_zero_shot import title_zero_shot_scores
 
 __all__ = [

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .gallery import TestGallery
+from .harness import BaselineNotRun
 
 StemmerName = Literal["plural", "none"]
 
@@ -97,5 +98,10 @@ def bm25_scores(
         b: BM25 length normalisation.
         method: ``bm25s`` scoring variant.
         stemmer: ``plural`` or ``none``.
+
+    Raises:
+        BaselineNotRun: no test product has a title.
     """
+    if not gallery.has_titles:
+        raise BaselineNotRun("the catalogue has no titles (bm25 ranks products by their titles)")
     return bm25_texts(gallery.query_texts, gallery.titles, k1=k1, b=b, method=method, stemmer=stemmer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 import webdataset as wds
 
 from datamodules.category_tree import CategoryTree
+from datamodules.records import decode_sample
 from datamodules.sharding import shard_urls
 
 
@@ -31,6 +31,7 @@ class TestGallery:
         shard_urls: the test shards (raw images for image-text baselines).
         metric_kwargs: the module's test-metric settings (``ks``, ``max_rank``, ``relevance``...).
         split_seed: the DataModule's split seed.
+        leakage: the shard manifest's leakage-guard report (``{}`` when unknown).
     """
 
     tree: CategoryTree
@@ -44,6 +45,7 @@ class TestGallery:
     shard_urls: list[str] = field(default_factory=list)
     metric_kwargs: dict[str, Any] = field(default_factory=dict)
     split_seed: int = 0
+    leakage: dict[str, Any] = field(default_factory=dict)
 
     __test__ = False  # not a pytest test class, whatever its name
 
@@ -54,6 +56,11 @@ class TestGallery:
     @property
     def num_products(self) -> int:
         return len(self.product_ids)
+
+    @property
+    def has_titles(self) -> bool:
+        """Whether any test product has a title (an image-only catalogue or a folder tree has none)."""
+        return any(self.titles)
 
     def records(self) -> Iterator[dict]:
         """The raw test records (``__key__``, ``jpg`` bytes, ``json`` bytes) in gallery order."""
@@ -72,7 +79,8 @@ class TestGallery:
         urls = shard_urls(datamodule.manifest, str(datamodule.shard_dir), "test")
         titles: dict[str, str] = {}
         for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-            titles[sample["__key__"]] = json.loads(sample["json"])["title"]
+            record = decode_sample(sample)  # the record codec: original id, "" when there is no title
+            titles[record.id] = record.title
         product_ids = list(dataset.product_id)
         missing = [p for p in product_ids if p not in titles]
         if missing:
@@ -98,6 +106,7 @@ class TestGallery:
                 "ap_normalization": metric.ap_normalization,
             },
             split_seed=int(datamodule.hparams.split_seed),
+            leakage=dict((datamodule.manifest or {}).get("leakage") or {}),
         )
 
 

@@ -11,6 +11,11 @@ from lightning_modules.metrics import CategoryRetrievalMetrics
 from .gallery import TestGallery
 
 
+class BaselineNotRun(RuntimeError):
+    """The baseline cannot run in this environment (e.g. no image-text model offline); the message says why and is
+    reported in the leaderboard instead of a number."""
+
+
 @dataclass
 class BaselineResult:
     """What one baseline produced on one test gallery, shaped like a tested ``ClipItaModule``.

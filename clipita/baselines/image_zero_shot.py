@@ -8,8 +8,10 @@ import io
 import torch
 import torch.nn.functional as F
 
+from datamodules.records import sample_id
+
 from .gallery import TestGallery
-from .registry import BaselineNotRun
+from .harness import BaselineNotRun
 
 NO_MODEL = "no image-text model offline"
 
@@ -70,7 +72,7 @@ def image_zero_shot_scores(
             rows.clear()
 
     for sample in gallery.records():
-        rows.append(order[sample["__key__"]])
+        rows.append(order[sample_id(sample)])
         batch.append(preprocess(Image.open(io.BytesIO(sample["jpg"])).convert("RGB")))
         if len(batch) == batch_size:
             flush()

@@ -1,4 +1,4 @@
-"""Baselines by name, and the one exception a baseline raises when it cannot run here."""
+"""Baselines by name."""
 
 from __future__ import annotations
 
@@ -7,18 +7,14 @@ from typing import Any
 
 import torch
 
-
-class BaselineNotRun(RuntimeError):
-    """The baseline cannot run in this environment (e.g. no image-text model offline); the message says why and is
-    reported in the leaderboard instead of a number."""
+from .bm25 import bm25_scores
+from .harness import evaluate_scores
+from .image_zero_shot import image_zero_shot_scores
+from .random_scores import random_scores
+from .title_zero_shot import title_zero_shot_scores
 
 
 def _registry() -> dict[str, Callable[..., torch.Tensor]]:
-    from .bm25 import bm25_scores
-    from .image_zero_shot import image_zero_shot_scores
-    from .random_scores import random_scores
-    from .title_zero_shot import title_zero_shot_scores
-
     return {
         "random": random_scores,
         "bm25": bm25_scores,
@@ -45,8 +41,6 @@ def run_baseline(kind: str, gallery: Any, options: dict[str, Any] | None = None)
         ValueError: unknown ``kind``.
         BaselineNotRun: the baseline cannot run here.
     """
-    from .harness import evaluate_scores
-
     registry = _registry()
     if kind not in registry:
         raise ValueError(f"unknown baseline {kind!r}; expected one of {list(BASELINES)}")

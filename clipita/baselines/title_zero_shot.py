@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .gallery import TestGallery
+from .harness import BaselineNotRun
 
 
 def cosine_scores(queries: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
@@ -22,7 +23,12 @@ def title_zero_shot_scores(gallery: TestGallery) -> torch.Tensor:
 
     Args:
         gallery: the test gallery (needs ``title_features``, i.e. a feature-cache DataModule).
+
+    Raises:
+        BaselineNotRun: no test product has a title.
     """
+    if not gallery.has_titles:
+        raise BaselineNotRun("the catalogue has no titles (title_zero_shot ranks products by their titles)")
     if gallery.title_features is None:
         raise ValueError("title_zero_shot needs cached title features (data.use_features: true)")
     return cosine_scores(gallery.query_text_features, gallery.title_features)

@@ -48,6 +48,33 @@ def significance_floor(spec: LeaderboardSpec, family_size: int) -> float | None:
     return min(1.0, 2.0 / (spec.n_resamples + 1) * max(1, family_size))
 
 
+def leaked_rows(run: LeaderboardRun) -> list[str]:
+    """Rows that read a product text field the shard manifest's leakage guard flagged."""
+    flagged = set(run.leakage.get("flagged_fields") or [])
+    return [r.name for r in run.spec.rows if flagged & set(run.row_text.get(r.name, []))]
+
+
+def leakage_warning(run: LeaderboardRun) -> list[str]:
+    """The warning printed above the result tables when rows read text that names the products' own category."""
+    rows = leaked_rows(run)
+    if not rows:
+        return []
+    fields = run.leakage.get("fields", {})
+    measured = "; ".join(
+        f"{f}: {fields[f]['share']:.0%} of products, {fields[f]['leaves_leaking']} of {fields[f]['leaves']} leaves"
+        for f in run.leakage.get("flagged_fields", [])
+        if f in fields
+    )
+    return [
+        f"**Warning: label leakage.** The product text names the product's own leaf category ({measured}). "
+        f"Rows reading that text ({', '.join(rows)}; marked {LEAK_MARK}) are scored partly on the leaked label.",
+        "",
+    ]
+
+
+LEAK_MARK = "⚠"
+
+
 def markdown_table(run: LeaderboardRun, summary: dict, tests: dict, setting: str) -> str:
     seeds = len(run.spec.split_seeds)
     header = ["Model"]
@@ -57,8 +84,11 @@ def markdown_table(run: LeaderboardRun, summary: dict, tests: dict, setting: str
             header.append("ceil")
     header.append("queries")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    leaked = set(leaked_rows(run))
     for row in run.spec.rows:
         name = row.name + (" (ref)" if row.name == run.spec.reference else "")
+        if row.name in leaked:
+            name += f" {LEAK_MARK}"
         if row.name in run.not_run:
             lines.append("| " + " | ".join([name, run.not_run[row.name]] + [""] * (len(header) - 2)) + " |")
             continue
@@ -151,6 +181,7 @@ def write_markdown(
             "`significance.n_resamples`.",
             "",
         ]
+    lines += leakage_warning(run)
     for setting in settings_of(run):
         lines += [f"### {setting}", "", markdown_table(run, summary, tests, setting), ""]
     if run.not_run:

@@ -69,6 +69,8 @@ class LeaderboardRun:
     environment: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     partial: str = ""
+    leakage: dict[str, Any] = field(default_factory=dict)  # the shard manifest's leakage guard report
+    row_text: dict[str, list[str]] = field(default_factory=dict)  # row -> product text fields it reads
 
     @property
     def ran(self) -> list[str]:
@@ -138,6 +140,8 @@ def save_run(run: LeaderboardRun, path: str | Path) -> None:
         "wall_s": run.wall_s,
         "environment": run.environment,
         "partial": run.partial,
+        "leakage": run.leakage,
+        "row_text": run.row_text,
     }
     np.savez_compressed(path.with_suffix(".npz"), **arrays)
     path.write_text(json.dumps(document, indent=1, ensure_ascii=False))
@@ -174,4 +178,6 @@ def load_run(path: str | Path) -> LeaderboardRun:
         }
     for key in ("not_run", "command", "started", "wall_s", "environment", "partial"):
         setattr(run, key, document[key])
+    for key in ("leakage", "row_text"):  # absent from runs saved before the leakage guard
+        setattr(run, key, document.get(key) or {})
     return run

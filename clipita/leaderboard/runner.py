@@ -9,29 +9,32 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from clipita.experiment import read_fit_config, run_folder_overrides
 
 from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_per_query
 
 # (key, column label, ceiling key shown beside it)
 from .spec import ERROR_KS, LeaderboardSpec, RowSpec, resolve_path
 
+# product text each baseline reads (the leakage warning names the rows reading leaked text)
+BASELINE_TEXT = {"bm25": ("title",), "title_zero_shot": ("title",)}
 
-def _logger_overrides(config: str | None, runs_dir: Path, slug: str, seed: int) -> list[str]:
-    """Send a row's run (logs, checkpoints) to ``runs_dir/<row>/seed<k>`` whatever the config's logger says."""
-    out = ["--trainer.default_root_dir", str(runs_dir / slug / f"seed{seed}")]
-    if config is None:
-        return out
-    logger = ((yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}).get("logger")
-    if isinstance(logger, dict) and str(logger.get("class_path", "")).endswith(
-        ("CSVLogger", "TensorBoardLogger")
+
+def _manifest_leakage(datamodule: Any) -> dict[str, Any]:
+    manifest = getattr(datamodule, "manifest", None) or {}
+    return dict(manifest.get("leakage") or {})
+
+
+def _model_text(module: Any) -> list[str]:
+    """The product text fields a trained model reads: its text modalities, plus the title when it mixes in or
+    routes through the frozen title embedding."""
+    net = getattr(module, "model", module)
+    fields = [m for m in ("title", "attributes") if m in list(getattr(net, "modalities", []))]
+    if "title" not in fields and (
+        getattr(net, "zero_shot_weight", 0) or getattr(net, "route_novel_categories", False)
     ):
-        out += [
-            "--trainer.logger.init_args.save_dir", str(runs_dir),
-            "--trainer.logger.init_args.name", slug,
-            "--trainer.logger.init_args.version", f"seed{seed}",
-        ]  # fmt: skip
-    return out
+        fields.insert(0, "title")
+    return fields
 
 
 class _Runner:
@@ -40,6 +43,8 @@ class _Runner:
     def __init__(self, spec: LeaderboardSpec, overrides: Sequence[str], runs_dir: Path, log=print) -> None:
         self.spec, self.overrides, self.runs_dir, self.log = spec, list(overrides), runs_dir, log
         self.galleries: dict[tuple, Any] = {}
+        self.leakage: dict[str, Any] = {}
+        self.row_text: dict[str, list[str]] = {}
 
     def seed_overrides(self, seed: int, trained: bool) -> list[str]:
         out = ["--data.split_seed", str(seed)]
@@ -64,6 +69,8 @@ class _Runner:
         from clipita.baselines import run_baseline
 
         gallery = self.gallery(row, seed)
+        self.row_text[row.name] = list(BASELINE_TEXT.get(row.baseline, ()))
+        self.leakage = self.leakage or dict(getattr(gallery, "leakage", {}) or {})
         result = run_baseline(row.baseline, gallery, row.options)
         context = SeedContext(
             seed=seed,
@@ -88,7 +95,7 @@ class _Runner:
             ]
         else:  # a fresh run folder per row and seed (a previous leaderboard run's checkpoints are replaced)
             shutil.rmtree(self.runs_dir / row.slug / f"seed{seed}", ignore_errors=True)
-            logging = _logger_overrides(config, self.runs_dir, row.slug, seed)
+            logging = run_folder_overrides(read_fit_config(config), self.runs_dir, row.slug, f"seed{seed}")
         overrides = [
             *logging,
             *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, True),
@@ -104,6 +111,8 @@ class _Runner:
         else:
             run = fit_and_test(config, overrides)
             module, datamodule, logged = run.module, run.datamodule, run.test
+        self.row_text[row.name] = _model_text(module)
+        self.leakage = self.leakage or _manifest_leakage(datamodule)
         per_query = _numpy_per_query(module.per_query["test"])
         top = module.rankings["test"][:, : max(ERROR_KS)].cpu().numpy()
         context = _context(seed, module.query_groups, datamodule, datamodule.datasets["test"].product_id)
@@ -141,4 +150,5 @@ class _Runner:
                     )
                 out.results.setdefault(row.name, {})[seed] = result
                 gc.collect()
+        out.leakage, out.row_text = self.leakage, dict(self.row_text)
         return out

@@ -13,9 +13,11 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from clipita.experiment import NAMED_LOGGERS, read_fit_config
+
 from .spec import SweepSpec
 from .study import state_counts
-from .trial import NAMED_LOGGERS, _class_name, redirect_checkpoints
+from .trial import _class_name, redirect_checkpoints
 
 SUMMARY_METRICS = ("val/map@10", "val/all/mrr", "val/all/r_precision", "val/all/p@10", "val/all/ndcg@10")
 
@@ -46,7 +48,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_best_config(spec: SweepSpec, study: optuna.Study, path: Path, storage_url: str) -> Path:
     """Write the base config merged with the fixed overrides and the best trial's values."""
     best = study.best_trial
-    config = (yaml.safe_load(Path(spec.base_config).read_text()) if spec.base_config else None) or {}
+    config = read_fit_config(spec.base_config)
     for key, value in {**spec.overrides, **best_values(spec, best)}.items():
         set_dotted(config, key, value)
     trainer = config.get("trainer") or {}

@@ -24,7 +24,8 @@ from typing import Any
 
 import lightning as L
 import optuna
-import yaml
+
+from clipita.experiment import read_fit_config, run_folder_overrides
 
 from .space import to_overrides
 from .spec import SweepSpec
@@ -72,9 +73,6 @@ def pick_epoch(history: list[dict[str, float]], metric: str, maximize: bool, red
     return (max if maximize else min)(rows, key=lambda r: r[metric])
 
 
-NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
-
-
 def _class_name(node: Any) -> str:
     return str(node.get("class_path", "")).rsplit(".", 1)[-1] if isinstance(node, Mapping) else ""
 
@@ -100,21 +98,12 @@ def output_overrides(base_config: str | None, fixed: Mapping[str, Any], trial_di
     sets ``trainer.logger`` itself); and a checkpoint callback's fixed ``dirpath`` (the callback list is passed
     whole, since a list item cannot be overridden by key).
     """
-    out = ["--trainer.default_root_dir", str(trial_dir)]
-    config = (yaml.safe_load(Path(base_config).read_text()) if base_config else None) or {}
+    config = read_fit_config(base_config)
     trainer = config.get("trainer") or {}
-    if (
-        not any(k.startswith("trainer.logger") for k in fixed)
-        and _class_name(trainer.get("logger")) in NAMED_LOGGERS
-    ):
-        out += [
-            "--trainer.logger.init_args.save_dir",
-            str(trial_dir.parent),
-            "--trainer.logger.init_args.name",
-            trial_dir.name,
-            "--trainer.logger.init_args.version",
-            "0",
-        ]
+    if any(k.startswith("trainer.logger") for k in fixed):  # the sweep sets its own logger
+        config = {k: v for k, v in config.items() if k != "trainer"}
+    out = run_folder_overrides(config, trial_dir.parent, trial_dir.name, "0")
+    out[1] = str(trial_dir)
     callbacks = redirect_checkpoints(
         fixed.get("trainer.callbacks", trainer.get("callbacks")), str(trial_dir / "checkpoints")
     )

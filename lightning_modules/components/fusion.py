@@ -28,7 +28,12 @@ def check_modalities(modalities: list[str]) -> list[str]:
 
 
 class ConcatFusion(nn.Module):
-    """CLIP-ITA's fusion: concatenate the modality features, then one projection head."""
+    """CLIP-ITA's fusion: concatenate the modality features, then one projection head.
+
+    A modality missing for a product (``present`` False, e.g. a product without a title) contributes zeros to its
+    slice of the concatenated input, whatever its feature vector holds, so the head sees one fixed "absent" input
+    rather than an arbitrary vector.
+    """
 
     def __init__(
         self,
@@ -46,7 +51,13 @@ class ConcatFusion(nn.Module):
         )
 
     def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(torch.cat([features[m] for m in self.modalities], dim=-1))
+        parts = []
+        for m in self.modalities:
+            f = features[m]
+            if m in present:
+                f = f * present[m].to(device=f.device, dtype=f.dtype).unsqueeze(-1)
+            parts.append(f)
+        return self.head(torch.cat(parts, dim=-1))
 
 
 class WeightedSumFusion(nn.Module):

@@ -138,6 +138,14 @@ def test_title_zero_shot_needs_cached_title_features():
         title_zero_shot_scores(gallery)
 
 
+@pytest.mark.parametrize("kind", ["bm25", "title_zero_shot"])
+def test_title_baselines_are_not_run_on_a_catalogue_without_titles(kind):
+    gallery = make_gallery()
+    gallery.titles = [""] * len(gallery.titles)
+    with pytest.raises(BaselineNotRun, match="the catalogue has no titles"):
+        run_baseline(kind, gallery)
+
+
 def test_image_zero_shot_is_not_run_without_an_image_text_model():
     with pytest.raises(BaselineNotRun, match="no image-text model offline"):
         image_zero_shot_scores(make_gallery())

@@ -307,3 +307,19 @@ def test_rows_that_differ_by_a_plus_get_their_own_run_folders(tmp_path):
     )
     with pytest.raises(ValueError, match="clashing run folders"):
         load_spec(str(config))
+
+
+def test_leakage_warning_above_the_rows_that_read_leaked_text(synthetic_run, tmp_path):
+    synthetic_run.row_text = {"A": ["title", "attributes"], "B": ["title"], "C": [], "D": ["title"]}
+    clean = write_report(synthetic_run, tmp_path / "clean")
+    assert "label leakage" not in clean["markdown"].read_text()
+    synthetic_run.leakage = {
+        "flagged_fields": ["title"],
+        "fields": {"title": {"share": 0.97, "leaves_leaking": 30, "leaves": 31}},
+    }
+    save_run(synthetic_run, tmp_path / "leaderboard_run.json")  # the report survives a save and re-render
+    paths = write_report(load_run(tmp_path / "leaderboard_run.json"), tmp_path / "leaky")
+    text = paths["markdown"].read_text()
+    warning = text.index("**Warning: label leakage.**")
+    assert warning < text.index("### ") and "title: 97% of products, 30 of 31 leaves" in text
+    assert "(A, B, D; marked" in text and "| C |" in text and "| A (ref) ⚠ |" in text

@@ -16,7 +16,6 @@ from datamodules.catalogue import (
     CatalogueSchema,
     RawRecord,
     check_image,
-    folder_tree_title,
     jpeg_bytes,
     read_catalogue,
 )
@@ -234,36 +233,85 @@ def test_folder_tree_layout(tmp_path: Path) -> None:
     make_image(root / "Apparel" / "Jeans" / "blue-jeans.png", fmt="PNG")
     make_image(root / "Footwear" / "boot.jpeg")
     make_image(root / "loose.jpg")  # outside any category
-    (root / "Apparel" / "Shirts" / "notes.txt").write_text("not an image")
+    (root / "Apparel" / "Shirts" / "notes.txt").write_text("not an image")  # not an image: not a row
     (root / "Apparel" / ".DS_Store").write_bytes(b"\0")  # hidden: not a row
     schema = CatalogueSchema(layout="folder_tree", image_root=str(root))
-    records = by_id(list(read_catalogue(schema)))
-    assert set(records) == {"red_oxford-shirt", "blue-jeans", "boot", "loose", "notes"}
-    shirt = records["red_oxford-shirt"]
-    assert shirt.ok and shirt.title == "red oxford shirt" and shirt.category == ("Apparel", "Shirts")
-    assert shirt.attributes == {}
-    assert records["blue-jeans"].ok and records["blue-jeans"].image_format == "PNG"
-    assert records["boot"].ok and records["boot"].category == ("Footwear",)
-    assert kinds(records["loose"]) == {"missing_category"}
-    assert kinds(records["notes"]) == {"unsupported_file"}
-    assert sorted(r.row for r in records.values()) == [1, 2, 3, 4, 5]
+    stats: dict = {}
+    records = by_id(list(read_catalogue(schema, stats=stats)))
+    shirt_id = "Apparel/Shirts/red_oxford-shirt.jpg"
+    assert set(records) == {shirt_id, "Apparel/Jeans/blue-jeans.png", "Footwear/boot.jpeg", "loose.jpg"}
+    shirt = records[shirt_id]
+    # file names never become text: a folder tree has no title unless metadata gives one
+    assert shirt.ok and shirt.title == "" and shirt.category == ("Apparel", "Shirts")
+    assert shirt.attributes == {} and shirt.description == ""
+    assert records["Apparel/Jeans/blue-jeans.png"].ok
+    assert records["Apparel/Jeans/blue-jeans.png"].image_format == "PNG"
+    assert records["Footwear/boot.jpeg"].ok and records["Footwear/boot.jpeg"].category == ("Footwear",)
+    assert kinds(records["loose.jpg"]) == {"missing_category"}
+    assert sorted(r.row for r in records.values()) == [1, 2, 3, 4]
+    assert stats["ignored_files"] == 1
 
 
-def test_folder_tree_title() -> None:
-    assert folder_tree_title("men_slim-fit__chinos") == "men slim fit chinos"
-
-
-def test_folder_tree_duplicate_stems_and_dotted_names(tmp_path: Path) -> None:
+def test_folder_tree_repeated_and_dotted_file_names_are_distinct_ids(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     make_image(root / "A" / "x.jpg")
     make_image(root / "B" / "x.jpg")
     make_image(root / "B" / "v1.2.jpg")
     records = list(read_catalogue(CatalogueSchema(layout="folder_tree", image_root=str(root))))
     assert [(r.id, sorted(kinds(r))) for r in records] == [
-        ("x", []),
-        ("v1.2", ["bad_id"]),
-        ("x", ["duplicate_id"]),
+        ("A/x.jpg", []),
+        ("B/v1.2.jpg", []),
+        ("B/x.jpg", []),
     ]
+
+
+def test_folder_tree_metadata_table_joins_on_relative_path(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    make_image(root / "A" / "x.jpg")
+    make_image(root / "B" / "x.jpg")
+    make_image(root / "B" / "y.jpg")
+    (tmp_path / "meta.csv").write_text(
+        "path,title,colour,text\nA/x.jpg,Red thing,Red,long words\nB/x,Blue thing,,\nnowhere/z.jpg,Lost,,\n"
+    )
+    schema = CatalogueSchema(
+        layout="folder_tree",
+        image_root=str(root),
+        table=str(tmp_path / "meta.csv"),
+        id_column="path",
+        attribute_columns=["colour"],
+        description_column="text",
+    )
+    stats: dict = {}
+    records = by_id(list(read_catalogue(schema, stats=stats)))
+    assert (records["A/x.jpg"].title, records["A/x.jpg"].attributes) == ("Red thing", {"colour": "Red"})
+    assert records["A/x.jpg"].description == "long words"
+    assert (records["B/x.jpg"].title, records["B/x.jpg"].attributes) == ("Blue thing", {})
+    assert records["B/y.jpg"].title == "" and records["B/y.jpg"].ok
+    assert stats["metadata"]["unmatched_keys"] == 1 and stats["metadata"]["rows"] == 3
+
+
+def test_folder_tree_sidecar_text(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    make_image(root / "A" / "x.jpg")
+    make_image(root / "A" / "y.jpg")
+    (root / "A" / "x.txt").write_text("A title\nmore about it\n")
+    schema = CatalogueSchema(layout="folder_tree", image_root=str(root), sidecar_text=True)
+    records = by_id(list(read_catalogue(schema)))
+    assert (records["A/x.jpg"].title, records["A/x.jpg"].description) == ("A title", "more about it")
+    assert records["A/y.jpg"].title == ""
+
+
+def test_folder_tree_split_folders(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    for split in ("train", "val", "test"):
+        make_image(root / split / "Fruit" / "Apple" / "img_1.jpg")  # the same file name in every split
+    make_image(root / "extra" / "Fruit" / "img_2.jpg")
+    schema = CatalogueSchema(layout="folder_tree", image_root=str(root), split_folders=True)
+    records = by_id(list(read_catalogue(schema)))
+    for split in ("train", "val", "test"):
+        record = records[f"{split}/Fruit/Apple/img_1.jpg"]
+        assert record.ok and record.split == split and record.category == ("Fruit", "Apple")
+    assert kinds(records["extra/Fruit/img_2.jpg"]) == {"outside_split"}
 
 
 # ---------------------------------------------------------------------------------------------------- bad records
@@ -321,13 +369,8 @@ def test_non_jpeg_images_are_re_encoded_to_jpeg(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "row, kind, fragment",
     [
-        (["p9", "", "Apparel", "Shirts", "Red"], "empty_title", "empty title"),
-        (["p9", "   ", "Apparel", "Shirts", "Red"], "empty_title", "empty title"),
         (["p9", "Shirt", "Apparel", "", "Red"], "missing_category", "['leaf']"),
         (["p9", "Shirt", " ", "Shirts", "Red"], "missing_category", "['top']"),
-        (["p.9", "Shirt", "Apparel", "Shirts", "Red"], "bad_id", "id 'p.9' contains '.'"),
-        (["a/b", "Shirt", "Apparel", "Shirts", "Red"], "bad_id", "id 'a/b' contains '/'"),
-        (["a\\b", "Shirt", "Apparel", "Shirts", "Red"], "bad_id", "contains '\\\\'"),
         (["", "Shirt", "Apparel", "Shirts", "Red"], "bad_id", "empty id"),
         (["a\tb", "Shirt", "Apparel", "Shirts", "Red"], "bad_id", "control characters"),
     ],
@@ -346,6 +389,31 @@ def test_bad_values_are_reported_with_row_and_id(
     assert bad.row == 4 and bad.id == row[0].strip()
     assert kind in kinds(bad)
     assert fragment in bad.reason
+
+
+@pytest.mark.parametrize("product_id", ["B00.123", "SKU/77", "ölkanne 2", "a\\b", "v1.2.3"])
+def test_any_printable_id_is_accepted(tmp_path: Path, product_id: str) -> None:
+    schema = write_csv(tmp_path, [[product_id, "Shirt", "Apparel", "Shirts", "Red"]], images=False)
+    make_image(tmp_path / "images" / f"{product_id}.jpg")
+    (record,) = read_catalogue(schema)
+    assert record.ok and record.id == product_id
+
+
+@pytest.mark.parametrize("title", ["", "   "])
+def test_empty_title_is_kept_without_a_title(tmp_path: Path, title: str) -> None:
+    (record,) = read_catalogue(write_csv(tmp_path, [["p9", title, "Apparel", "Shirts", "Red"]]))
+    assert record.ok and record.title == ""
+
+
+def test_table_without_a_title_column(tmp_path: Path) -> None:
+    (tmp_path / "products.csv").write_text("id,top,leaf\np1,Apparel,Shirts\n")
+    make_image(tmp_path / "images" / "p1.jpg")
+    (record,) = read_catalogue(table_schema(tmp_path, "products.csv", attribute_columns=[]))
+    assert record.ok and record.title == ""
+    with pytest.raises(CatalogueError, match=r"no column\(s\) \['name'\]"):
+        list(
+            read_catalogue(table_schema(tmp_path, "products.csv", attribute_columns=[], title_column="name"))
+        )
 
 
 def test_duplicate_ids_flag_second_and_later_occurrences(tmp_path: Path) -> None:

@@ -116,3 +116,30 @@ def test_titles_and_materials_carry_signal(catalogue: Path) -> None:
     assert sum(any(w in r["title"] for w in leaf_words) for r in jeans) > len(jeans) / 2
     denim = [r for r in jeans if r["material"]]
     assert sum(r["material"] == "Denim" for r in denim) > len(denim) / 2
+
+
+def test_title_modes_signal_noise_none(tmp_path):
+    import csv as _csv
+
+    from datamodules.leakage import names_label, tokens
+    from datamodules.sample_catalogue import LEAVES, generate_sample_catalogue
+
+    def rows(mode):
+        folder = tmp_path / mode
+        generate_sample_catalogue(str(folder), num_products=120, seed=3, image_size=32, titles=mode)
+        with open(folder / "products.csv", encoding="utf-8") as handle:
+            return list(_csv.DictReader(handle)), (folder / "catalog.yaml").read_text()
+
+    signal, _ = rows("signal")
+    noise, _ = rows("noise")
+    none, none_yaml = rows("none")
+    # the same products, images and categories in every mode; only the titles differ
+    drop = lambda rs, key: [{k: v for k, v in r.items() if k != key} for r in rs]  # noqa: E731
+    assert drop(signal, "title") == drop(noise, "title") == none
+    assert "title" not in none[0] and "title_column: null" in none_yaml
+    leaf_nouns = {n.lower() for leaf in LEAVES for n in leaf.nouns}
+    leaf_names = [tokens(leaf.path[-1]) for leaf in LEAVES]
+    for row in noise:  # no noun of any leaf, no leaf name
+        assert not any(names_label(tokens(row["title"]), tokens(n)) for n in leaf_nouns)
+        assert not any(names_label(tokens(row["title"]), name) for name in leaf_names)
+    assert sum(any(names_label(tokens(r["title"]), tokens(n)) for n in leaf_nouns) for r in signal) > 60

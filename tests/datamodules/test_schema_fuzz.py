@@ -7,12 +7,14 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
+from hypothesis_profiles import ci_settings
 from PIL import Image
 
-from datamodules.catalogue import CatalogueError
+from datamodules.catalogue import IMAGE_SUFFIXES, CatalogueError
 from datamodules.sharding import shard_catalogue
 
 COLUMNS = ["id", "title", "level1", "level2", "colour", "path"]
@@ -54,6 +56,9 @@ schema = st.fixed_dictionaries(
         "category_columns": st.one_of(column_list, scalar),
         "category_column": st.one_of(st.sampled_from(COLUMNS), scalar),
         "category_separator": st.one_of(st.sampled_from([" > ", ">", ""]), scalar),
+        "description_column": st.one_of(st.sampled_from(COLUMNS), scalar),
+        "split_folders": st.one_of(st.booleans(), scalar),
+        "sidecar_text": st.one_of(st.booleans(), scalar),
         "name": scalar,
         "unexpected": scalar,
     },
@@ -69,7 +74,8 @@ def _catalogue(folder: Path) -> None:
     (folder / "products.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.fuzz
+@ci_settings(60)
 @given(schema)
 @example(
     {
@@ -80,6 +86,10 @@ def _catalogue(folder: Path) -> None:
     }
 )
 @example({"table": "products.jsonl", "id_column": "id", "title_column": "title", "category_column": "path"})
+@example({"layout": "folder_tree"})  # the example that once failed on a fresh clone
+@example({"layout": "folder_tree", "image_root": "images"})  # images outside any category: no product
+@example({"layout": "folder_tree", "split_folders": True})  # no split folders: no product
+@example({"layout": "folder_tree", "table": "products.csv"})  # a metadata table that matches no image
 def test_any_schema_file_shards_or_fails_with_a_catalogue_error(fields):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -88,8 +98,19 @@ def test_any_schema_file_shards_or_fails_with_a_catalogue_error(fields):
         path.write_text(yaml.safe_dump(fields))
         try:
             manifest = shard_catalogue(str(path), str(folder / "shards"), progress=False)
-        except CatalogueError as err:
+        except CatalogueError as err:  # includes NoProductsError: no row survived
             assert str(err)  # says what is wrong
             return
-        assert manifest["sharded"] + len(manifest["skipped"]) == manifest["input_rows"] == len(ROWS)
-        assert manifest["sharded"] >= 1 or manifest["skipped"]
+        assert manifest["sharded"] >= 1  # zero surviving products is an error, never a quiet success
+        assert manifest["sharded"] + len(manifest["skipped"]) == manifest["input_rows"]
+        schema = manifest["schema"]
+        if schema["layout"] == "folder_tree":
+            # rows are the image files under image_root (the YAML, tables and other files are not rows), and a
+            # file name never becomes a title: text only comes from a metadata table that matched
+            root = Path(schema["image_root"])
+            images = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            assert manifest["input_rows"] == len(images)
+            if not schema["table"]:
+                assert manifest["modalities"]["title"]["present"] == 0
+        else:
+            assert manifest["input_rows"] == len(ROWS)

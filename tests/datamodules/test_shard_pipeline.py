@@ -69,7 +69,11 @@ def test_batch_has_the_architecture_keys_and_shapes(tmp_path: Path) -> None:
     batches = list(loader)
     assert [len(b["product_id"]) for b in batches] == [4, 4, 2]  # the last batch may be partial
     batch = batches[0]
-    assert set(batch) == {"image", "title", "attributes", "product_id", "category_ids", "category_path"}
+    assert set(batch) == {
+        "image", "title", "title_mask", "attributes", "product_id", "category_ids", "category_path",
+    }  # fmt: skip
+    assert batch["title_mask"].dtype == torch.bool
+    assert batch["title_mask"].tolist() == [bool(t) for t in batch["title"]]
     assert batch["image"].shape == (4, 3, 8, 8) and batch["image"].dtype == torch.float32
     assert batch["category_ids"].dtype == torch.long and batch["category_ids"].shape == (4, TREE.max_depth)
     assert all(isinstance(t, str) for t in batch["title"])

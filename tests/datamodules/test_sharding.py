@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 import webdataset as wds
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
+from hypothesis_profiles import ci_settings
 from PIL import Image
 
 from datamodules.catalogue import CatalogueSchema
 from datamodules.category_tree import CategoryTree
+from datamodules.records import id_from_key
 from datamodules.sharding import (
     CatalogueError,
     ManifestError,
+    NoProductsError,
     choose_unseen,
     load_manifest,
     shard_catalogue,
@@ -70,13 +73,19 @@ def build_catalogue(root: Path, per_leaf: int = 8, bad_rows: bool = True) -> tup
             }
     if bad_rows:
         rows.append(["missing1", "No image", "Apparel", "Shirts", "Red"])
-        rows.append(["bad.id", "Dotted id", "Apparel", "Shirts", "Red"])
-        (root / "data" / "images" / "bad.id.jpg").write_bytes(jpeg(1))
         rows.append(["sku001", "Duplicate", "Apparel", "Shirts", "Red"])
-        rows.append(["notitle", "", "Apparel", "Shirts", "Red"])
-        (root / "data" / "images" / "notitle.jpg").write_bytes(jpeg(2))
         rows.append(["broken", "Corrupt image", "Apparel", "Shirts", "Red"])
         (root / "data" / "images" / "broken.jpg").write_bytes(jpeg(3)[:40])
+        # ids with a dot and no title are ordinary products now
+        for pid, title, seed in (("B00.123", "Dotted id", 1), ("notitle", "", 2)):
+            rows.append([pid, title, "Apparel", "Shirts", "Red"])
+            (root / "data" / "images" / f"{pid}.jpg").write_bytes(jpeg(seed))
+            expected[pid] = {
+                "title": title,
+                "category": ["Apparel", "Shirts"],
+                "attributes": {"colour": "Red"},
+                "jpg": jpeg(seed),
+            }
     text = csv_line(["id", "title", "top", "leaf", "colour"]) + "".join(csv_line(r) for r in rows)
     (root / "data" / "products.csv").write_text(text, encoding="utf-8")
     yaml_path = root / "shop.yaml"
@@ -96,7 +105,7 @@ def read_back(manifest: dict, shard_dir: Path) -> dict[str, dict]:
         if not urls:
             continue
         for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-            key = sample["__key__"]
+            key = id_from_key(sample["__key__"])
             assert key not in out, f"{key} written twice"
             out[key] = {"json": json.loads(sample["json"]), "jpg": sample["jpg"], "split": split}
     return out
@@ -129,7 +138,7 @@ def test_round_trip_records_and_jpeg_bytes_are_identical(sharded) -> None:
 
 def test_nothing_lost_sharded_plus_skipped_is_input(sharded, capsys) -> None:
     manifest, out, expected = sharded
-    assert manifest["input_rows"] == len(expected) + 5
+    assert manifest["input_rows"] == len(expected) + 3
     assert manifest["sharded"] == len(expected)
     assert manifest["sharded"] + len(manifest["skipped"]) == manifest["input_rows"]
     assert sum(manifest["splits"][s]["count"] for s in SPLITS) == manifest["sharded"]
@@ -137,25 +146,13 @@ def test_nothing_lost_sharded_plus_skipped_is_input(sharded, capsys) -> None:
         assert sum(manifest["splits"][s]["per_category"].values()) == manifest["splits"][s]["count"]
     skipped = {(e["row"], e["id"]): e for e in manifest["skipped"]}
     n = len(expected)
-    assert set(skipped) == {
-        (n + 1, "missing1"),
-        (n + 2, "bad.id"),
-        (n + 3, "sku001"),
-        (n + 4, "notitle"),
-        (n + 5, "broken"),
-    }
+    n -= 2  # the last two good rows come after the bad ones
+    assert set(skipped) == {(n + 1, "missing1"), (n + 2, "sku001"), (n + 3, "broken")}
     assert "missing image file" in skipped[(n + 1, "missing1")]["reason"]
-    assert "contains '.'" in skipped[(n + 2, "bad.id")]["reason"]
-    assert "duplicate id 'sku001' (first seen in row 1)" in skipped[(n + 3, "sku001")]["reason"]
-    assert "empty title" in skipped[(n + 4, "notitle")]["reason"]
-    assert "corrupt or truncated image" in skipped[(n + 5, "broken")]["reason"]
-    assert manifest["skipped_by_kind"] == {
-        "bad_id": 1,
-        "corrupt_image": 1,
-        "duplicate_id": 1,
-        "empty_title": 1,
-        "missing_image": 1,
-    }
+    assert "duplicate id 'sku001' (first seen in row 1)" in skipped[(n + 2, "sku001")]["reason"]
+    assert "corrupt or truncated image" in skipped[(n + 3, "broken")]["reason"]
+    assert manifest["skipped_by_kind"] == {"corrupt_image": 1, "duplicate_id": 1, "missing_image": 1}
+    assert manifest["modalities"]["title"] == {"present": len(expected) - 1, "missing": 1}
 
 
 def test_manifest_contents(sharded) -> None:
@@ -265,7 +262,7 @@ def test_single_product_leaf_goes_to_train(tmp_path: Path) -> None:
 def test_on_error_fail_names_the_record(tmp_path: Path) -> None:
     yaml_path, expected = build_catalogue(tmp_path)
     with pytest.raises(
-        CatalogueError, match=rf"row {len(expected) + 1} \(id 'missing1'\): missing image file"
+        CatalogueError, match=rf"row {len(expected) - 1} \(id 'missing1'\): missing image file"
     ):
         shard_catalogue(str(yaml_path), str(tmp_path / "out"), on_error="fail", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
@@ -286,7 +283,7 @@ def test_summary_is_printed(tmp_path: Path, capsys) -> None:
     yaml_path, _ = build_catalogue(tmp_path)
     shard_catalogue(str(yaml_path), str(tmp_path / "out"), progress=False)
     printed = capsys.readouterr().out
-    assert "Sharded 40 of 45 rows" in printed and "train" in printed and "1 missing image" in printed
+    assert "Sharded 42 of 45 rows" in printed and "train" in printed and "1 missing image" in printed
 
 
 def test_png_images_are_stored_as_jpeg(tmp_path: Path) -> None:
@@ -301,7 +298,7 @@ def test_png_images_are_stored_as_jpeg(tmp_path: Path) -> None:
     for rec in records.values():
         with Image.open(io.BytesIO(rec["jpg"])) as im:
             assert im.format == "JPEG"
-        assert rec["json"]["title"].startswith("item ")
+        assert rec["json"]["title"] == ""  # file names never become titles
 
 
 @pytest.mark.parametrize("bad", [-1, 0])
@@ -407,7 +404,8 @@ row_strategy = st.tuples(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.fuzz
+@ci_settings(30)
 @given(rows=st.lists(row_strategy, min_size=0, max_size=14), seed=st.integers(0, 3))
 def test_property_writer_never_crashes_and_accounts_for_every_row(rows, seed) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -438,7 +436,12 @@ def test_property_writer_never_crashes_and_accounts_for_every_row(rows, seed) ->
             title_column="title",
             category_columns=["top", "leaf"],
         )
-        manifest = write_shards(schema, str(root / "out"), shard_size=3, seed=seed, progress=False)
+        try:
+            manifest = write_shards(schema, str(root / "out"), shard_size=3, seed=seed, progress=False)
+        except NoProductsError as err:  # every row was bad: an error naming the reasons, no shards
+            event("no product survived")
+            assert "no product" in str(err) and not (root / "out").exists()
+            return
 
         event(f"sharded some: {manifest['sharded'] > 0}; skipped some: {bool(manifest['skipped'])}")
         assert manifest["input_rows"] == len(rows)
@@ -461,5 +464,5 @@ def test_property_writer_never_crashes_and_accounts_for_every_row(rows, seed) ->
         sharded_rows = set(by_row) - set(skipped_rows)
         for row in sharded_rows:
             pid, title, levels, image = by_row[row]
-            assert image == "ok" and title.strip() and all(level.strip() for level in levels)
-            assert pid.strip() and not any(c in pid for c in "./\\")
+            assert image == "ok" and all(level.strip() for level in levels)
+            assert pid.strip()

@@ -1,0 +1,339 @@
+"""Scale benchmark: wall time per product and peak RSS per rank for shard, encode (1 and 2 CPU gloo ranks), one
+training epoch, evaluation and index build, on generated catalogues; ratios between sizes and rank counts.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py --sizes 10000 100000 --text hash
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py --sizes 10000 --text minilm
+
+Catalogue: a CSV of N products (3-level categories, a title, 3 attributes) pointing at 256 distinct tiny 24 px
+JPEGs. Image tower: timm ``test_efficientnet`` at 32 px, random weights. Text tower: ``minilm`` (the real offline
+MiniLM) or ``hash`` (a tiny deterministic text tower: a hashed bag of words, 64-d, no network, for sizes where MiniLM
+CPU time is out of reach). Every stage runs in its own process(es), which report their own peak RSS:
+
+- encode: ``datamodules.feature_encoding.encode_features`` (the code ``clipita encode`` and the DataModule run),
+  1 rank, then 2 ranks (gloo, file rendezvous) into a fresh folder; 1 decoding worker per rank, 1 torch thread.
+- train: one epoch over the train split's ``FeatureSplit`` (positional reads, ``EpochSeededSampler``), batch 256,
+  a linear image/text projection trained with in-batch InfoNCE (the data path at scale, not the full ClipIta).
+- eval: the test split streamed in chunks (``FeatureSplit.iter_chunks``), product embeddings scored against the
+  category table (top-10 per category kept, chunk by chunk).
+- index: the test split's embeddings written as one float16 shard per input shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+# ------------------------------------------------------------------------------------------------ towers
+class HashText:
+    """A tiny text tower: words hashed into 64 buckets, L2-normalised (deterministic, CPU-cheap)."""
+
+    output_dim = 64
+
+    def cache_key(self) -> dict:
+        return {"kind": "text", "model_name": "bench-hash-64"}
+
+    def eval(self):
+        return self
+
+    def __call__(self, texts, batch_size: int = 256):
+        import torch
+
+        out = torch.zeros(len(texts), self.output_dim)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                out[i, int(hashlib.md5(word.encode()).hexdigest()[:6], 16) % self.output_dim] += 1.0
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+def towers(text: str):
+    import torch
+
+    torch.set_num_threads(1)
+    from lightning_modules.components import ImageEncoder, TextEncoder
+
+    image = ImageEncoder(model_name="test_efficientnet", weights="none", image_size=32).eval()
+    return image, (TextEncoder() if text == "minilm" else HashText())
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def make_catalogue(folder: Path, n: int) -> Path:
+    import csv
+
+    from PIL import Image
+
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for k in range(256):
+        Image.new("RGB", (24, 24), (k, (k * 7) % 256, (k * 13) % 256)).save(images / f"{k}.jpg", quality=80)
+    colours, materials, genders = (
+        ["Red", "Blue", "Black", "White", "Green"],
+        ["Cotton", "Wool", "Silk"],
+        ["Men", "Women"],
+    )
+    with open(folder / "products.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "title", "colour", "material", "gender", "l1", "l2", "l3", "image"])
+        for i in range(n):
+            a, b, c = i % 5, (i // 5) % 8, (i // 40) % 6
+            writer.writerow([
+                f"p{i}", f"{colours[a]} {materials[i % 3]} item {i % 997}", colours[a], materials[i % 3],
+                genders[i % 2], f"Dept{a}", f"Group{a}-{b}", f"Type{a}-{b}-{c}", f"{i % 256}.jpg",
+            ])  # fmt: skip
+    schema = {
+        "table": "products.csv", "image_root": "images", "id_column": "id", "title_column": "title",
+        "attribute_columns": ["colour", "material", "gender"], "category_columns": ["l1", "l2", "l3"],
+        "image_column": "image",
+    }  # fmt: skip
+    import yaml
+
+    (folder / "catalog.yaml").write_text(yaml.safe_dump(schema))
+    return folder / "catalog.yaml"
+
+
+def stage_shard(args) -> dict:
+    from datamodules.sharding import shard_catalogue
+
+    catalog = make_catalogue(Path(args.work), args.n)
+    start = time.perf_counter()
+    manifest = shard_catalogue(str(catalog), str(Path(args.work) / "shards"), shard_size=args.shard_size,
+                               progress=False)  # fmt: skip
+    return {"seconds": time.perf_counter() - start, "products": manifest["sharded"]}
+
+
+def stage_encode(args) -> dict:
+    from datamodules.feature_encoding import encode_features
+    from datamodules.sharding import load_manifest
+
+    barrier = None
+    if args.world > 1:
+        import datetime
+
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", init_method=f"file://{args.work}/rdv-{args.tag}", rank=args.rank,
+                                world_size=args.world, timeout=datetime.timedelta(hours=3))  # fmt: skip
+        barrier = dist.barrier
+    image, text = towers(args.text)
+    shard_dir = str(Path(args.work) / "shards")
+    manifest = load_manifest(shard_dir, check_hashes=False)
+    if barrier:
+        barrier()
+    start = time.perf_counter()
+    encode_features(shard_dir, manifest, Path(args.work) / f"features-{args.tag}", image, text, batch_size=128,
+                    num_workers=args.workers, rank=args.rank, world_size=args.world, barrier=barrier,
+                    progress=False)  # fmt: skip
+    return {"seconds": time.perf_counter() - start, "products": manifest["sharded"]}
+
+
+def _split(args, split: str):
+    import json as _json
+
+    from datamodules.category_tree import CategoryTree
+    from datamodules.features import FeatureSplit, FeatureStore, manifest_shards
+    from datamodules.sharding import load_manifest
+
+    shard_dir = str(Path(args.work) / "shards")
+    manifest = load_manifest(shard_dir, check_hashes=False)
+    stores = []
+    for folder in sorted((Path(args.work) / "features-1").iterdir()):
+        store = FeatureStore(
+            folder, _json.loads((folder / "meta.json").read_text()), manifest_shards(manifest)
+        )
+        store.require_complete()
+        stores.append(store)
+    info = manifest["splits"][split]
+    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    return (
+        FeatureSplit(stores, [(n, info["shard_files"][n]["count"]) for n in info["shards"]], tree),
+        tree,
+        info,
+    )
+
+
+def stage_train(args) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from datamodules.epoch_sampler import EpochSeededSampler
+
+    torch.set_num_threads(1)
+    dataset, _, _ = _split(args, "train")
+    first = dataset[0]
+    img = torch.nn.Linear(first["image_features"].shape[-1], 64)
+    txt = torch.nn.Linear(first["title_features"].shape[-1], 64)
+    optim = torch.optim.AdamW([*img.parameters(), *txt.parameters()], lr=1e-3)
+    sampler = EpochSeededSampler(len(dataset), seed=0)
+    loader = DataLoader(dataset, batch_size=256, sampler=sampler, drop_last=True, num_workers=0)
+    start = time.perf_counter()
+    for batch in loader:
+        a = torch.nn.functional.normalize(img(batch["image_features"]), dim=-1)
+        b = torch.nn.functional.normalize(txt(batch["title_features"]), dim=-1)
+        loss = torch.nn.functional.cross_entropy(a @ b.T / 0.07, torch.arange(len(a)))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return {"seconds": time.perf_counter() - start, "products": len(dataset)}
+
+
+def _embed(batch, dim: int = 64):
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    proj = torch.randn(batch["image_features"].shape[-1], dim, generator=gen)
+    return torch.nn.functional.normalize(batch["image_features"] @ proj, dim=-1)
+
+
+def stage_eval(args) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    dataset, tree, _ = _split(args, "test")
+    queries = torch.nn.functional.normalize(
+        torch.randn(len(tree), 64, generator=torch.Generator().manual_seed(1))
+    )
+    best = torch.full((len(tree), 10), -2.0)
+    start = time.perf_counter()
+    for chunk in dataset.iter_chunks(8192):
+        scores = queries @ _embed(chunk).T
+        best = torch.cat([best, scores], dim=1).topk(10, dim=1).values
+    return {"seconds": time.perf_counter() - start, "products": len(dataset)}
+
+
+def stage_index(args) -> dict:
+    import numpy as np
+
+    dataset, _, info = _split(args, "test")
+    out = Path(args.work) / "index"
+    out.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    offset = 0
+    for name in info["shards"]:
+        count = info["shard_files"][name]["count"]
+        batch = dataset.batch(np.arange(offset, offset + count))
+        np.save(out / f"{Path(name).stem}.embedding.npy", _embed(batch).numpy().astype(np.float16))
+        offset += count
+    return {"seconds": time.perf_counter() - start, "products": len(dataset)}
+
+
+STAGES = {"shard": stage_shard, "encode": stage_encode, "train": stage_train, "eval": stage_eval,
+          "index": stage_index}  # fmt: skip
+
+
+def child(args) -> None:
+    result = STAGES[args.stage](args)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ driver
+def run_stage(stage: str, work: Path, n: int, opts, ranks: int = 1, tag: str = "1") -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                stage,
+                "--work",
+                str(work),
+                "--n",
+                str(n),
+                "--text",
+                opts.text,
+                "--rank",
+                str(r),
+                "--world",
+                str(ranks),
+                "--tag",
+                tag,
+                "--workers",
+                str(opts.workers),
+                "--shard_size",
+                str(opts.shard_size),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for r in range(ranks)
+    ]
+    wall = time.perf_counter()
+    results = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"stage {stage} failed:\n{err[-3000:]}")
+        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+    wall = time.perf_counter() - wall
+    products = results[0]["products"]
+    seconds = max(r["seconds"] for r in results)
+    return {"stage": stage if ranks == 1 else f"{stage} x{ranks}", "n": n, "products": products,
+            "seconds": seconds, "us_per_product": 1e6 * seconds / max(products, 1),
+            "rss_mb": [round(r["peak_rss_mb"]) for r in results], "wall_incl_start": wall}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--text", choices=["minilm", "hash"], default="hash")
+    parser.add_argument("--workers", type=int, default=1, help="decoding workers per rank")
+    parser.add_argument("--shard_size", type=int, default=1000)
+    parser.add_argument("--root", default="/tmp/clipita_bench_scale")
+    parser.add_argument("--child", choices=list(STAGES))
+    (
+        parser.add_argument("--work"),
+        parser.add_argument("--n", type=int),
+        parser.add_argument("--tag", default="1"),
+    )
+    parser.add_argument("--rank", type=int, default=0), parser.add_argument("--world", type=int, default=1)
+    opts = parser.parse_args()
+    if opts.child:
+        opts.stage = opts.child
+        child(opts)
+        return
+    rows = []
+    for n in opts.sizes:
+        work = Path(opts.root) / f"n{n}"
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        for stage, ranks, tag in (("shard", 1, "1"), ("encode", 1, "1"), ("encode", 2, "2"), ("train", 1, "1"),
+                                  ("eval", 1, "1"), ("index", 1, "1")):  # fmt: skip
+            row = run_stage(stage, work, n, opts, ranks, tag)
+            rows.append(row)
+            print(f"{n:>9} {row['stage']:<10} {row['seconds']:9.1f} s {row['us_per_product']:9.1f} us/product "
+                  f"peak RSS/rank {row['rss_mb']} MB", flush=True)  # fmt: skip
+        shutil.rmtree(work / "images", ignore_errors=True)
+    by = {(r["n"], r["stage"]): r for r in rows}
+    sizes = sorted(opts.sizes)
+    print(f"\ntext tower: {opts.text}; decoding workers per rank: {opts.workers}")
+    for n in sizes:
+        one, two = by[(n, "encode")], by[(n, "encode x2")]
+        print(f"n={n}: encode products/s 1 rank {one['products'] / one['seconds']:.0f}, 2 ranks "
+              f"{two['products'] / two['seconds']:.0f}: ratio {one['seconds'] / two['seconds']:.2f}x")  # fmt: skip
+    if len(sizes) >= 2:
+        small, big = sizes[-2], sizes[-1]
+        for stage in ("shard", "encode", "encode x2", "train", "eval", "index"):
+            a, b = by[(small, stage)], by[(big, stage)]
+            print(f"{stage:<10} RSS {big} vs {small}: {max(b['rss_mb']) / max(a['rss_mb']):.2f}x; "
+                  f"time/product: {b['us_per_product'] / a['us_per_product']:.2f}x")  # fmt: skip
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""The frozen-encoder feature store on disk: one feature shard per input shard and modality, read row by row.
+
+Layout under ``features_root`` (one folder per encoder, so changing the text model does not re-encode images)::
+
+    image-<hash>/<shard>.image.npy            [n, Di] float16, row r = the r-th record of input shard <shard>
+    image-<hash>/<shard>.ids.npy              [n] product ids (written last: its presence marks the shard done)
+    text-<hash>/<shard>.title.npy             [n, Dt] float16 (zero rows where the product has no title)
+    text-<hash>/<shard>.title_mask.npy        [n] bool, True = the product has a title
+    text-<hash>/<shard>.attributes.npy        [n, A, Dt] float16
+    text-<hash>/<shard>.attribute_mask.npy    [n, A] bool
+    text-<hash>/<shard>.category.npy          [n] int32, the product's node in the manifest's category table
+    text-<hash>/<shard>.ids.npy
+    <each>/meta.json                          the encoder's cache key, the products' fingerprint, attribute names
+    <each>/complete.json                      written only once every shard of the manifest is there
+
+``<hash>`` is a sha256 over the meta. The products' fingerprint is derived from the manifest's per-shard sha256s
+(no process re-reads the shards to compute it), so a cache belongs to one set of shards: other products, another
+split seed or another encoder config live in another folder and are never served stale.
+
+Reading: :class:`FeatureSplit` serves a split's rows with positional reads (``pread``) of the ``.npy`` files, not
+with memory maps: a memory-mapped page that training touches stays in the rank's resident set until the kernel
+needs it back, so an epoch over a memory-mapped store grows RSS to the store's size. Positional reads keep each
+rank's resident memory at a batch, a few open file handles, the per-shard headers and the category table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.category_tree import CategoryTree
+from datamodules.sharding import SPLITS
+
+META_NAME = "meta.json"
+COMPLETE_NAME = "complete.json"
+IDS = "ids"
+IMAGE_ARRAYS = ("image",)
+TEXT_ARRAYS = ("title", "title_mask", "attributes", "attribute_mask", "category")
+# feature-store array -> batch key (ARCHITECTURE.md)
+BATCH_KEYS = {
+    "image": "image_features",
+    "title": "title_features",
+    "title_mask": "title_mask",
+    "attributes": "attribute_features",
+    "attribute_mask": "attribute_mask",
+}
+
+
+class FeatureCacheError(RuntimeError):
+    """A feature cache is missing, incomplete or does not match the shards it is used with."""
+
+
+# ------------------------------------------------------------------------------------------------ the store
+def manifest_shards(manifest: dict) -> list[tuple[str, int, str]]:
+    """``(shard name, record count, sha256)`` of every input shard, in split then shard order."""
+    out = []
+    for split in SPLITS:
+        info = manifest["splits"][split]
+        files = info.get("shard_files", {})
+        for name in info["shards"]:
+            entry = files.get(name, {})
+            out.append((name, int(entry.get("count", -1)), str(entry.get("sha256", ""))))
+    return out
+
+
+def products_fingerprint(manifest: dict) -> str:
+    """sha256 over the manifest's per-shard sha256s (and the category table the ``category`` arrays index)."""
+    shards = manifest_shards(manifest)
+    if any(not sha for _, _, sha in shards):
+        raise FeatureCacheError("the manifest records no sha256 per shard; shard the catalogue again")
+    digest = hashlib.sha256()
+    for name, count, sha in shards:
+        digest.update(f"{name}:{count}:{sha}\n".encode())
+    digest.update(json.dumps(manifest.get("tree", {}).get("paths", [])).encode())
+    return digest.hexdigest()
+
+
+def cache_meta(
+    kind: str, encoder_key: dict, fingerprint: str, attribute_names: list[str] | None = None
+) -> dict:
+    meta = {"kind": kind, "layout": "shards-v1", "encoder": encoder_key, "products": fingerprint}
+    if attribute_names is not None:
+        meta["attribute_names"] = list(attribute_names)
+    return meta
+
+
+def cache_dir(features_root: str | Path, meta: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(features_root) / f"{meta['kind']}-{digest}"
+
+
+class FeatureStore:
+    """One encoder's feature folder for one set of input shards.
+
+    Args:
+        folder: the cache folder (``cache_dir(features_root, meta)``).
+        meta: what the folder was built with (written to ``meta.json``).
+        shards: ``(name, count, sha256)`` of every input shard (``manifest_shards``).
+    """
+
+    def __init__(self, folder: Path, meta: dict, shards: Sequence[tuple[str, int, str]]) -> None:
+        self.folder = Path(folder)
+        self.meta = meta
+        self.shards = list(shards)
+        self.arrays = IMAGE_ARRAYS if meta["kind"] == "image" else TEXT_ARRAYS
+
+    @classmethod
+    def for_encoder(
+        cls, features_root: str | Path, kind: str, encoder_key: dict, manifest: dict
+    ) -> FeatureStore:
+        names = list(manifest.get("attribute_names", [])) if kind == "text" else None
+        meta = cache_meta(kind, encoder_key, products_fingerprint(manifest), names)
+        return cls(cache_dir(features_root, meta), meta, manifest_shards(manifest))
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    def path(self, shard: str, array: str) -> Path:
+        return self.folder / f"{Path(shard).stem}.{array}.npy"
+
+    def shard_done(self, shard: str) -> bool:
+        return self.path(shard, IDS).is_file() and all(self.path(shard, a).is_file() for a in self.arrays)
+
+    def missing_shards(self) -> list[str]:
+        return [name for name, _, _ in self.shards if not self.shard_done(name)]
+
+    def prepare(self) -> None:
+        """Create the folder and its ``meta.json`` (idempotent; every rank may call it)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta_path = self.folder / META_NAME
+        if meta_path.is_file():
+            if json.loads(meta_path.read_text()) != self.meta:
+                raise FeatureCacheError(f"{str(meta_path)!r} describes another cache; delete the folder")
+            return
+        _atomic_text(meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
+
+    def write_shard(self, shard: str, ids: Sequence[str], arrays: dict[str, np.ndarray]) -> None:
+        """Write one feature shard: every array under a temporary name, renamed; the ids file last."""
+        for name in self.arrays:
+            if name not in arrays:
+                raise FeatureCacheError(f"feature shard {shard!r} lacks array {name!r}")
+            if len(arrays[name]) != len(ids):
+                raise FeatureCacheError(f"feature shard {shard!r}: {name} has {len(arrays[name])} rows")
+            _atomic_npy(self.path(shard, name), arrays[name])
+        _atomic_npy(self.path(shard, IDS), np.asarray(list(ids), dtype=str))
+
+    def is_complete(self) -> bool:
+        marker = self.folder / COMPLETE_NAME
+        if not marker.is_file():
+            return False
+        try:
+            stored = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            return False
+        return stored.get("meta") == self.meta and not self.missing_shards()
+
+    def mark_complete(self) -> bool:
+        """Write ``complete.json`` if every shard is there; returns whether the cache is complete."""
+        missing = self.missing_shards()
+        if missing:
+            return False
+        body = {
+            "meta": self.meta,
+            "shards": [{"name": n, "count": c, "sha256": s} for n, c, s in self.shards],
+        }
+        _atomic_text(self.folder / COMPLETE_NAME, json.dumps(body, indent=1, sort_keys=True))
+        return True
+
+    def require_complete(self) -> None:
+        if not self.is_complete():
+            missing = self.missing_shards()
+            detail = f"shards {missing[:5]} are missing" if missing else "it was never marked complete"
+            raise FeatureCacheError(
+                f"feature cache {str(self.folder)!r} is incomplete ({detail}); run `clipita encode` again"
+            )
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array))
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def describe(stores: Sequence[FeatureStore]) -> dict[str, Any]:
+    return {str(s.folder): {**s.meta, "complete": s.is_complete(), "shards": len(s.shards)} for s in stores}
+
+
+# ----------------------------------------------------------------------------------------------- reading
+class _NpyRows:
+    """Rows of one ``.npy`` file read with ``os.pread`` (no memory map, no full load)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(handle)
+            self.offset = handle.tell()
+        if fortran:
+            raise FeatureCacheError(f"{self.path!r} is Fortran-ordered; rebuild the cache")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_shape = self.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def read(self, fd: int, rows: np.ndarray) -> np.ndarray:
+        """``rows`` must be sorted ascending; consecutive runs are read with one call each."""
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        if len(rows) == 0 or self.row_bytes == 0:
+            return out
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+            size = (stop - start) * self.row_bytes
+            data = os.pread(fd, size, self.offset + int(rows[start]) * self.row_bytes)
+            if len(data) != size:
+                raise FeatureCacheError(f"{self.path!r} is truncated; delete the cache and encode again")
+            flat[start:stop] = np.frombuffer(data, dtype=np.uint8).reshape(stop - start, -1)
+        return out
+
+
+class _Handles:
+    """A small per-process LRU of open file descriptors (a store may have thousands of shard files)."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity, self.pid = capacity, os.getpid()
+        self.open: OrderedDict[str, int] = OrderedDict()
+
+    def fd(self, path: str) -> int:
+        if self.pid != os.getpid():  # a forked DataLoader worker: open its own descriptors
+            self.pid, self.open = os.getpid(), OrderedDict()
+        if path in self.open:
+            self.open.move_to_end(path)
+            return self.open[path]
+        if len(self.open) >= self.capacity:
+            _, old = self.open.popitem(last=False)
+            os.close(old)
+        self.open[path] = os.open(path, os.O_RDONLY)
+        return self.open[path]
+
+    def __getstate__(self) -> dict:
+        return {"capacity": self.capacity, "pid": -1, "open": OrderedDict()}
+
+
+class FeatureSplit(Dataset):
+    """Map-style dataset over one split's feature shards; items are batch-dict rows (ARCHITECTURE.md).
+
+    Only per-shard headers and the category table are held in memory; rows are read when asked for.
+    ``__getitems__`` reads a whole batch with one positional read per run of consecutive rows per file.
+
+    Args:
+        stores: the complete feature stores (image and/or text).
+        shards: ``(name, count)`` of the split's input shards, in loader order.
+        tree: the category table (``category_ids`` rows are its ancestor ids).
+    """
+
+    def __init__(
+        self, stores: Sequence[FeatureStore], shards: Sequence[tuple[str, int]], tree: CategoryTree
+    ) -> None:
+        self.stores = list(stores)
+        self.shard_names = [name for name, _ in shards]
+        self.offsets = np.cumsum([0] + [count for _, count in shards])
+        self.ancestors = torch.from_numpy(tree.ancestor_matrix(tree.paths)) if len(tree) else None
+        self.columns: dict[str, list[_NpyRows]] = {}
+        for store in self.stores:
+            for array in (*store.arrays, IDS):
+                if array in self.columns and array == IDS:
+                    continue
+                self.columns[array] = [_NpyRows(store.path(name, array)) for name in self.shard_names]
+        for column in self.columns.values():
+            for shard, rows, expected in zip(self.shard_names, column, np.diff(self.offsets), strict=True):
+                if rows.shape[0] != expected:
+                    raise FeatureCacheError(
+                        f"{rows.path!r} has {rows.shape[0]} rows but shard {shard!r} has {expected} products"
+                    )
+        self.handles = _Handles()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def read(self, array: str, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows ``indices`` (split positions, any order) of one stored array."""
+        indices = np.asarray(indices, dtype=np.int64)
+        column = self.columns[array]
+        out = np.empty((len(indices), *column[0].row_shape), dtype=column[0].dtype)
+        if len(indices) == 0:
+            return out
+        if indices.min() < 0 or indices.max() >= len(self):
+            raise IndexError(f"index out of range for a split of {len(self)} products")
+        shard = np.searchsorted(self.offsets, indices, side="right") - 1
+        order = np.lexsort((indices, shard))
+        for s in np.unique(shard):
+            picked = order[shard[order] == s]
+            rows = indices[picked] - self.offsets[s]
+            npy = column[s]
+            out[picked] = npy.read(self.handles.fd(npy.path), rows)
+        return out
+
+    def batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The batch dict of ``indices`` (already collated)."""
+        out: dict[str, Any] = {}
+        for array, key in BATCH_KEYS.items():
+            if array in self.columns:
+                values = self.read(array, indices)
+                tensor = torch.from_numpy(values)
+                out[key] = tensor if values.dtype == np.bool_ else tensor.float()
+        out["product_id"] = [str(x) for x in self.read(IDS, indices)]
+        out["category_ids"] = self._category_ids(self.read("category", indices))
+        return out
+
+    def _category_ids(self, nodes: np.ndarray) -> torch.Tensor:
+        if self.ancestors is None:
+            return torch.full((len(nodes), 0), -1, dtype=torch.long)
+        return self.ancestors[torch.from_numpy(nodes.astype(np.int64))]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        batch = self.batch([int(i)])
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        batch = self.batch(indices)
+        return [{k: v[n] for k, v in batch.items()} for n in range(len(indices))]
+
+    # whole-split views (the test gallery, the category-balanced sampler): O(split) memory, built on demand
+    @property
+    def product_id(self) -> list[str]:
+        return [str(x) for x in self.read(IDS, np.arange(len(self)))]
+
+    @property
+    def category_nodes(self) -> torch.Tensor:
+        return torch.from_numpy(self.read("category", np.arange(len(self))).astype(np.int64))
+
+    @property
+    def category_ids(self) -> torch.Tensor:
+        return self._category_ids(self.read("category", np.arange(len(self))))
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every feature of the split as float32 tensors (small galleries only: loads the whole split)."""
+        return self.batch(np.arange(len(self))) if len(self) else {}
+
+    def iter_chunks(self, chunk_size: int = 65536):
+        """The split in order, ``chunk_size`` products at a time (batch dicts): evaluation at any scale."""
+        for start in range(0, len(self), chunk_size):
+            yield self.batch(np.arange(start, min(start + chunk_size, len(self))))

@@ -1,0 +1,112 @@
+"""``clipita encode`` split across two gloo ranks writes the same feature store as one process, and evaluating from
+that store on two ranks gives the same metrics as one process on the one-rank store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_overrides
+
+from datamodules.category_tree import CategoryTree
+from datamodules.features import FeatureSplit, FeatureStore, manifest_shards
+from datamodules.sharding import SPLITS, load_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "experiments" / "quickstart.yaml"
+
+
+def tiny(work_dir: Path) -> list[str]:
+    """The shared tiny config with this test's changes (more products in small shards; a tiny random image tower)."""
+    return tiny_overrides(
+        {
+            "data.work_dir": str(work_dir),
+            "data.sample_products": 240,
+            "data.shard_size": 20,
+            "model.net.image_model": "test_efficientnet",
+            "model.net.image_weights": "none",
+            "model.net.image_size": 32,
+        }
+    )
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "clipita.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def encode(work_dir: Path, ranks: int, cwd: Path) -> subprocess.CompletedProcess:
+    overrides = "[" + ", ".join(f'"{a}"' for a in tiny(work_dir)) + "]"
+    return run(
+        ["encode", str(CONFIG), "--overrides", overrides, "--devices", str(ranks), "--accelerator", "cpu",
+         "--strategy", "ddp" if ranks > 1 else "auto", "--batch_size", "8", "--num_workers", "2"],
+        cwd,
+    )  # fmt: skip
+
+
+def features(work_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    shard_dir = work_dir / "shards" / "seed0"
+    manifest = load_manifest(str(shard_dir), check_hashes=False)
+    stores = []
+    for folder in sorted((work_dir / "features").iterdir()):
+        meta = json.loads((folder / "meta.json").read_text())
+        store = FeatureStore(folder, meta, manifest_shards(manifest))
+        assert store.is_complete()
+        stores.append(store)
+    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    out = {}
+    for split in SPLITS:
+        info = manifest["splits"][split]
+        dataset = FeatureSplit(stores, [(n, info["shard_files"][n]["count"]) for n in info["shards"]], tree)
+        out[split] = dataset.batch(np.arange(len(dataset)))
+    return out
+
+
+def validate_metrics(work_dir: Path, ranks: int, cwd: Path) -> dict[str, float]:
+    logs = cwd / f"logs{ranks}"
+    run(
+        ["validate", "--config", str(CONFIG), *tiny(work_dir), "--trainer.devices", str(ranks),
+         "--trainer.strategy", "ddp" if ranks > 1 else "auto", "--trainer.logger.init_args.save_dir", str(logs)],
+        cwd,
+    )  # fmt: skip
+    rows = list(csv.DictReader(next(logs.rglob("metrics.csv")).open()))
+    return {k: float(v) for row in rows for k, v in row.items() if k.startswith("val/") and v}
+
+
+@pytest.mark.slow
+def test_two_rank_encode_and_evaluation_match_one_rank(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    encode(one, 1, tmp_path)
+    result = encode(two, 2, tmp_path)
+    assert "distributed_backend=gloo" in result.stdout + result.stderr
+    a, b = features(one), features(two)
+    for split in SPLITS:
+        assert a[split]["product_id"] == b[split]["product_id"]
+        for key in ("image_features", "title_features", "attribute_features"):
+            np.testing.assert_allclose(a[split][key].numpy(), b[split][key].numpy(), atol=2e-3)
+        for key in ("title_mask", "attribute_mask", "category_ids"):
+            np.testing.assert_array_equal(a[split][key].numpy(), b[split][key].numpy())
+
+    m1 = validate_metrics(one, 1, tmp_path)
+    m2 = validate_metrics(two, 2, tmp_path)
+    assert "val/map@10" in m1
+    assert m1.keys() == m2.keys()
+    for key in m1:
+        assert m2[key] == pytest.approx(m1[key], abs=1e-4), key
