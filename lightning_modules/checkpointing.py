@@ -25,6 +25,7 @@ Checkpoints written before this contract (``model.*`` keys, no ``clipita.version
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,12 @@ def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    try:  # tensors and plain values only: loading a checkpoint runs no pickled code
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointFormatError(
+            f"{path}: not a clipita checkpoint of plain values and tensors (a pickled object was refused: {err})"
+        ) from None
     record = read_record(checkpoint, str(path))
     net = ClipIta(**record["net_config"])
     state = {k[len(NET_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(NET_PREFIX)}

@@ -3,6 +3,8 @@ trained set included, so its query and product vectors equal the module's evalua
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -114,6 +116,10 @@ def test_old_or_foreign_checkpoints_are_refused_with_a_clear_message(tmp_path):
     torch.save({"weights": 1}, foreign)
     with pytest.raises(CheckpointFormatError, match="not a Lightning checkpoint"):
         load_model(foreign)
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "clipita": {"version": 2}, "extra": PurePosixPath("x")}, pickled)
+    with pytest.raises(CheckpointFormatError, match="pickled object was refused"):
+        load_model(pickled)  # loading runs no pickled code
     with pytest.raises(FileNotFoundError, match="no/such.ckpt"):
         load_model(tmp_path / "no" / "such.ckpt")
 
