@@ -2,7 +2,7 @@
 
     clipita fit --config experiments/clip_ita.yaml [--trainer.devices 2 --trainer.strategy ddp ...]
     clipita test --config experiments/clip_ita.yaml --ckpt_path runs/clip_ita/.../checkpoints/last.ckpt
-    clipita shard --catalog experiments/catalogs/fashion.yaml --output_dir work/fashion/shards
+    clipita shard experiments/catalogs/fashion.yaml work/fashion/shards
     clipita encode experiments/clip_ita.yaml
 
 Project commands are plain library functions; their typed signatures and docstrings are their ``--help`` (through
@@ -72,10 +72,26 @@ def make_cli(args: list[str] | None = None, run: bool = True):
                 "model", "data.encoders", compute_fn=lambda module: module.net, apply_on="instantiate"
             )
 
+        def check_catalogue(self) -> None:
+            """A model reading a modality the whole catalogue lacks stops here, before any image is encoded."""
+            from clipita.modalities import check_modalities
+
+            check_modalities(self.model.net, self.datamodule, wait=self.trainer.global_rank != 0)
+
+        def before_validate(self) -> None:
+            self.check_catalogue()
+
+        def before_test(self) -> None:
+            self.check_catalogue()
+
+        def before_predict(self) -> None:
+            self.check_catalogue()
+
         def before_fit(self) -> None:
-            """``--ckpt_path last``: checkpoints live in versioned run folders (``runs/<name>/version_N/checkpoints``),
-            which Lightning's own lookup (the *new* version's folder) cannot see; resolve it to the newest
-            ``last.ckpt`` of this run name."""
+            """Check the catalogue's modalities; then ``--ckpt_path last``: checkpoints live in versioned run
+            folders (``runs/<name>/version_N/checkpoints``), which Lightning's own lookup (the *new* version's
+            folder) cannot see; resolve it to the newest ``last.ckpt`` of this run name."""
+            self.check_catalogue()
             config = self.config_init[self.subcommand]
             if config.get("ckpt_path") != "last":
                 return

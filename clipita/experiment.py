@@ -106,10 +106,12 @@ def fit_and_test(
         test: evaluate on the test split after fitting.
     """
     from clipita.cli import make_cli
+    from clipita.modalities import check_modalities
 
     args = (["--config", config] if config else []) + list(overrides)
     cli = make_cli(args, run=False)
     trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
+    check_modalities(module.net, datamodule, wait=trainer.global_rank != 0)  # before any image is encoded
     for callback in callbacks:
         trainer.callbacks.append(callback)
     trainer.fit(module, datamodule=datamodule)

@@ -10,9 +10,10 @@ files merged on rank 0), so indexing runs on one CPU, one GPU or many under DDP 
 
     embeddings.npy     float32 [N, D], L2-normalised; row i is products.parquet row i
     product_ids.json   the ids in row order (the writer's own record)
-    products.parquet   id, title, category ("A > B > C"), split, shard (file name in shard_dir), key,
-                       jpg_offset, jpg_size (the JPEG's byte range inside the uncompressed tar: thumbnails are read
-                       with one seek, no tar scan)
+    products.parquet   id (the original product id), title ("" when none), category ("A > B > C", for display
+                       only), category_path (the path as a JSON list of names: what programs read), split, shard
+                       (file name in shard_dir), key (the shard key), jpg_offset, jpg_size (the JPEG's byte range
+                       inside the uncompressed tar: thumbnails are read with one seek, no tar scan)
     index.json         checkpoint, fit config, model hparams, dims, shard_dir, the category tree and the unseen
                        categories of the split, and the FAISS index's parameters when one was built
     faiss.index        (``--faiss true``) an approximate index beside the exact one: HNSW (default) or IVF-Flat,
@@ -40,6 +41,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from clipita.experiment import read_fit_config, section
 from datamodules.catalogue_datamodule import CatalogueDataModule
 from datamodules.category_tree import format_path
+from datamodules.records import category_to_text, decode_json
 from datamodules.sharding import SPLITS, shard_urls
 
 from .prediction_writer import EMBEDDINGS_NAME, PRODUCT_IDS_NAME, EmbeddingWriter
@@ -48,6 +50,9 @@ INDEX_VERSION = 1
 INDEX_JSON = "index.json"
 PRODUCTS_NAME = "products.parquet"
 FAISS_NAME = "faiss.index"
+PRODUCT_COLUMNS = [
+    "id", "title", "category", "category_path", "split", "shard", "key", "jpg_offset", "jpg_size",
+]  # fmt: skip
 
 SplitChoice = Literal["test", "val", "train", "all"]
 FaissKind = Literal["hnsw", "ivf"]
@@ -148,8 +153,9 @@ def read_shard_metadata(shard_path: str | Path) -> list[dict[str, Any]]:
     Only tar headers and the small JSON members are read (tarfile seeks past the image data).
 
     Returns:
-        Dicts with ``id``, ``title``, ``category`` (path string), ``split``, ``shard`` (file name), ``key``,
-        ``jpg_offset`` and ``jpg_size`` (-1 when the record has no ``jpg``), in the tar's order.
+        Dicts with ``id`` (the original product id), ``title``, ``category`` (display string), ``category_path``
+        (JSON list of names), ``split``, ``shard`` (file name), ``key``, ``jpg_offset`` and ``jpg_size`` (-1 when
+        the record has no ``jpg``), in the tar's order.
     """
     shard_path = Path(shard_path)
     records: dict[str, dict[str, Any]] = {}
@@ -165,9 +171,10 @@ def read_shard_metadata(shard_path: str | Path) -> list[dict[str, Any]]:
             row = records.setdefault(
                 key,
                 {
-                    "id": key,
+                    "id": key,  # the JSON (always written) holds the original id
                     "title": "",
                     "category": "",
+                    "category_path": "[]",
                     "split": "",
                     "shard": shard_path.name,
                     "key": key,
@@ -176,11 +183,12 @@ def read_shard_metadata(shard_path: str | Path) -> list[dict[str, Any]]:
                 },
             )
             if ext == "json":
-                meta = json.loads(archive.extractfile(member).read())
-                row["id"] = str(meta.get("id", key))
-                row["title"] = str(meta.get("title") or "")
-                row["category"] = format_path(meta.get("category") or [])
-                row["split"] = str(meta.get("split") or "")
+                record = decode_json(archive.extractfile(member).read(), key)
+                row["id"] = record.id
+                row["title"] = record.title
+                row["category"] = format_path(record.category)
+                row["category_path"] = category_to_text(record.category)
+                row["split"] = record.split
             elif ext == "jpg":
                 row["jpg_offset"] = member.offset_data
                 row["jpg_size"] = member.size
@@ -195,9 +203,7 @@ def products_frame(manifest: dict, shard_dir: str | Path, splits: Sequence[str])
             for row in read_shard_metadata(url):
                 row["split"] = row["split"] or split
                 rows.append(row)
-    frame = pd.DataFrame(
-        rows, columns=["id", "title", "category", "split", "shard", "key", "jpg_offset", "jpg_size"]
-    )
+    frame = pd.DataFrame(rows, columns=PRODUCT_COLUMNS)
     duplicated = frame["id"].duplicated()
     if duplicated.any():
         raise ValueError(f"product ids repeat across shards, e.g. {frame['id'][duplicated].head(5).tolist()}")
@@ -326,9 +332,13 @@ def index(
     else:
         data, origin = checkpoint_data_options(ckpt), str(ckpt)
     data = datamodule_kwargs(data, origin, work_dir=work_dir, eval_batch_size=batch_size)
-    dm = IndexDataModule(**data)
+    data.pop("encoders", None)
+    net = load_model(ckpt, map_location="cpu")
+    dm = IndexDataModule(
+        **data, encoders=net
+    )  # the network's frozen towers build the cache / transform images
     dm.index_splits = splits
-    module = ClipItaModule(load_model(ckpt, map_location="cpu"))  # predict only runs the network
+    module = ClipItaModule(net)  # predict only runs the network
     module.eval()
     out = Path(output_dir)
 

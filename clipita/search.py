@@ -5,7 +5,8 @@
 The query goes through the checkpoint's category tower (the frozen text encoder + the trained category head), so
 any text works: a category of the catalogue tree, one held out of training, or one the catalogue never had. A query
 written as a path (``"A > B > C"``) is encoded the way the model was trained: by its last name when the model's
-``category_text`` is ``leaf``, as the whole path when it is ``path``.
+``category_text`` is ``leaf``, as the whole path when it is ``path``. A query that names a catalogue category is
+encoded from that category's own names, so a level whose name contains ``" > "`` ("Foot > wear") is one name.
 
 Ranking is an exact dot product over all products with :func:`~lightning_modules.metrics.retrieval_functional.running_topk`
 (chunked; ties by lower product row), or, with ``--faiss``, an approximate one through the FAISS index that
@@ -15,7 +16,7 @@ Library use::
 
     searcher = Searcher.load("work/fashion/index/clip_ita")
     results = searcher.search(["Sports Shoes", "Summer dresses"], k=10)
-    results[0]["results"][0]  # {"rank": 1, "id": ..., "title": ..., "category": ..., "split": ..., "score": ...}
+    results[0]["results"][0]  # {"rank": 1, "id": ..., "title": ..., "category": ..., "category_path": [...], ...}
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datamodules.category_tree import CATEGORY_SEPARATOR, format_path
+from datamodules.category_tree import CATEGORY_SEPARATOR, format_path, parse_path
+from datamodules.records import category_from_text
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
 from .index import FAISS_NAME, INDEX_JSON
@@ -68,11 +70,17 @@ def query_text(query: str, style: str = "leaf") -> str:
     raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
 
 
+def _name_parts(name: str) -> tuple[str, ...]:
+    return tuple(p.casefold() for p in split_query(name))
+
+
 def resolve_category(query: str, tree: Sequence[Sequence[str]]) -> CategoryPath | None:
     """The catalogue category a query names, if any: an exact path, or a node name that is unique in the tree.
 
     Matching ignores case and spacing around ``>``; a bare name matching nodes at several places (``"Shoes"``
-    under two parents) resolves only if exactly one node has that name.
+    under two parents) resolves only if exactly one node has that name. A level name may itself contain ``" > "``
+    (``"A > B"`` is one name): when the query is not a path of the tree level by level, it is matched against the
+    tree's names read the same way (a path whose names spell the query, then a unique node whose own name does).
 
     Args:
         query: the free-text query.
@@ -85,11 +93,22 @@ def resolve_category(query: str, tree: Sequence[Sequence[str]]) -> CategoryPath 
     by_path = {tuple(p.casefold() for p in path): tuple(path) for path in tree}
     if parts in by_path:
         return by_path[parts]
-    if len(parts) == 1:
-        named = [path for key, path in by_path.items() if key[-1] == parts[0]]
-        if len(named) == 1:
-            return named[0]
+    spelled = [tuple(path) for path in tree if sum((_name_parts(name) for name in path), ()) == parts]
+    if len(spelled) == 1:
+        return spelled[0]
+    named = [tuple(path) for path in tree if path and _name_parts(path[-1]) == parts]
+    if len(named) == 1:
+        return named[0]
     return None
+
+
+def category_text(path: Sequence[str], style: str = "leaf") -> str:
+    """The text the model encodes a catalogue category from (its own name, or its whole path)."""
+    if style == "leaf":
+        return path[-1]
+    if style == "path":
+        return format_path(path)
+    raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
 
 
 def is_relevant(product_category: Sequence[str], query_path: Sequence[str]) -> bool:
@@ -284,8 +303,23 @@ class SearchIndex:
             scores, rows = running_topk(query_emb.float(), self.embeddings, k=k, chunk_size=chunk_size)
         return scores.cpu(), rows.cpu()
 
+    def category_path(self, row: int) -> CategoryPath:
+        """Product ``row``'s category path (from ``category_path``; indexes older than that column only had the
+        display string, which is split at ``" > "``)."""
+        product = self.products.iloc[row]
+        if "category_path" in self.products.columns:
+            return category_from_text(str(product["category_path"]))
+        return parse_path(str(product["category"]))
+
+    def category_paths(self) -> list[CategoryPath]:
+        """Every product's category path, in row order."""
+        if "category_path" in self.products.columns:
+            return [category_from_text(str(text)) for text in self.products["category_path"]]
+        return [parse_path(str(text)) for text in self.products["category"]]
+
     def hits(self, scores: torch.Tensor, rows: torch.Tensor) -> list[list[dict[str, Any]]]:
-        """Ranked result dicts per query: ``rank``, ``row``, ``id``, ``title``, ``category``, ``split``, ``score``."""
+        """Ranked result dicts per query: ``rank``, ``row``, ``id`` (the original product id), ``title``,
+        ``category`` (display string), ``category_path`` (list of names), ``split``, ``score``."""
         out = []
         for score_row, index_row in zip(scores.tolist(), rows.tolist(), strict=True):
             ranked = []
@@ -300,6 +334,7 @@ class SearchIndex:
                         "id": str(product["id"]),
                         "title": str(product["title"]),
                         "category": str(product["category"]),
+                        "category_path": list(self.category_path(row)),
                         "split": str(product["split"]),
                         "score": float(score),
                     }
@@ -323,14 +358,22 @@ class CategoryEncoder:
         self.net = load_model(ckpt, map_location=device)
         self.style = self.net.category_text
 
-    def texts(self, queries: Sequence[str]) -> list[str]:
-        return [query_text(q, self.style) for q in queries]
+    def texts(self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None) -> list[str]:
+        """The category text of each query: from its catalogue path when it names one (``paths``, e.g. from
+        :func:`resolve_category`), else from the query text itself (:func:`query_text`)."""
+        paths = list(paths) if paths is not None else [None] * len(queries)
+        return [
+            category_text(path, self.style) if path else query_text(query, self.style)
+            for query, path in zip(queries, paths, strict=True)
+        ]
 
     @torch.no_grad()
-    def encode(self, queries: Sequence[str]) -> torch.Tensor:
-        """``[Q, D]`` retrieval vectors of the queries (each turned into the model's category text first); names
-        outside the model's trained set are novel (``ClipIta.encode_query_texts``)."""
-        return self.net.encode_query_texts(self.texts(queries)).float()
+    def encode(
+        self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None
+    ) -> torch.Tensor:
+        """``[Q, D]`` retrieval vectors of the queries (each turned into the model's category text first, see
+        :meth:`texts`); names outside the model's trained set are novel (``ClipIta.encode_query_texts``)."""
+        return self.net.encode_query_texts(self.texts(queries, paths)).float()
 
 
 class Searcher:
@@ -369,21 +412,22 @@ class Searcher:
             raise ValueError(f"k must be >= 1, got {k}")
         if not queries:
             return []
-        emb = self.encoder.encode(queries)
+        tree, unseen = self.index.tree, self.index.unseen
+        paths = [resolve_category(query, tree) for query in queries]
+        emb = self.encoder.encode(queries, paths)
         scores, rows = self.index.topk(
             emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe, scan=scan
         )
-        tree, unseen = self.index.tree, self.index.unseen
         out = []
-        for query, text, hits in zip(
-            queries, self.encoder.texts(queries), self.index.hits(scores, rows), strict=True
+        for query, path, text, hits in zip(
+            queries, paths, self.encoder.texts(queries, paths), self.index.hits(scores, rows), strict=True
         ):
-            path = resolve_category(query, tree)
             out.append(
                 {
                     "query": query,
                     "query_text": text,
                     "category": format_path(path) if path else None,
+                    "category_path": list(path) if path else None,
                     "unseen": bool(path and path in unseen),
                     "results": hits,
                 }

@@ -57,6 +57,8 @@ class CatalogueDataModule(L.LightningDataModule):
         balance_power: strength of the category balancing (0 = uniform over products).
         encode_workers: image-decoding worker processes per rank while building the feature cache.
         encoders: the object holding the frozen towers (``.image_encoder`` may be None for text-only models).
+        sample_titles: the built-in sample's titles: ``signal`` (they name the leaf or a synonym, with noise),
+            ``noise`` (no category signal) or ``none`` (a titleless catalogue). Part of the sample's cache key.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class CatalogueDataModule(L.LightningDataModule):
         balance_power: float = 0.5,
         encode_workers: int = 2,
         encoders: Any = None,
+        sample_titles: Literal["signal", "noise", "none"] = "signal",
     ) -> None:
         super().__init__()
         if batch_size < 2:
@@ -95,25 +98,37 @@ class CatalogueDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
 
     # ---------------------------------------------------------------------------------------------- building
-    def catalog_path(self) -> str:
+    def _sample_key(self) -> dict | None:
+        """What the built-in sample is generated from (None for a catalogue of the user's): its cache key."""
         if self.hparams.catalog != SAMPLE:
+            return None
+        key: dict[str, Any] = {"num_products": self.hparams.sample_products, "seed": 0}
+        if self.hparams.sample_titles != "signal":  # the default keeps the key older samples were made with
+            key["titles"] = self.hparams.sample_titles
+        return key
+
+    def catalog_path(self) -> str:
+        want = self._sample_key()
+        if want is None:
             return self.hparams.catalog
         from datamodules.sample_catalogue import generate_sample_catalogue
 
-        folder = self.work_dir / "sample_catalogue"
+        titles = self.hparams.sample_titles
+        folder = self.work_dir / ("sample_catalogue" if titles == "signal" else f"sample_catalogue_{titles}")
         yaml_path = folder / "catalog.yaml"
         marker = folder / "generated.json"
-        want = {"num_products": self.hparams.sample_products, "seed": 0}
         if not (yaml_path.is_file() and marker.is_file() and json.loads(marker.read_text()) == want):
             yaml_path = Path(
-                generate_sample_catalogue(str(folder), num_products=self.hparams.sample_products, seed=0)
+                generate_sample_catalogue(
+                    str(folder), num_products=self.hparams.sample_products, seed=0, titles=titles
+                )
             )
             marker.write_text(json.dumps(want))
         return str(yaml_path)
 
     def _shard_request(self, catalog: str) -> dict:
         h = self.hparams
-        return {
+        request = {
             "catalog": str(Path(catalog).resolve()),
             "shard_size": h.shard_size,
             "seed": h.split_seed,
@@ -121,6 +136,10 @@ class CatalogueDataModule(L.LightningDataModule):
             "test_fraction": h.test_fraction,
             "unseen_fraction": h.unseen_fraction,
         }
+        sample = self._sample_key()
+        if sample is not None:  # a regenerated sample (another size or title mode) is another catalogue
+            request["sample"] = sample
+        return request
 
     def shards_ready(self) -> bool:
         request_file = self.shard_dir / REQUEST_NAME
@@ -159,10 +178,6 @@ class CatalogueDataModule(L.LightningDataModule):
     def towers(self) -> tuple[Any, Any]:
         """``(image_encoder, text_encoder)`` of the ``encoders`` object (a clear error when none was given)."""
         holder = self.encoders
-        if holder is None:  # legacy callers that attach the DataModule to a Trainer without passing encoders
-            module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
-            holder = getattr(module, "net", None)
-            holder = getattr(module, "model", None) if holder is None else holder
         if holder is None or not hasattr(holder, "text_encoder"):
             raise ValueError(
                 "the DataModule needs `encoders` (an object with .image_encoder and .text_encoder, e.g. the ClipIta "
@@ -183,12 +198,29 @@ class CatalogueDataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
-    def setup(self, stage: str | None = None) -> None:
+    def read_catalogue(self, wait: bool | None = None) -> dict:
+        """Shard the catalogue if needed and load its manifest and category tree (no image is encoded): what
+        :attr:`modalities_present` and the other metadata read. Idempotent.
+
+        Args:
+            wait: wait for another rank's shards instead of sharding (default: unless this is rank 0).
+        """
         if self.manifest is None:
             if not self.shards_ready():  # setup without prepare_data (a bare DataModule)
-                self.ensure_shards(wait=self._rank()[0] != 0)
+                self.ensure_shards(wait=self._rank()[0] != 0 if wait is None else wait)
             self.manifest = load_manifest(str(self.shard_dir), check_hashes=False)
             self.tree = CategoryTree.from_json(self.manifest["tree"]["paths"])
+        return self.manifest
+
+    @property
+    def catalogue_name(self) -> str:
+        """The catalogue's name (its schema's ``name``; the file stem before the manifest is read)."""
+        if self.manifest:
+            return str(self.manifest.get("schema", {}).get("name") or self.hparams.catalog)
+        return SAMPLE if self.hparams.catalog == SAMPLE else Path(self.hparams.catalog).stem
+
+    def setup(self, stage: str | None = None) -> None:
+        self.read_catalogue()
         if self.hparams.use_features and not self.datasets:
             image_encoder, text_encoder = self.towers()
             rank, world_size, barrier = self._rank()

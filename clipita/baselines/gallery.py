@@ -124,7 +124,9 @@ def load_test_gallery(config: str | None, overrides: Sequence[str] = ()) -> Test
 
     cli = make_cli((["--config", config] if config else []) + list(overrides), run=False)
     trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
-    trainer.strategy.connect(module)  # the DataModule reads the frozen encoders off trainer.lightning_module
+    trainer.strategy.connect(
+        module
+    )  # the module sees its trainer (the DataModule got the encoders by the CLI link)
     datamodule.trainer = trainer
     datamodule.prepare_data()
     datamodule.setup("test")

@@ -84,6 +84,7 @@ class _Runner:
 
     def trained(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
         from clipita.experiment import fit_and_test
+        from clipita.modalities import check_modalities
 
         config = resolve_path(row.fit)
         if row.checkpoint:  # test only: no logs, and never touch a folder the checkpoint may live in
@@ -106,6 +107,7 @@ class _Runner:
             checkpoint = resolve_path(row.checkpoint.format(seed=seed))
             cli = make_cli(["--config", config, *overrides], run=False)
             module, datamodule = cli.model, cli.datamodule
+            check_modalities(module.net, datamodule)
             cli.trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
             logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
         else:
@@ -124,6 +126,7 @@ class _Runner:
     ) -> LeaderboardRun:
         """Every row on every split seed; ``on_seed(run, seeds_done)`` after each seed but the last."""
         from clipita.baselines import BaselineNotRun
+        from clipita.modalities import MissingModalityError
 
         out = LeaderboardRun(spec=self.spec)
         for i, seed in enumerate(self.spec.split_seeds):
@@ -136,7 +139,10 @@ class _Runner:
                 start = time.perf_counter()
                 try:
                     result, context = self.baseline(row, seed) if row.baseline else self.trained(row, seed)
-                except BaselineNotRun as reason:
+                except (
+                    BaselineNotRun,
+                    MissingModalityError,
+                ) as reason:  # e.g. title rows on a titleless catalogue
                     out.not_run[row.name] = f"not run: {reason}"
                     self.log(f"[leaderboard {self.spec.name}] {row.name}: {out.not_run[row.name]}")
                     continue

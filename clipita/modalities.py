@@ -1,0 +1,88 @@
+"""A model that needs a product modality the whole catalogue lacks is refused before anything is encoded.
+
+Per-product gaps (a product without a title in a catalogue that has titles) go through the fusion's missing-modality
+path; a modality *no* product has would train a tower on nothing, so ``clipita fit`` / ``validate`` / ``test`` /
+``predict`` (and the leaderboard's and sweep's fits) stop at start with one line naming the model, the modality,
+the catalogue and the configs that fit it, e.g.::
+
+    CLIP-ITA needs titles; catalogue 'shop' has none: use experiments/clip_i.yaml or clip_ia.yaml
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+# modality -> how a message names it
+NOUNS = {"title": "titles", "attributes": "attributes", "description": "descriptions"}
+# (model name, modalities, its experiment config), smallest first: the suggestions
+KNOWN_MODELS: tuple[tuple[str, frozenset[str], str], ...] = (
+    ("CLIP-I", frozenset({"image"}), "clip_i.yaml"),
+    ("CLIP-IA", frozenset({"image", "attributes"}), "clip_ia.yaml"),
+    ("CLIP-ITA", frozenset({"image", "title", "attributes"}), "clip_ita.yaml"),
+    ("the title-only model", frozenset({"title"}), "title_only.yaml"),
+)
+
+
+class MissingModalityError(ValueError):
+    """The model reads a product modality that no product of the catalogue has (``clipita`` prints one line)."""
+
+
+def required_modalities(net: Any) -> list[str]:
+    """The product text modalities a network reads: its fused text modalities, plus ``title`` when it mixes in or
+    routes through the frozen title embedding (``zero_shot_weight > 0``, ``route_novel_categories``)."""
+    modalities = list(getattr(net, "modalities", []))
+    needed = [m for m in modalities if m != "image"]
+    if "title" not in needed and (
+        getattr(net, "zero_shot_weight", 0) or getattr(net, "route_novel_categories", False)
+    ):
+        needed.insert(0, "title")
+    return needed
+
+
+def model_name(modalities: Iterable[str]) -> str:
+    """``CLIP-I``, ``CLIP-IA``, ``CLIP-ITA``... for a modality set (else ``the [image, ...] model``)."""
+    key = frozenset(modalities)
+    for name, known, _ in KNOWN_MODELS:
+        if known == key:
+            return name
+    return f"the {sorted(key)} model"
+
+
+def missing_modality_message(net: Any, present: Iterable[str], catalogue: str) -> str | None:
+    """The one-line refusal, or None when the catalogue has every modality the network reads."""
+    present = set(present)
+    missing = [m for m in required_modalities(net) if m not in present]
+    if not missing:
+        return None
+    modalities = list(getattr(net, "modalities", []))
+    name = model_name(modalities)
+    what = " and ".join(NOUNS.get(m, m) for m in missing)
+    why = ""
+    if "title" in missing and "title" not in modalities:
+        why = " (zero_shot_weight / route_novel_categories read the title)"
+    usable = [
+        config for _, known, config in KNOWN_MODELS if known <= present | {"image"} and "image" in known
+    ]
+    use = f"experiments/{usable[0]}" + "".join(f" or {c}" for c in usable[1:]) if usable else "another model"
+    return f"{name}{why} needs {what}; catalogue {catalogue!r} has none: use {use}"
+
+
+def check_modalities(net: Any, datamodule: Any, wait: bool | None = None) -> None:
+    """Raise :class:`MissingModalityError` when ``net`` reads a modality ``datamodule``'s catalogue lacks.
+
+    The DataModule shards the catalogue if needed and reads its manifest (no image is encoded); a DataModule
+    without ``read_catalogue`` / ``modalities_present`` (e.g. a test's synthetic one) is not checked.
+
+    Args:
+        net: the network (``.modalities``, ``.zero_shot_weight``, ``.route_novel_categories``).
+        datamodule: a :class:`~datamodules.catalogue_datamodule.CatalogueDataModule`.
+        wait: passed to ``read_catalogue`` (True on ranks other than 0: wait for rank 0's shards).
+    """
+    if not hasattr(datamodule, "read_catalogue") or not required_modalities(net):
+        return
+    datamodule.read_catalogue(wait=wait)
+    present = datamodule.modalities_present
+    message = missing_modality_message(net, present, datamodule.catalogue_name)
+    if message:
+        raise MissingModalityError(message)
