@@ -168,7 +168,7 @@ def test_gallery_files_and_relevance_marks(tiny_gallery):
         assert row["category"] == (" > ".join(path) if path else None)
         for result in row["results"]:
             for hit in result["hits"]:
-                expected = is_relevant(tuple(hit["category"].split(" > ")), path) if path else None
+                expected = is_relevant(hit["category_path"], path) if path else None
                 assert hit["relevant"] == expected
     assert html.count('class="hit unk"') == 2 * 6  # the free-text query is not judged
     assert page["rows"][2]["unseen"]  # Handbags is held out of training in the sample split

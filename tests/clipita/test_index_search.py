@@ -147,6 +147,7 @@ def test_shard_metadata_records_jpeg_byte_ranges(tmp_path):
             handle.seek(row["jpg_offset"])
             assert handle.read(row["jpg_size"]) == images[row["id"]]
             assert row["category"] == "A > B" and row["shard"] == shard.name
+            assert json.loads(row["category_path"]) == ["A", "B"]
 
 
 def test_datamodule_kwargs_drop_unknown_keys(tmp_path):
@@ -223,7 +224,13 @@ def test_index_folder_is_complete_and_aligned(tiny_index):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert products["id"].tolist() == json.loads((tiny_index / "product_ids.json").read_text())
     assert products["id"].is_unique and set(products["split"]) == {"train", "val", "test"}
-    assert {"title", "category", "shard", "key", "jpg_offset", "jpg_size"} <= set(products.columns)
+    assert {"title", "category", "category_path", "shard", "key", "jpg_offset", "jpg_size"} <= set(
+        products.columns
+    )
+    assert all(
+        " > ".join(json.loads(p)) == c
+        for p, c in zip(products["category_path"], products["category"], strict=True)
+    )
     assert Path(info["checkpoint"]).is_file() and info["splits"] == ["train", "val", "test"]
     assert info["hparams"]["modalities"] == ["image", "title", "attributes"] and info["unseen_categories"]
     # every JPEG byte range points at a JPEG in its shard
@@ -248,6 +255,7 @@ def test_search_json_is_sorted_and_free_text_works(tiny_index, capsys):
         assert len(scores) == 5 and scores == sorted(scores, reverse=True)
         assert [hit["rank"] for hit in result["results"]] == [1, 2, 3, 4, 5]
         assert all(hit["id"] and hit["title"] and hit["category"] for hit in result["results"])
+        assert all(" > ".join(hit["category_path"]) == hit["category"] for hit in result["results"])
 
     clipita(["search", "--index", str(tiny_index), "Footwear", "-k", "3"])
     out = capsys.readouterr().out
