@@ -211,6 +211,8 @@ def test_a_folder_tree_catalogue_shards_and_trains(tmp_path):
             "0.25",
             "--model.net.image_size",
             "32",
+            "--model.net.modalities",
+            "[image]",  # a folder tree without metadata has no text: CLIP-ITA would stop at start
             "--trainer.max_epochs",
             "2",
             "--trainer.logger",
