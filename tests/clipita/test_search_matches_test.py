@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import tiny_overrides
 
 from clipita.experiment import fit_and_test
