@@ -32,7 +32,7 @@ from typing import Any
 
 from PIL import Image
 
-from datamodules.category_tree import format_path
+from datamodules.category_tree import CategoryTree, format_path
 
 from .search import CategoryEncoder, SearchIndex, is_relevant, resolve_category
 
@@ -81,10 +81,9 @@ def thumbnail_name(product_id: str, shard: Path, key: str) -> str:
 def default_categories(index: SearchIndex, count: int = 12) -> list[str]:
     """Leaf categories with products in the index: up to half held out of training (*unseen*), the rest seen
     ones, each group largest first."""
-    sizes = Counter(index.category_paths())
-    tree = index.tree
-    leaves = {p for p in tree if not any(len(q) > len(p) and q[: len(p)] == p for q in tree)}
-    present = [p for p in sorted(leaves) if sizes.get(p, 0) > 0]
+    sizes = Counter(index.category_path(row) for row in range(len(index.products)))
+    tree = CategoryTree.from_json(index.tree)
+    present = [p for p in sorted(tree.paths[i] for i in tree.leaves) if sizes[p] > 0]
     unseen = sorted((p for p in present if p in index.unseen), key=lambda p: -sizes[p])
     seen = sorted((p for p in present if p not in index.unseen), key=lambda p: -sizes[p])
     chosen = unseen[: count // 2]
@@ -282,8 +281,8 @@ def gallery(
         scores, rows = index.topk(encoder.encode(queries, paths), k, use_faiss=use_faiss)
         hits_per_query = index.hits(scores, rows)
         shards = Path(shard_dir or index.info["shard_dir"])
-        product_paths = index.category_paths()
         model_rows = []
+        categories = [index.category_path(row) for row in range(len(index.products))]
         for path, hits in zip(paths, hits_per_query, strict=True):
             for hit in hits:
                 product = index.products.iloc[hit["row"]]
@@ -296,10 +295,10 @@ def gallery(
                     make_thumbnail(jpeg, out / IMAGES_DIR / name, size=thumb_px)
                     written[name] = hit["id"]
                 hit["image"] = f"{IMAGES_DIR}/{name}"
-                hit["relevant"] = is_relevant(hit["category_path"], path) if path else None
+                hit["relevant"] = is_relevant(categories[hit["row"]], path) if path else None
             num_relevant = None
             if path is not None:
-                num_relevant = sum(is_relevant(product, path) for product in product_paths)
+                num_relevant = sum(is_relevant(c, path) for c in categories)
             judged = bool(num_relevant)  # a category with no product in the index cannot be judged
             precision = sum(bool(h["relevant"]) for h in hits) / k if judged else None
             model_rows.append(

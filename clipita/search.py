@@ -5,8 +5,7 @@
 The query goes through the checkpoint's category tower (the frozen text encoder + the trained category head), so
 any text works: a category of the catalogue tree, one held out of training, or one the catalogue never had. A query
 written as a path (``"A > B > C"``) is encoded the way the model was trained: by its last name when the model's
-``category_text`` is ``leaf``, as the whole path when it is ``path``. A query that names a catalogue category is
-encoded from that category's own names, so a level whose name contains ``" > "`` ("Foot > wear") is one name.
+``category_text`` is ``leaf``, as the whole path when it is ``path``.
 
 Ranking is an exact dot product over all products with :func:`~lightning_modules.metrics.retrieval_functional.running_topk`
 (chunked; ties by lower product row), or, with ``--faiss``, an approximate one through the FAISS index that
@@ -34,9 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datamodules.category_tree import CATEGORY_SEPARATOR, format_path, parse_path
-from datamodules.records import category_from_text
+from datamodules.category_tree import format_path
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
+from lightning_modules.model import category_text_of
 
 from .index import FAISS_NAME, INDEX_JSON
 
@@ -52,7 +51,8 @@ def split_query(query: str) -> list[str]:
 
 
 def query_text(query: str, style: str = "leaf") -> str:
-    """The text the category tower encodes for ``query``, as the model saw category names in training.
+    """The text the category tower encodes for a free-text ``query`` that names no catalogue category, written as
+    the model saw category names in training (a category of the tree is encoded from its own path instead).
 
     Args:
         query: a free-text category, optionally a path ``"A > B > C"``.
@@ -62,58 +62,47 @@ def query_text(query: str, style: str = "leaf") -> str:
         >>> query_text("Footwear >  Shoes > Sports Shoes"), query_text("Footwear > Shoes", "path")
         ('Sports Shoes', 'Footwear > Shoes')
     """
-    parts = split_query(query)
-    if style == "leaf":
-        return parts[-1]
-    if style == "path":
-        return CATEGORY_SEPARATOR.join(parts)
-    raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
+    return category_text_of(split_query(query), style)
 
 
-def _name_parts(name: str) -> tuple[str, ...]:
-    return tuple(p.casefold() for p in split_query(name))
+def _key(text: str) -> str:
+    return " ".join(text.casefold().split())
 
 
 def resolve_category(query: str, tree: Sequence[Sequence[str]]) -> CategoryPath | None:
-    """The catalogue category a query names, if any: an exact path, or a node name that is unique in the tree.
+    """The catalogue category a query names, if any.
 
-    Matching ignores case and spacing around ``>``; a bare name matching nodes at several places (``"Shoes"``
-    under two parents) resolves only if exactly one node has that name. A level name may itself contain ``" > "``
-    (``"A > B"`` is one name): when the query is not a path of the tree level by level, it is matched against the
-    tree's names read the same way (a path whose names spell the query, then a unique node whose own name does).
+    In order: a path written in full (``"A > B > C"``, case and spacing ignored; names may themselves contain
+    ``" > "``), then a node's own name. A name held by several nodes resolves when they lie on one branch (e.g.
+    ``Accessories > Watches`` and its only child ``... > Watches``): the shallowest, whose products include the
+    others'. Names on different branches stay ambiguous (None), as do categories the tree does not have.
 
     Args:
         query: the free-text query.
         tree: every node's path (``index.json``'s ``tree``).
-
-    Returns:
-        The node's path, or None for a category the tree does not have.
     """
-    parts = tuple(p.casefold() for p in split_query(query))
-    by_path = {tuple(p.casefold() for p in path): tuple(path) for path in tree}
-    if parts in by_path:
-        return by_path[parts]
-    spelled = [tuple(path) for path in tree if sum((_name_parts(name) for name in path), ()) == parts]
-    if len(spelled) == 1:
-        return spelled[0]
-    named = [tuple(path) for path in tree if path and _name_parts(path[-1]) == parts]
-    if len(named) == 1:
+    wanted = _key(query)
+    paths = [tuple(p) for p in tree]
+    full = [p for p in paths if _key(format_path(p)) == wanted]
+    if len(full) == 1:
+        return full[0]
+    split = tuple(_key(p) for p in split_query(query))
+    full = [p for p in paths if tuple(_key(n) for n in p) == split]
+    if len(full) == 1:
+        return full[0]
+    named = sorted(
+        (p for p in paths if _key(p[-1]) in (wanted, split[-1] if len(split) == 1 else None)), key=len
+    )
+    if named and all(p[: len(named[0])] == named[0] for p in named):
         return named[0]
     return None
 
 
-def category_text(path: Sequence[str], style: str = "leaf") -> str:
-    """The text the model encodes a catalogue category from (its own name, or its whole path)."""
-    if style == "leaf":
-        return path[-1]
-    if style == "path":
-        return format_path(path)
-    raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
-
-
 def is_relevant(product_category: Sequence[str], query_path: Sequence[str]) -> bool:
-    """Hierarchical relevance: the query is the product's category or one of its ancestors."""
-    return tuple(product_category[: len(query_path)]) == tuple(query_path)
+    """Hierarchical relevance, the metric's rule (:func:`lightning_modules.metrics.relevant_categories`) on paths:
+    the query is the product's category or one of its ancestors."""
+    ancestors = [tuple(product_category[: i + 1]) for i in range(len(product_category))]
+    return tuple(query_path) in ancestors
 
 
 # ------------------------------------------------------------------------------------------------- ranking
@@ -304,18 +293,12 @@ class SearchIndex:
         return scores.cpu(), rows.cpu()
 
     def category_path(self, row: int) -> CategoryPath:
-        """Product ``row``'s category path (from ``category_path``; indexes older than that column only had the
-        display string, which is split at ``" > "``)."""
-        product = self.products.iloc[row]
-        if "category_path" in self.products.columns:
-            return category_from_text(str(product["category_path"]))
-        return parse_path(str(product["category"]))
-
-    def category_paths(self) -> list[CategoryPath]:
-        """Every product's category path, in row order."""
-        if "category_path" in self.products.columns:
-            return [category_from_text(str(text)) for text in self.products["category_path"]]
-        return [parse_path(str(text)) for text in self.products["category"]]
+        """The category path of product ``row`` (stored as a JSON list of names; older indexes as a display
+        string)."""
+        products = self.products
+        if "category_path" in products.columns:
+            return tuple(json.loads(products["category_path"].iat[row]))
+        return tuple(split_query(str(products["category"].iat[row])))
 
     def hits(self, scores: torch.Tensor, rows: torch.Tensor) -> list[list[dict[str, Any]]]:
         """Ranked result dicts per query: ``rank``, ``row``, ``id`` (the original product id), ``title``,
@@ -345,10 +328,12 @@ class SearchIndex:
 
 # ------------------------------------------------------------------------------------------ category tower
 class CategoryEncoder:
-    """The category tower of a checkpoint: free-text category names -> L2-normalised embeddings.
+    """The query side of a checkpoint: category queries -> retrieval vectors, through :func:`lightning_modules.load_model`
+    and :meth:`~lightning_modules.ClipIta.encode_query_texts` (the same call the test evaluation makes), so a query
+    naming a catalogue category ranks exactly as that category does in the leaderboard, novel ones included.
 
     Args:
-        ckpt: the model checkpoint (frozen encoders are rebuilt from its hyperparameters).
+        ckpt: the model checkpoint.
         device: where the tower runs.
     """
 
@@ -359,21 +344,19 @@ class CategoryEncoder:
         self.style = self.net.category_text
 
     def texts(self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None) -> list[str]:
-        """The category text of each query: from its catalogue path when it names one (``paths``, e.g. from
-        :func:`resolve_category`), else from the query text itself (:func:`query_text`)."""
-        paths = list(paths) if paths is not None else [None] * len(queries)
+        """What the tower encodes: a resolved category from its own path, free text as the model's style says."""
+        paths = paths or [None] * len(queries)
         return [
-            category_text(path, self.style) if path else query_text(query, self.style)
-            for query, path in zip(queries, paths, strict=True)
+            category_text_of(p, self.style) if p else query_text(q, self.style)
+            for q, p in zip(queries, paths, strict=True)
         ]
 
     @torch.no_grad()
     def encode(
         self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None
     ) -> torch.Tensor:
-        """``[Q, D]`` retrieval vectors of the queries (each turned into the model's category text first, see
-        :meth:`texts`); names outside the model's trained set are novel (``ClipIta.encode_query_texts``)."""
-        return self.net.encode_query_texts(self.texts(queries, paths)).float()
+        """``[Q, D]`` retrieval vectors of the queries; ``paths`` are the catalogue categories they name (or None)."""
+        return self.net.encode_query_texts(self.texts(queries, paths), paths).float()
 
 
 class Searcher:

@@ -229,7 +229,7 @@ def test_a_level_named_with_the_separator_resolves_to_that_one_name():
     assert resolve_category("A > B", tree) == ("A", "B")  # a path of the tree level by level wins
     tree = [("A > B",), ("A > B", "x"), ("Shoes",), ("Shoes", "Boots")]
     assert resolve_category("A > B", tree) == ("A > B",)
-    assert resolve_category("a>b > X", tree) == ("A > B", "x")
+    assert resolve_category("a > b > X", tree) == ("A > B", "x")
     assert resolve_category("Boots", tree) == ("Shoes", "Boots")
     assert resolve_category("B", tree) is None
 
