@@ -13,7 +13,6 @@ from .drawing import draw_product
 from .taxonomy import _P_PLAIN, COLOURS, LEAVES, SAMPLE_ATTRIBUTES, SAMPLE_COLUMNS, leaf_pattern
 from .text import _pick, drop_missing, make_attributes, make_noise_title, make_title
 
-
 TitleMode = Literal["signal", "noise", "none"]
 TITLE_MODES: tuple[str, ...] = ("signal", "noise", "none")
 
