@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import yaml
 
-from datamodules.sample_catalogue import _PATTERNS, COLOURS, LEAVES, draw_product, leaf_pattern
+from datamodules.sample_catalogue import LEAVES, draw_product, leaf_pattern
+from datamodules.sample_catalogue.taxonomy import _PATTERNS, COLOURS
 from datamodules.sharding import shard_catalogue
 
 REPO = Path(__file__).resolve().parents[1]
