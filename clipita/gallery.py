@@ -25,13 +25,14 @@ import json
 import re
 import tarfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from datamodules.category_tree import format_path, parse_path
+from datamodules.category_tree import CategoryTree, format_path
 
 from .search import CategoryEncoder, SearchIndex, is_relevant, resolve_category
 
@@ -80,12 +81,11 @@ def thumbnail_name(product_id: str, shard: Path, key: str) -> str:
 def default_categories(index: SearchIndex, count: int = 12) -> list[str]:
     """Leaf categories with products in the index: up to half held out of training (*unseen*), the rest seen
     ones, each group largest first."""
-    sizes = index.products["category"].value_counts()
-    tree = index.tree
-    leaves = {p for p in tree if not any(len(q) > len(p) and q[: len(p)] == p for q in tree)}
-    present = [p for p in sorted(leaves) if sizes.get(format_path(p), 0) > 0]
-    unseen = sorted((p for p in present if p in index.unseen), key=lambda p: -sizes[format_path(p)])
-    seen = sorted((p for p in present if p not in index.unseen), key=lambda p: -sizes[format_path(p)])
+    sizes = Counter(index.category_path(row) for row in range(len(index.products)))
+    tree = CategoryTree.from_json(index.tree)
+    present = [p for p in sorted(tree.paths[i] for i in tree.leaves) if sizes[p] > 0]
+    unseen = sorted((p for p in present if p in index.unseen), key=lambda p: -sizes[p])
+    seen = sorted((p for p in present if p not in index.unseen), key=lambda p: -sizes[p])
     chosen = unseen[: count // 2]
     chosen += seen[: count - len(chosen)]
     return [format_path(p) for p in chosen]
@@ -277,12 +277,13 @@ def gallery(
     for index in loaded:
         ckpt = index.info["checkpoint"]
         encoder = encoders.setdefault(ckpt, CategoryEncoder(ckpt))
-        scores, rows = index.topk(encoder.encode(queries), k, use_faiss=use_faiss)
+        paths = [resolve_category(query, index.tree) for query in queries]
+        scores, rows = index.topk(encoder.encode(queries, paths), k, use_faiss=use_faiss)
         hits_per_query = index.hits(scores, rows)
         shards = Path(shard_dir or index.info["shard_dir"])
         model_rows = []
-        for query, hits in zip(queries, hits_per_query, strict=True):
-            path = resolve_category(query, index.tree)
+        categories = [index.category_path(row) for row in range(len(index.products))]
+        for path, hits in zip(paths, hits_per_query, strict=True):
             for hit in hits:
                 product = index.products.iloc[hit["row"]]
                 shard = shards / str(product["shard"])
@@ -294,12 +295,10 @@ def gallery(
                     make_thumbnail(jpeg, out / IMAGES_DIR / name, size=thumb_px)
                     written[name] = hit["id"]
                 hit["image"] = f"{IMAGES_DIR}/{name}"
-                hit["relevant"] = is_relevant(parse_path(hit["category"]), path) if path else None
+                hit["relevant"] = is_relevant(categories[hit["row"]], path) if path else None
             num_relevant = None
             if path is not None:
-                prefix = format_path(path)
-                cats = index.products["category"]
-                num_relevant = int(((cats == prefix) | cats.str.startswith(prefix + " > ")).sum())
+                num_relevant = sum(is_relevant(c, path) for c in categories)
             judged = bool(num_relevant)  # a category with no product in the index cannot be judged
             precision = sum(bool(h["relevant"]) for h in hits) / k if judged else None
             model_rows.append(

@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datamodules.category_tree import CATEGORY_SEPARATOR, format_path
+from datamodules.category_tree import format_path
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
+from lightning_modules.model import category_text_of
 
 from .index import FAISS_NAME, INDEX_JSON
 
@@ -50,7 +51,8 @@ def split_query(query: str) -> list[str]:
 
 
 def query_text(query: str, style: str = "leaf") -> str:
-    """The text the category tower encodes for ``query``, as the model saw category names in training.
+    """The text the category tower encodes for a free-text ``query`` that names no catalogue category, written as
+    the model saw category names in training (a category of the tree is encoded from its own path instead).
 
     Args:
         query: a free-text category, optionally a path ``"A > B > C"``.
@@ -60,41 +62,47 @@ def query_text(query: str, style: str = "leaf") -> str:
         >>> query_text("Footwear >  Shoes > Sports Shoes"), query_text("Footwear > Shoes", "path")
         ('Sports Shoes', 'Footwear > Shoes')
     """
-    parts = split_query(query)
-    if style == "leaf":
-        return parts[-1]
-    if style == "path":
-        return CATEGORY_SEPARATOR.join(parts)
-    raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
+    return category_text_of(split_query(query), style)
+
+
+def _key(text: str) -> str:
+    return " ".join(text.casefold().split())
 
 
 def resolve_category(query: str, tree: Sequence[Sequence[str]]) -> CategoryPath | None:
-    """The catalogue category a query names, if any: an exact path, or a node name that is unique in the tree.
+    """The catalogue category a query names, if any.
 
-    Matching ignores case and spacing around ``>``; a bare name matching nodes at several places (``"Shoes"``
-    under two parents) resolves only if exactly one node has that name.
+    In order: a path written in full (``"A > B > C"``, case and spacing ignored; names may themselves contain
+    ``" > "``), then a node's own name. A name held by several nodes resolves when they lie on one branch (e.g.
+    ``Accessories > Watches`` and its only child ``... > Watches``): the shallowest, whose products include the
+    others'. Names on different branches stay ambiguous (None), as do categories the tree does not have.
 
     Args:
         query: the free-text query.
         tree: every node's path (``index.json``'s ``tree``).
-
-    Returns:
-        The node's path, or None for a category the tree does not have.
     """
-    parts = tuple(p.casefold() for p in split_query(query))
-    by_path = {tuple(p.casefold() for p in path): tuple(path) for path in tree}
-    if parts in by_path:
-        return by_path[parts]
-    if len(parts) == 1:
-        named = [path for key, path in by_path.items() if key[-1] == parts[0]]
-        if len(named) == 1:
-            return named[0]
+    wanted = _key(query)
+    paths = [tuple(p) for p in tree]
+    full = [p for p in paths if _key(format_path(p)) == wanted]
+    if len(full) == 1:
+        return full[0]
+    split = tuple(_key(p) for p in split_query(query))
+    full = [p for p in paths if tuple(_key(n) for n in p) == split]
+    if len(full) == 1:
+        return full[0]
+    named = sorted(
+        (p for p in paths if _key(p[-1]) in (wanted, split[-1] if len(split) == 1 else None)), key=len
+    )
+    if named and all(p[: len(named[0])] == named[0] for p in named):
+        return named[0]
     return None
 
 
 def is_relevant(product_category: Sequence[str], query_path: Sequence[str]) -> bool:
-    """Hierarchical relevance: the query is the product's category or one of its ancestors."""
-    return tuple(product_category[: len(query_path)]) == tuple(query_path)
+    """Hierarchical relevance, the metric's rule (:func:`lightning_modules.metrics.relevant_categories`) on paths:
+    the query is the product's category or one of its ancestors."""
+    ancestors = [tuple(product_category[: i + 1]) for i in range(len(product_category))]
+    return tuple(query_path) in ancestors
 
 
 # ------------------------------------------------------------------------------------------------- ranking
@@ -284,6 +292,14 @@ class SearchIndex:
             scores, rows = running_topk(query_emb.float(), self.embeddings, k=k, chunk_size=chunk_size)
         return scores.cpu(), rows.cpu()
 
+    def category_path(self, row: int) -> CategoryPath:
+        """The category path of product ``row`` (stored as a JSON list of names; older indexes as a display
+        string)."""
+        products = self.products
+        if "category_path" in products.columns:
+            return tuple(json.loads(products["category_path"].iat[row]))
+        return tuple(split_query(str(products["category"].iat[row])))
+
     def hits(self, scores: torch.Tensor, rows: torch.Tensor) -> list[list[dict[str, Any]]]:
         """Ranked result dicts per query: ``rank``, ``row``, ``id``, ``title``, ``category``, ``split``, ``score``."""
         out = []
@@ -310,10 +326,12 @@ class SearchIndex:
 
 # ------------------------------------------------------------------------------------------ category tower
 class CategoryEncoder:
-    """The category tower of a checkpoint: free-text category names -> L2-normalised embeddings.
+    """The query side of a checkpoint: category queries -> retrieval vectors, through :func:`lightning_modules.load_model`
+    and :meth:`~lightning_modules.ClipIta.encode_query_texts` (the same call the test evaluation makes), so a query
+    naming a catalogue category ranks exactly as that category does in the leaderboard, novel ones included.
 
     Args:
-        ckpt: the model checkpoint (frozen encoders are rebuilt from its hyperparameters).
+        ckpt: the model checkpoint.
         device: where the tower runs.
     """
 
@@ -323,14 +341,20 @@ class CategoryEncoder:
         self.net = load_model(ckpt, map_location=device)
         self.style = self.net.category_text
 
-    def texts(self, queries: Sequence[str]) -> list[str]:
-        return [query_text(q, self.style) for q in queries]
+    def texts(self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None) -> list[str]:
+        """What the tower encodes: a resolved category from its own path, free text as the model's style says."""
+        paths = paths or [None] * len(queries)
+        return [
+            category_text_of(p, self.style) if p else query_text(q, self.style)
+            for q, p in zip(queries, paths, strict=True)
+        ]
 
     @torch.no_grad()
-    def encode(self, queries: Sequence[str]) -> torch.Tensor:
-        """``[Q, D]`` retrieval vectors of the queries (each turned into the model's category text first); names
-        outside the model's trained set are novel (``ClipIta.encode_query_texts``)."""
-        return self.net.encode_query_texts(self.texts(queries)).float()
+    def encode(
+        self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None
+    ) -> torch.Tensor:
+        """``[Q, D]`` retrieval vectors of the queries; ``paths`` are the catalogue categories they name (or None)."""
+        return self.net.encode_query_texts(self.texts(queries, paths), paths).float()
 
 
 class Searcher:
@@ -369,16 +393,16 @@ class Searcher:
             raise ValueError(f"k must be >= 1, got {k}")
         if not queries:
             return []
-        emb = self.encoder.encode(queries)
+        tree, unseen = self.index.tree, self.index.unseen
+        paths = [resolve_category(query, tree) for query in queries]
+        emb = self.encoder.encode(queries, paths)
         scores, rows = self.index.topk(
             emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe, scan=scan
         )
-        tree, unseen = self.index.tree, self.index.unseen
         out = []
-        for query, text, hits in zip(
-            queries, self.encoder.texts(queries), self.index.hits(scores, rows), strict=True
+        for query, path, text, hits in zip(
+            queries, paths, self.encoder.texts(queries, paths), self.index.hits(scores, rows), strict=True
         ):
-            path = resolve_category(query, tree)
             out.append(
                 {
                     "query": query,

@@ -60,7 +60,36 @@ class ConcatFusion(nn.Module):
         return self.head(torch.cat(parts, dim=-1))
 
 
-class WeightedSumFusion(nn.Module):
+class _PerModalityHeads(nn.Module):
+    """One projection head per modality; :meth:`project` gives the L2-normalised outputs ``[B, M, D]`` and the
+    presence mask ``[B, M]``. The score-level fusions below differ only in how they weigh the modalities."""
+
+    def __init__(
+        self,
+        input_dims: dict[str, int],
+        embed_dim: int,
+        head_type: HeadType = "mlp",
+        hidden_dim: int = 512,
+        num_hidden_layers: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(input_dims)
+        self.heads = nn.ModuleDict(
+            {
+                m: create_head(head_type, d, embed_dim, hidden_dim, num_hidden_layers, dropout)
+                for m, d in input_dims.items()
+            }
+        )
+
+    def project(
+        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = torch.stack([F.normalize(self.heads[m](features[m]), dim=-1) for m in self.modalities], dim=1)
+        return parts, torch.stack([present[m] for m in self.modalities], dim=1)
+
+
+class WeightedSumFusion(_PerModalityHeads):
     """One head per modality, each output L2-normalised, then a weighted sum (GCL-style score fusion).
 
     Weights are renormalised to sum to one; with ``learnable_weights`` they are a softmax over learned logits
@@ -78,14 +107,7 @@ class WeightedSumFusion(nn.Module):
         weights: dict[str, float] | None = None,
         learnable_weights: bool = False,
     ) -> None:
-        super().__init__()
-        self.modalities = list(input_dims)
-        self.heads = nn.ModuleDict(
-            {
-                m: create_head(head_type, d, embed_dim, hidden_dim, num_hidden_layers, dropout)
-                for m, d in input_dims.items()
-            }
-        )
+        super().__init__(input_dims, embed_dim, head_type, hidden_dim, num_hidden_layers, dropout)
         weights = dict(weights or {})
         unknown = set(weights) - set(self.modalities)
         if unknown:
@@ -103,15 +125,13 @@ class WeightedSumFusion(nn.Module):
         return torch.softmax(self.weight_logits, dim=0)
 
     def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
-        w = self.modality_weights()
-        parts = torch.stack([F.normalize(self.heads[m](features[m]), dim=-1) for m in self.modalities], dim=1)
-        mask = torch.stack([present[m] for m in self.modalities], dim=1).to(parts.dtype)
-        per_sample = w.unsqueeze(0) * mask
+        parts, mask = self.project(features, present)
+        per_sample = self.modality_weights().unsqueeze(0) * mask.to(parts.dtype)
         per_sample = per_sample / per_sample.sum(dim=1, keepdim=True).clamp_min(1e-12)
         return (per_sample.unsqueeze(-1) * parts).sum(dim=1)
 
 
-class GatedFusion(nn.Module):
+class GatedFusion(_PerModalityHeads):
     """Per-modality heads mixed by per-product gates computed from all features and which modalities are present.
 
     A product whose attributes are missing (or uninformative) can lean on its image and title: the gate sees the
@@ -127,20 +147,12 @@ class GatedFusion(nn.Module):
         num_hidden_layers: int = 2,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.modalities = list(input_dims)
-        self.heads = nn.ModuleDict(
-            {
-                m: create_head(head_type, d, embed_dim, hidden_dim, num_hidden_layers, dropout)
-                for m, d in input_dims.items()
-            }
-        )
+        super().__init__(input_dims, embed_dim, head_type, hidden_dim, num_hidden_layers, dropout)
         n = len(self.modalities)
         self.gate = nn.Sequential(nn.Linear(n * embed_dim + n, 128), nn.GELU(), nn.Linear(128, n))
 
     def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = torch.stack([F.normalize(self.heads[m](features[m]), dim=-1) for m in self.modalities], dim=1)
-        mask = torch.stack([present[m] for m in self.modalities], dim=1)
+        parts, mask = self.project(features, present)
         logits = self.gate(torch.cat([parts.flatten(1), mask.to(parts.dtype)], dim=-1))
         weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)
         return (weights.unsqueeze(-1) * parts).sum(dim=1)
