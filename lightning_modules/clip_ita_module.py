@@ -46,8 +46,8 @@ class ClipItaModule(L.LightningModule):
         scorer_grid: the title-match weights tried (in [0, 1]; 0 = the trained towers, 1 = the title match).
 
     Validation reports ``specific_seen`` (leaves the network trained on) and ``specific_novel`` (leaves it did not:
-    the pseudo-novel ones) beside the other groups; with ``choose_scorer`` also ``val/scorer/*`` (the chosen
-    weights) and ``val/chosen/{all,seen,novel}/map@10`` (validation under the weights chosen on it).
+    the pseudo-novel ones) beside the other groups; with ``choose_scorer`` also ``val/scorer_*_title_weight`` (the
+    chosen weights) and ``val/chosen/{all,seen,novel}/map@10`` (validation under the weights chosen on it).
     """
 
     def __init__(
@@ -246,8 +246,8 @@ class ClipItaModule(L.LightningModule):
         record = selection.compute(titles_present=int(titles.item()))
         record[CHOICE_KEY]["epoch"] = int(self.current_epoch)
         self.net.retrieval.update(record)
-        self.log("val/scorer/novel_title_weight", float(record["novel_title_weight"]), sync_dist=False)
-        self.log("val/scorer/seen_title_weight", float(record["seen_title_weight"]), sync_dist=False)
+        self.log("val/scorer_novel_title_weight", float(record["novel_title_weight"]), sync_dist=False)
+        self.log("val/scorer_seen_title_weight", float(record["seen_title_weight"]), sync_dist=False)
         for name in ("all", "seen", "novel"):
             value = record[CHOICE_KEY].get(f"val_chosen_map@10_{name}")
             if value is not None:

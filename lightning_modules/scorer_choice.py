@@ -16,7 +16,8 @@ weights on the validation split, in the same pass as validation, and :func:`choo
   trained on);
 * ``seen_title_weight`` by the mean mAP@10 of the trained validation queries (every level).
 
-The best grid weight wins; ties go to the smaller weight (the trained towers). Without product titles in the
+The best grid weight wins unless a smaller one (closer to the trained towers) is within one standard error of it
+(:func:`best_weight`). Without product titles in the
 validation split both weights are 0 (the towers); without novel validation queries ``novel_title_weight`` keeps its
 default. The choice and its evidence go into ``ClipIta.retrieval``, hence into the checkpoint, and every consumer
 (test, leaderboard, index, search, gallery) scores through ``ClipIta.encode_query_texts``, which reads it.
@@ -45,37 +46,59 @@ def check_grid(grid: Sequence[float]) -> list[float]:
     return values
 
 
-def best_weight(grid: Sequence[float], values: Sequence[float]) -> float | None:
-    """The grid weight with the highest value (NaN never wins; ties go to the smaller weight); None if all NaN."""
-    best: tuple[float, float] | None = None
-    for w, v in sorted(zip(grid, values, strict=True)):
-        if math.isnan(v):
-            continue
-        if best is None or v > best[1] + 1e-12:
-            best = (w, v)
-    return None if best is None else best[0]
+def best_weight(grid: Sequence[float], values: torch.Tensor) -> tuple[float | None, dict[str, Any]]:
+    """The weight chosen from per-query values ``[G, n]`` (grid weight x query): the *one-standard-error rule*.
+
+    The best mean wins unless a smaller weight (leaning more on the trained towers) is within one standard error of
+    it -- the standard error of the per-query paired difference to the best weight; then the smallest such weight
+    wins. A difference the validation queries cannot tell from noise therefore never moves the scorer away from
+    the towers (Breiman et al., *Classification and Regression Trees*, 1984, the 1-SE rule). With fewer than two
+    queries the best mean wins (ties: the smaller weight). None when there is no query.
+    """
+    grid = [float(w) for w in grid]
+    if values.numel() == 0 or values.shape[1] == 0:
+        return None, {}
+    values = values.double()
+    means = values.mean(dim=1)
+    best = int(torch.argmax(means))  # the first maximum: ties go to the smaller weight (the grid is sorted)
+    n = values.shape[1]
+    se = [0.0] * len(grid)
+    if n >= 2:
+        diffs = values[best] - values
+        se = [float(d.std(unbiased=True) / math.sqrt(n)) for d in diffs]
+    chosen = next(i for i in range(len(grid)) if float(means[best] - means[i]) <= se[i] + 1e-12)
+    return grid[chosen], {"best_mean_weight": grid[best], "se_to_best": se}
+
+
+def _means(values: torch.Tensor, g: int) -> list[float | None]:
+    if values.numel() == 0 or values.shape[1] == 0:
+        return [None] * g
+    return [float(v) for v in values.double().mean(dim=1)]
 
 
 def choose(
     grid: Sequence[float],
-    seen_values: Sequence[float],
-    novel_values: Sequence[float],
+    seen_values: torch.Tensor,
+    novel_values: torch.Tensor,
     titles_present: int,
     default_novel: float = 1.0,
 ) -> dict[str, Any]:
     """The retrieval record of a choice: ``{seen_title_weight, novel_title_weight, scorer_choice: evidence}``.
 
     Args:
-        grid: the weights tried.
-        seen_values: mean validation mAP@10 of the trained queries per grid weight (NaN: no such query).
-        novel_values: the same for the novel queries.
+        grid: the weights tried (sorted).
+        seen_values: ``[G, n]`` validation mAP@10 of the trained queries per grid weight (queries with a relevant
+            validation product only).
+        novel_values: ``[G, m]`` the same for the novel queries.
         titles_present: validation products with a title; 0 makes both weights 0 (the towers).
         default_novel: ``novel_title_weight`` when there is no novel validation query.
     """
+    g = len(grid)
     evidence: dict[str, Any] = {
         "grid": list(grid),
-        "val_seen_map@10": [None if math.isnan(v) else float(v) for v in seen_values],
-        "val_novel_map@10": [None if math.isnan(v) else float(v) for v in novel_values],
+        "rule": "one-standard-error: the smallest title weight within one SE (paired) of the best mean",
+        "val_seen_map@10": _means(seen_values, g),
+        "val_novel_map@10": _means(novel_values, g),
         "titles_present": int(titles_present),
     }
     if titles_present == 0:
@@ -83,19 +106,18 @@ def choose(
         evidence["seen_reason"] = evidence["novel_reason"] = (
             "no product titles in validation: the trained towers"
         )
-    else:
-        seen = best_weight(grid, seen_values)
-        novel = best_weight(grid, novel_values)
-        evidence["seen_reason"] = (
-            "best val mAP@10 of the trained categories" if seen is not None else "no evidence"
-        )
-        evidence["novel_reason"] = (
-            "best val mAP@10 of the pseudo-novel categories"
-            if novel is not None
-            else f"no novel validation category (data.pseudo_novel_fraction is 0?): default {default_novel}"
-        )
-        seen = 0.0 if seen is None else seen
-        novel = default_novel if novel is None else novel
+        return {SEEN_TITLE_WEIGHT: seen, NOVEL_TITLE_WEIGHT: novel, CHOICE_KEY: evidence}
+    seen, seen_detail = best_weight(grid, seen_values)
+    novel, novel_detail = best_weight(grid, novel_values)
+    evidence["seen_detail"], evidence["novel_detail"] = seen_detail, novel_detail
+    evidence["seen_reason"] = "val mAP@10 of the trained categories" if seen is not None else "no evidence"
+    evidence["novel_reason"] = (
+        "val mAP@10 of the pseudo-novel categories"
+        if novel is not None
+        else f"no novel validation category (data.pseudo_novel_fraction is 0?): default {default_novel}"
+    )
+    seen = 0.0 if seen is None else seen
+    novel = default_novel if novel is None else novel
     return {SEEN_TITLE_WEIGHT: seen, NOVEL_TITLE_WEIGHT: novel, CHOICE_KEY: evidence}
 
 
@@ -177,15 +199,13 @@ class ScorerSelection(torch.nn.Module):
         ap = per_query["map@10"].reshape(g, q).cpu()
         novel = self.novel.cpu()
 
-        def means(mask: torch.Tensor) -> list[float]:
-            rows = ap[:, mask]
-            keep = ~torch.isnan(rows[0]) if rows.numel() else torch.zeros(0, dtype=torch.bool)
-            if not bool(keep.any()):
-                return [float("nan")] * g
-            return [float(v) for v in rows[:, keep].mean(dim=1)]
+        measured = ~torch.isnan(ap[0])
+
+        def rows(mask: torch.Tensor) -> torch.Tensor:
+            return ap[:, mask & measured]
 
         titles = self.titles_present if titles_present is None else titles_present
-        record = choose(self.grid, means(~novel), means(novel), titles, default_novel)
+        record = choose(self.grid, rows(~novel), rows(novel), titles, default_novel)
         evidence = record[CHOICE_KEY]
         evidence["seen_queries"] = int((~novel & ~torch.isnan(ap[0])).sum())
         evidence["novel_queries"] = int((novel & ~torch.isnan(ap[0])).sum())

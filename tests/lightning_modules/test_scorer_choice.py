@@ -3,8 +3,6 @@ restored by ``load_model`` and used by the one query encoder; without titles the
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -46,16 +44,23 @@ def fit(tmp_path, datamodule_class=SyntheticDataModule, epochs: int = 2):
     return module, dm, run, tmp_path / "ckpt" / "last.ckpt"
 
 
-def test_best_weight_and_fallbacks() -> None:
+def test_one_standard_error_rule_and_fallbacks() -> None:
     grid = [0.0, 0.5, 1.0]
-    assert best_weight(grid, [0.2, 0.4, 0.4]) == 0.5  # ties go to the smaller weight (the towers)
-    assert best_weight(grid, [math.nan] * 3) is None
-    record = choose(grid, [0.3, 0.2, 0.1], [0.1, 0.2, 0.6], titles_present=10)
+    clear = torch.tensor([[0.1, 0.2, 0.1, 0.2], [0.3, 0.4, 0.3, 0.4], [0.8, 0.9, 0.8, 0.9]])
+    assert best_weight(grid, clear)[0] == 1.0  # the title match wins on every query
+    noisy = torch.tensor([[0.0, 0.3, 0.0, 0.1], [0.0, 0.0, 0.2, 0.0], [0.1, 0.0, 0.0, 0.4]])
+    weight, detail = best_weight(grid, noisy)
+    assert detail["best_mean_weight"] == 1.0 and weight == 0.0  # best by a margin below one SE: the towers
+    assert (
+        best_weight(grid, torch.tensor([[0.2], [0.4], [0.4]]))[0] == 0.5
+    )  # one query: best, ties to smaller
+    assert best_weight(grid, torch.zeros(3, 0))[0] is None
+    record = choose(grid, clear.flip(0), clear, titles_present=10)
     assert (record["seen_title_weight"], record["novel_title_weight"]) == (0.0, 1.0)
-    no_titles = choose(grid, [0.1, 0.2, 0.3], [0.1, 0.2, 0.6], titles_present=0)
+    no_titles = choose(grid, clear, clear, titles_present=0)
     assert (no_titles["seen_title_weight"], no_titles["novel_title_weight"]) == (0.0, 0.0)
     assert "no product titles" in no_titles[CHOICE_KEY]["novel_reason"]
-    no_novel = choose(grid, [0.3, 0.2, 0.1], [math.nan] * 3, titles_present=5, default_novel=1.0)
+    no_novel = choose(grid, clear, torch.zeros(3, 0), titles_present=5, default_novel=1.0)
     assert no_novel["novel_title_weight"] == 1.0 and "no novel" in no_novel[CHOICE_KEY]["novel_reason"]
     assert "novel-category scorer: title weight 1 chosen" in describe(record)
 
@@ -94,7 +99,7 @@ def test_choice_is_kept_in_the_checkpoint_and_used_by_load_model(tmp_path) -> No
     )
     logged = run.callback_metrics
     assert "val/specific_novel/map@10" in logged and "val/specific_seen/map@10" in logged
-    assert float(logged["val/scorer/novel_title_weight"]) == retrieval["novel_title_weight"]
+    assert float(logged["val/scorer_novel_title_weight"]) == retrieval["novel_title_weight"]
 
     loaded = load_model(path)
     assert loaded.retrieval == retrieval
