@@ -51,6 +51,7 @@ def test_adaptive_recipe_chooses_stores_and_serves_the_same_scorer(tmp_path, mon
 
     loaded = load_model(result.best_checkpoint)  # what index, search and gallery load
     assert loaded.retrieval == net.retrieval  # the test ran with the best checkpoint's choice
+    result.module.eval()  # as during the test (dropout off)
     with torch.no_grad():
         test_queries = result.module.query_embeddings()
         assert torch.allclose(
