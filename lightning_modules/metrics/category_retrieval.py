@@ -1,4 +1,9 @@
-"""Category-to-image retrieval metrics (the CLIP-ITA protocol) as one streaming, DDP-safe torchmetrics Metric."""
+"""Category-to-image retrieval metrics (the CLIP-ITA protocol) as one streaming, DDP-safe torchmetrics Metric.
+
+Why one file over ~400 lines: it is a single torchmetrics ``Metric`` whose state (streaming top-k buffers, relevant
+counts) and update/compute rules only make sense together; the ranking math it calls lives in
+:mod:`.retrieval_functional`.
+"""
 
 from __future__ import annotations
 

@@ -38,6 +38,9 @@ Example:
     >>> rel = torch.tensor([[True, False, True]])
     >>> precision_at_k(rel, 3), average_precision_at_k(rel, torch.tensor([2]), 3)
     (tensor([0.6667]), tensor([0.8333]))
+
+Why one file over ~400 lines: both halves share the tie rule (score descending, then product index) and the
+``-1`` padding convention, and the metric tests check them together against torchmetrics.
 """
 
 from __future__ import annotations

@@ -359,7 +359,9 @@ def test_sweep_finishes_and_writes_a_runnable_best_yaml(tiny_sweep, capsys):
     assert attrs["val/map@10"] == pytest.approx(trials[0].value)
     assert attrs["epochs_run"] == 3 and attrs["worker_pid"] > 0
     assert (study_dir / "trial_0000" / "version_0" / "metrics.csv").is_file()
-    assert (study_dir / "trial_0000" / "checkpoints" / "last.ckpt").is_file()  # not the base config's dirpath
+    assert (
+        study_dir / "trial_0000" / "version_0" / "checkpoints" / "last.ckpt"
+    ).is_file()  # the trial's run folder
     assert len(json.loads((study_dir / "trial_0000" / "val_history.json").read_text())) == 3
     for name in ("best.yaml", "optimization_history.png", "param_importances.png", "summary.json"):
         assert (study_dir / name).is_file(), name

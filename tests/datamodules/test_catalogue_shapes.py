@@ -8,19 +8,18 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from datamodules.feature_cache import build_feature_cache, load_features, split_product_ids
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis_profiles import ci_settings
 from PIL import Image
 
 from datamodules.catalogue import CatalogueFileNotFoundError, CatalogueSchema
-from datamodules.catalogue_datamodule import FeatureDataset
 from datamodules.category_tree import CategoryTree
+from datamodules.feature_encoding import encode_features
+from datamodules.features import FeatureSplit
 from datamodules.leakage import leakage_report, names_label, tokens
 from datamodules.records import (
     RecordError,
@@ -149,7 +148,7 @@ def test_odd_ids_and_a_level_named_a_gt_b_round_trip(tmp_path: Path) -> None:
         for pid, path in zip(batch["product_id"], batch["category_path"], strict=True)
     }
     assert served and all(expected[pid] == path for pid, path in served.items())
-    assert set(split_product_ids(manifest, str(out), "train")) == set(served)
+    assert len(served) == manifest["splits"]["train"]["count"]
 
 
 def test_feature_cache_serves_title_mask_and_tuple_paths(tmp_path: Path) -> None:
@@ -164,18 +163,22 @@ def test_feature_cache_serves_title_mask_and_tuple_paths(tmp_path: Path) -> None
     out = tmp_path / "out"
     manifest = shard_catalogue(str(catalog), str(out), unseen_fraction=0.0, progress=False)
     assert 0 < manifest["modalities"]["title"]["present"] < manifest["sharded"]
-    folders = build_feature_cache(
-        str(out), manifest, TextEncoder(), str(tmp_path / "features"), progress=False
+    stores = encode_features(
+        str(out), manifest, tmp_path / "features", None, TextEncoder(), num_workers=0, progress=False
     )
-    ids = split_product_ids(manifest, str(out), "train")
-    arrays = load_features(folders, ids)
+    info = manifest["splits"]["train"]
+    split = FeatureSplit(
+        stores,
+        [(name, int(info["shard_files"][name]["count"])) for name in info["shards"]],
+        CategoryTree.from_json(manifest["tree"]["paths"]),
+    )
     records = read_shards(manifest, out)
-    assert arrays["title_mask"].tolist() == [records[i][0].has_title for i in ids]
-    assert not np.abs(arrays["title"][~arrays["title_mask"]]).any()  # a missing title is a zero vector
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
-    dataset = FeatureDataset(arrays, tree)
-    assert dataset[0]["title_mask"].dtype == torch.bool
-    assert dataset.product_id == ids
+    rows = split.batch(list(range(len(split))))
+    ids = list(rows["product_id"])
+    assert ids and set(ids) <= set(records) and set(ids) & set(ODD_IDS)  # the original ids, not shard keys
+    assert rows["title_mask"].dtype == torch.bool
+    assert rows["title_mask"].tolist() == [records[i][0].has_title for i in ids]
+    assert not rows["title_features"][~rows["title_mask"]].abs().any()  # a missing title is a zero vector
 
 
 # ------------------------------------------------------------------------------------------------- folder trees
