@@ -48,7 +48,14 @@ class CatalogueDataModule(L.LightningDataModule):
         val_fraction: share of each seen category's products in ``val``.
         test_fraction: share of each seen category's products in ``test``.
         unseen_fraction: share of leaf categories held out of training (all their products go to ``test``).
+        pseudo_novel_fraction: share of the remaining (seen) leaves held out of training as validation-only
+            categories: their products go to ``val`` (and their usual share to ``test``), never to ``train``, so
+            validation measures categories the model never trained on (``val/specific_novel/...``). The unseen
+            leaves and the ``test`` split are the same as with 0 (the default; old configs are unchanged). Shards
+            with a fraction > 0 live beside the plain ones (``shards/seed<N>-pn<fraction>``).
         sample_products: size of the built-in sample catalogue.
+        sample_titles: titles of the built-in sample: ``signal`` (they name the category, with noise), ``noise``
+            (no category signal) or ``none`` (no titles).
         encode_batch_size: images per forward pass when building the feature cache.
         epoch_samples: raw-shard training only: samples per epoch across all ranks (default: the train split size).
         sampler: ``random`` (uniform shuffling) or ``category_balanced`` (products drawn with probability
@@ -57,8 +64,6 @@ class CatalogueDataModule(L.LightningDataModule):
         balance_power: strength of the category balancing (0 = uniform over products).
         encode_workers: image-decoding worker processes per rank while building the feature cache.
         encoders: the object holding the frozen towers (``.image_encoder`` may be None for text-only models).
-        sample_titles: the built-in sample's titles: ``signal`` (they name the leaf or a synonym, with noise),
-            ``noise`` (no category signal) or ``none`` (a titleless catalogue). Part of the sample's cache key.
     """
 
     def __init__(
@@ -74,14 +79,15 @@ class CatalogueDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         unseen_fraction: float = 0.2,
+        pseudo_novel_fraction: float = 0.0,
         sample_products: int = 600,
+        sample_titles: Literal["signal", "noise", "none"] = "signal",
         encode_batch_size: int = 64,
         epoch_samples: int | None = None,
         sampler: Literal["random", "category_balanced"] = "random",
         balance_power: float = 0.5,
         encode_workers: int = 2,
         encoders: Any = None,
-        sample_titles: Literal["signal", "noise", "none"] = "signal",
     ) -> None:
         super().__init__()
         if batch_size < 2:
@@ -91,7 +97,12 @@ class CatalogueDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["encoders"])  # a network is no hyperparameter (nor checkpoint data)
         self.encoders = encoders
         self.work_dir = Path(work_dir)
-        self.shard_dir = self.work_dir / "shards" / f"seed{split_seed}"  # one split per seed, side by side
+        if not 0.0 <= pseudo_novel_fraction < 1.0:
+            raise ValueError(f"pseudo_novel_fraction must be in [0, 1), got {pseudo_novel_fraction}")
+        if sample_titles not in ("signal", "noise", "none"):
+            raise ValueError(f"sample_titles must be 'signal', 'noise' or 'none', got {sample_titles!r}")
+        split_name = f"seed{split_seed}" + (f"-pn{pseudo_novel_fraction:g}" if pseudo_novel_fraction else "")
+        self.shard_dir = self.work_dir / "shards" / split_name  # one split per seed, side by side
         self.features_root = self.work_dir / "features"
         self.manifest: dict | None = None
         self.tree: CategoryTree | None = None
@@ -135,6 +146,7 @@ class CatalogueDataModule(L.LightningDataModule):
             "val_fraction": h.val_fraction,
             "test_fraction": h.test_fraction,
             "unseen_fraction": h.unseen_fraction,
+            **({"pseudo_novel_fraction": h.pseudo_novel_fraction} if h.get("pseudo_novel_fraction") else {}),
         }
         sample = self._sample_key()
         if sample is not None:  # a regenerated sample (another size or title mode) is another catalogue
@@ -171,6 +183,7 @@ class CatalogueDataModule(L.LightningDataModule):
             val_fraction=request["val_fraction"],
             test_fraction=request["test_fraction"],
             unseen_fraction=request["unseen_fraction"],
+            pseudo_novel_fraction=request.get("pseudo_novel_fraction", 0.0),
         )
         request_file.write_text(json.dumps(request, indent=2))
         return manifest
@@ -255,6 +268,11 @@ class CatalogueDataModule(L.LightningDataModule):
     @property
     def unseen_category_ids(self) -> list[int]:
         return [self.tree.index(p) for p in self.manifest.get("unseen_categories", [])]
+
+    @property
+    def pseudo_novel_category_ids(self) -> list[int]:
+        """Table ids of the leaves held out of training for validation (``[]`` without pseudo-novel validation)."""
+        return [self.tree.index(p) for p in self.manifest.get("pseudo_novel_categories", [])]
 
     @property
     def train_category_ids(self) -> list[int]:

@@ -49,7 +49,14 @@ from datamodules.manifest import (
     shard_urls,
 )
 from datamodules.records import ShardRecord, encode_sample
-from datamodules.splits import SPLITS, assign_splits, choose_unseen, own_splits
+from datamodules.splits import (
+    SPLITS,
+    assign_splits,
+    choose_pseudo_novel,
+    choose_unseen,
+    own_splits,
+    pseudo_novel_rng,
+)
 
 __all__ = [
     "CatalogueError",
@@ -58,6 +65,7 @@ __all__ = [
     "SPLITS",
     "MANIFEST_NAME",
     "assign_splits",
+    "choose_pseudo_novel",
     "choose_unseen",
     "load_manifest",
     "modalities_present",
@@ -164,6 +172,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
     unseen_fraction: float = 0.2,
     on_error: Literal["skip", "fail"] = "skip",
     progress: bool = True,
+    pseudo_novel_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Shard the catalogue described by ``schema`` (:func:`shard_catalogue` for a schema given in a YAML file).
 
@@ -178,6 +187,10 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
             ``split_folders`` the unseen leaves are those with no product in ``train`` instead.
         on_error: ``skip`` bad rows (listed in the manifest) or ``fail`` at the first one.
         progress: Show progress bars.
+        pseudo_novel_fraction: Share of the seen leaves held out of training as validation-only categories (their
+            products go to ``val`` and ``test``, never to ``train``; see :mod:`datamodules.splits`). The unseen
+            leaves and the ``test`` split are the same as with 0. Listed in the manifest as
+            ``pseudo_novel_categories``.
 
     Returns:
         The manifest (as written to ``manifest.json``).
@@ -195,6 +208,8 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
         raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
     if not 0.0 <= unseen_fraction < 1.0:
         raise ValueError(f"unseen_fraction must be in [0, 1), got {unseen_fraction}")
+    if not 0.0 <= pseudo_novel_fraction < 1.0:
+        raise ValueError(f"pseudo_novel_fraction must be in [0, 1), got {pseudo_novel_fraction}")
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     started = time.perf_counter()
@@ -224,13 +239,31 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
     # 2. Split.
     rng = random.Random(seed)
     tree = CategoryTree.from_paths(r.category for r in good)
+    novel_rng = pseudo_novel_rng(seed)
     if schema.split_folders:
         splits, unseen = own_splits(good, rng)
+        trained = sorted({r.category for r in splits["train"]})
+        pseudo_novel = choose_pseudo_novel(trained, unseen, pseudo_novel_fraction, novel_rng)
+        if pseudo_novel:
+            held = set(pseudo_novel)
+            splits["val"] += [r for r in splits["train"] if r.category in held]
+            splits["train"] = [r for r in splits["train"] if r.category not in held]
+            novel_rng.shuffle(splits["val"])
     else:
         leaves = [tree.paths[i] for i in tree.leaves]
         product_paths = {r.category for r in good}
-        unseen = choose_unseen([p for p in leaves if p in product_paths], unseen_fraction, rng)
-        splits = assign_splits(good, set(unseen), val_fraction, test_fraction, rng)
+        leaves = [p for p in leaves if p in product_paths]
+        unseen = choose_unseen(leaves, unseen_fraction, rng)
+        pseudo_novel = choose_pseudo_novel(leaves, unseen, pseudo_novel_fraction, novel_rng)
+        splits = assign_splits(
+            good,
+            set(unseen),
+            val_fraction,
+            test_fraction,
+            rng,
+            set(pseudo_novel),
+            pseudo_novel_order=novel_rng,
+        )
 
     # 3. Write shards, split by split, and hash what was written.
     out = Path(output_dir)
@@ -273,7 +306,12 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
         "schema": schema.to_dict(),
         "content_hash": content.hexdigest(),
         "seed": seed,
-        "fractions": {"val": val_fraction, "test": test_fraction, "unseen": unseen_fraction},
+        "fractions": {
+            "val": val_fraction,
+            "test": test_fraction,
+            "unseen": unseen_fraction,
+            "pseudo_novel": pseudo_novel_fraction,
+        },
         "split_source": "folders" if schema.split_folders else "drawn",
         "shard_size": shard_size,
         "input_rows": input_rows,
@@ -282,6 +320,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
         "skipped_by_kind": dict(sorted(Counter(r.problems[0].kind for r in skipped).items())),
         "tree": {"levels": schema.level_names(tree.max_depth), "paths": tree.to_json()},
         "unseen_categories": [list(p) for p in unseen],
+        "pseudo_novel_categories": [list(p) for p in pseudo_novel],
         "splits": split_info,
         "attribute_names": list(schema.attribute_columns),
         "modalities": modalities,
@@ -309,6 +348,11 @@ def summarize(manifest: dict[str, Any], output_dir: str, seconds: float | None =
         f"{manifest['schema'].get('name', '?')!r} into {output_dir}: {', '.join(parts)}; "
         f"{len(manifest['unseen_categories'])} unseen leaf categories are in test only."
     )
+    if manifest.get("pseudo_novel_categories"):
+        text += (
+            f" {len(manifest['pseudo_novel_categories'])} pseudo-novel leaf categories are held out of training "
+            "(validation-only)."
+        )
     modalities = manifest.get("modalities")
     if modalities:
         lacking = [
@@ -342,6 +386,7 @@ def shard_catalogue(
     unseen_fraction: float = 0.2,
     on_error: Literal["skip", "fail"] = "skip",
     progress: bool = True,
+    pseudo_novel_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Turn a catalogue into WebDataset shards ``{split}-NNNNNN.tar`` plus ``manifest.json``.
 
@@ -359,6 +404,8 @@ def shard_catalogue(
         unseen_fraction: Share of leaf categories held out entirely (their products all go to ``test``).
         on_error: ``skip`` bad rows (listed in the manifest) or ``fail`` at the first one.
         progress: Show progress bars.
+        pseudo_novel_fraction: Share of the seen leaves held out of training as validation-only categories
+            (:func:`write_shards`).
 
     Returns:
         The manifest (as written to ``manifest.json``).
@@ -380,4 +427,5 @@ def shard_catalogue(
         unseen_fraction=unseen_fraction,
         on_error=on_error,
         progress=progress,
+        pseudo_novel_fraction=pseudo_novel_fraction,
     )

@@ -7,6 +7,12 @@ Two ways:
    their products go to ``test``, none to ``train``/``val``. The other products are split per category path
    into ``train``/``val``/``test`` by ``val_fraction`` and ``test_fraction`` (stratified; a category's expected
    share is rounded at random, and every category keeps at least one product in ``train``).
+   Optionally ``pseudo_novel_fraction`` of the *remaining* (seen) leaves are held out of training as
+   validation-only categories (:func:`choose_pseudo_novel`): they are split exactly as a seen leaf would be (same
+   random draws, so ``test`` is unchanged), then their would-be ``train`` products go to ``val`` instead. They are
+   drawn from their own random stream after the unseen draw, so the unseen leaves, the ``test`` split and its order
+   are the same for the same seed whatever the fraction. Validation can then measure the model on categories it
+   never trained on (the *novel* case) without touching the test's unseen leaves.
 2. **The catalogue's own** (a folder tree with ``split_folders: true``): every product stays in the split
    folder it came from. No leaf is held out on purpose; the leaves with no product in ``train`` (present only
    in ``val``/``test``) are the unseen categories, since no model trains on them.
@@ -42,12 +48,39 @@ def choose_unseen(leaves: Sequence[CategoryPath], fraction: float, rng: random.R
     return sorted(rng.sample(leaves, k))
 
 
+def pseudo_novel_rng(seed: int) -> random.Random:
+    """The random stream of the pseudo-novel draw: its own, so the split's main stream is untouched by it."""
+    return random.Random(f"pseudo-novel:{seed}")
+
+
+def choose_pseudo_novel(
+    leaves: Sequence[CategoryPath], unseen: Sequence[CategoryPath], fraction: float, rng: random.Random
+) -> list[CategoryPath]:
+    """Pick ``round(fraction * n)`` of the ``n`` seen leaves (``leaves`` minus ``unseen``) as validation-only
+    categories: at least 1 when ``fraction > 0`` and there are >= 2 seen leaves, never all of them (training keeps
+    at least one leaf).
+
+    Args:
+        leaves: The leaf categories with products (any order; sorted first so the pick depends on ``rng`` only).
+        unseen: The test's unseen leaves (never picked).
+        fraction: Share of the seen leaves to hold out of training; 0 holds out none.
+        rng: Random source (:func:`pseudo_novel_rng`).
+    """
+    seen = sorted(set(leaves) - set(unseen))
+    if fraction <= 0 or len(seen) < 2:
+        return []
+    k = min(max(1, round(fraction * len(seen))), len(seen) - 1)
+    return sorted(rng.sample(seen, k))
+
+
 def assign_splits(
     records: Sequence[RawRecord],
     unseen: set[CategoryPath],
     val_fraction: float,
     test_fraction: float,
     rng: random.Random,
+    pseudo_novel: set[CategoryPath] = frozenset(),
+    pseudo_novel_order: random.Random | None = None,
 ) -> dict[str, list[RawRecord]]:
     """Split good records into train/val/test: unseen categories to test, the rest stratified by category.
 
@@ -57,6 +90,10 @@ def assign_splits(
         val_fraction: Expected share of each seen category going to ``val``.
         test_fraction: Expected share of each seen category going to ``test``.
         rng: Random source.
+        pseudo_novel: Category paths held out of training for validation: split like any seen category (the same
+            random draws, so ``test`` does not change), then their ``train`` share goes to ``val``.
+        pseudo_novel_order: Random source of ``val``'s order once the pseudo-novel products joined it (not ``rng``,
+            whose draws stay the same; default ``Random(0)``).
 
     Returns:
         split -> records, each list in a seeded random order.
@@ -87,8 +124,13 @@ def assign_splits(
         out["val"].extend(group[:n_val])
         out["test"].extend(group[n_val : n_val + n_test])
         out["train"].extend(group[n_val + n_test :])
-    for split in SPLITS:
+    for split in SPLITS:  # the same draws whatever pseudo_novel is: test keeps its products and order
         rng.shuffle(out[split])
+    if pseudo_novel:  # then their train share moves to val, shuffled in by a stream of its own
+        moved = [r for r in out["train"] if r.category in pseudo_novel]
+        out["train"] = [r for r in out["train"] if r.category not in pseudo_novel]
+        out["val"].extend(moved)
+        (pseudo_novel_order or random.Random(0)).shuffle(out["val"])
     return out
 
 

@@ -13,6 +13,7 @@ from .checkpointing import restore_module_state, write_checkpoint
 from .losses import InfoNCELoss
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
+from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe
 
 TrainLevel = Literal["leaf", "random"]
 
@@ -37,6 +38,16 @@ class ClipItaModule(L.LightningModule):
         scheduler: ``cosine`` decay to zero over training, or ``none``.
         train_category_level: pair each product with its leaf category, or a random level of its path each step.
         eval_max_rank: ranking depth kept by the retrieval metrics (R-precision/MRR are capped there).
+        choose_scorer: choose the title-match weights of the scorer (``novel_title_weight`` for novel categories,
+            ``seen_title_weight`` for trained ones) on the validation split, every validation epoch, from
+            ``scorer_grid`` (:mod:`lightning_modules.scorer_choice`); the choice is kept in ``net.retrieval`` and
+            so in each checkpoint. Needs ``net.route_novel_categories``. Pair it with ``data.pseudo_novel_fraction``
+            so validation has novel categories to choose from.
+        scorer_grid: the title-match weights tried (in [0, 1]; 0 = the trained towers, 1 = the title match).
+
+    Validation reports ``specific_seen`` (leaves the network trained on) and ``specific_novel`` (leaves it did not:
+    the pseudo-novel ones) beside the other groups; with ``choose_scorer`` also ``val/scorer_*_title_weight`` (the
+    chosen weights) and ``val/chosen/{all,seen,novel}/map@10`` (validation under the weights chosen on it).
     """
 
     def __init__(
@@ -50,11 +61,19 @@ class ClipItaModule(L.LightningModule):
         scheduler: Literal["cosine", "none"] = "cosine",
         train_category_level: TrainLevel = "random",
         eval_max_rank: int = 1000,
+        choose_scorer: bool = False,
+        scorer_grid: list[float] = list(DEFAULT_GRID),  # noqa: B006 - jsonargparse schema default; copied
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss"])
         if lr <= 0 or encoder_lr <= 0:
             raise ValueError(f"learning rates must be > 0, got lr={lr}, encoder_lr={encoder_lr}")
+        if choose_scorer and not net.route_novel_categories:
+            raise ValueError(
+                "model.choose_scorer needs model.net.route_novel_categories: true (the retrieval vectors then carry "
+                "the frozen title part whose weight is chosen)"
+            )
+        self.scorer_selection = ScorerSelection(scorer_grid) if choose_scorer else None
         self.net = net
         self.loss = InfoNCELoss() if loss is None else loss
         self.metrics = torch.nn.ModuleDict(
@@ -68,6 +87,7 @@ class ClipItaModule(L.LightningModule):
         self.register_buffer("category_text_features", torch.zeros(0), persistent=False)
         self.register_buffer("seen_category_ids", torch.zeros(0, dtype=torch.long), persistent=False)
         self.query_groups: dict[str, torch.Tensor] = {}
+        self.val_query_groups: dict[str, torch.Tensor] = {}
         self.per_query: dict[
             str, dict[str, torch.Tensor]
         ] = {}  # stage -> {metric: [Q]} of the last evaluation
@@ -82,6 +102,18 @@ class ClipItaModule(L.LightningModule):
         self.set_category_table(dm.tree.texts(self.net.category_text), dm.tree, dm.unseen_category_ids)
         self.seen_category_ids = torch.as_tensor(dm.train_category_ids, dtype=torch.long, device=self.device)
         self.net.set_trained_categories(dm.tree.paths[i] for i in dm.train_category_ids)
+        self.val_query_groups = self.validation_groups()
+
+    def validation_groups(self) -> dict[str, torch.Tensor]:
+        """The test's query groups, with the leaves split by what the *network* trained on: ``specific_seen``
+        (trained leaves) and ``specific_novel`` (leaves it never trained on that have validation products: the
+        pseudo-novel ones). The test's unseen leaves have no validation product and are left out."""
+        groups = {k: v for k, v in self.query_groups.items() if k not in ("specific_seen", "specific_unseen")}
+        if "specific" in groups and self.category_paths:
+            novel = self.net.novel_mask(self.category_texts, self.category_paths)
+            groups["specific_seen"] = groups["specific"] & ~novel
+            groups["specific_novel"] = groups["specific"] & novel
+        return groups
 
     def set_category_table(self, texts: list[str], tree, unseen_ids: list[int] = ()) -> None:
         """Encode every category name once (frozen text tower) and name the query groups of the evaluation."""
@@ -177,19 +209,57 @@ class ClipItaModule(L.LightningModule):
         features = None if self.net.text_encoder.trainable else self.category_text_features
         return self.net.encode_query_texts(self.category_texts, self.category_paths, text_features=features)
 
+    def _choosing(self, stage: str) -> bool:
+        trainer = self._trainer
+        return (
+            stage == "val"
+            and self.scorer_selection is not None
+            and bool(self.category_texts)
+            and not (trainer is not None and trainer.sanity_checking)
+        )
+
     def _eval_start(self, stage: str) -> None:
         metric = self.metrics[stage]
         metric.reset()
+        groups = self.val_query_groups if stage == "val" and self.val_query_groups else self.query_groups
         with torch.no_grad():
-            metric.set_queries(
-                self.query_embeddings(), {k: v.to(self.device) for k, v in self.query_groups.items()}
-            )
+            metric.set_queries(self.query_embeddings(), {k: v.to(self.device) for k, v in groups.items()})
+        if self._choosing(stage):
+            features = None if self.net.text_encoder.trainable else self.category_text_features
+            self.scorer_selection.start(self.net, self.category_texts, self.category_paths, features)
+        if stage == "test" and CHOICE_KEY in self.net.retrieval:
+            self.print(f"test scores with the {describe(self.net.retrieval)}")
 
     def _eval_step(self, stage: str, batch: dict) -> None:
         self.check_finite(batch, stage)
-        self.metrics[stage].update(self.net.encode_product_for_retrieval(batch), batch["category_ids"])
+        vectors = self.net.encode_product_for_retrieval(batch)
+        self.metrics[stage].update(vectors, batch["category_ids"])
+        if self._choosing(stage):
+            self.scorer_selection.update(vectors, batch["category_ids"], batch)
+
+    def _choose_scorer(self) -> None:
+        """Choose the title-match weights on this validation epoch and keep them in ``net.retrieval``."""
+        selection = self.scorer_selection
+        titles = torch.tensor(float(selection.titles_present), device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            titles = self.trainer.strategy.reduce(titles, reduce_op="sum")
+        record = selection.compute(titles_present=int(titles.item()))
+        record[CHOICE_KEY]["epoch"] = int(self.current_epoch)
+        self.net.retrieval.update(record)
+        self.log("val/scorer_novel_title_weight", float(record["novel_title_weight"]), sync_dist=False)
+        self.log("val/scorer_seen_title_weight", float(record["seen_title_weight"]), sync_dist=False)
+        for name in ("all", "seen", "novel"):
+            value = record[CHOICE_KEY].get(f"val_chosen_map@10_{name}")
+            if value is not None:
+                self.log(f"val/chosen/{name}/map@10", value, sync_dist=False)
+
+    def on_fit_end(self) -> None:
+        if self.scorer_selection is not None and CHOICE_KEY in self.net.retrieval:
+            self.print(describe(self.net.retrieval))
 
     def _eval_end(self, stage: str) -> None:
+        if self._choosing(stage):
+            self._choose_scorer()
         values = self.metrics[stage].compute()
         self.per_query[stage] = {k: v.cpu() for k, v in self.metrics[stage].compute_per_query().items()}
         self.rankings[stage] = self.metrics[stage].ranking()[1].cpu()

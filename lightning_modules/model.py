@@ -8,6 +8,11 @@ Vocabulary (used the same way everywhere in clipita):
   a property of the model (it travels in its checkpoint). With ``route_novel_categories`` a novel query is scored by
   the zero-shot title match instead of the trained heads. Every unseen category is novel to a model trained on that
   split; a free-text query that names no catalogue category is novel too.
+
+How much a query's score leans on the frozen title match is a retrieval decision kept in :attr:`ClipIta.retrieval`
+(and so in the checkpoint): ``novel_title_weight`` (default 1.0: a novel query is the title match alone) and
+``seen_title_weight`` (default 0.0: a trained query is the trained towers alone). Each is a convex mix, ``(1 - w) *
+trained + w * title``; :mod:`lightning_modules.scorer_choice` chooses them on the validation split.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from .components.projection_head import HeadType, create_head
 from .components.text_encoder import OFFLINE_MINILM, TextEncoder
 
 CategoryText = Literal["leaf", "path"]
+NOVEL_TITLE_WEIGHT = "novel_title_weight"  # retrieval-record keys (see the module docstring)
+SEEN_TITLE_WEIGHT = "seen_title_weight"
 CATEGORY_SEPARATOR = " > "  # the display form of a category path, as datamodules.category_tree writes it
 
 
@@ -101,6 +108,8 @@ class ClipIta(nn.Module):
             zero-shot match of its name with the products' frozen title embeddings, and a trained one by the model.
             Done with one dot product: retrieval vectors are ``[product, title]`` and query vectors ``[category, 0]``
             (trained) or ``[0, name]`` (novel); see :meth:`encode_product_for_retrieval` / :meth:`encode_query`.
+            The mix of each side is a retrieval decision in :attr:`retrieval` (``seen_title_weight``,
+            ``novel_title_weight``; chosen on validation by ``model.choose_scorer``).
         category_text: encode a category from its own name (``leaf``) or its full path (``path``).
         always_build_image_encoder: build the image tower even when ``image`` is not a modality (e.g. to encode an
             image cache for other models); otherwise a model without images needs no image weights.
@@ -298,9 +307,28 @@ class ClipIta(nn.Module):
         title = F.normalize(self.title_features(batch).to(product.dtype), dim=-1)
         return torch.cat([product, title], dim=-1)
 
-    def encode_query(self, text_features: torch.Tensor, novel: torch.Tensor | None = None) -> torch.Tensor:
+    def title_weights(self) -> tuple[float, float]:
+        """``(seen, novel)``: the weight of the frozen title match in a trained / a novel query's score, from
+        :attr:`retrieval` (defaults 0.0 and 1.0: trained queries by the towers, novel ones by the title match)."""
+        seen = float(self.retrieval.get(SEEN_TITLE_WEIGHT, 0.0))
+        novel = float(self.retrieval.get(NOVEL_TITLE_WEIGHT, 1.0))
+        for name, w in ((SEEN_TITLE_WEIGHT, seen), (NOVEL_TITLE_WEIGHT, novel)):
+            if not 0.0 <= w <= 1.0:
+                raise ValueError(f"retrieval {name} must be in [0, 1], got {w}")
+        return seen, novel
+
+    def encode_query(
+        self,
+        text_features: torch.Tensor,
+        novel: torch.Tensor | None = None,
+        title_weights: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
         """Query vectors matching :meth:`encode_product_for_retrieval` for category-name features ``[C, text_dim]``;
-        ``novel [C]`` marks names routed to the zero-shot title match (see :meth:`encode_query_texts`)."""
+        ``novel [C]`` marks names not in the trained set (see :meth:`encode_query_texts`).
+
+        With ``route_novel_categories`` a query is ``[(1 - w) * category, w * name]``, so its score is the convex mix
+        ``(1 - w) * trained + w * title match``, with ``w`` = :meth:`title_weights` (seen or novel), or
+        ``title_weights`` when given (the validation grid of :mod:`.scorer_choice`)."""
         category = self.encode_category(text_features)
         if not self.route_novel_categories:
             return category
@@ -310,15 +338,16 @@ class ClipIta(nn.Module):
             if novel is None
             else novel.to(category.device)
         )
-        trained_part = torch.where(novel.unsqueeze(1), torch.zeros_like(category), category)
-        novel_part = torch.where(novel.unsqueeze(1), name, torch.zeros_like(name))
-        return torch.cat([trained_part, novel_part], dim=-1)
+        seen_w, novel_w = self.title_weights() if title_weights is None else title_weights
+        w = torch.where(novel, novel_w, seen_w).to(category.dtype).unsqueeze(1)
+        return torch.cat([(1 - w) * category, w * name], dim=-1)
 
     def encode_query_texts(
         self,
         texts: Sequence[str],
         paths: Sequence[Sequence[str] | None] | None = None,
         text_features: torch.Tensor | None = None,
+        title_weights: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """Retrieval vectors ``[Q, D]`` of category queries, to be scored against
         :meth:`encode_product_for_retrieval` by a dot product. This is the one query encoder: the LightningModule's
@@ -332,11 +361,13 @@ class ClipIta(nn.Module):
                 its path, or without a path its text, is not in :attr:`trained_categories`; with
                 ``route_novel_categories`` novel queries are scored by the zero-shot title match.
             text_features: ``text_encoder(texts)`` when already computed (the module caches them); not recomputed.
+            title_weights: ``(seen, novel)`` title-match weights overriding the ones in :attr:`retrieval` (only the
+                validation grid that chooses them passes this).
         """
         novel = self.novel_mask(texts, paths)
         if text_features is None:
             text_features = self.text_encoder(list(texts))
-        return self.encode_query(text_features, novel)
+        return self.encode_query(text_features, novel, title_weights)
 
     def encode_query_paths(self, paths: Sequence[Sequence[str]]) -> torch.Tensor:
         """:meth:`encode_query_texts` for category paths (root first), written in this model's text style."""

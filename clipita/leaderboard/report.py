@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .consistency import consistency_section, consistency_summary
 from .plots import plot_errors, plot_metrics, plot_per_category
 from .run import LeaderboardRun
 
@@ -140,6 +141,7 @@ def write_markdown(
     ordering: dict,
     plots: list[str],
     path: Path,
+    consistency: dict | None = None,
 ) -> None:
     spec = run.spec
     seeds = spec.split_seeds
@@ -196,6 +198,7 @@ def write_markdown(
     ]
     for setting in [s for s in ("all", "specific_seen", "specific_unseen") if s in settings_of(run)]:
         lines += [f"### {setting}", "", *_error_rows(run, errors, setting), ""]
+    lines += consistency_section(run, consistency or {})
     lines += [
         "## Per category",
         "",
@@ -291,6 +294,7 @@ def write_report(
     tests = significance(run)
     errors = error_counts(run)
     ordering = ordering_verdict(run, summary)
+    consistency = consistency_summary(run)
     paths = {
         "markdown": out / "leaderboard.md",
         "json": out / "leaderboard.json",
@@ -308,7 +312,7 @@ def write_report(
         plots = [str(paths[k]) for k in ("plot_metrics", "plot_per_category", "plot_errors")]
     if started is not None:
         run.wall_s = time.perf_counter() - started
-    write_markdown(run, summary, tests, errors, ordering, plots, paths["markdown"])
+    write_markdown(run, summary, tests, errors, ordering, plots, paths["markdown"], consistency)
     write_csv(run, summary, tests, paths["csv"])
     write_per_category(run, paths["per_category"])
     spec = run.spec
@@ -339,6 +343,7 @@ def write_report(
                 "summary": summary.get(row.name),
                 "significance": tests.get(row.name),
                 "error_analysis": errors.get(row.name),
+                "hierarchy_consistency": consistency.get(row.name),
                 "per_seed": {
                     str(s): {"wall_time_s": r.wall_s, "logged_test_metrics": r.logged}
                     for s, r in run.results.get(row.name, {}).items()

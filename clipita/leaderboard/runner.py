@@ -11,6 +11,7 @@ from typing import Any
 
 from clipita.experiment import read_fit_config, run_folder_overrides
 
+from .consistency import add_consistency
 from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_per_query
 
 # (key, column label, ceiling key shown beside it)
@@ -80,7 +81,10 @@ class _Runner:
             product_ids=list(gallery.product_ids),
         )
         top = result.ranking[:, : max(ERROR_KS)].numpy()
-        return RowSeedResult(_numpy_per_query(result.per_query), top, dict(result.metrics)), context
+        per_query = add_consistency(
+            _numpy_per_query(result.per_query), result.ranking, context.paths, context.groups["specific"]
+        )
+        return RowSeedResult(per_query, top, dict(result.metrics)), context
 
     def trained(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
         from clipita.experiment import fit_and_test
@@ -118,6 +122,9 @@ class _Runner:
         per_query = _numpy_per_query(module.per_query["test"])
         top = module.rankings["test"][:, : max(ERROR_KS)].cpu().numpy()
         context = _context(seed, module.query_groups, datamodule, datamodule.datasets["test"].product_id)
+        per_query = add_consistency(
+            per_query, module.rankings["test"], context.paths, context.groups["specific"]
+        )
         logged = {k.removeprefix("test/"): v for k, v in logged.items()}
         return RowSeedResult(per_query, top, logged), context
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .category_retrieval import CategoryRetrievalMetrics, product_leaves, relevant_categories
 from .error_analysis import error_analysis, node_ancestors
+from .hierarchy_consistency import hierarchy_consistency, macro_over_trees, per_tree_consistency
 from .retrieval_functional import (
     PAD_INDEX,
     average_precision_at_k,
@@ -31,10 +32,13 @@ __all__ = [
     "compare_per_query",
     "error_analysis",
     "average_precision_at_k",
+    "hierarchy_consistency",
     "hits_at_k",
+    "macro_over_trees",
     "ndcg_at_k",
     "node_ancestors",
     "paired_test",
+    "per_tree_consistency",
     "precision_at_k",
     "precision_ceiling_at_k",
     "product_leaves",

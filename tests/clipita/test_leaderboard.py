@@ -289,6 +289,13 @@ def test_leaderboard_on_the_tiny_sample(tmp_path):
                 ours = rows[name]["summary"][setting]["map@10"]["values"][int(seed)]
                 assert ours == pytest.approx(logged, abs=1e-5), (name, seed, setting)
     assert "Does the paper's ordering hold?" in Path(paths["markdown"]).read_text()
+    for name in (
+        "random",
+        "BM25",
+        "title zero-shot",
+        "CLIP-ITA",
+    ):  # hierarchy consistency for every row that ran
+        assert 0.0 <= rows[name]["hierarchy_consistency"]["leaves"]["mean"] <= 1.0, name
 
 
 def test_rows_that_differ_by_a_plus_get_their_own_run_folders(tmp_path):

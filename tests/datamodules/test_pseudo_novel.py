@@ -1,0 +1,97 @@
+"""Pseudo-novel validation: leaves held out of training for validation never reach train, and the test split (and
+its unseen leaves) is the same as without them; fraction 0 gives exactly the split it always gave."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+from test_sharding import build_catalogue, read_back
+
+from datamodules.catalogue import RawRecord
+from datamodules.category_tree import CategoryTree
+from datamodules.sharding import shard_catalogue
+from datamodules.splits import assign_splits, choose_pseudo_novel, choose_unseen, pseudo_novel_rng
+
+
+def _split(records: list[RawRecord], seed: int, fraction: float):
+    """The drawn split exactly as ``write_shards`` makes it."""
+    rng = random.Random(seed)
+    tree = CategoryTree.from_paths(r.category for r in records)
+    present = {r.category for r in records}
+    leaves = [tree.paths[i] for i in tree.leaves if tree.paths[i] in present]
+    unseen = choose_unseen(leaves, 0.2, rng)
+    order = pseudo_novel_rng(seed)
+    held = choose_pseudo_novel(leaves, unseen, fraction, order)
+    splits = assign_splits(records, set(unseen), 0.1, 0.1, rng, set(held), pseudo_novel_order=order)
+    return unseen, held, splits
+
+
+def _digest(unseen, splits) -> str:
+    payload = [[list(p) for p in unseen], [r.id for r in splits["test"]], [r.id for r in splits["val"]]]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+# computed with the split code before pseudo-novel validation existed (and checked against the fashion shards
+# written by it: unseen leaves, every split's ids and order)
+FASHION_DIGESTS = {0: "2acd43235ba92e3a", 1: "c9aaf448a7d398ed", 2: "574e73ef76ef7fc5"}
+
+
+def test_fashion_split_unchanged_at_fraction_0_and_test_unchanged_above(fashion_dir: Path) -> None:
+    with open(fashion_dir / "styles.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if len(rows) != 11882:
+        pytest.skip(f"the golden digests are for the 11,882-row fashion table, found {len(rows)} rows")
+    levels = ("masterCategory", "subCategory", "articleType")
+    records = [
+        RawRecord(row=i + 1, id=r["id"].strip(), category=tuple(r[c].strip() for c in levels))
+        for i, r in enumerate(rows)
+    ]
+    for seed, digest in FASHION_DIGESTS.items():
+        unseen0, held0, plain = _split(records, seed, 0.0)
+        assert held0 == [] and _digest(unseen0, plain) == digest, f"seed {seed}: the split changed"
+        unseen, held, splits = _split(records, seed, 0.15)
+        assert unseen == unseen0
+        assert [r.id for r in splits["test"]] == [r.id for r in plain["test"]]
+        assert len(held) == round(0.15 * (len({r.category for r in records}) - len(unseen)))
+        assert not set(held) & {r.category for r in splits["train"]}
+        assert set(held) <= {r.category for r in splits["val"]}
+        assert sorted(r.id for s in splits.values() for r in s) == sorted(r.id for r in records)
+
+
+def test_choose_pseudo_novel_never_takes_unseen_or_every_leaf() -> None:
+    leaves = [("A", str(i)) for i in range(4)]
+    assert choose_pseudo_novel(leaves, [], 0.0, random.Random(0)) == []
+    picked = choose_pseudo_novel(leaves, leaves[:1], 0.99, random.Random(0))
+    assert len(picked) == 2 and leaves[0] not in picked  # 3 seen leaves, one kept for training
+    assert len(choose_pseudo_novel(leaves, [], 0.01, random.Random(0))) == 1
+
+
+def test_shards_hold_pseudo_novel_leaves_out_of_train(tmp_path: Path) -> None:
+    yaml_path, _ = build_catalogue(tmp_path, per_leaf=12, bad_rows=False)
+    plain = shard_catalogue(str(yaml_path), str(tmp_path / "plain"), shard_size=50, seed=1, progress=False)
+    out = tmp_path / "pn"
+    manifest = shard_catalogue(
+        str(yaml_path), str(out), shard_size=50, seed=1, progress=False, pseudo_novel_fraction=0.4
+    )
+    held = [tuple(p) for p in manifest["pseudo_novel_categories"]]
+    assert len(held) == 2 and manifest["fractions"]["pseudo_novel"] == 0.4
+    assert manifest["unseen_categories"] == plain["unseen_categories"]
+    assert not set(held) & {tuple(p) for p in manifest["unseen_categories"]}
+    records = read_back(manifest, out)
+    by_split: dict[str, set] = {s: set() for s in ("train", "val", "test")}
+    for record in records.values():
+        by_split[record["split"]].add(tuple(record["json"]["category"]))
+    assert not set(held) & by_split["train"]
+    assert set(held) <= by_split["val"]
+    assert manifest["splits"]["test"]["category_counts"] == plain["splits"]["test"]["category_counts"]
+    plain_test = sorted(k for k, r in read_back(plain, tmp_path / "plain").items() if r["split"] == "test")
+    assert sorted(k for k, r in records.items() if r["split"] == "test") == plain_test
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert [tuple(p) for p in on_disk["pseudo_novel_categories"]] == held
+    with pytest.raises(ValueError, match="pseudo_novel_fraction"):
+        shard_catalogue(str(yaml_path), str(tmp_path / "bad"), pseudo_novel_fraction=1.0, progress=False)

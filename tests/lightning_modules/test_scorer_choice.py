@@ -1,0 +1,128 @@
+"""Choosing the scorer from evidence: the title-match weights are chosen on validation, kept in the checkpoint,
+restored by ``load_model`` and used by the one query encoder; without titles the choice is the trained towers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from synthetic_catalogue import TREE, UNSEEN_PATHS, SyntheticDataModule, tiny_net, trainer
+
+from lightning_modules import ClipItaModule, HierarchicalInfoNCELoss, load_model
+from lightning_modules.scorer_choice import CHOICE_KEY, best_weight, choose, describe
+
+# the network options of the adaptive recipe, in one place (model.net.* of experiments/clip_ita_adaptive.yaml)
+ADAPTIVE_NET = dict(
+    modalities=["image", "title"],
+    embed_dim=384,
+    category_head="residual",
+    route_novel_categories=True,
+    category_text="leaf",
+)
+
+
+class TitlelessDataModule(SyntheticDataModule):
+    """The synthetic catalogue with no product titles (zero title features, ``title_mask`` False)."""
+
+    def __init__(self, net) -> None:
+        super().__init__(net)
+        for batch in [*self.train_batches, self.eval_batch]:
+            batch["title_features"] = torch.zeros_like(batch["title_features"])
+            batch["title_mask"] = torch.zeros(len(batch["product_id"]), dtype=torch.bool)
+
+
+def fit(tmp_path, datamodule_class=SyntheticDataModule, epochs: int = 2):
+    torch.manual_seed(0)
+    net = tiny_net(**ADAPTIVE_NET)
+    module = ClipItaModule(
+        net, HierarchicalInfoNCELoss(temperature=0.1), lr=1e-2, scheduler="none", choose_scorer=True
+    )
+    dm = datamodule_class(net)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    run = trainer(tmp_path, enable_checkpointing=True, callbacks=[checkpoint], max_epochs=epochs)
+    run.fit(module, datamodule=dm)
+    return module, dm, run, tmp_path / "ckpt" / "last.ckpt"
+
+
+def test_one_standard_error_rule_and_fallbacks() -> None:
+    grid = [0.0, 0.5, 1.0]
+    clear = torch.tensor([[0.1, 0.2, 0.1, 0.2], [0.3, 0.4, 0.3, 0.4], [0.8, 0.9, 0.8, 0.9]])
+    assert best_weight(grid, clear)[0] == 1.0  # the title match wins on every query
+    noisy = torch.tensor([[0.0, 0.3, 0.0, 0.1], [0.0, 0.0, 0.2, 0.0], [0.1, 0.0, 0.0, 0.4]])
+    weight, detail = best_weight(grid, noisy)
+    assert detail["best_mean_weight"] == 1.0 and weight == 0.0  # best by a margin below one SE: the towers
+    assert (
+        best_weight(grid, torch.tensor([[0.2], [0.4], [0.4]]))[0] == 0.5
+    )  # one query: best, ties to smaller
+    assert best_weight(grid, torch.zeros(3, 0))[0] is None
+    record = choose(grid, clear.flip(0), clear, titles_present=10)
+    assert (record["seen_title_weight"], record["novel_title_weight"]) == (0.0, 1.0)
+    no_titles = choose(grid, clear, clear, titles_present=0)
+    assert (no_titles["seen_title_weight"], no_titles["novel_title_weight"]) == (0.0, 0.0)
+    assert "no product titles" in no_titles[CHOICE_KEY]["novel_reason"]
+    no_novel = choose(grid, clear, torch.zeros(3, 0), titles_present=5, default_novel=1.0)
+    assert no_novel["novel_title_weight"] == 1.0 and "no novel" in no_novel[CHOICE_KEY]["novel_reason"]
+    assert "novel-category scorer: title weight 1 chosen" in describe(record)
+
+
+def test_query_is_the_convex_mix_of_towers_and_title_match() -> None:
+    net = tiny_net(**ADAPTIVE_NET)
+    net.set_trained_categories([("Bags",), ("Bags", "Totes")])
+    paths = [("Bags", "Totes"), ("Shoes", "Sandals")]  # trained, novel
+    with torch.no_grad():
+        default = net.encode_query_paths(paths)
+        d = default.shape[1] // 2
+        assert torch.count_nonzero(default[0, d:]) == 0 and torch.count_nonzero(default[1, :d]) == 0
+        net.retrieval.update({"seen_title_weight": 0.25, "novel_title_weight": 0.0})
+        mixed = net.encode_query_paths(paths)
+        names = torch.nn.functional.normalize(net.text_encoder([p[-1] for p in paths]), dim=-1)
+        category = net.encode_category_texts([p[-1] for p in paths])
+    assert torch.allclose(mixed[0], torch.cat([0.75 * category[0], 0.25 * names[0]]), atol=1e-6)
+    assert torch.allclose(mixed[1], torch.cat([category[1], torch.zeros_like(names[1])]), atol=1e-6)
+    net.retrieval["novel_title_weight"] = 1.5
+    with pytest.raises(ValueError, match="novel_title_weight"):
+        net.encode_query_paths(paths)
+
+
+def test_choice_is_kept_in_the_checkpoint_and_used_by_load_model(tmp_path) -> None:
+    module, dm, run, path = fit(tmp_path)
+    retrieval = module.net.retrieval
+    evidence = retrieval[CHOICE_KEY]
+    novel = [p for p in TREE.paths if p not in module.net.trained_categories]
+    assert (
+        evidence["novel_queries"] == len(novel) == len(UNSEEN_PATHS) + 1
+    )  # + "Watches", whose leaf is novel
+    assert evidence["grid"] == [0.0, 0.25, 0.5, 0.75, 1.0] and evidence["epoch"] == 1
+    assert (
+        retrieval["novel_title_weight"] in evidence["grid"]
+        and retrieval["seen_title_weight"] in evidence["grid"]
+    )
+    logged = run.callback_metrics
+    assert "val/specific_novel/map@10" in logged and "val/specific_seen/map@10" in logged
+    assert float(logged["val/scorer_novel_title_weight"]) == retrieval["novel_title_weight"]
+
+    loaded = load_model(path)
+    assert loaded.retrieval == retrieval
+    run.test(module, datamodule=dm, verbose=False)  # the module's test path
+    with torch.no_grad():
+        test_queries = module.query_embeddings()
+        assert torch.allclose(
+            loaded.encode_query_texts(module.category_texts, module.category_paths), test_queries
+        )
+        assert torch.allclose(loaded.encode_query_paths(TREE.paths), test_queries, atol=1e-6)
+        # a different choice changes the vectors: the record is really what scores
+        loaded.retrieval["novel_title_weight"] = 1.0 - loaded.retrieval["novel_title_weight"]
+        assert not torch.allclose(loaded.encode_query_paths(TREE.paths), test_queries)
+
+
+def test_choice_falls_back_to_the_towers_without_titles(tmp_path) -> None:
+    module, _, _, path = fit(tmp_path, TitlelessDataModule, epochs=1)
+    retrieval = load_model(path).retrieval
+    assert retrieval["novel_title_weight"] == 0.0 and retrieval["seen_title_weight"] == 0.0
+    assert retrieval[CHOICE_KEY]["titles_present"] == 0
+    assert module.net.retrieval == retrieval
+
+
+def test_choose_scorer_needs_routing() -> None:
+    with pytest.raises(ValueError, match="route_novel_categories"):
+        ClipItaModule(tiny_net(), choose_scorer=True)
