@@ -27,7 +27,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from datamodules.category_tree import CategoryTree
-from datamodules.features import FeatureCacheError, FeatureStore
+from datamodules.feature_reuse import (
+    DonorIndex,
+    digest_array,
+    read_shard_records,
+    reuse_indexes,
+    sample_digests,
+)
+from datamodules.features import DIGEST, IMAGE_ARRAYS, TEXT_ARRAYS, FeatureCacheError, FeatureStore
 from datamodules.records import decode_sample
 
 
@@ -62,10 +69,20 @@ def plan(stores: dict[str, FeatureStore], rank: int, world_size: int) -> list[Sh
 
 
 class ShardBatches(torch.utils.data.IterableDataset):
-    """Decoded batches of the given shards, split across DataLoader workers by shard (a batch never spans two)."""
+    """Decoded batches of the given shards, split across DataLoader workers by shard (a batch never spans two).
+
+    With ``reuse`` (``feature_reuse.reuse_indexes``), a shard whose products are all in a donor store of a modality
+    first yields one ``copied`` item holding that modality's rows, read from the donors; only the modalities left
+    are decoded and encoded.
+    """
 
     def __init__(
-        self, shard_dir: str, jobs: Sequence[ShardJob], transform: Callable | None, batch_size: int
+        self,
+        shard_dir: str,
+        jobs: Sequence[ShardJob],
+        transform: Callable | None,
+        batch_size: int,
+        reuse: dict[str, DonorIndex] | None = None,
     ) -> None:
         self.shard_dir, self.jobs, self.transform, self.batch_size = (
             shard_dir,
@@ -73,6 +90,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
             transform,
             batch_size,
         )
+        self.reuse = dict(reuse or {})
 
     def __len__(self) -> int:
         return sum(max(1, math.ceil(j.count / self.batch_size)) for j in self.jobs)
@@ -85,25 +103,63 @@ class ShardBatches(torch.utils.data.IterableDataset):
 
     def _shard_batches(self, job: ShardJob):
         url = str(Path(self.shard_dir) / job.name)
+        kinds = [k for k, needed in (("image", job.image), ("text", job.text)) if needed]
+        if any(k in self.reuse for k in kinds):
+            copied = self._copied(job, url, kinds)
+            if copied is not None:
+                kinds = [k for k in kinds if k not in copied["copied"]]
+                job = ShardJob(job.name, job.count, "image" in kinds, "text" in kinds)
+                copied["last"] = not kinds
+                yield copied
+                if not kinds:
+                    return
         samples = wds.WebDataset(
             url, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None
         )
         rows: list[dict] = []
         images: list[torch.Tensor] = []
+        digests: list[dict[str, bytes]] = []
         seen = 0
         for sample in samples:
             record = decode_sample(sample)  # the one record codec: original id, category tuple, title or ""
             rows.append(record)
+            digests.append(sample_digests(sample, record, kinds))
             if job.image:
                 images.append(self._decode(sample, record.id, url))
             seen += 1
             if len(rows) == self.batch_size:
-                yield self._batch(job, rows, images, last=seen == job.count)
-                rows, images = [], []
+                yield self._batch(job, rows, images, digests, last=seen == job.count)
+                rows, images, digests = [], [], []
         if seen != job.count:
             raise FeatureCacheError(f"shard {url!r} has {seen} records, the manifest says {job.count}")
         if rows or seen == 0:
-            yield self._batch(job, rows, images, last=True)
+            yield self._batch(job, rows, images, digests, last=True)
+
+    def _copied(self, job: ShardJob, url: str, kinds: Sequence[str]) -> dict[str, Any] | None:
+        """One item with the rows of every modality whose products are all in its donor stores (None if none)."""
+        records, samples = read_shard_records(url)
+        if len(records) != job.count:
+            raise FeatureCacheError(
+                f"shard {url!r} has {len(records)} records, the manifest says {job.count}"
+            )
+        copied: dict[str, dict[str, np.ndarray]] = {}
+        for kind in kinds:
+            index = self.reuse.get(kind)
+            if index is None:
+                continue
+            digests = digest_array(
+                [sample_digests(s, r, (kind,))[kind] for s, r in zip(samples, records, strict=True)]
+            )
+            shard, row = index.lookup(digests)
+            if len(records) and (shard < 0).any():
+                continue
+            names = IMAGE_ARRAYS if kind == "image" else tuple(a for a in TEXT_ARRAYS if a != "category")
+            copied[kind] = {**index.gather(names, shard, row), DIGEST: digests}
+        if not copied:
+            return None
+        batch = self._batch(job, records, [], [], last=False)
+        batch.update(need_image=False, need_text=False, copied=copied, digests={})
+        return batch
 
     def _decode(self, sample: dict, product_id: str, url: str) -> torch.Tensor:
         import io
@@ -115,7 +171,10 @@ class ShardBatches(torch.utils.data.IterableDataset):
         return self.transform(image)
 
     @staticmethod
-    def _batch(job: ShardJob, rows: list, images: list[torch.Tensor], last: bool) -> dict[str, Any]:
+    def _batch(
+        job: ShardJob, rows: list, images: list[torch.Tensor], digests: list[dict[str, bytes]], last: bool
+    ) -> dict[str, Any]:
+        kinds = [k for k, needed in (("image", job.image), ("text", job.text)) if needed]
         return {
             "shard": job.name,
             "last": last,
@@ -126,6 +185,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
             "attributes": [dict(r.attributes) for r in rows],
             "category": [list(r.category) for r in rows],
             "images": torch.stack(images) if images else None,
+            "digests": {k: digest_array([d[k] for d in digests]) for k in kinds},
         }
 
 
@@ -141,6 +201,12 @@ def encode_batch(
     """The feature rows of one decoded batch (numpy; float16 features)."""
     n = len(batch["ids"])
     out: dict[str, Any] = {"shard": batch["shard"], "last": batch["last"], "ids": batch["ids"], "arrays": {}}
+    for kind, digests in batch.get("digests", {}).items():
+        out["arrays"][f"{kind}.{DIGEST}"] = digests
+    for kind, arrays in batch.get("copied", {}).items():  # rows of a donor store: no encoder runs
+        out["arrays"].update({f"{kind}.{DIGEST}" if a == DIGEST else a: v for a, v in arrays.items()})
+        if kind == "text":
+            out["arrays"]["category"] = np.array([tree.index(p) for p in batch["category"]], dtype=np.int32)
     if batch["need_image"]:
         device = next(image_encoder.parameters()).device
         if n:
@@ -196,12 +262,15 @@ class ShardWriter:
         if not encoded["last"]:
             return
         del self.pending[encoded["shard"]]
-        ids = [i for p in parts for i in p["ids"]]
-        for store in self.stores.values():
+        for kind, store in self.stores.items():
             names = store.arrays
-            if names[0] not in parts[0]["arrays"]:
+            mine = [p for p in parts if names[0] in p["arrays"]]  # copied rows, or the encoded batches
+            if not mine:
                 continue  # this modality's feature shard was already there
-            arrays = {a: np.concatenate([p["arrays"][a] for p in parts]) for a in names}
+            ids = [i for p in mine for i in p["ids"]]
+            arrays = {a: np.concatenate([p["arrays"][a] for p in mine]) for a in names}
+            if all(f"{kind}.{DIGEST}" in p["arrays"] for p in mine):
+                arrays[DIGEST] = np.concatenate([p["arrays"][f"{kind}.{DIGEST}"] for p in mine])
             store.write_shard(encoded["shard"], ids, arrays)
         self.written.append(encoded["shard"])
 
@@ -241,10 +310,13 @@ def encode_features(
     world_size: int = 1,
     barrier: Callable[[], None] | None = None,
     progress: bool = True,
+    reuse: bool = True,
 ) -> list[FeatureStore]:
     """Encode this rank's missing feature shards, wait for the other ranks, and return the complete stores.
 
     Every rank of a job calls this with its ``rank`` and a ``barrier`` over all ranks (None for one process).
+    With ``reuse``, shards whose products another complete store of the same encoders holds are copied from it
+    (``datamodules.feature_reuse``).
     """
     stores = make_stores(features_root, manifest, image_encoder, text_encoder)
     if not all(s.is_complete() for s in stores.values()):
@@ -258,7 +330,9 @@ def encode_features(
             for encoder in (image_encoder, text_encoder):
                 if encoder is not None:
                     encoder.eval()
-            dataset = ShardBatches(shard_dir, jobs, transform, batch_size)
+            dataset = ShardBatches(
+                shard_dir, jobs, transform, batch_size, reuse_indexes(stores, shard_dir, reuse)
+            )
             writer = ShardWriter(stores)
             total = sum(j.count for j in jobs)
             with tqdm(
@@ -294,8 +368,10 @@ class EncodeJob(L.LightningModule):
         text_encoder,
         batch_size: int = 64,
         num_workers: int = 2,
+        reuse: bool = True,
     ) -> None:
         super().__init__()
+        self.reuse = reuse
         self.shard_dir, self.manifest, self.batch_size, self.num_workers = (
             shard_dir,
             manifest,
@@ -313,7 +389,9 @@ class EncodeJob(L.LightningModule):
             store.prepare()
         jobs = plan(self.stores, self.global_rank, self.trainer.world_size)
         transform = self.image_encoder.transform if self.image_encoder is not None else None
-        return _loader(ShardBatches(self.shard_dir, jobs, transform, self.batch_size), self.num_workers)
+        reuse = reuse_indexes(self.stores, self.shard_dir, self.reuse) if jobs else {}
+        dataset = ShardBatches(self.shard_dir, jobs, transform, self.batch_size, reuse)
+        return _loader(dataset, self.num_workers)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # lists and an optional tensor: encode_batch moves the images itself

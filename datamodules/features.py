@@ -10,6 +10,8 @@ Layout under ``features_root`` (one folder per encoder, so changing the text mod
     text-<hash>/<shard>.attribute_mask.npy    [n, A] bool
     text-<hash>/<shard>.category.npy          [n] int32, the product's node in the manifest's category table
     text-<hash>/<shard>.ids.npy
+    <each>/<shard>.digest.npy                 [n] S16 per-row product digests (``feature_reuse``: rows are copied
+                                              into a store of another split instead of encoded again)
     <each>/meta.json                          the encoder's cache key, the products' fingerprint, attribute names
     <each>/complete.json                      written only once every shard of the manifest is there
 
@@ -43,6 +45,7 @@ from datamodules.sharding import SPLITS
 META_NAME = "meta.json"
 COMPLETE_NAME = "complete.json"
 IDS = "ids"
+DIGEST = "digest"  # per-row product digests (datamodules.feature_reuse), optional
 IMAGE_ARRAYS = ("image",)
 TEXT_ARRAYS = ("title", "title_mask", "attributes", "attribute_mask", "category")
 # feature-store array -> batch key (ARCHITECTURE.md)
@@ -145,8 +148,10 @@ class FeatureStore:
         _atomic_text(meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
 
     def write_shard(self, shard: str, ids: Sequence[str], arrays: dict[str, np.ndarray]) -> None:
-        """Write one feature shard: every array under a temporary name, renamed; the ids file last."""
-        for name in self.arrays:
+        """Write one feature shard: every array under a temporary name, renamed; the ids file last.
+
+        ``arrays`` may also hold ``digest`` (the per-row product digests ``feature_reuse`` finds rows by)."""
+        for name in (*self.arrays, *([DIGEST] if DIGEST in arrays else [])):
             if name not in arrays:
                 raise FeatureCacheError(f"feature shard {shard!r} lacks array {name!r}")
             if len(arrays[name]) != len(ids):
