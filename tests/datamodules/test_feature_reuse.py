@@ -117,3 +117,17 @@ def test_a_changed_product_is_encoded_again(catalogue, tmp_path):
     _encode(catalogue / "shards" / "seed1", root, image, text)
     assert 0 < image.products < 90  # the shard holding that product only
     assert text.calls == 0
+
+
+def test_a_store_written_without_digests_is_back_filled_from_its_shards(catalogue, tmp_path):
+    """A donor encoded before digests existed gets them from its input shards (found beside the new ones)."""
+    root = tmp_path / "features"
+    image, text = _encoders()
+    first = _encode(catalogue / "shards" / "seed0", root, image, text)
+    for store in first:
+        for path in store.folder.glob(f"*.{DIGEST}.npy"):
+            path.unlink()
+    image, text = _encoders()
+    _encode(catalogue / "shards" / "seed1", root, image, text)
+    assert (image.calls, text.calls) == (0, 0)
+    assert all(len(list(s.folder.glob(f"*.{DIGEST}.npy"))) == len(s.shards) for s in first)
