@@ -131,3 +131,21 @@ def test_a_store_written_without_digests_is_back_filled_from_its_shards(catalogu
     _encode(catalogue / "shards" / "seed1", root, image, text)
     assert (image.calls, text.calls) == (0, 0)
     assert all(len(list(s.folder.glob(f"*.{DIGEST}.npy"))) == len(s.shards) for s in first)
+
+
+def test_the_encode_predict_job_reuses_rows_too(catalogue, tmp_path):
+    """``clipita encode``'s Lightning predict job (``EncodeJob``) copies the rows the same way."""
+    import lightning as L
+
+    from datamodules.feature_encoding import EncodeJob
+
+    root = tmp_path / "features"
+    image, text = _encoders()
+    _encode(catalogue / "shards" / "seed0", root, image, text)
+    image, text = _encoders()
+    seed1 = catalogue / "shards" / "seed1"
+    job = EncodeJob(str(seed1), load_manifest(str(seed1)), root, image.encoder, text.encoder, 8, 0)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    trainer.predict(job, return_predictions=False)
+    assert (image.calls, text.calls) == (0, 0)
+    assert all(s.is_complete() for s in job.stores.values())
