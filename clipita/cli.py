@@ -2,7 +2,7 @@
 
     clipita fit --config experiments/clip_ita.yaml [--trainer.devices 2 --trainer.strategy ddp ...]
     clipita test --config experiments/clip_ita.yaml --ckpt_path runs/clip_ita/.../checkpoints/last.ckpt
-    clipita shard experiments/catalogs/fashion.yaml work/fashion/shards
+    clipita shard experiments/catalogues/fashion.yaml work/fashion/shards
     clipita encode experiments/clip_ita.yaml
 
 Project commands are plain library functions; their typed signatures and docstrings are their ``--help`` (through
