@@ -32,8 +32,8 @@ class RunResult:
         return list(self.datamodule.tree.paths)
 
     @property
-    def query_groups(self) -> dict[str, torch.Tensor]:
-        return self.module.query_groups
+    def settings(self) -> dict[str, torch.Tensor]:
+        return self.module.settings
 
 
 NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger")  # loggers with a save_dir/name/version run folder

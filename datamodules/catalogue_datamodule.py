@@ -93,7 +93,9 @@ class CatalogueDataModule(L.LightningDataModule):
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
         if catalogue != SAMPLE and not Path(catalogue).is_file():
-            raise FileNotFoundError(f"catalogue schema {catalogue!r} does not exist (or use catalogue: sample)")
+            raise FileNotFoundError(
+                f"catalogue schema {catalogue!r} does not exist (or use catalogue: sample)"
+            )
         self.save_hyperparameters(ignore=["encoders"])  # a network is no hyperparameter (nor checkpoint data)
         self.encoders = encoders
         self.work_dir = Path(work_dir)

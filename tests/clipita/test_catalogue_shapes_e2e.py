@@ -339,7 +339,9 @@ def test_folder_tree_with_split_folders_trains_on_its_own_split(tmp_path):
 def test_odd_ids_and_a_level_named_a_gt_b_train_index_and_search(tmp_path):
     schema, ids = make_odd_table(tmp_path / "cat")
     work = tmp_path / "work"
-    result = fit(tiny_args(work, {"data.catalogue": str(schema), "model.net.modalities": ["image"]}), tmp_path)
+    result = fit(
+        tiny_args(work, {"data.catalogue": str(schema), "model.net.modalities": ["image"]}), tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     index_dir = tmp_path / "index"
