@@ -76,7 +76,7 @@ def make_cli(args: list[str] | None = None, run: bool = True):
             """A model reading a modality the whole catalogue lacks stops here, before any image is encoded."""
             from clipita.modalities import check_modalities
 
-            check_modalities(self.model.net, self.datamodule, wait=self.trainer.global_rank != 0)
+            check_modalities(self.model, self.datamodule, wait=self.trainer.global_rank != 0)
 
         def before_validate(self) -> None:
             self.check_catalogue()

@@ -111,7 +111,7 @@ class _Runner:
             checkpoint = resolve_path(row.checkpoint.format(seed=seed))
             cli = make_cli(["--config", config, *overrides], run=False)
             module, datamodule = cli.model, cli.datamodule
-            check_modalities(module.net, datamodule)
+            check_modalities(module, datamodule)
             cli.trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
             logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
         else:
