@@ -39,8 +39,8 @@ def build_shards(folder: Path, limit: int) -> tuple[str, dict]:
         "attribute_columns": ["gender", "baseColour"],
         "category_columns": ["masterCategory", "subCategory", "articleType"],
     }
-    (folder / "catalog.yaml").write_text(yaml.safe_dump(schema))
-    shard_catalogue(str(folder / "catalog.yaml"), str(folder / "shards"), shard_size=128, progress=False)
+    (folder / "catalogue.yaml").write_text(yaml.safe_dump(schema))
+    shard_catalogue(str(folder / "catalogue.yaml"), str(folder / "shards"), shard_size=128, progress=False)
     return str(folder / "shards"), load_manifest(str(folder / "shards"))
 
 

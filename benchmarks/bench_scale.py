@@ -97,8 +97,8 @@ def make_catalogue(folder: Path, n: int) -> Path:
     }  # fmt: skip
     import yaml
 
-    (folder / "catalog.yaml").write_text(yaml.safe_dump(schema))
-    return folder / "catalog.yaml"
+    (folder / "catalogue.yaml").write_text(yaml.safe_dump(schema))
+    return folder / "catalogue.yaml"
 
 
 def stage_shard(args) -> dict:

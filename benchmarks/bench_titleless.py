@@ -96,7 +96,14 @@ def main() -> None:
     from clipita.leaderboard import leaderboard
 
     base = str(REPO / "experiments" / "clip_i.yaml")
-    shared = ["--data.catalog", str(schema), "--data.work_dir", str(out / "work"), "--data.batch_size", "64"]
+    shared = [
+        "--data.catalogue",
+        str(schema),
+        "--data.work_dir",
+        str(out / "work"),
+        "--data.batch_size",
+        "64",
+    ]
     shared += ["--model.net.image_size", "128", "--trainer.max_epochs", str(args.epochs)]
     shared += [
         "--trainer.accelerator",

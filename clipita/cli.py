@@ -2,7 +2,7 @@
 
     clipita fit --config experiments/clip_ita.yaml [--trainer.devices 2 --trainer.strategy ddp ...]
     clipita test --config experiments/clip_ita.yaml --ckpt_path runs/clip_ita/.../checkpoints/last.ckpt
-    clipita shard experiments/catalogs/fashion.yaml work/fashion/shards
+    clipita shard experiments/catalogues/fashion.yaml work/fashion/shards
     clipita encode experiments/clip_ita.yaml
 
 Project commands are plain library functions; their typed signatures and docstrings are their ``--help`` (through
@@ -76,7 +76,7 @@ def make_cli(args: list[str] | None = None, run: bool = True):
             """A model reading a modality the whole catalogue lacks stops here, before any image is encoded."""
             from clipita.modalities import check_modalities
 
-            check_modalities(self.model.net, self.datamodule, wait=self.trainer.global_rank != 0)
+            check_modalities(self.model, self.datamodule, wait=self.trainer.global_rank != 0)
 
         def before_validate(self) -> None:
             self.check_catalogue()

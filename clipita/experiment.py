@@ -32,8 +32,8 @@ class RunResult:
         return list(self.datamodule.tree.paths)
 
     @property
-    def query_groups(self) -> dict[str, torch.Tensor]:
-        return self.module.query_groups
+    def settings(self) -> dict[str, torch.Tensor]:
+        return self.module.settings
 
 
 NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger")  # loggers with a save_dir/name/version run folder
@@ -111,7 +111,7 @@ def fit_and_test(
     args = (["--config", config] if config else []) + list(overrides)
     cli = make_cli(args, run=False)
     trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
-    check_modalities(module.net, datamodule, wait=trainer.global_rank != 0)  # before any image is encoded
+    check_modalities(module, datamodule, wait=trainer.global_rank != 0)  # before any image is encoded
     for callback in callbacks:
         trainer.callbacks.append(callback)
     trainer.fit(module, datamodule=datamodule)

@@ -49,9 +49,12 @@ def model_name(modalities: Iterable[str]) -> str:
     return f"the {sorted(key)} model"
 
 
-def missing_modality_message(net: Any, present: Iterable[str], catalogue: str) -> str | None:
-    """The one-line refusal, or None when the catalogue has every modality the network reads."""
-    present = set(present)
+def missing_modality_message(
+    net: Any, present: Iterable[str], catalogue: str, optional: Iterable[str] = ()
+) -> str | None:
+    """The one-line refusal, or None when the catalogue has every modality the network reads (``optional`` ones
+    aside)."""
+    present = set(present) | set(optional)
     missing = [m for m in required_modalities(net) if m not in present]
     if not missing:
         return None
@@ -68,21 +71,28 @@ def missing_modality_message(net: Any, present: Iterable[str], catalogue: str) -
     return f"{name}{why} needs {what}; catalogue {catalogue!r} has none: use {use}"
 
 
-def check_modalities(net: Any, datamodule: Any, wait: bool | None = None) -> None:
-    """Raise :class:`MissingModalityError` when ``net`` reads a modality ``datamodule``'s catalogue lacks.
+def check_modalities(model: Any, datamodule: Any, wait: bool | None = None) -> None:
+    """Raise :class:`MissingModalityError` when the network reads a modality ``datamodule``'s catalogue lacks.
+
+    A module that chooses its scorer from validation evidence (``choose_scorer``, the adaptive recipe) treats titles
+    as optional: with none in the catalogue its choice falls back to the trained towers, so it is not refused.
 
     The DataModule shards the catalogue if needed and reads its manifest (no image is encoded); a DataModule
     without ``read_catalogue`` / ``modalities_present`` (e.g. a test's synthetic one) is not checked.
 
     Args:
-        net: the network (``.modalities``, ``.zero_shot_weight``, ``.route_novel_categories``).
+        model: the LightningModule (its ``.net`` and ``hparams``) or the network itself (``.modalities``,
+            ``.zero_shot_weight``, ``.route_novel_categories``).
         datamodule: a :class:`~datamodules.catalogue_datamodule.CatalogueDataModule`.
         wait: passed to ``read_catalogue`` (True on ranks other than 0: wait for rank 0's shards).
     """
+    net = getattr(model, "net", model)
+    hparams = getattr(model, "hparams", None) if net is not model else None
+    optional = ("title",) if hparams is not None and hparams.get("choose_scorer", False) else ()
     if not hasattr(datamodule, "read_catalogue") or not required_modalities(net):
         return
     datamodule.read_catalogue(wait=wait)
     present = datamodule.modalities_present
-    message = missing_modality_message(net, present, datamodule.catalogue_name)
+    message = missing_modality_message(net, present, datamodule.catalogue_name, optional)
     if message:
         raise MissingModalityError(message)

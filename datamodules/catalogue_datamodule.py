@@ -35,7 +35,7 @@ class CatalogueDataModule(L.LightningDataModule):
     content hash are unchanged).
 
     Args:
-        catalog: a catalogue schema YAML (see ``experiments/catalogs/``) or ``"sample"`` for the built-in generated
+        catalogue: a catalogue schema YAML (see ``experiments/catalogues/``) or ``"sample"`` for the built-in generated
             sample catalogue.
         work_dir: where shards and feature caches are written.
         batch_size: training batch size per device (the number of in-batch negatives per rank).
@@ -68,7 +68,7 @@ class CatalogueDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        catalog: str = SAMPLE,
+        catalogue: str = SAMPLE,
         work_dir: str = "work/sample",
         batch_size: int = 256,
         eval_batch_size: int = 1024,
@@ -92,8 +92,10 @@ class CatalogueDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
-        if catalog != SAMPLE and not Path(catalog).is_file():
-            raise FileNotFoundError(f"catalog schema {catalog!r} does not exist (or use catalog: sample)")
+        if catalogue != SAMPLE and not Path(catalogue).is_file():
+            raise FileNotFoundError(
+                f"catalogue schema {catalogue!r} does not exist (or use catalogue: sample)"
+            )
         self.save_hyperparameters(ignore=["encoders"])  # a network is no hyperparameter (nor checkpoint data)
         self.encoders = encoders
         self.work_dir = Path(work_dir)
@@ -111,22 +113,22 @@ class CatalogueDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------------------------------------- building
     def _sample_key(self) -> dict | None:
         """What the built-in sample is generated from (None for a catalogue of the user's): its cache key."""
-        if self.hparams.catalog != SAMPLE:
+        if self.hparams.catalogue != SAMPLE:
             return None
         key: dict[str, Any] = {"num_products": self.hparams.sample_products, "seed": 0}
         if self.hparams.sample_titles != "signal":  # the default keeps the key older samples were made with
             key["titles"] = self.hparams.sample_titles
         return key
 
-    def catalog_path(self) -> str:
+    def catalogue_path(self) -> str:
         want = self._sample_key()
         if want is None:
-            return self.hparams.catalog
+            return self.hparams.catalogue
         from datamodules.sample_catalogue import generate_sample_catalogue
 
         titles = self.hparams.sample_titles
         folder = self.work_dir / ("sample_catalogue" if titles == "signal" else f"sample_catalogue_{titles}")
-        yaml_path = folder / "catalog.yaml"
+        yaml_path = folder / "catalogue.yaml"
         marker = folder / "generated.json"
         if not (yaml_path.is_file() and marker.is_file() and json.loads(marker.read_text()) == want):
             yaml_path = Path(
@@ -137,10 +139,10 @@ class CatalogueDataModule(L.LightningDataModule):
             marker.write_text(json.dumps(want))
         return str(yaml_path)
 
-    def _shard_request(self, catalog: str) -> dict:
+    def _shard_request(self, catalogue: str) -> dict:
         h = self.hparams
         request = {
-            "catalog": str(Path(catalog).resolve()),
+            "catalogue": str(Path(catalogue).resolve()),
             "shard_size": h.shard_size,
             "seed": h.split_seed,
             "val_fraction": h.val_fraction,
@@ -157,7 +159,7 @@ class CatalogueDataModule(L.LightningDataModule):
         request_file = self.shard_dir / REQUEST_NAME
         if not request_file.is_file():
             return False
-        return json.loads(request_file.read_text()) == self._shard_request(self.catalog_path())
+        return json.loads(request_file.read_text()) == self._shard_request(self.catalogue_path())
 
     def ensure_shards(self, wait: bool = False, timeout_s: float = 24 * 3600) -> dict:
         """Shard the catalogue unless shards made with the same request are already there and intact.
@@ -170,13 +172,13 @@ class CatalogueDataModule(L.LightningDataModule):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no shards appeared in {str(self.shard_dir)!r} for {timeout_s:.0f}s")
                 time.sleep(2)
-        catalog = self.catalog_path()
-        request = self._shard_request(catalog)
+        catalogue = self.catalogue_path()
+        request = self._shard_request(catalogue)
         request_file = self.shard_dir / REQUEST_NAME
         if request_file.is_file() and json.loads(request_file.read_text()) == request:
             return load_manifest(str(self.shard_dir), check_hashes=False)
         manifest = shard_catalogue(
-            catalog,
+            catalogue,
             str(self.shard_dir),
             shard_size=request["shard_size"],
             seed=request["seed"],
@@ -229,8 +231,8 @@ class CatalogueDataModule(L.LightningDataModule):
     def catalogue_name(self) -> str:
         """The catalogue's name (its schema's ``name``; the file stem before the manifest is read)."""
         if self.manifest:
-            return str(self.manifest.get("schema", {}).get("name") or self.hparams.catalog)
-        return SAMPLE if self.hparams.catalog == SAMPLE else Path(self.hparams.catalog).stem
+            return str(self.manifest.get("schema", {}).get("name") or self.hparams.catalogue)
+        return SAMPLE if self.hparams.catalogue == SAMPLE else Path(self.hparams.catalogue).stem
 
     def setup(self, stage: str | None = None) -> None:
         self.read_catalogue()

@@ -377,7 +377,7 @@ def summarize(manifest: dict[str, Any], output_dir: str, seconds: float | None =
 
 
 def shard_catalogue(
-    catalog: str,
+    catalogue: str,
     output_dir: str,
     shard_size: int = 1000,
     seed: int = 0,
@@ -395,7 +395,7 @@ def shard_catalogue(
     and manifest in ``output_dir`` are replaced. Prints a one-paragraph summary and returns the manifest.
 
     Args:
-        catalog: Catalogue schema YAML file (see ``datamodules.catalogue.CatalogueSchema``).
+        catalogue: Catalogue schema YAML file (see ``datamodules.catalogue.CatalogueSchema``).
         output_dir: Folder to write the shards and ``manifest.json`` into (created if needed).
         shard_size: Products per tar file.
         seed: Seed of the unseen-category choice, the split and the order of records in the shards.
@@ -416,7 +416,7 @@ def shard_catalogue(
         CatalogueError: The catalogue cannot be read, or ``on_error="fail"`` and a row is bad (the message names
             its row, id and reason).
     """
-    schema = CatalogueSchema.from_yaml(catalog)
+    schema = CatalogueSchema.from_yaml(catalogue)
     return write_shards(
         schema,
         output_dir,

@@ -10,7 +10,7 @@ from .metrics.report import format_metrics_table
 
 
 class PrintRetrievalMetrics(L.Callback):
-    """Print the retrieval metrics as a table (rows = query groups, columns = metrics) after validation at the end
+    """Print the retrieval metrics as a table (rows = settings, columns = metrics) after validation at the end
     of fit and after test.
 
     Args:

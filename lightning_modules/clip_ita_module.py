@@ -86,8 +86,8 @@ class ClipItaModule(L.LightningModule):
         self.category_paths: list[tuple[str, ...]] = []
         self.register_buffer("category_text_features", torch.zeros(0), persistent=False)
         self.register_buffer("seen_category_ids", torch.zeros(0, dtype=torch.long), persistent=False)
-        self.query_groups: dict[str, torch.Tensor] = {}
-        self.val_query_groups: dict[str, torch.Tensor] = {}
+        self.settings: dict[str, torch.Tensor] = {}
+        self.val_settings: dict[str, torch.Tensor] = {}
         self.per_query: dict[
             str, dict[str, torch.Tensor]
         ] = {}  # stage -> {metric: [Q]} of the last evaluation
@@ -102,13 +102,13 @@ class ClipItaModule(L.LightningModule):
         self.set_category_table(dm.tree.texts(self.net.category_text), dm.tree, dm.unseen_category_ids)
         self.seen_category_ids = torch.as_tensor(dm.train_category_ids, dtype=torch.long, device=self.device)
         self.net.set_trained_categories(dm.tree.paths[i] for i in dm.train_category_ids)
-        self.val_query_groups = self.validation_groups()
+        self.val_settings = self.validation_groups()
 
     def validation_groups(self) -> dict[str, torch.Tensor]:
-        """The test's query groups, with the leaves split by what the *network* trained on: ``specific_seen``
+        """The test's settings, with the leaves split by what the *network* trained on: ``specific_seen``
         (trained leaves) and ``specific_novel`` (leaves it never trained on that have validation products: the
         pseudo-novel ones). The test's unseen leaves have no validation product and are left out."""
-        groups = {k: v for k, v in self.query_groups.items() if k not in ("specific_seen", "specific_unseen")}
+        groups = {k: v for k, v in self.settings.items() if k not in ("specific_seen", "specific_unseen")}
         if "specific" in groups and self.category_paths:
             novel = self.net.novel_mask(self.category_texts, self.category_paths)
             groups["specific_seen"] = groups["specific"] & ~novel
@@ -116,7 +116,7 @@ class ClipItaModule(L.LightningModule):
         return groups
 
     def set_category_table(self, texts: list[str], tree, unseen_ids: list[int] = ()) -> None:
-        """Encode every category name once (frozen text tower) and name the query groups of the evaluation."""
+        """Encode every category name once (frozen text tower) and name the settings of the evaluation."""
         self.category_texts = list(texts)
         self.category_paths = [tuple(p) for p in tree.paths]
         with torch.no_grad():
@@ -132,7 +132,7 @@ class ClipItaModule(L.LightningModule):
         if unseen.any():
             groups["specific_seen"] = leaves & ~unseen
             groups["specific_unseen"] = leaves & unseen
-        self.query_groups = groups
+        self.settings = groups
 
     def category_embeddings(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings of category-table rows ``ids`` (all rows when None)."""
@@ -221,7 +221,7 @@ class ClipItaModule(L.LightningModule):
     def _eval_start(self, stage: str) -> None:
         metric = self.metrics[stage]
         metric.reset()
-        groups = self.val_query_groups if stage == "val" and self.val_query_groups else self.query_groups
+        groups = self.val_settings if stage == "val" and self.val_settings else self.settings
         with torch.no_grad():
             metric.set_queries(self.query_embeddings(), {k: v.to(self.device) for k, v in groups.items()})
         if self._choosing(stage):

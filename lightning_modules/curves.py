@@ -101,7 +101,7 @@ def plot_training_curves(metrics_csv: str | Path, output_png: str | Path, title:
         )
     ax_map.set_xlabel("epochs completed")
     ax_map.set_ylabel(VAL_MAP)
-    ax_map.set_title("validation mAP@10 (all query groups)", fontsize=10)
+    ax_map.set_title("validation mAP@10 (all settings)", fontsize=10)
     for ax in (ax_loss, ax_map):
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)

@@ -3,7 +3,7 @@
 Vocabulary (used the same way everywhere in clipita):
 
 - **unseen** category: held out of training *by the split* (``manifest.json``'s ``unseen_categories``); a property of
-  the data. Evaluation reports ``specific_seen`` / ``specific_unseen`` query groups from it.
+  the data. Evaluation reports ``specific_seen`` / ``specific_unseen`` settings from it.
 - **novel** category: one *this model* has no training product for, i.e. not in :attr:`ClipIta.trained_categories`;
   a property of the model (it travels in its checkpoint). With ``route_novel_categories`` a novel query is scored by
   the zero-shot title match instead of the trained heads. Every unseen category is novel to a model trained on that

@@ -100,7 +100,7 @@ def fashion_dir() -> Path:
 # The one tiny training config of the test suite (the built-in sample catalogue, small images, small batches):
 # every test that fits, sweeps or indexes starts from it. Keys are the config's dotted paths.
 TINY: dict[str, Any] = {
-    "data.catalog": "sample",
+    "data.catalogue": "sample",
     "data.sample_products": 160,
     "data.batch_size": 16,
     "model.net.image_size": 64,
@@ -123,7 +123,7 @@ def tiny_config(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 def tiny_overrides(extra: Mapping[str, Any] | None = None) -> list[str]:
-    """The tiny config as ``clipita fit`` command-line overrides (``["--data.catalog", "sample", ...]``)."""
+    """The tiny config as ``clipita fit`` command-line overrides (``["--data.catalogue", "sample", ...]``)."""
     out: list[str] = []
     for key, value in tiny_config(extra).items():
         out += [f"--{key}", _cli_value(value)]

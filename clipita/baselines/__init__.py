@@ -2,7 +2,7 @@
 
 Each baseline is a function ``(gallery, **options) -> Tensor [Q, N]`` scoring every category query against every
 test product; :func:`evaluate_scores` folds the scores into the project's ``CategoryRetrievalMetrics`` with the
-same query table, query groups and test gallery the LightningModule is tested on.
+same query table, settings and test gallery the LightningModule is tested on.
 
     random            seeded uniform scores (the chance level of every metric)
     bm25              BM25 (``bm25s``) of the category name against product titles

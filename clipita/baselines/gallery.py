@@ -22,14 +22,14 @@ class TestGallery:
         tree: the category table; query ``i`` is ``tree.paths[i]``.
         query_texts: the text each category is encoded from (the module's ``category_text`` style).
         query_text_features: ``[Q, Dt]`` frozen text-encoder features of ``query_texts``.
-        query_groups: ``{group: BoolTensor [Q]}`` the module's query groups (``all``, ``general``, ``level-N``,
+        settings: ``{group: BoolTensor [Q]}`` the module's settings (``all``, ``general``, ``level-N``,
             ``specific``, ``specific_seen``, ``specific_unseen``).
         product_ids: test products in loader order (the metric's product index).
         titles: their titles, same order.
         category_ids: ``[N, L]`` ancestor table ids per product (``-1`` padded).
         title_features: ``[N, Dt]`` cached frozen-encoder title features (None without a feature cache).
         shard_urls: the test shards (raw images for image-text baselines).
-        metric_kwargs: the module's test-metric settings (``ks``, ``max_rank``, ``relevance``...).
+        metric_kwargs: the module's test-metric options (``ks``, ``max_rank``, ``relevance``...).
         split_seed: the DataModule's split seed.
         leakage: the shard manifest's leakage-guard report (``{}`` when unknown).
     """
@@ -37,7 +37,7 @@ class TestGallery:
     tree: CategoryTree
     query_texts: list[str]
     query_text_features: torch.Tensor
-    query_groups: dict[str, torch.Tensor]
+    settings: dict[str, torch.Tensor]
     product_ids: list[str]
     titles: list[str]
     category_ids: torch.Tensor
@@ -71,7 +71,7 @@ class TestGallery:
         """Read the gallery off a set-up ``ClipItaModule`` (category table set) and ``CatalogueDataModule``.
 
         Args:
-            module: the LightningModule after ``set_category_table`` (its ``query_groups`` and
+            module: the LightningModule after ``set_category_table`` (its ``settings`` and
                 ``category_text_features`` are the queries).
             datamodule: the DataModule after ``setup`` (its ``datasets["test"]`` is the gallery).
         """
@@ -91,7 +91,7 @@ class TestGallery:
             tree=datamodule.tree,
             query_texts=list(module.category_texts),
             query_text_features=module.category_text_features.detach().float().cpu(),
-            query_groups={k: v.cpu() for k, v in module.query_groups.items()},
+            settings={k: v.cpu() for k, v in module.settings.items()},
             product_ids=product_ids,
             titles=[titles[p] for p in product_ids],
             category_ids=dataset.category_ids.clone(),

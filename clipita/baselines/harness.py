@@ -48,7 +48,7 @@ def evaluate_scores(scores: torch.Tensor, gallery: TestGallery, chunk_size: int 
     if not torch.isfinite(scores).all():
         raise ValueError("baseline scores must be finite")
     metric = CategoryRetrievalMetrics(**gallery.metric_kwargs)
-    metric.set_queries(gallery.query_text_features, gallery.query_groups)
+    metric.set_queries(gallery.query_text_features, gallery.settings)
     for start in range(0, gallery.num_products, chunk_size):
         stop = min(gallery.num_products, start + chunk_size)
         metric.update_scores(

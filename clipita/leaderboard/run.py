@@ -39,7 +39,7 @@ class SeedContext:
         if set(self.groups) != set(other.groups) or any(
             not np.array_equal(self.groups[g], other.groups[g]) for g in self.groups
         ):
-            return "the query groups differ (another unseen-category draw?)"
+            return "the settings differ (another unseen-category draw?)"
         if self.product_ids != other.product_ids or not np.array_equal(self.category_ids, other.category_ids):
             return "the test galleries differ"
         return None

@@ -76,7 +76,7 @@ class _Runner:
         context = SeedContext(
             seed=seed,
             paths=list(gallery.tree.paths),
-            groups={k: v.numpy().astype(bool) for k, v in gallery.query_groups.items()},
+            groups={k: v.numpy().astype(bool) for k, v in gallery.settings.items()},
             category_ids=gallery.category_ids.numpy(),
             product_ids=list(gallery.product_ids),
         )
@@ -111,7 +111,7 @@ class _Runner:
             checkpoint = resolve_path(row.checkpoint.format(seed=seed))
             cli = make_cli(["--config", config, *overrides], run=False)
             module, datamodule = cli.model, cli.datamodule
-            check_modalities(module.net, datamodule)
+            check_modalities(module, datamodule)
             cli.trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
             logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
         else:
@@ -121,7 +121,7 @@ class _Runner:
         self.leakage = self.leakage or _manifest_leakage(datamodule)
         per_query = _numpy_per_query(module.per_query["test"])
         top = module.rankings["test"][:, : max(ERROR_KS)].cpu().numpy()
-        context = _context(seed, module.query_groups, datamodule, datamodule.datasets["test"].product_id)
+        context = _context(seed, module.settings, datamodule, datamodule.datasets["test"].product_id)
         per_query = add_consistency(
             per_query, module.rankings["test"], context.paths, context.groups["specific"]
         )

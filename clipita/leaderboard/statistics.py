@@ -17,7 +17,7 @@ from .spec import BETTER, CEILINGS, ERROR_KS, LABELS, SETTING_ORDER, TESTED_METR
 
 # ------------------------------------------------------------------------------------------------- statistics
 def settings_of(run: LeaderboardRun) -> list[str]:
-    """The query groups present in any seed, in reading order."""
+    """The settings present in any seed, in reading order."""
     names: list[str] = []
     for context in run.contexts.values():
         names += [g for g in context.groups if g not in names]

@@ -3,7 +3,7 @@
 Everything is drawn and written here, from a seed: a three-level category tree (4 top-level, 10 second-level,
 24 leaf categories), one PIL-drawn JPEG per product whose shape shows its category, a noisy title and a few
 noisy attributes. The output is a table-layout catalogue that the sharding helper reads through its
-``CatalogueSchema`` (``catalog.yaml``).
+``CatalogueSchema`` (``catalogue.yaml``).
 
 How the category is visible, and what makes it not trivial:
 

@@ -51,7 +51,7 @@ def generate_sample_catalogue(
     image_size: int = 96,
     titles: TitleMode = "signal",
 ) -> Path:
-    """Write the sample catalogue (``products.csv``, ``images/<id>.jpg``, ``catalog.yaml``) into a folder.
+    """Write the sample catalogue (``products.csv``, ``images/<id>.jpg``, ``catalogue.yaml``) into a folder.
 
     The output is byte-for-byte the same for the same arguments. Products with a missing attribute have an
     empty cell in the CSV.
@@ -66,7 +66,7 @@ def generate_sample_catalogue(
             Images, attributes and categories are the same for every mode.
 
     Returns:
-        Path of ``catalog.yaml``, the schema for the sharding helper.
+        Path of ``catalogue.yaml``, the schema for the sharding helper.
     """
     if num_products < 1:
         raise ValueError(f"num_products must be >= 1, got {num_products}")
@@ -109,6 +109,6 @@ def generate_sample_catalogue(
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    schema_path = out / "catalog.yaml"
+    schema_path = out / "catalogue.yaml"
     schema_path.write_text(_schema_yaml(titles), encoding="utf-8")
     return schema_path

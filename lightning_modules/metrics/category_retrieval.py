@@ -61,7 +61,7 @@ def relevant_categories(category_ids: Tensor, relevance: Relevance = "hierarchic
 
 
 class CategoryRetrievalMetrics(Metric):
-    """Category-to-image retrieval over a whole gallery: P@k, mAP@k, R-precision, MRR, nDCG, Recall, per query group.
+    """Category-to-image retrieval over a whole gallery: P@k, mAP@k, R-precision, MRR, nDCG, Recall, per setting.
 
     **Protocol** (CLIP-ITA, Hendriksen et al., ECIR 2022). Each query is a category (a row of the category table,
     embedded by the category-name encoder). The gallery is every product of a split. Products are ranked by the dot
@@ -173,7 +173,7 @@ class CategoryRetrievalMetrics(Metric):
         self.ap_normalization: APNormalization = ap_normalization
         self.query_embeddings: Tensor | None = None
         self.query_ids: Tensor | None = None
-        self.query_groups: dict[str, Tensor] = {}
+        self.settings: dict[str, Tensor] = {}
         self._scratch: Tensor | None = None
         self._histogram_size = 1
         self._add_states(0)
@@ -201,14 +201,14 @@ class CategoryRetrievalMetrics(Metric):
     def set_queries(
         self,
         query_embeddings: Tensor,
-        query_groups: dict[str, Tensor] | None = None,
+        settings: dict[str, Tensor] | None = None,
         query_ids: Tensor | None = None,
     ) -> None:
         """Fix the queries of this evaluation and reset the state (call once per epoch, before any update).
 
         Args:
             query_embeddings: ``[Q, D]`` category embeddings (detached; kept as a plain attribute, not state).
-            query_groups: ``{name: BoolTensor [Q]}`` query subsets to average over; ``"all"`` is added when absent.
+            settings: ``{name: BoolTensor [Q]}`` query subsets to average over; ``"all"`` is added when absent.
             query_ids: ``[Q]`` the category-table row of each query (default ``arange(Q)``: query ``i`` is row
                 ``i``, i.e. every node of the table is a query).
         """
@@ -219,23 +219,23 @@ class CategoryRetrievalMetrics(Metric):
         if ids.shape != (nq,):
             raise ValueError(f"query_ids must be [Q]={nq}, got {tuple(ids.shape)}")
         groups = {"all": torch.ones(nq, dtype=torch.bool)}
-        for name, mask in (query_groups or {}).items():
+        for name, mask in (settings or {}).items():
             mask = torch.as_tensor(mask, dtype=torch.bool)
             if mask.shape != (nq,):
                 raise ValueError(
-                    f"query group {name!r} must be a bool mask of shape [{nq}], got {tuple(mask.shape)}"
+                    f"setting {name!r} must be a bool mask of shape [{nq}], got {tuple(mask.shape)}"
                 )
             groups[name] = mask
         self.query_embeddings = query_embeddings.detach()
         self.query_ids = ids.to(self.device)
         self._histogram_size = int(ids.max()) + 2 if nq else 1
-        self.query_groups = {k: v.to(self.device) for k, v in groups.items()}
+        self.settings = {k: v.to(self.device) for k, v in groups.items()}
         self._add_states(nq)
         self.reset()
 
     def _check_ready(self, num_products: int, category_ids: Tensor) -> None:
         if self.query_embeddings is None:
-            raise RuntimeError("call set_queries(query_embeddings, query_groups) before update")
+            raise RuntimeError("call set_queries(query_embeddings, settings) before update")
         if category_ids.ndim != 2 or category_ids.shape[0] != num_products:
             raise ValueError(f"category_ids must be [B={num_products}, L], got {tuple(category_ids.shape)}")
 
@@ -412,7 +412,7 @@ class CategoryRetrievalMetrics(Metric):
         values = self._per_query()
         has_relevant = self.num_relevant > 0
         out: dict[str, Tensor] = {}
-        for group, mask in self.query_groups.items():
+        for group, mask in self.settings.items():
             keep = mask.to(has_relevant.device) & has_relevant
             n = keep.sum()
             for name, per_query in values.items():

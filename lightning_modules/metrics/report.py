@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def format_metrics_table(values: dict[str, float], stage: str, metrics: list[str]) -> str:
-    """``{"val/specific/map@10": 0.7, ...}`` -> an aligned table with one row per query group."""
+    """``{"val/specific/map@10": 0.7, ...}`` -> an aligned table with one row per setting."""
     groups: dict[str, dict[str, float]] = {}
     for key, value in values.items():
         parts = key.split("/")

@@ -53,7 +53,7 @@ def make_gallery(
         tree=tree,
         query_texts=tree.texts("leaf"),
         query_text_features=torch.randn(len(tree), feature_dim, generator=g),
-        query_groups=groups,
+        settings=groups,
         product_ids=[f"p{i}" for i in range(len(PRODUCTS))],
         titles=[t for t, _ in PRODUCTS],
         category_ids=torch.from_numpy(tree.ancestor_matrix([p for _, p in PRODUCTS])),
@@ -162,7 +162,7 @@ def test_scores_go_through_the_same_harness_as_embeddings():
     scores = gallery.query_text_features @ products.T
     from_scores = evaluate_scores(scores, gallery)
     metric = CategoryRetrievalMetrics(**gallery.metric_kwargs)
-    metric.set_queries(gallery.query_text_features, gallery.query_groups)
+    metric.set_queries(gallery.query_text_features, gallery.settings)
     metric.update(products, gallery.category_ids)
     from_embeddings = metric.compute_per_query()
     for name, values in from_embeddings.items():

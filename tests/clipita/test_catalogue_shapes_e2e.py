@@ -197,7 +197,7 @@ def test_check_modalities_reads_the_manifest_and_raises_a_value_error(tmp_path):
     from datamodules.catalogue_datamodule import CatalogueDataModule
 
     dm = CatalogueDataModule(
-        catalog=str(make_folder_tree(tmp_path / "cat", per_leaf=4)), work_dir=str(tmp_path / "w")
+        catalogue=str(make_folder_tree(tmp_path / "cat", per_leaf=4)), work_dir=str(tmp_path / "w")
     )
     clip_ita = SimpleNamespace(modalities=["image", "title", "attributes"])
     with pytest.raises(MissingModalityError, match="catalogue 'tree' has none") as raised:
@@ -214,8 +214,8 @@ def test_sample_titles_is_part_of_the_samples_cache_key(tmp_path):
         return CatalogueDataModule(work_dir=str(tmp_path), sample_products=40, sample_titles=titles)
 
     signal, none = dm("signal"), dm("none")
-    assert signal.catalog_path() != none.catalog_path()
-    assert signal._shard_request(signal.catalog_path()) != none._shard_request(none.catalog_path())
+    assert signal.catalogue_path() != none.catalogue_path()
+    assert signal._shard_request(signal.catalogue_path()) != none._shard_request(none.catalogue_path())
     none.read_catalogue()
     assert none.modality_counts["title"] == {"present": 0, "missing": 40}
     assert "title" not in none.modalities_present
@@ -311,7 +311,7 @@ def test_folder_tree_products_have_no_title_and_its_leaderboard_text_rows_are_no
     paths = leaderboard(
         str(spec),
         output_dir=str(tmp_path / "out"),
-        overrides=["--data.catalog", str(schema)],
+        overrides=["--data.catalogue", str(schema)],
         runs_dir=str(tmp_path / "runs"),
     )
     status = statuses(paths)
@@ -323,7 +323,7 @@ def test_folder_tree_products_have_no_title_and_its_leaderboard_text_rows_are_no
 @pytest.mark.slow
 def test_folder_tree_with_split_folders_trains_on_its_own_split(tmp_path):
     schema = make_folder_tree(tmp_path / "cat", split_folders=True)
-    args = tiny_args(tmp_path / "work", {"data.catalog": str(schema), "model.net.modalities": ["image"]})
+    args = tiny_args(tmp_path / "work", {"data.catalogue": str(schema), "model.net.modalities": ["image"]})
     result = fit(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(tmp_path / "work" / "shards" / "seed0")
@@ -339,7 +339,9 @@ def test_folder_tree_with_split_folders_trains_on_its_own_split(tmp_path):
 def test_odd_ids_and_a_level_named_a_gt_b_train_index_and_search(tmp_path):
     schema, ids = make_odd_table(tmp_path / "cat")
     work = tmp_path / "work"
-    result = fit(tiny_args(work, {"data.catalog": str(schema), "model.net.modalities": ["image"]}), tmp_path)
+    result = fit(
+        tiny_args(work, {"data.catalogue": str(schema), "model.net.modalities": ["image"]}), tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     index_dir = tmp_path / "index"

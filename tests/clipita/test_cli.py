@@ -58,7 +58,7 @@ def test_print_config_is_complete(name, capsys):
         assert key in config["model"]["loss"]["init_args"], key
     for key in ("lr", "encoder_lr", "train_category_level", "eval_max_rank"):
         assert key in config["model"], key
-    for key in ("catalog", "work_dir", "batch_size", "use_features", "unseen_fraction"):
+    for key in ("catalogue", "work_dir", "batch_size", "use_features", "unseen_fraction"):
         assert key in config["data"], key
     assert config["trainer"]["callbacks"]
 
@@ -68,7 +68,7 @@ def test_help_documents_options_from_docstrings(capsys):
         main(["fit", "--help"])
     out = capsys.readouterr().out
     assert "--model.net.fusion" in out and "``concat`` (the paper)" in out
-    assert "--data.catalog" in out
+    assert "--data.catalogue" in out
 
 
 def test_fast_dev_run_through_clipita_fit(work_dir, tmp_path):
@@ -201,7 +201,7 @@ def test_a_folder_tree_catalogue_shards_and_trains(tmp_path):
             "fit",
             "--config",
             str(EXPERIMENTS / "quickstart.yaml"),
-            "--data.catalog",
+            "--data.catalogue",
             str(catalog),
             "--data.work_dir",
             str(tmp_path / "work"),

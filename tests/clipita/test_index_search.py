@@ -152,12 +152,12 @@ def test_shard_metadata_records_jpeg_byte_ranges(tmp_path):
 
 def test_datamodule_kwargs_drop_unknown_keys(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("data:\n  catalog: sample\n  work_dir: w\n  option_from_the_future: 3\n")
+    config.write_text("data:\n  catalogue: sample\n  work_dir: w\n  option_from_the_future: 3\n")
     with pytest.warns(UserWarning, match="option_from_the_future"):
         kwargs = datamodule_kwargs(
             config_data_options(config), str(config), work_dir="other", eval_batch_size=None
         )
-    assert kwargs == {"catalog": "sample", "work_dir": "other"}
+    assert kwargs == {"catalogue": "sample", "work_dir": "other"}
 
 
 def synthetic_index(folder: Path, n: int = 500, d: int = 32, seed: int = 0) -> SearchIndex:

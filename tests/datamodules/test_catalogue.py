@@ -130,7 +130,7 @@ def test_schema_from_yaml_missing_file_names_it(tmp_path: Path) -> None:
 
 def test_fashion_schema_resolves_from_the_repository() -> None:
     repo = Path(__file__).resolve().parents[2]
-    schema = CatalogueSchema.from_yaml(repo / "experiments" / "catalogs" / "fashion.yaml")
+    schema = CatalogueSchema.from_yaml(repo / "experiments" / "catalogues" / "fashion.yaml")
     expected = repo.parent / "shared" / "datasets" / "fashion-product-images"
     assert schema.table == str(expected / "styles.csv")
     assert schema.image_root == str(expected / "images")

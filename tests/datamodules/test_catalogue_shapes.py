@@ -51,8 +51,8 @@ def write_table(root: Path, rows: list[dict[str, str]], columns: list[str], sche
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    (root / "catalog.yaml").write_text(schema, encoding="utf-8")
-    return root / "catalog.yaml"
+    (root / "catalogue.yaml").write_text(schema, encoding="utf-8")
+    return root / "catalogue.yaml"
 
 
 def titleless_table(root: Path, per_leaf: int = 6, ids=None) -> tuple[Path, list[dict[str, str]]]:

@@ -14,7 +14,7 @@ from datamodules.sharding import load_manifest, shard_catalogue, shard_urls
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION = REPO.parent / "shared/datasets/fashion-product-images"
-SCHEMA = REPO / "experiments" / "catalogs" / "fashion.yaml"
+SCHEMA = REPO / "experiments" / "catalogues" / "fashion.yaml"
 FASHION_ROWS = 11_882
 
 pytestmark = [

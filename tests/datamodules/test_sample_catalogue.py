@@ -38,7 +38,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_same_seed_gives_same_bytes(tmp_path: Path) -> None:
     first = generate_sample_catalogue(str(tmp_path / "a"), num_products=60, seed=3)
     generate_sample_catalogue(str(tmp_path / "b"), num_products=60, seed=3)
-    assert first.name == "catalog.yaml" and first.exists()
+    assert first.name == "catalogue.yaml" and first.exists()
     a, b = _all_bytes(tmp_path / "a"), _all_bytes(tmp_path / "b")
     assert len(a) == 60 + 2
     assert a == b
@@ -54,7 +54,7 @@ def test_regenerating_into_the_same_folder_replaces_old_images(tmp_path: Path) -
 
 
 def test_schema_yaml(catalogue: Path) -> None:
-    schema = yaml.safe_load((catalogue / "catalog.yaml").read_text(encoding="utf-8"))
+    schema = yaml.safe_load((catalogue / "catalogue.yaml").read_text(encoding="utf-8"))
     assert schema == {
         "name": "sample",
         "layout": "table",
@@ -128,7 +128,7 @@ def test_title_modes_signal_noise_none(tmp_path):
         folder = tmp_path / mode
         generate_sample_catalogue(str(folder), num_products=120, seed=3, image_size=32, titles=mode)
         with open(folder / "products.csv", encoding="utf-8") as handle:
-            return list(_csv.DictReader(handle)), (folder / "catalog.yaml").read_text()
+            return list(_csv.DictReader(handle)), (folder / "catalogue.yaml").read_text()
 
     signal, _ = rows("signal")
     noise, _ = rows("noise")

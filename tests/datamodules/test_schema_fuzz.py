@@ -94,7 +94,7 @@ def test_any_schema_file_shards_or_fails_with_a_catalogue_error(fields):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _catalogue(folder)
-        path = folder / "catalog.yaml"
+        path = folder / "catalogue.yaml"
         path.write_text(yaml.safe_dump(fields))
         try:
             manifest = shard_catalogue(str(path), str(folder / "shards"), progress=False)

@@ -285,7 +285,7 @@ def test_errors() -> None:
     metric.set_queries(torch.randn(3, 4))
     with pytest.raises(ValueError, match="category_ids"):
         metric.update(torch.randn(2, 4), torch.zeros(3, 1, dtype=torch.long))
-    with pytest.raises(ValueError, match="group"):
+    with pytest.raises(ValueError, match="setting"):
         metric.set_queries(torch.randn(3, 4), {"bad": torch.ones(4, dtype=torch.bool)})
 
 
