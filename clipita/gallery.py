@@ -34,7 +34,8 @@ from PIL import Image
 
 from datamodules.category_tree import CategoryTree, format_path
 
-from .search import CategoryEncoder, SearchIndex, is_relevant, resolve_category
+from .search import CategoryEncoder, is_relevant, resolve_category
+from .search_index import SearchIndex
 
 HTML_NAME = "index.html"
 JSON_NAME = "gallery.json"

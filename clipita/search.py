@@ -23,33 +23,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
 import torch
 
 from datamodules.category_tree import format_path
-from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 from lightning_modules.model import category_text_of
 
-from .index import FAISS_NAME, INDEX_JSON
+from .search_index import SearchIndex, split_query
 
 CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
 
 
 # ------------------------------------------------------------------------------------------ category queries
-def split_query(query: str) -> list[str]:
-    """``"A > B > C"`` (any spacing around ``>``) -> ``["A", "B", "C"]``; a plain name -> ``[name]``."""
-    parts = [p.strip() for p in query.split(">")]
-    return [p for p in parts if p] or [query.strip()]
-
-
 def query_text(query: str, style: str = "leaf") -> str:
     """The text the category tower encodes for a free-text ``query`` that names no catalogue category, written as
     the model saw category names in training (a category of the tree is encoded from its own path instead).
@@ -103,227 +92,6 @@ def is_relevant(product_category: Sequence[str], query_path: Sequence[str]) -> b
     the query is the product's category or one of its ancestors."""
     ancestors = [tuple(product_category[: i + 1]) for i in range(len(product_category))]
     return tuple(query_path) in ancestors
-
-
-# ------------------------------------------------------------------------------------------------- ranking
-def half_precision_copy(embeddings: np.ndarray, chunk_size: int = 262144) -> torch.Tensor:
-    """A float16 copy of ``[N, D]`` embeddings, converted chunk by chunk (the float32 rows are never all resident)."""
-    out = torch.empty(embeddings.shape, dtype=torch.float16)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not writable.*")
-        for start in range(0, len(embeddings), chunk_size):
-            out[start : start + chunk_size] = torch.as_tensor(embeddings[start : start + chunk_size])
-    return out
-
-
-def half_scan_topk(
-    query_emb: torch.Tensor,
-    half_emb: torch.Tensor,
-    full_emb: np.ndarray | torch.Tensor,
-    k: int,
-    candidates: int | None = None,
-    chunk_size: int = 262144,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` by a float16 scan for candidates, then float32 re-scoring of the candidates only.
-
-    The scan reads half the bytes of a float32 scan (scoring is memory-bound on a CPU), keeping the best
-    ``candidates`` (default ``max(4k, k + 32)``) per query under the tie rule; the candidates' float32 rows are
-    then scored exactly and ranked (:func:`truncate_ranking`). The result equals the float32 ranking unless a true
-    top-``k`` product falls below the ``candidates``-th float16 score, i.e. unless float16 rounding (~1e-3 of a
-    score) reorders more than ``candidates - k`` products: ``benchmarks/bench_search_latency.py`` measures it.
-
-    Args:
-        query_emb: ``[Q, D]``.
-        half_emb: ``[N, D]`` float16 copy of the embeddings (:func:`half_precision_copy`).
-        full_emb: ``[N, D]`` float32 embeddings (a tensor or a memory-mapped array).
-        k: results per query.
-        candidates: float16 shortlist per query.
-        chunk_size: products scored at once.
-
-    Returns:
-        ``(scores [Q, k'], rows [Q, k'])``, float32 scores, best first.
-    """
-    n = half_emb.shape[0]
-    m = min(n, max(k, candidates or max(4 * k, k + 32)))
-    q16 = query_emb.to(torch.float16)
-    best_scores = torch.empty(q16.shape[0], 0)
-    best_rows = torch.empty(q16.shape[0], 0, dtype=torch.long)
-    for start in range(0, n, chunk_size):
-        scores = (q16 @ half_emb[start : start + chunk_size].T).float()
-        values, positions = select_topk(scores, m)
-        best_scores = torch.cat([best_scores, values], dim=1)
-        best_rows = torch.cat([best_rows, positions + start], dim=1)
-        best_scores, best_rows = truncate_ranking(best_scores, best_rows, k=m)
-    unique, inverse = torch.unique(best_rows, return_inverse=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not writable.*")
-        rows = torch.as_tensor(np.asarray(full_emb[unique.numpy()]), dtype=torch.float32)
-    exact = torch.einsum("qmd,qd->qm", rows[inverse], query_emb.float())
-    return truncate_ranking(exact, best_rows, k=k)
-
-
-# ------------------------------------------------------------------------------------------------ the index
-@dataclass
-class SearchIndex:
-    """An index folder written by ``clipita index``: product embeddings, metadata, and optionally FAISS.
-
-    Attributes:
-        folder: the index folder.
-        info: ``index.json``.
-        products: ``products.parquet`` (row i describes embedding row i).
-        embeddings: float32 ``[N, D]``, memory-mapped.
-    """
-
-    folder: Path
-    info: dict[str, Any]
-    products: pd.DataFrame
-    embeddings: np.ndarray
-    _faiss: Any = field(default=None, repr=False)
-    _half: torch.Tensor | None = field(default=None, repr=False)
-
-    @classmethod
-    def load(cls, folder: str | Path, mmap: bool = True) -> SearchIndex:
-        """Read an index folder (the embeddings memory-mapped unless ``mmap=False``)."""
-        folder = Path(folder)
-        info_path = folder / INDEX_JSON
-        if not info_path.is_file():
-            raise FileNotFoundError(
-                f"{folder} is not a clipita index (no {INDEX_JSON}); build one with clipita index"
-            )
-        info = json.loads(info_path.read_text())
-        files = info.get("files", {})
-        embeddings = np.load(
-            folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
-        )
-        products = pd.read_parquet(folder / files.get("products", "products.parquet"))
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(products):
-            raise ValueError(
-                f"{folder}: {embeddings.shape[0]} embedding rows but {len(products)} products in the metadata"
-            )
-        return cls(folder, info, products, embeddings)
-
-    def __len__(self) -> int:
-        return int(self.embeddings.shape[0])
-
-    @property
-    def tree(self) -> list[tuple[str, ...]]:
-        return [tuple(p) for p in self.info.get("tree", [])]
-
-    @property
-    def unseen(self) -> set[tuple[str, ...]]:
-        return {tuple(p) for p in self.info.get("unseen_categories", [])}
-
-    @property
-    def has_faiss(self) -> bool:
-        return (
-            bool(self.info.get("faiss"))
-            and (self.folder / self.info["faiss"].get("file", FAISS_NAME)).is_file()
-        )
-
-    def faiss_index(self, ef_search: int | None = None, nprobe: int | None = None) -> Any:
-        """The FAISS index (loaded once), with its stored (or the given) search-time parameters."""
-        if not self.has_faiss:
-            raise FileNotFoundError(
-                f"{self.folder} has no FAISS index: rebuild with clipita index --faiss true"
-            )
-        try:
-            import faiss
-        except ImportError as exc:
-            raise ImportError("--faiss needs faiss-cpu: pip install 'clipita[faiss]'") from exc
-        params = self.info["faiss"]
-        if self._faiss is None:
-            self._faiss = faiss.read_index(str(self.folder / params.get("file", FAISS_NAME)))
-        if params["kind"] == "hnsw":
-            self._faiss.hnsw.efSearch = ef_search or params.get("ef_search", 128)
-        elif params["kind"] == "ivf":
-            self._faiss.nprobe = nprobe or params.get("nprobe", 8)
-        return self._faiss
-
-    def topk(
-        self,
-        query_emb: torch.Tensor,
-        k: int,
-        use_faiss: bool = False,
-        chunk_size: int = 65536,
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-        scan: ScanDtype = "float32",
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best ``k`` product rows per query by dot product.
-
-        Args:
-            query_emb: ``[Q, D]`` category embeddings.
-            k: results per query (at most the index size).
-            use_faiss: search the FAISS index instead of the exact chunked scan.
-            chunk_size: products scored at once by the exact scan.
-            ef_search: HNSW beam override.
-            nprobe: IVF lists override.
-            scan: ``float32``: the exact scan (:func:`running_topk`); ``float16``: a half-precision scan of an
-                in-memory float16 copy (made on first use) for a shortlist, re-scored in float32
-                (:func:`half_scan_topk`): about half the memory traffic.
-
-        Returns:
-            ``(scores [Q, k'], rows [Q, k'])`` best first; FAISS pads missing results with row ``-1``.
-        """
-        if query_emb.shape[1] != self.embeddings.shape[1]:
-            raise ValueError(
-                f"query embeddings have {query_emb.shape[1]} dims, the index {self.embeddings.shape[1]}"
-            )
-        k = min(k, len(self))
-        if use_faiss:
-            index = self.faiss_index(ef_search, nprobe)
-            if ef_search is None and self.info["faiss"]["kind"] == "hnsw":
-                index.hnsw.efSearch = max(index.hnsw.efSearch, k)
-            q = np.ascontiguousarray(query_emb.detach().float().cpu().numpy())
-            scores, rows = index.search(q, k)
-            return torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64))
-        if scan == "float16":
-            if self._half is None:
-                self._half = half_precision_copy(self.embeddings)
-            scores, rows = half_scan_topk(
-                query_emb.cpu(), self._half, self.embeddings, k, chunk_size=chunk_size
-            )
-            return scores, rows
-        if scan != "float32":
-            raise ValueError(f"scan must be 'float32' or 'float16', got {scan!r}")
-        # torch warns once about the read-only memory map; nothing writes to it
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*not writable.*")
-            scores, rows = running_topk(query_emb.float(), self.embeddings, k=k, chunk_size=chunk_size)
-        return scores.cpu(), rows.cpu()
-
-    def category_path(self, row: int) -> CategoryPath:
-        """The category path of product ``row`` (stored as a JSON list of names; older indexes as a display
-        string)."""
-        products = self.products
-        if "category_path" in products.columns:
-            return tuple(json.loads(products["category_path"].iat[row]))
-        return tuple(split_query(str(products["category"].iat[row])))
-
-    def hits(self, scores: torch.Tensor, rows: torch.Tensor) -> list[list[dict[str, Any]]]:
-        """Ranked result dicts per query: ``rank``, ``row``, ``id`` (the original product id), ``title``,
-        ``category`` (display string), ``category_path`` (list of names), ``split``, ``score``."""
-        out = []
-        for score_row, index_row in zip(scores.tolist(), rows.tolist(), strict=True):
-            ranked = []
-            for score, row in zip(score_row, index_row, strict=True):
-                if row < 0:
-                    continue
-                product = self.products.iloc[row]
-                ranked.append(
-                    {
-                        "rank": len(ranked) + 1,
-                        "row": int(row),
-                        "id": str(product["id"]),
-                        "title": str(product["title"]),
-                        "category": str(product["category"]),
-                        "category_path": list(self.category_path(row)),
-                        "split": str(product["split"]),
-                        "score": float(score),
-                    }
-                )
-            out.append(ranked)
-        return out
 
 
 # ------------------------------------------------------------------------------------------ category tower

@@ -9,6 +9,9 @@ global rank 0 after a barrier, and only when every shard is there.
 The same code runs as a Lightning predict job (``EncodeJob``: ``clipita encode`` with the Trainer's
 devices/num_nodes/strategy, so torchrun and SLURM launch it unchanged) and inside the DataModule's ``setup`` on
 every rank of a fit (``encode_features`` with the trainer's rank and barrier).
+
+Why one file of ~410 lines: the shard plan, the decoding loader, the writer and the two drivers (a plain rank-aware
+function and the Lightning predict job) share one contract (which rank writes which feature shard) and change together.
 """
 
 from __future__ import annotations

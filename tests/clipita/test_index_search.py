@@ -28,7 +28,8 @@ from clipita.index import (
     read_shard_metadata,
 )
 from clipita.prediction_writer import merge_parts
-from clipita.search import SearchIndex, is_relevant, query_text, resolve_category
+from clipita.search import is_relevant, query_text, resolve_category
+from clipita.search_index import SearchIndex
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_FIT = tiny_overrides({"trainer.max_epochs": 2, "test_after_fit": False})
