@@ -335,11 +335,13 @@ def make_stores(
         )
     if text_encoder is not None:
         stores["text"] = FeatureStore.for_encoder(features_root, "text", text_encoder.cache_key(), manifest)
-    if not stores:
-        raise ValueError("encoding features needs an image or a text encoder; both are None")
     if tokenizer is not None:
         stores["lexical"] = FeatureStore.for_encoder(
             features_root, "lexical", tokenizer_key(tokenizer), manifest
+        )
+    if not stores:
+        raise ValueError(
+            "encoding features needs an image encoder, a text encoder or a lexical tokenizer; none given"
         )
     return stores
 
