@@ -42,7 +42,8 @@ class ClipItaModule(L.LightningModule):
             from ``scorer_grid`` (:mod:`lightning_modules.scorer_choice`): the title-match weights
             (``novel_title_weight`` for novel categories, ``seen_title_weight`` for trained ones) with
             ``net.route_novel_categories``, the image-only weights (``novel_image_weight``, ``seen_image_weight``)
-            with ``net.image_evidence``. The choice is kept in ``net.retrieval`` and so in each checkpoint. Needs at
+            with ``net.image_evidence``, the BM25 weights (``novel_lexical_weight``, ``seen_lexical_weight``) with
+            ``net.lexical_signal``. The choice is kept in ``net.retrieval`` and so in each checkpoint. Needs at
             least one of the two. Pair it with ``data.pseudo_novel_fraction`` so validation has novel categories to
             choose from.
         scorer_grid: the weights tried for each signal (in [0, 1]; 0 = the fused towers, 1 = the title match /
@@ -80,9 +81,8 @@ class ClipItaModule(L.LightningModule):
             raise ValueError(f"learning rates must be > 0, got lr={lr}, encoder_lr={encoder_lr}")
         if choose_scorer and not network_signals(net):
             raise ValueError(
-                "model.choose_scorer needs model.net.route_novel_categories: true or model.net.image_evidence: true "
-                "(the retrieval vectors then carry the frozen title part / the image-only part whose weight is "
-                "chosen)"
+                "model.choose_scorer needs model.net.route_novel_categories, image_evidence or lexical_signal: true "
+                "(a signal whose weight is chosen: the frozen title match, the image-only tower, BM25)"
             )
         if net.image_evidence and not image_loss_weight > 0:
             raise ValueError(
@@ -92,6 +92,7 @@ class ClipItaModule(L.LightningModule):
         self.scorer_selection = (
             ScorerSelection(scorer_grid, network_signals(net), scorer_min_queries) if choose_scorer else None
         )
+        self.lexical_query = None  # the lexical side of this evaluation's queries (ClipIta.lexical_query)
         self.kept_retrieval: dict | None = None  # a scorer choice kept instead of re-chosen (see keep_scorer)
         self.net = net
         self.loss = InfoNCELoss() if loss is None else loss
@@ -121,6 +122,9 @@ class ClipItaModule(L.LightningModule):
         self.set_category_table(dm.tree.texts(self.net.category_text), dm.tree, dm.unseen_category_ids)
         self.seen_category_ids = torch.as_tensor(dm.train_category_ids, dtype=torch.long, device=self.device)
         self.net.set_trained_categories(dm.tree.paths[i] for i in dm.train_category_ids)
+        statistics = getattr(dm, "lexical_statistics", None)
+        if self.net.lexical is not None and statistics is not None:  # BM25 statistics of the training split
+            self.net.lexical.set_statistics(statistics)
         self.val_settings = self.validation_groups()
 
     def validation_groups(self) -> dict[str, torch.Tensor]:
@@ -252,6 +256,7 @@ class ClipItaModule(L.LightningModule):
         groups = self.val_settings if stage == "val" and self.val_settings else self.settings
         with torch.no_grad():
             metric.set_queries(self.query_embeddings(), {k: v.to(self.device) for k, v in groups.items()})
+            self.lexical_query = self.net.lexical_query(self.category_texts, self.category_paths)
         if self._choosing(stage):
             features = None if self.net.text_encoder.trainable else self.category_text_features
             self.scorer_selection.start(self.net, self.category_texts, self.category_paths, features)
@@ -261,7 +266,14 @@ class ClipItaModule(L.LightningModule):
     def _eval_step(self, stage: str, batch: dict) -> None:
         self.check_finite(batch, stage)
         vectors = self.net.encode_product_for_retrieval(batch)
-        self.metrics[stage].update(vectors, batch["category_ids"])
+        metric, tokens = self.metrics[stage], batch.get("lexical_tokens")
+        if (
+            self.lexical_query is not None and tokens is not None
+        ):  # dense + the chosen BM25 term: ClipIta.score
+            scores = self.net.score(metric.query_embeddings, vectors, self.lexical_query, tokens)
+            metric.update_scores(scores, batch["category_ids"])
+        else:
+            metric.update(vectors, batch["category_ids"])
         if self._choosing(stage):
             self.scorer_selection.update(vectors, batch["category_ids"], batch)
 

@@ -39,13 +39,21 @@ from .components.fusion import FusionType, Modality, check_modalities, create_fu
 from .components.image_encoder import OFFLINE_EFFICIENTNET_LITE0, ImageEncoder
 from .components.projection_head import HeadType, create_head
 from .components.text_encoder import OFFLINE_MINILM, TextEncoder
+from .lexical import LexicalSignal
 
 CategoryText = Literal["leaf", "path"]
 NOVEL_TITLE_WEIGHT = "novel_title_weight"  # retrieval-record keys (see the module docstring)
 SEEN_TITLE_WEIGHT = "seen_title_weight"
 NOVEL_IMAGE_WEIGHT = "novel_image_weight"
 SEEN_IMAGE_WEIGHT = "seen_image_weight"
+NOVEL_LEXICAL_WEIGHT = "novel_lexical_weight"
+SEEN_LEXICAL_WEIGHT = "seen_lexical_weight"
 CATEGORY_SEPARATOR = " > "  # the display form of a category path, as datamodules.category_tree writes it
+
+
+LexicalQuery = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor
+]  # (vocabulary [V], idf weights [Q, V], weight [Q])
 
 
 def category_text_of(path: Sequence[str], style: CategoryText = "leaf") -> str:
@@ -127,6 +135,10 @@ class ClipIta(nn.Module):
             and append it to the retrieval vectors: the scorer can then lean on image-only evidence for a query
             (``seen_image_weight`` / ``novel_image_weight`` in :attr:`retrieval`, chosen on validation). Needs
             ``image`` among the modalities.
+        lexical_signal: add a normalised BM25 match of the query text with each product's title and attribute
+            values to the dense score (:meth:`score`; weights ``seen_lexical_weight`` / ``novel_lexical_weight`` in
+            :attr:`retrieval`, chosen on validation). Its corpus statistics come from the training split
+            (the LightningModule sets them) and travel in the checkpoint as buffers of :attr:`lexical`.
         category_text: encode a category from its own name (``leaf``) or its full path (``path``).
         always_build_image_encoder: build the image tower even when ``image`` is not a modality (e.g. to encode an
             image cache for other models); otherwise a model without images needs no image weights.
@@ -158,6 +170,7 @@ class ClipIta(nn.Module):
         zero_shot_weight: float = 0.0,
         route_novel_categories: bool = False,
         image_evidence: bool = False,
+        lexical_signal: bool = False,
         category_text: CategoryText = "leaf",
         always_build_image_encoder: bool = False,
     ) -> None:
@@ -229,6 +242,7 @@ class ClipIta(nn.Module):
             if image_evidence
             else None
         )
+        self.lexical = LexicalSignal() if lexical_signal else None
         self.trained_categories: list[tuple[str, ...]] = []
         self._trained_paths: set[tuple[str, ...]] = set()
         self._trained_texts: set[str] = set()
@@ -366,6 +380,47 @@ class ClipIta(nn.Module):
         """``(seen, novel)``: the weight of the frozen title match in a trained / a novel query's score, from
         :attr:`retrieval` (defaults 0.0 and 1.0: trained queries by the towers, novel ones by the title match)."""
         return self._weights(SEEN_TITLE_WEIGHT, NOVEL_TITLE_WEIGHT, 0.0, 1.0)
+
+    def lexical_weights(self) -> tuple[float, float]:
+        """``(seen, novel)``: the weight of the normalised BM25 term added to a trained / a novel query's dense
+        score, from :attr:`retrieval` (defaults 0.0: none)."""
+        return self._weights(SEEN_LEXICAL_WEIGHT, NOVEL_LEXICAL_WEIGHT, 0.0, 0.0)
+
+    def lexical_query(
+        self,
+        texts: Sequence[str],
+        paths: Sequence[Sequence[str] | None] | None = None,
+        weights: tuple[float, float] | None = None,
+    ) -> LexicalQuery | None:
+        """The lexical side of queries for :meth:`score`: ``(vocabulary [V], idf weights [Q, V], weight [Q])``, or
+        None when the scorer has no lexical term (no ``lexical_signal``, no corpus statistics, or both weights 0).
+        ``weights`` overrides :meth:`lexical_weights` (``(seen, novel)``)."""
+        if self.lexical is None or not self.lexical.fitted:
+            return None
+        seen, novel = self.lexical_weights() if weights is None else weights
+        if seen == 0 and novel == 0:
+            return None
+        vocab, idf = self.lexical.query_weights(list(texts))
+        mask = self.novel_mask(texts, paths).to(idf.device)
+        return vocab, idf, torch.where(mask, novel, seen).to(idf.dtype)
+
+    def score(
+        self,
+        queries: torch.Tensor,
+        products: torch.Tensor,
+        lexical: LexicalQuery | None = None,
+        lexical_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[Q, B]`` scores of query vectors (:meth:`encode_query_texts`) against product retrieval vectors
+        (:meth:`encode_product_for_retrieval`): their dot product, plus ``weight * bm25n`` when ``lexical``
+        (:meth:`lexical_query`) and the products' ``lexical_tokens`` (``[B, L]``, -1 padded) are given. Evaluation
+        scores through this function, so index and search rank the same way when they do."""
+        dense = queries.to(products.dtype) @ products.T
+        if lexical is None or lexical_tokens is None:
+            return dense
+        vocab, idf, weight = lexical
+        bm25 = self.lexical.scores((vocab, idf), lexical_tokens.to(dense.device))
+        return dense + weight.to(dense)[:, None] * bm25.to(dense)
 
     def image_only_weights(self) -> tuple[float, float]:
         """``(seen, novel)``: the share of the image-only tower in the trained part of a trained / a novel query's

@@ -20,11 +20,15 @@ network's signals) on the validation split, in the same pass as validation, and 
   trained on);
 * the seen weights by the mean mAP@10 of the trained validation queries (every level).
 
+With ``lexical_signal`` a third weight ``l`` (``seen_lexical_weight`` / ``novel_lexical_weight``, default 0) adds
+``l * bm25n(q, p)``, a normalised BM25 match of the query text with the product's title and attributes
+(:meth:`ClipIta.score`).
+
 The rule is the *one-standard-error rule* over the points in a fixed preference order (:func:`best_point`): the
 best mean wins unless a point earlier in the order is within one standard error of it; the order is lexicographic
-in (title weight, image-only weight), smallest first. So the rule prefers, in this order, (1) not to lean on the
-frozen title match, the signal a catalogue's text can make pure noise, (2) the fused towers the recipe trained
-over the image-only tower. The default scorer (the fused towers) is the first point, and every other one must beat
+in (title weight, lexical weight, image-only weight), smallest first. So the rule prefers, in this order, (1) not to
+lean on the frozen title match and (2) not to add the BM25 match, the signals a catalogue's text can make pure
+noise, (3) the fused towers the recipe trained over the image-only tower. The default scorer (the fused towers) is the first point, and every other one must beat
 it by more than the validation queries' noise. Without product titles in the validation split the title weights
 are 0 and only the other signals are chosen; without novel validation queries the novel weights keep their
 defaults. The choice and its evidence go into ``ClipIta.retrieval``, hence into the checkpoint, and every consumer
@@ -47,10 +51,15 @@ DEFAULT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 CHOICE_KEY = "scorer_choice"  # the evidence, beside the weights in ClipIta.retrieval
 SIGNALS: tuple[str, ...] = (
     "title",
+    "lexical",
     "image",
-)  # the preference order of the 1-SE rule (see the module docstring)
-NOVEL_DEFAULTS = {"title": 1.0, "image": 0.0}  # a novel query's weights when there is no novel evidence
-SIGNAL_NAMES = {"title": "title weight", "image": "image-only weight"}
+)  # the 1-SE rule's preference order (module docstring)
+NOVEL_DEFAULTS = {
+    "title": 1.0,
+    "lexical": 0.0,
+    "image": 0.0,
+}  # a novel query's weights without novel evidence
+SIGNAL_NAMES = {"title": "title weight", "lexical": "lexical weight", "image": "image-only weight"}
 Point = dict[str, float]
 
 
@@ -60,9 +69,13 @@ def weight_key(side: str, signal: str) -> str:
 
 
 def network_signals(net: ClipIta) -> list[str]:
-    """The signals whose weights a network's scorer can choose: ``title`` (with ``route_novel_categories``) and
-    ``image`` (with ``image_evidence``), in :data:`SIGNALS` order."""
-    active = {"title": net.route_novel_categories, "image": net.image_evidence}
+    """The signals whose weights a network's scorer can choose: ``title`` (with ``route_novel_categories``),
+    ``lexical`` (with ``lexical_signal``) and ``image`` (with ``image_evidence``), in :data:`SIGNALS` order."""
+    active = {
+        "title": net.route_novel_categories,
+        "lexical": net.lexical is not None,
+        "image": net.image_evidence,
+    }
     return [s for s in SIGNALS if active[s]]
 
 
@@ -268,6 +281,7 @@ class ScorerSelection(torch.nn.Module):
         self.titles_present = 0
         self.products = 0
         self.novel: torch.Tensor | None = None
+        self.lexical = None  # (signal, vocabulary [V], idf [Q, V], weight per query row [P * Q]) when scored
 
     def start(
         self,
@@ -290,13 +304,32 @@ class ScorerSelection(torch.nn.Module):
             ]
         q = len(texts)
         self.novel = net.novel_mask(texts, paths)
-        self.metric.set_queries(torch.cat(queries), query_ids=torch.arange(q).repeat(len(self.points)))
+        queries = torch.cat(queries)
+        self.metric.set_queries(queries, query_ids=torch.arange(q).repeat(len(self.points)))
+        self.lexical = None
+        if (
+            any(p.get("lexical", 0.0) > 0 for p in self.points)
+            and net.lexical is not None
+            and net.lexical.fitted
+        ):
+            vocab, idf = net.lexical.query_weights(list(texts))
+            weight = torch.tensor([p.get("lexical", 0.0) for p in self.points]).repeat_interleave(q)
+            self.lexical = (net.lexical, vocab, idf, weight.to(queries))
         self.titles_present = 0
         self.products = 0
 
     def update(self, vectors: torch.Tensor, category_ids: torch.Tensor, batch: dict) -> None:
-        """Fold a validation batch's retrieval vectors in and count its products with a title."""
-        self.metric.update(vectors, category_ids)
+        """Fold a validation batch's retrieval vectors (and its ``lexical_tokens``, when the grid has lexical
+        weights) in and count its products with a title."""
+        tokens = batch.get("lexical_tokens")
+        if self.lexical is not None and tokens is not None:
+            signal, vocab, idf, weight = self.lexical
+            queries = self.metric.query_embeddings.to(vectors)
+            bm25 = signal.scores((vocab, idf), tokens.to(vectors.device)).to(vectors)
+            scores = queries @ vectors.T + weight.to(vectors)[:, None] * bm25.repeat(len(self.points), 1)
+            self.metric.update_scores(scores, category_ids)
+        else:
+            self.metric.update(vectors, category_ids)
         self.products += int(vectors.shape[0])
         if batch.get("title_mask") is not None:
             self.titles_present += int(torch.as_tensor(batch["title_mask"]).bool().sum())

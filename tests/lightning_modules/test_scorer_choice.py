@@ -219,3 +219,40 @@ def test_too_few_queries_keep_the_preferred_scorer() -> None:
     record = choose(points, lucky, lucky, titles_present=5, min_queries=5)
     assert record["novel_title_weight"] == 0.0 and record["seen_title_weight"] == 0.0
     assert "only 3 validation queries" in record[CHOICE_KEY]["novel_reason"]
+
+
+def test_lexical_weights_are_chosen_and_scored_through_clip_ita_score(tmp_path) -> None:
+    from synthetic_catalogue import LexicalDataModule
+
+    torch.manual_seed(0)
+    net = tiny_net(**ADAPTIVE_NET, lexical_signal=True)
+    module = ClipItaModule(
+        net, HierarchicalInfoNCELoss(temperature=0.1), lr=1e-2, scheduler="none", choose_scorer=True
+    )
+    dm = LexicalDataModule(net)
+    run = trainer(tmp_path, max_epochs=1)
+    run.fit(module, datamodule=dm)
+    assert net.lexical.fitted and float(net.lexical.num_docs) == 16  # the training split's statistics
+    record = net.retrieval
+    assert record[CHOICE_KEY]["signals"] == ["title", "lexical"]
+    for key in ("seen_lexical_weight", "novel_lexical_weight"):
+        assert record[key] in record[CHOICE_KEY]["grid"]
+        assert float(run.callback_metrics[f"val/scorer_{key}"]) == record[key]
+    # the synthetic titles name their leaf: BM25 alone finds a novel leaf's product first
+    net.retrieval.update({"novel_title_weight": 0.0, "novel_lexical_weight": 1.0})
+    run.test(module, datamodule=dm, verbose=False)
+    texts, paths = module.category_texts, module.category_paths
+    with torch.no_grad():
+        expected = net.score(
+            net.encode_query_texts(texts, paths),
+            net.encode_product_for_retrieval(dm.eval_batch),
+            net.lexical_query(texts, paths),
+            dm.eval_batch["lexical_tokens"],
+        )
+    ranking = module.rankings["test"]
+    assert torch.equal(ranking[:, 0], expected.argmax(dim=1))
+    sandals = paths.index(("Shoes", "Sandals"))
+    assert dm.eval_batch["product_id"][int(ranking[sandals, 0])] == "p3-4"  # the Sandals product
+    net.retrieval["novel_lexical_weight"] = 0.0
+    net.retrieval["seen_lexical_weight"] = 0.0
+    assert net.lexical_query(texts, paths) is None  # no lexical term: the dense dot product alone
