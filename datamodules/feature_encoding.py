@@ -10,7 +10,7 @@ The same code runs as a Lightning predict job (``EncodeJob``: ``clipita encode``
 devices/num_nodes/strategy, so torchrun and SLURM launch it unchanged) and inside the DataModule's ``setup`` on
 every rank of a fit (``encode_features`` with the trainer's rank and barrier).
 
-Why one file of ~410 lines: the shard plan, the decoding loader, the writer and the two drivers (a plain rank-aware
+Why one file of ~450 lines: the shard plan, the decoding loader, the writer and the two drivers (a plain rank-aware
 function and the Lightning predict job) share one contract (which rank writes which feature shard) and change together.
 """
 
@@ -45,27 +45,8 @@ from datamodules.features import (
     FeatureStore,
     concat_rows,
 )
+from datamodules.lexical_store import lexical_texts, lexical_token_rows, tokenizer_key
 from datamodules.records import decode_sample
-
-
-def lexical_texts(
-    titles: Sequence[str], attributes: Sequence[dict[str, str]], names: Sequence[str]
-) -> list[str]:
-    """What the lexical signal indexes of each product: its title and the values of its attributes (``names``
-    order), space-joined; the tokenizer splits them into words."""
-    return [
-        " ".join([t, *(str(a[n]) for n in names if a.get(n) not in (None, ""))]).strip()
-        for t, a in zip(titles, attributes, strict=True)
-    ]
-
-
-def lexical_token_rows(tokenizer, texts: Sequence[str]) -> np.ndarray:
-    """``[n, L]`` int32 token ids of ``tokenizer.tokenize(texts)``, ``-1`` padded (``L >= 1``)."""
-    rows = tokenizer.tokenize(list(texts))
-    out = np.full((len(rows), max([1, *(len(r) for r in rows)])), -1, dtype=np.int32)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
 
 
 def attribute_texts(attributes: dict[str, str], names: Sequence[str]) -> list[str]:
@@ -313,14 +294,6 @@ class ShardWriter:
                 arrays[DIGEST] = np.concatenate([p["arrays"][f"{kind}.{DIGEST}"] for p in mine])
             store.write_shard(encoded["shard"], ids, arrays)
         self.written.append(encoded["shard"])
-
-
-def tokenizer_key(tokenizer) -> dict:
-    """A lexical tokenizer's cache key: its ``tokenizer_id`` and ``num_buckets`` (the statistics' size)."""
-    return {
-        "tokenizer": str(getattr(tokenizer, "tokenizer_id", type(tokenizer).__qualname__)),
-        "num_buckets": int(tokenizer.num_buckets),
-    }
 
 
 def make_stores(

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from datamodules.category_tree import CategoryTree
-from datamodules.feature_encoding import encode_features, lexical_texts
+from datamodules.feature_encoding import encode_features
 from datamodules.feature_reuse import read_shard_records
 from datamodules.features import IDS, LEXICAL_TOKENS, FeatureSplit
+from datamodules.lexical_store import lexical_texts
 from datamodules.sample_catalogue import generate_sample_catalogue
 from datamodules.sharding import SPLITS, load_manifest, shard_catalogue
 from lightning_modules.components import TextEncoder
