@@ -119,10 +119,10 @@ def make_cli(args: list[str] | None = None, run: bool = True):
             config = self.config.get(self.subcommand, {})
             trainer, model, datamodule = self.trainer, self.model, self.datamodule
             if config.get("refit_after_choice"):
-                from clipita.experiment import fit_args, refit_after_choice
+                from clipita.refit import fit_args, refit_after_choice
 
                 tokens = fit_args(sys.argv[1:] if args is None else args, self.subcommand)
-                trainer, model, datamodule = refit_after_choice(tokens, model, trainer, datamodule)
+                trainer, model, datamodule = refit_after_choice(make_cli, tokens, model, trainer, datamodule)
             if config.get("test_after_fit"):
                 ckpt = (
                     "best"

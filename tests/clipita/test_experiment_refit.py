@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
-from clipita.experiment import chosen_retrieval, fit_and_test, fit_args
+from clipita.experiment import fit_and_test
+from clipita.refit import chosen_retrieval, fit_args
 from lightning_modules import load_model
 from lightning_modules.scorer_choice import CHOICE_KEY
 
