@@ -14,6 +14,7 @@ from .losses import InfoNCELoss
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
 from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals, weight_key
+from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 
 TrainLevel = Literal["leaf", "random"]
 
@@ -50,6 +51,9 @@ class ClipItaModule(L.LightningModule):
             the image-only tower).
         scorer_min_queries: a side (seen / novel) with fewer validation queries than this keeps the preferred
             scorer (title weight 0, the fused towers) instead of choosing on them (the adaptive recipe: 5).
+        choose_taxonomy: with ``choose_scorer``, also choose the tree terms of the query vectors
+            (:mod:`lightning_modules.taxonomy_scoring`: a novel category borrows its trained parent, an inner node its
+            trained descendants) on validation.
         image_loss_weight: weight of the contrastive loss of the image-only product embedding against the same
             category tower, added to the fused one (only with ``net.image_evidence``; must then be > 0, so the
             image-only head is trained).
@@ -74,6 +78,7 @@ class ClipItaModule(L.LightningModule):
         scorer_grid: list[float] = list(DEFAULT_GRID),  # noqa: B006 - jsonargparse schema default; copied
         image_loss_weight: float = 1.0,
         scorer_min_queries: int = 1,
+        choose_taxonomy: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss"])
@@ -90,7 +95,9 @@ class ClipItaModule(L.LightningModule):
                 f"head), got {image_loss_weight}"
             )
         self.scorer_selection = (
-            ScorerSelection(scorer_grid, network_signals(net), scorer_min_queries) if choose_scorer else None
+            ScorerSelection(scorer_grid, network_signals(net), scorer_min_queries, choose_taxonomy)
+            if choose_scorer
+            else None
         )
         self.lexical_query = None  # the lexical side of this evaluation's queries (ClipIta.lexical_query)
         self.kept_retrieval: dict | None = None  # a scorer choice kept instead of re-chosen (see keep_scorer)
@@ -301,6 +308,9 @@ class ClipItaModule(L.LightningModule):
                 key = weight_key(side, signal)
                 if key in shown:
                     self.log(f"val/scorer_{key}", float(shown[key]), sync_dist=False)
+        for key in (NOVEL_PARENT_WEIGHT, DESCENDANT_WEIGHT):
+            if key in shown:
+                self.log(f"val/scorer_{key}", float(shown[key]), sync_dist=False)
         for name in ("all", "seen", "novel"):
             value = record[CHOICE_KEY].get(f"val_chosen_map@10_{name}")
             if value is not None:

@@ -373,6 +373,7 @@ class ClipIta(RetrievalScorer, nn.Module):
         text_features: torch.Tensor | None = None,
         title_weights: tuple[float, float] | None = None,
         image_only_weights: tuple[float, float] | None = None,
+        taxonomy_weights: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """Retrieval vectors ``[Q, D]`` of category queries, to be scored against
         :meth:`encode_product_for_retrieval` by a dot product. This is the one query encoder: the LightningModule's
@@ -389,11 +390,18 @@ class ClipIta(RetrievalScorer, nn.Module):
             title_weights: ``(seen, novel)`` title-match weights overriding the ones in :attr:`retrieval` (only the
                 validation grid that chooses them passes this).
             image_only_weights: ``(seen, novel)`` image-only weights overriding the ones in :attr:`retrieval` (idem).
+            taxonomy_weights: ``(novel_parent_weight, descendant_weight)`` overriding the tree terms' weights in
+                :attr:`retrieval` (idem; see :mod:`lightning_modules.taxonomy_scoring`).
         """
         novel = self.novel_mask(texts, paths)
         if text_features is None:
             text_features = self.text_encoder(list(texts))
-        return self.encode_query(text_features, novel, title_weights, image_only_weights)
+        queries = self.encode_query(text_features, novel, title_weights, image_only_weights)
+        return self.add_taxonomy(queries, paths, novel, title_weights, image_only_weights, taxonomy_weights)
+
+    def category_text_of(self, path: Sequence[str]) -> str:
+        """A category's query text in this model's :attr:`category_text` style."""
+        return category_text_of(path, self.category_text)
 
     def encode_query_paths(self, paths: Sequence[Sequence[str]]) -> torch.Tensor:
         """:meth:`encode_query_texts` for category paths (root first), written in this model's text style."""

@@ -46,8 +46,10 @@ import torch
 
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
+from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 
 DEFAULT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+TAXONOMY_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)  # tree-term weights tried (taxonomy_scoring)
 CHOICE_KEY = "scorer_choice"  # the evidence, beside the weights in ClipIta.retrieval
 SIGNALS: tuple[str, ...] = (
     "title",
@@ -249,6 +251,12 @@ def describe(record: dict[str, Any]) -> str:
         f"seen-category scorer: {weights('seen')} chosen "
         f"({evidence.get('seen_reason', 'default')}; val seen mAP@10 per {per}: {per_w('val_seen_map@10')}); "
         f"{evidence.get('titles_present', '?')} validation products have a title"
+        + (
+            f"; tree terms: novel parent weight {record.get(NOVEL_PARENT_WEIGHT, 0.0):g}, "
+            f"descendant weight {record.get(DESCENDANT_WEIGHT, 0.0):g} (grid {evidence['tree']['grid']})"
+            if "tree" in evidence
+            else ""
+        )
     )
 
 
@@ -264,12 +272,21 @@ class ScorerSelection(torch.nn.Module):
         grid: the weights tried for each signal.
         signals: the signals chosen (:func:`network_signals` of the network; default: the title weight only).
         min_queries: see :func:`choose`.
+        taxonomy: also choose the tree terms of :mod:`.taxonomy_scoring` -- ``novel_parent_weight`` on the novel
+            queries, ``descendant_weight`` on the trained ones -- over :data:`TAXONOMY_GRID`, one weight at a time
+            with the other signals at the network's current choice (coordinate-wise: each validation epoch moves
+            from the previous epoch's choice), 0 preferred by the same 1-SE rule.
     """
 
     def __init__(
-        self, grid: Sequence[float] = DEFAULT_GRID, signals: Sequence[str] = ("title",), min_queries: int = 1
+        self,
+        grid: Sequence[float] = DEFAULT_GRID,
+        signals: Sequence[str] = ("title",),
+        min_queries: int = 1,
+        taxonomy: bool = False,
     ) -> None:
         super().__init__()
+        self.taxonomy_grid = list(TAXONOMY_GRID) if taxonomy else []
         if min_queries < 1:
             raise ValueError(f"scorer_min_queries must be >= 1, got {min_queries}")
         self.min_queries = min_queries
@@ -302,10 +319,17 @@ class ScorerSelection(torch.nn.Module):
                 )
                 for p in self.points
             ]
+            parent, descendants = net.taxonomy_weights()
+            for t in [(w, descendants) for w in self.taxonomy_grid] + [
+                (parent, w) for w in self.taxonomy_grid
+            ]:
+                queries.append(
+                    net.encode_query_texts(texts, paths, text_features=text_features, taxonomy_weights=t)
+                )
         q = len(texts)
         self.novel = net.novel_mask(texts, paths)
         queries = torch.cat(queries)
-        self.metric.set_queries(queries, query_ids=torch.arange(q).repeat(len(self.points)))
+        self.metric.set_queries(queries, query_ids=torch.arange(q).repeat(len(queries) // q))
         self.lexical = None
         if (
             any(p.get("lexical", 0.0) > 0 for p in self.points)
@@ -314,6 +338,9 @@ class ScorerSelection(torch.nn.Module):
         ):
             vocab, idf = net.lexical.query_weights(list(texts))
             weight = torch.tensor([p.get("lexical", 0.0) for p in self.points]).repeat_interleave(q)
+            seen_l, novel_l = net.lexical_weights()
+            current = torch.where(self.novel, novel_l, seen_l).to(weight.dtype)
+            weight = torch.cat([weight, current.repeat(2 * len(self.taxonomy_grid))])
             self.lexical = (net.lexical, vocab, idf, weight.to(queries))
         self.titles_present = 0
         self.products = 0
@@ -326,7 +353,8 @@ class ScorerSelection(torch.nn.Module):
             signal, vocab, idf, weight = self.lexical
             queries = self.metric.query_embeddings.to(vectors)
             bm25 = signal.scores((vocab, idf), tokens.to(vectors.device)).to(vectors)
-            scores = queries @ vectors.T + weight.to(vectors)[:, None] * bm25.repeat(len(self.points), 1)
+            rows = len(self.points) + 2 * len(self.taxonomy_grid)
+            scores = queries @ vectors.T + weight.to(vectors)[:, None] * bm25.repeat(rows, 1)
             self.metric.update_scores(scores, category_ids)
         else:
             self.metric.update(vectors, category_ids)
@@ -348,8 +376,9 @@ class ScorerSelection(torch.nn.Module):
         given (the metric itself syncs across ranks). Its ``val_chosen_map@10_*`` evidence is validation under the
         chosen weights, or under ``kept``'s (a record chosen earlier and kept, e.g. by a refit) when given."""
         per_query = self.metric.compute_per_query()
-        g, q = len(self.points), len(self.novel)
-        ap = per_query["map@10"].reshape(g, q).cpu()
+        g, q, t = len(self.points), len(self.novel), len(self.taxonomy_grid)
+        ap = per_query["map@10"].reshape(g + 2 * t, q).cpu()
+        ap, tree_ap = ap[:g], ap[g:]
         novel = self.novel.cpu()
 
         measured = ~torch.isnan(ap[0])
@@ -363,12 +392,30 @@ class ScorerSelection(torch.nn.Module):
         evidence["seen_queries"] = int((~novel & measured).sum())
         evidence["novel_queries"] = int((novel & measured).sum())
         evidence["products"] = self.products
+        if t:
+            self._choose_tree(tree_ap, novel & measured, ~novel & measured, record)
         chosen = self._chosen(ap, novel, record if kept is None else kept)
         if chosen is not None:
             valid = ~torch.isnan(chosen)
             for name, mask in (("all", valid), ("seen", valid & ~novel), ("novel", valid & novel)):
                 evidence[f"val_chosen_map@10_{name}"] = float(chosen[mask].mean()) if mask.any() else None
         return record
+
+    def _choose_tree(
+        self, tree_ap: torch.Tensor, novel: torch.Tensor, seen: torch.Tensor, record: dict[str, Any]
+    ) -> None:
+        """``novel_parent_weight`` by the novel queries, ``descendant_weight`` by the trained ones (1-SE rule,
+        smallest weight preferred; too few queries keep 0), with their evidence."""
+        t = len(self.taxonomy_grid)
+        evidence = record[CHOICE_KEY].setdefault("tree", {"grid": self.taxonomy_grid})
+        for key, values, mask in (
+            (NOVEL_PARENT_WEIGHT, tree_ap[:t], novel),
+            (DESCENDANT_WEIGHT, tree_ap[t:], seen),
+        ):
+            n = int(mask.sum())
+            index, _ = best_point(values[:, mask]) if n >= self.min_queries else (None, {})
+            record[key] = float(self.taxonomy_grid[index]) if index is not None else 0.0
+            evidence[key] = {"val_map@10": _means(values[:, mask], t), "queries": n}
 
     def index_of(self, record: dict[str, Any], side: str) -> int | None:
         """The grid point of a record's ``side`` (``seen``/``novel``) weights; None when not a grid point."""

@@ -7,7 +7,9 @@ The weights live in ``ClipIta.retrieval`` (the retrieval record, kept in checkpo
     + l * bm25n(q, p)
 
 with ``w`` the title weight (``route_novel_categories``), ``v`` the image-only weight (``image_evidence``) and ``l``
-the lexical weight (``lexical_signal``), each with a seen and a novel value. The dense part is one dot product of
+the lexical weight (``lexical_signal``), each with a seen and a novel value. Two tree terms may be added to the
+dense query vector (:mod:`lightning_modules.taxonomy_scoring`): a novel query borrows its closest trained ancestor's
+vector (``novel_parent_weight``) and an inner node the mean of its trained descendants' (``descendant_weight``). The dense part is one dot product of
 :meth:`RetrievalScorer.encode_query` with ``ClipIta.encode_product_for_retrieval``; :meth:`RetrievalScorer.score`
 adds the lexical part.
 """
@@ -19,6 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT, TaxonomyRows, apply_taxonomy
 
 NOVEL_TITLE_WEIGHT = "novel_title_weight"  # retrieval-record keys
 SEEN_TITLE_WEIGHT = "seen_title_weight"
@@ -91,6 +95,49 @@ class RetrievalScorer:
         vocab, idf, weight = lexical
         bm25 = self.lexical.scores((vocab, idf), lexical_tokens.to(dense.device))
         return dense + weight.to(dense)[:, None] * bm25.to(dense)
+
+    def taxonomy_weights(self) -> tuple[float, float]:
+        """``(novel_parent_weight, descendant_weight)`` from :attr:`retrieval` (defaults 0.0: no tree terms)."""
+        parent = float(self.retrieval.get(NOVEL_PARENT_WEIGHT, 0.0))
+        descendants = float(self.retrieval.get(DESCENDANT_WEIGHT, 0.0))
+        if parent < 0 or descendants < 0:
+            raise ValueError(f"retrieval tree weights must be >= 0, got {parent}, {descendants}")
+        return parent, descendants
+
+    def trained_text_features(self) -> torch.Tensor:
+        """Text-tower features of the trained categories' names (cached while the text tower is frozen)."""
+        key = (tuple(self.trained_categories), self.category_text)
+        cache = getattr(self, "_trained_features_cache", None)
+        if cache is not None and cache[0] == key and not self.text_encoder.trainable:
+            return cache[1]
+        texts = [self.category_text_of(p) for p in self.trained_categories]
+        features = self.text_encoder(texts)
+        if not self.text_encoder.trainable:
+            self._trained_features_cache = (key, features.detach())
+        return features
+
+    def add_taxonomy(
+        self,
+        queries: torch.Tensor,
+        paths: Sequence[Sequence[str] | None] | None,
+        novel: torch.Tensor,
+        title_weights: tuple[float, float] | None = None,
+        image_only_weights: tuple[float, float] | None = None,
+        taxonomy_weights: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
+        """``queries`` with the tree terms of :mod:`.taxonomy_scoring` added (weights from :meth:`taxonomy_weights`
+        or ``taxonomy_weights``); the borrowed vectors are the trained categories as seen queries under the same
+        signal weights. Unchanged without paths, without a trained set or with both weights 0."""
+        parent, descendants = self.taxonomy_weights() if taxonomy_weights is None else taxonomy_weights
+        if (parent == 0 and descendants == 0) or paths is None or not self.trained_categories:
+            return queries
+        rows = TaxonomyRows.of(paths, self.trained_categories)
+        if not rows.needs_trained_queries:
+            return queries
+        trained = self.encode_query(
+            self.trained_text_features().to(queries.device), None, title_weights, image_only_weights
+        )
+        return apply_taxonomy(queries, trained, rows, novel, parent, descendants)
 
     def image_only_weights(self) -> tuple[float, float]:
         """``(seen, novel)``: the share of the image-only tower in the trained part of a trained / a novel query's

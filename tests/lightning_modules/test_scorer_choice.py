@@ -9,7 +9,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from synthetic_catalogue import TREE, UNSEEN_PATHS, SyntheticDataModule, tiny_net, trainer
 
 from lightning_modules import ClipItaModule, HierarchicalInfoNCELoss, load_model
-from lightning_modules.scorer_choice import CHOICE_KEY, best_weight, choose, describe, grid_points
+from lightning_modules.scorer_choice import (
+    CHOICE_KEY,
+    TAXONOMY_GRID,
+    best_weight,
+    choose,
+    describe,
+    grid_points,
+)
+from lightning_modules.taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 
 # the network options of the adaptive recipe, in one place (model.net.* of experiments/clip_ita_adaptive.yaml)
 ADAPTIVE_NET = dict(
@@ -31,11 +39,16 @@ class TitlelessDataModule(SyntheticDataModule):
             batch["title_mask"] = torch.zeros(len(batch["product_id"]), dtype=torch.bool)
 
 
-def fit(tmp_path, datamodule_class=SyntheticDataModule, epochs: int = 2, **net_options):
+def fit(tmp_path, datamodule_class=SyntheticDataModule, epochs: int = 2, module_options=None, **net_options):
     torch.manual_seed(0)
     net = tiny_net(**{**ADAPTIVE_NET, **net_options})
     module = ClipItaModule(
-        net, HierarchicalInfoNCELoss(temperature=0.1), lr=1e-2, scheduler="none", choose_scorer=True
+        net,
+        HierarchicalInfoNCELoss(temperature=0.1),
+        lr=1e-2,
+        scheduler="none",
+        choose_scorer=True,
+        **(module_options or {}),
     )
     dm = datamodule_class(net)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
@@ -256,3 +269,35 @@ def test_lexical_weights_are_chosen_and_scored_through_clip_ita_score(tmp_path) 
     net.retrieval["novel_lexical_weight"] = 0.0
     net.retrieval["seen_lexical_weight"] = 0.0
     assert net.lexical_query(texts, paths) is None  # no lexical term: the dense dot product alone
+
+
+def test_tree_terms_are_chosen_on_validation_kept_and_change_the_right_queries(tmp_path) -> None:
+    module, dm, run, path = fit(tmp_path, module_options={"choose_taxonomy": True})
+    retrieval = module.net.retrieval
+    tree = retrieval[CHOICE_KEY]["tree"]
+    assert tree["grid"] == list(TAXONOMY_GRID)
+    for key in (NOVEL_PARENT_WEIGHT, DESCENDANT_WEIGHT):
+        assert retrieval[key] in TAXONOMY_GRID
+        assert len(tree[key]["val_map@10"]) == len(TAXONOMY_GRID)
+        assert float(run.callback_metrics[f"val/scorer_{key}"]) == retrieval[key]
+    assert "tree terms" in describe(retrieval)
+    loaded = load_model(path)
+    assert loaded.retrieval == retrieval
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode_query_paths(TREE.paths), module.query_embeddings(), atol=1e-6)
+        loaded.retrieval.update({NOVEL_PARENT_WEIGHT: 0.0, DESCENDANT_WEIGHT: 0.0})
+        base = loaded.encode_query_paths(TREE.paths)
+        loaded.retrieval.update({NOVEL_PARENT_WEIGHT: 0.5, DESCENDANT_WEIGHT: 0.0})
+        parent = loaded.encode_query_paths(TREE.paths)
+        loaded.retrieval.update({NOVEL_PARENT_WEIGHT: 0.0, DESCENDANT_WEIGHT: 0.5})
+        descendants = loaded.encode_query_paths(TREE.paths)
+    novel = loaded.novel_mask([p[-1] for p in TREE.paths], TREE.paths)
+    trained = set(loaded.trained_categories)
+    has_parent = torch.tensor([any(p[:d] in trained for d in range(1, len(p))) for p in TREE.paths])
+    inner = torch.tensor(
+        [any(t[: len(p)] == tuple(p) and len(t) > len(p) for t in trained) for p in TREE.paths]
+    )
+    changed = (parent - base).abs().sum(dim=1) > 0
+    assert torch.equal(changed, novel & has_parent) and changed.any()
+    changed = (descendants - base).abs().sum(dim=1) > 0
+    assert torch.equal(changed, inner) and changed.any()
