@@ -231,9 +231,29 @@ def describe(record: dict[str, Any]) -> str:
         return ", ".join(f"{p.get(s, 0.0):g}" for s in signals)
 
     def per_w(key: str) -> str:
+        """The preferred point, the chosen one and the best mean (all points: ``retrieval[CHOICE_KEY]``)."""
         values = evidence.get(key) or []
-        return ", ".join(
-            f"{label(p)}: {'–' if v is None else f'{v:.3f}'}" for p, v in zip(points, values, strict=False)
+        if len(points) <= 5:
+            return ", ".join(
+                f"{label(p)}: {'–' if v is None else f'{v:.3f}'}"
+                for p, v in zip(points, values, strict=False)
+            )
+        side = "novel" if "novel" in key else "seen"
+        chosen = {s: record.get(weight_key(side, s)) for s in signals}
+        shown = {0: "preferred"}
+        measured = [i for i, v in enumerate(values) if v is not None]
+        if measured:
+            shown.setdefault(max(measured, key=lambda i: values[i]), "best")
+        at = next((i for i, p in enumerate(points) if all(p.get(s) == chosen[s] for s in signals)), None)
+        if at is not None:
+            shown[at] = "chosen" if at not in shown else f"{shown[at]}, chosen"
+        return (
+            ", ".join(
+                f"{label(points[i])}: {'–' if i >= len(values) or values[i] is None else f'{values[i]:.3f}'} "
+                f"({what})"
+                for i, what in sorted(shown.items())
+            )
+            + f" ({len(points)} points tried)"
         )
 
     def weights(side: str) -> str:
