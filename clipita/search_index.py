@@ -16,6 +16,7 @@ import torch
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
 from .index import FAISS_NAME, INDEX_JSON
+from .index_shards import EMBEDDING, EMBEDDING16, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
 
 CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
@@ -56,8 +57,10 @@ def half_scan_topk(
 
     Args:
         query_emb: ``[Q, D]``.
-        half_emb: ``[N, D]`` float16 copy of the embeddings (:func:`half_precision_copy`).
-        full_emb: ``[N, D]`` float32 embeddings (a tensor or a memory-mapped array).
+        half_emb: ``[N, D]`` float16 rows: the index shards' ``embedding16`` arrays (memory-mapped) or an
+            in-memory copy (:func:`half_precision_copy`).
+        full_emb: ``[N, D]`` float32 embeddings (a tensor, a memory-mapped array or
+            :class:`~clipita.index_shards.ShardedRows`).
         k: results per query.
         candidates: float16 shortlist per query.
         chunk_size: products scored at once.
@@ -71,7 +74,7 @@ def half_scan_topk(
     best_scores = torch.empty(q16.shape[0], 0)
     best_rows = torch.empty(q16.shape[0], 0, dtype=torch.long)
     for start in range(0, n, chunk_size):
-        scores = (q16 @ half_emb[start : start + chunk_size].T).float()
+        scores = (q16 @ torch.as_tensor(half_emb[start : start + chunk_size]).T).float()
         values, positions = select_topk(scores, m)
         best_scores = torch.cat([best_scores, values], dim=1)
         best_rows = torch.cat([best_rows, positions + start], dim=1)
@@ -93,7 +96,8 @@ class SearchIndex:
         folder: the index folder.
         info: ``index.json``.
         products: ``products.parquet`` (row i describes embedding row i).
-        embeddings: float32 ``[N, D]``, memory-mapped.
+        embeddings: float32 ``[N, D]``, memory-mapped (read-only): the shards' arrays seen as one
+            (:class:`~clipita.index_shards.ShardedRows`), or an older index's ``embeddings.npy``.
     """
 
     folder: Path
@@ -102,27 +106,55 @@ class SearchIndex:
     embeddings: np.ndarray
     _faiss: Any = field(default=None, repr=False)
     _half: torch.Tensor | None = field(default=None, repr=False)
+    _half_rows: ShardedRows | None = field(default=None, repr=False)
+    _shards: IndexShards | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = True) -> SearchIndex:
-        """Read an index folder (the embeddings memory-mapped unless ``mmap=False``)."""
+        """Read an index folder (the embeddings memory-mapped, read-only, unless ``mmap=False``)."""
         folder = Path(folder)
         info_path = folder / INDEX_JSON
         if not info_path.is_file():
+            if (folder / SHARDS_DIR).is_dir():
+                raise FileNotFoundError(
+                    f"{folder} is an unfinished clipita index (no {INDEX_JSON}); run the same clipita index "
+                    "command again to finish it"
+                )
             raise FileNotFoundError(
                 f"{folder} is not a clipita index (no {INDEX_JSON}); build one with clipita index"
             )
         info = json.loads(info_path.read_text())
         files = info.get("files", {})
-        embeddings = np.load(
-            folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
-        )
+        half = None
+        if "shards" in info:  # per-shard arrays (clipita index >= 2)
+            shards = IndexShards(
+                folder,
+                [IndexShard(**s) for s in info["shards"]],
+                arrays=list(files.get("arrays", (EMBEDDING, EMBEDDING16))),
+            )
+            embeddings: Any = shards.rows(EMBEDDING)
+            half = shards.rows(EMBEDDING16) if EMBEDDING16 in shards.arrays else None
+            if not mmap:
+                embeddings = np.asarray(embeddings)
+        else:  # one embeddings.npy
+            shards = None
+            embeddings = np.load(
+                folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
+            )
         products = pd.read_parquet(folder / files.get("products", "products.parquet"))
         if embeddings.ndim != 2 or embeddings.shape[0] != len(products):
             raise ValueError(
                 f"{folder}: {embeddings.shape[0]} embedding rows but {len(products)} products in the metadata"
             )
-        return cls(folder, info, products, embeddings)
+        return cls(folder, info, products, embeddings, _half_rows=half, _shards=shards)
+
+    def array(self, name: str) -> ShardedRows:
+        """A per-product array stored beside the embeddings (:data:`clipita.index_shards.EXTRA_ARRAYS`), row i =
+        product i, memory-mapped."""
+        if self._shards is None or name not in self._shards.arrays:
+            have = list(self._shards.arrays) if self._shards is not None else []
+            raise KeyError(f"{self.folder} stores no per-product array {name!r} (it has {have})")
+        return self._shards.rows(name)
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -180,9 +212,10 @@ class SearchIndex:
             chunk_size: products scored at once by the exact scan.
             ef_search: HNSW beam override.
             nprobe: IVF lists override.
-            scan: ``float32``: the exact scan (:func:`running_topk`); ``float16``: a half-precision scan of an
-                in-memory float16 copy (made on first use) for a shortlist, re-scored in float32
-                (:func:`half_scan_topk`): about half the memory traffic.
+            scan: ``float32``: the exact scan (:func:`running_topk`) of the memory-mapped float32 shards;
+                ``float16``: a half-precision scan of the shards' float16 arrays (an in-memory float16 copy for an
+                older single-file index) for a shortlist, re-scored in float32 (:func:`half_scan_topk`): about
+                half the memory traffic.
 
         Returns:
             ``(scores [Q, k'], rows [Q, k'])`` best first; FAISS pads missing results with row ``-1``.
@@ -200,12 +233,14 @@ class SearchIndex:
             scores, rows = index.search(q, k)
             return torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64))
         if scan == "float16":
-            if self._half is None:
-                self._half = half_precision_copy(self.embeddings)
-            scores, rows = half_scan_topk(
-                query_emb.cpu(), self._half, self.embeddings, k, chunk_size=chunk_size
-            )
-            return scores, rows
+            half: Any = self._half_rows  # the shards' float16 arrays, memory-mapped
+            if half is None:  # an older index: a float16 copy in memory
+                if self._half is None:
+                    self._half = half_precision_copy(self.embeddings)
+                half = self._half
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*not writable.*")
+                return half_scan_topk(query_emb.cpu(), half, self.embeddings, k, chunk_size=chunk_size)
         if scan != "float32":
             raise ValueError(f"scan must be 'float32' or 'float16', got {scan!r}")
         # torch warns once about the read-only memory map; nothing writes to it

@@ -219,9 +219,17 @@ def test_faiss_agrees_with_exact_on_a_small_set(tmp_path, kind):
 @pytest.mark.slow
 def test_index_folder_is_complete_and_aligned(tiny_index):
     info = json.loads((tiny_index / INDEX_JSON).read_text())
-    emb = np.load(tiny_index / "embeddings.npy")
+    emb = np.asarray(SearchIndex.load(tiny_index).embeddings)
     products = pd.read_parquet(tiny_index / "products.parquet")
     assert emb.dtype == np.float32 and emb.shape == (160, info["embed_dim"]) == (info["num_products"], 256)
+    # one float32 + float16 array pair per input shard, rows in products.parquet order
+    assert info["layout"] == "shards-v1" and sum(s["count"] for s in info["shards"]) == 160
+    assert info["files"]["arrays"] == {"embedding": "float32", "embedding16": "float16"}
+    first = info["shards"][0]["name"].removesuffix(".tar")
+    shard_ids = np.load(tiny_index / "shards" / f"{first}.ids.npy").tolist()
+    assert products["id"].tolist()[: len(shard_ids)] == shard_ids
+    half = np.load(tiny_index / "shards" / f"{first}.embedding16.npy")
+    np.testing.assert_allclose(half, emb[: len(shard_ids)], atol=1e-3)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert products["id"].tolist() == json.loads((tiny_index / "product_ids.json").read_text())
     assert products["id"].is_unique and set(products["split"]) == {"train", "val", "test"}
@@ -298,6 +306,6 @@ def test_two_process_ddp_index_equals_single_process(tiny_base, tiny_index, tmp_
     ddp = pd.read_parquet(out / "products.parquet")
     assert ddp["id"].tolist() == single["id"].tolist()
     np.testing.assert_allclose(
-        np.load(out / "embeddings.npy"), np.load(tiny_index / "embeddings.npy"), atol=1e-5
+        np.asarray(SearchIndex.load(out).embeddings), np.asarray(SearchIndex.load(tiny_index).embeddings), atol=1e-5
     )
-    assert not (out / "_prediction_parts").exists()
+    assert json.loads((out / INDEX_JSON).read_text())["world_size"] == 2

@@ -1,0 +1,110 @@
+"""The index's per-shard arrays: writing, the done marker, stale shards discarded, and reading them as one array."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clipita.index import PRODUCT_COLUMNS
+from clipita.index_job import plan
+from clipita.index_shards import IndexShard, IndexShards, ShardedRows, merge_products
+from clipita.search_index import SearchIndex
+
+
+def products(ids: list[str]) -> pd.DataFrame:
+    rows = [
+        {"id": i, "title": f"t {i}", "category": "A > B", "category_path": json.dumps(["A", "B"]), "split": "test",
+         "shard": "s.tar", "key": i, "jpg_offset": 0, "jpg_size": 1}
+        for i in ids
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=PRODUCT_COLUMNS)
+
+
+def write_index(folder, counts: list[int], d: int = 8, seed: int = 0) -> tuple[IndexShards, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shards = IndexShards(folder, [IndexShard("test", f"test-{n:06d}.tar", c) for n, c in enumerate(counts)])
+    shards.prepare({"checkpoint_sha256": "x"})
+    blocks = []
+    for n, shard in enumerate(shards.shards):
+        emb = rng.standard_normal((shard.count, d)).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        ids = [f"p{n}-{r}" for r in range(shard.count)]
+        shards.write_shard(
+            shard.name, ids, {"embedding": emb, "embedding16": emb.astype(np.float16)}, products(ids)
+        )
+        blocks.append(emb)
+    return shards, np.concatenate(blocks)
+
+
+def test_sharded_rows_read_like_one_array(tmp_path):
+    shards, full = write_index(tmp_path, [5, 0, 3, 7])
+    rows = shards.rows("embedding")
+    assert len(rows) == 15 and rows.shape == (15, 8) and rows.dtype == np.float32
+    for sl in (slice(0, 15), slice(2, 9), slice(5, 8), slice(14, 40), slice(9, 9)):
+        np.testing.assert_array_equal(rows[sl], full[sl])
+    picked = np.array([14, 0, 6, 5, 5])
+    np.testing.assert_array_equal(rows[picked], full[picked])
+    np.testing.assert_array_equal(np.asarray(rows), full)
+    with pytest.raises(IndexError):
+        rows[np.array([15])]
+    with pytest.raises(ValueError, match="no products"):
+        ShardedRows([np.zeros((0, 3))])
+
+
+def test_done_marker_plan_and_stale_shards(tmp_path):
+    shards, _ = write_index(tmp_path, [2, 2, 2])
+    assert shards.missing() == []
+    (shards.path("test-000001.tar", "ids")).unlink()  # a shard killed before its ids were written
+    assert shards.missing() == ["test-000001.tar"]
+    assert [s.name for s in plan(shards, 1, 2)] == ["test-000001.tar"] and plan(shards, 0, 2) == []
+    assert not shards.prepare({"checkpoint_sha256": "x"})  # same meta: shards kept
+    assert shards.done("test-000000.tar")
+    assert shards.prepare({"checkpoint_sha256": "y"})  # another checkpoint: everything discarded
+    assert shards.missing() == [s.name for s in shards.shards]
+
+
+def test_merge_products_concatenates_in_order_and_rejects_repeats(tmp_path):
+    shards, _ = write_index(tmp_path, [3, 0, 2])
+    ids = merge_products(shards, tmp_path / "products.parquet")
+    assert ids == ["p0-0", "p0-1", "p0-2", "p2-0", "p2-1"]
+    assert pd.read_parquet(tmp_path / "products.parquet")["id"].tolist() == ids
+    again = IndexShards(tmp_path / "b", [IndexShard("test", "a.tar", 1), IndexShard("test", "b.tar", 1)])
+    again.prepare({})
+    for name in ("a.tar", "b.tar"):
+        again.write_shard(name, ["same"], {"embedding": np.zeros((1, 2)), "embedding16": np.zeros((1, 2))},
+                          products(["same"]))  # fmt: skip
+    with pytest.raises(ValueError, match="repeat"):
+        merge_products(again, tmp_path / "b.parquet")
+
+
+def test_search_index_scans_the_shards_like_one_array(tmp_path):
+    shards, full = write_index(tmp_path, [40, 0, 33, 50], d=16)
+    ids = merge_products(shards, tmp_path / "products.parquet")
+    info = {
+        "version": 2, "checkpoint": "none", "tree": [["A"], ["A", "B"]], "faiss": None,
+        "files": {"products": "products.parquet", "arrays": {"embedding": "float32", "embedding16": "float16"}},
+        "shards": [{"split": s.split, "name": s.name, "count": s.count} for s in shards.shards],
+    }  # fmt: skip
+    (tmp_path / "index.json").write_text(json.dumps(info))
+    index = SearchIndex.load(tmp_path)
+    assert len(index) == 123 and index.products["id"].tolist() == ids
+    queries = torch.nn.functional.normalize(
+        torch.randn(3, 16, generator=torch.Generator().manual_seed(0)), dim=1
+    )
+    expected = (queries @ torch.from_numpy(full).T).argsort(dim=1, descending=True)[:, :9]
+    scores, rows = index.topk(queries, k=9, chunk_size=16)  # chunks straddle shard boundaries
+    assert torch.equal(rows, expected)
+    half_scores, half_rows = index.topk(queries, k=9, chunk_size=16, scan="float16")
+    assert torch.equal(half_rows, rows)
+    torch.testing.assert_close(half_scores, scores)
+    assert index._half is None  # the float16 scan read the shards' float16 arrays, no copy in memory
+    np.testing.assert_array_equal(index.array("embedding16")[5:7], full[5:7].astype(np.float16))
+    with pytest.raises(KeyError, match="tokens"):
+        index.array("tokens")
+    (tmp_path / "index.json").unlink()
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        SearchIndex.load(tmp_path)
