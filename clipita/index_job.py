@@ -59,9 +59,12 @@ class IndexShardBatches(torch.utils.data.IterableDataset):
         self.features, self.shard_dir, self.transform, self.tree = features, shard_dir, transform, tree
 
     def __len__(self) -> int:
-        return sum(max(1, -(-j.count // self.batch_size)) for j in self.jobs)
+        return max(1, sum(max(1, -(-j.count // self.batch_size)) for j in self.jobs))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.jobs:  # one empty item: under DDP Lightning refuses a rank whose loader is empty
+            yield {"shard": None, "split": None, "last": False, "batch": None}
+            return
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         for job in self.jobs[worker::workers]:
@@ -150,6 +153,8 @@ class IndexJob(L.LightningModule):
                 "embedding": embedding}  # fmt: skip
 
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if outputs["shard"] is None:  # a rank with nothing left to do
+            return
         parts = self.pending.setdefault(outputs["shard"], [])
         parts.append(outputs)
         if outputs["last"]:
@@ -177,7 +182,5 @@ class IndexJob(L.LightningModule):
         self.written.append(shard)
 
     def on_predict_end(self) -> None:
-        # no barrier here: Lightning skips the predict hooks of a rank whose loader is empty (all its shards were
-        # done before a restart), so the caller meets the other ranks after ``trainer.predict`` instead
         if self.pending:
             raise RuntimeError(f"shards {sorted(self.pending)[:5]} ended without their last batch")
