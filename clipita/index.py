@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import tarfile
 import time
 import warnings
@@ -48,6 +47,7 @@ from datamodules.features import FeatureCacheError, products_fingerprint
 from datamodules.records import category_to_text, decode_json
 from datamodules.sharding import SPLITS, shard_urls
 
+from .faiss_index import FAISS_NAME, FaissKind, build_faiss_index
 from .index_job import IndexJob, IndexShardBatches, index_loader, plan
 from .index_shards import (
     EMBEDDING,
@@ -63,13 +63,11 @@ INDEX_VERSION = 2  # 1: one embeddings.npy; 2: per-shard arrays under shards/
 INDEX_LAYOUT = "shards-v1"
 INDEX_JSON = "index.json"
 PRODUCTS_NAME = "products.parquet"
-FAISS_NAME = "faiss.index"
 PRODUCT_COLUMNS = [
     "id", "title", "category", "category_path", "split", "shard", "key", "jpg_offset", "jpg_size",
 ]  # fmt: skip
 
 SplitChoice = Literal["test", "val", "train", "all"]
-FaissKind = Literal["hnsw", "ivf"]
 
 
 # --------------------------------------------------------------------------------------------- the DataModule
@@ -257,79 +255,68 @@ def products_frame(manifest: dict, shard_dir: str | Path, splits: Sequence[str])
     return frame.astype({"jpg_offset": "int64", "jpg_size": "int64"})
 
 
-# ---------------------------------------------------------------------------------------------------- FAISS
-def default_nlist(n: int) -> int:
-    """IVF lists for ``n`` vectors: ``~4 sqrt(n)``, but at least 39 training points per list, and >= 1."""
-    return max(1, min(int(4 * math.sqrt(n)), n // 39))
-
-
-def build_faiss_index(
-    embeddings: np.ndarray,
-    kind: FaissKind = "hnsw",
-    hnsw_m: int = 32,
-    ef_construction: int = 200,
-    ef_search: int = 128,
-    nlist: int | None = None,
-    nprobe: int | None = None,
-    train_size: int = 100_000,
-    seed: int = 0,
-    add_chunk: int = 65536,
-) -> tuple[Any, dict[str, Any]]:
-    """An inner-product FAISS index over ``embeddings`` (float32 ``[N, D]``).
-
-    Args:
-        embeddings: the vectors (L2-normalised: inner product = cosine): an array or the index's
-            :class:`~clipita.index_shards.ShardedRows`, read ``add_chunk`` rows at a time.
-        kind: ``hnsw`` (``IndexHNSWFlat``: graph, no training) or ``ivf`` (``IndexIVFFlat``: k-means lists).
-        hnsw_m: HNSW neighbours per node.
-        ef_construction: HNSW build-time beam.
-        ef_search: HNSW query-time beam (stored; ``clipita search --ef_search`` overrides).
-        nlist: IVF lists (default :func:`default_nlist`).
-        nprobe: IVF lists scanned per query (default ``max(1, nlist // 16)``, at least 8 when there are that many).
-        train_size: IVF k-means sample size.
-        seed: IVF training sample seed.
-        add_chunk: rows added to the index at once.
-
-    Returns:
-        ``(index, params)``; ``params`` go into ``index.json``.
-    """
-    try:
-        import faiss
-    except ImportError as exc:
-        raise ImportError("a FAISS index needs faiss-cpu: pip install 'clipita[faiss]'") from exc
-    n, d = embeddings.shape
-
-    def add_all(index: Any) -> None:  # chunk by chunk: the float32 rows are never all resident
-        for start in range(0, n, add_chunk):
-            index.add(np.ascontiguousarray(embeddings[start : start + add_chunk], dtype=np.float32))
-
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        index.hnsw.efSearch = ef_search
-        add_all(index)
-        params = {"kind": kind, "m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
-    elif kind == "ivf":
-        nlist = nlist or default_nlist(n)
-        nprobe = nprobe or min(nlist, max(8, nlist // 16))
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        rows = np.arange(n)
-        if n > train_size:
-            rows = np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False))
-        index.train(np.ascontiguousarray(embeddings[rows], dtype=np.float32))
-        add_all(index)
-        index.nprobe = nprobe
-        params = {"kind": kind, "nlist": nlist, "nprobe": nprobe}
-    else:
-        raise ValueError(f"unknown FAISS index kind {kind!r}; expected 'hnsw' or 'ivf'")
-    params.update({"file": FAISS_NAME, "metric": "inner_product", "ntotal": int(index.ntotal)})
-    return index, params
-
-
 # ---------------------------------------------------------------------------------------------------- index
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def _write_json(path: Path, info: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def finish_index(
+    out: str | Path,
+    shards: IndexShards,
+    info: dict[str, Any],
+    faiss: bool = False,
+    faiss_kind: FaissKind = "hnsw",
+) -> dict[str, Any]:
+    """Assemble an index from its finished shards (rank 0, after every rank wrote its shards).
+
+    Writes ``products.parquet`` and ``product_ids.json`` (shard by shard), the FAISS index when asked, and, last,
+    ``index.json``: ``info`` plus the layout, sizes, files and shards.
+
+    Raises:
+        RuntimeError: a shard is missing (a rank failed): run the same command again to finish it.
+    """
+    out = Path(out)
+    missing = shards.missing()
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} index shard(s) were not written, e.g. {missing[:5]}; run clipita index again"
+        )
+    ids = merge_products(shards, out / PRODUCTS_NAME)
+    (out / PRODUCT_IDS_NAME).write_text(json.dumps(ids))
+    embeddings = shards.rows(EMBEDDING)
+    first = next(s.name for s in shards.shards if s.count)
+    info = {
+        "version": INDEX_VERSION,
+        "layout": INDEX_LAYOUT,
+        **info,
+        "num_products": int(embeddings.shape[0]),
+        "embed_dim": int(embeddings.shape[1]),
+        "normalized": True,
+        "files": {
+            "products": PRODUCTS_NAME,
+            "product_ids": PRODUCT_IDS_NAME,
+            "shards": SHARDS_DIR,
+            "arrays": {a: str(np.load(shards.path(first, a), mmap_mode="r").dtype) for a in shards.arrays},
+        },
+        "shards": [{"split": s.split, "name": s.name, "count": s.count} for s in shards.shards],
+        "faiss": None,
+    }
+    if faiss:
+        started = time.perf_counter()
+        faiss_index, params = build_faiss_index(embeddings, kind=faiss_kind)
+        import faiss as faiss_lib
+
+        faiss_lib.write_index(faiss_index, str(out / FAISS_NAME))
+        params["build_seconds"] = round(time.perf_counter() - started, 3)
+        info["faiss"] = params
+    _write_json(out / INDEX_JSON, info)  # written last: the index is complete
+    return info
 
 
 def index(
@@ -423,20 +410,9 @@ def index(
     trainer.strategy.barrier("index-shards-written")  # every rank, including one that had nothing left to do
     if not trainer.is_global_zero:
         return {}
-    shards = dm.index_shards
-    assert shards is not None
-    missing = shards.missing()
-    if missing:
-        raise RuntimeError(
-            f"{len(missing)} index shard(s) were not written, e.g. {missing[:5]}; run clipita index again"
-        )
-    ids = merge_products(shards, out / PRODUCTS_NAME)
-    (out / PRODUCT_IDS_NAME).write_text(json.dumps(ids))
-    embeddings = shards.rows(EMBEDDING)
-
-    info: dict[str, Any] = {
+    assert dm.index_shards is not None
+    info = {
         "version": INDEX_VERSION,
-        "layout": INDEX_LAYOUT,
         "created_by": "clipita index",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "checkpoint": str(Path(ckpt).resolve()),
@@ -445,39 +421,16 @@ def index(
         "hparams": _jsonable(net.config),
         "category_text": net.category_text,
         "modalities": list(net.modalities),
-        "num_products": int(embeddings.shape[0]),
-        "embed_dim": int(embeddings.shape[1]),
-        "normalized": True,
         "splits": list(splits),
         "shard_dir": str(Path(dm.shard_dir).resolve()),
         "manifest_content_hash": dm.manifest.get("content_hash"),
         "tree": [list(p) for p in dm.tree.paths],
         "unseen_categories": [list(p) for p in dm.manifest.get("unseen_categories", [])],
-        "files": {
-            "products": PRODUCTS_NAME,
-            "product_ids": PRODUCT_IDS_NAME,
-            "shards": SHARDS_DIR,
-            "arrays": {
-                name: str(np.load(shards.path(shards.shards[0].name, name), mmap_mode="r").dtype)
-                for name in shards.arrays
-            },  # fmt: skip
-        },
-        "shards": [{"split": s.split, "name": s.name, "count": s.count} for s in shards.shards],
         "world_size": trainer.world_size,
-        "faiss": None,
     }
-    if faiss:
-        faiss_started = time.perf_counter()
-        faiss_index, params = build_faiss_index(embeddings, kind=faiss_kind)
-        import faiss as faiss_lib
-
-        faiss_lib.write_index(faiss_index, str(out / FAISS_NAME))
-        params["build_seconds"] = round(time.perf_counter() - faiss_started, 3)
-        info["faiss"] = params
+    info = finish_index(out, dm.index_shards, info, faiss=faiss, faiss_kind=faiss_kind)
     info["seconds"] = round(time.perf_counter() - started, 3)
-    tmp = out / f"{INDEX_JSON}.tmp"
-    tmp.write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(out / INDEX_JSON)  # written last: the index is complete
+    _write_json(out / INDEX_JSON, info)
     extra = f", FAISS {info['faiss']['kind']}" if info["faiss"] else ""
     print(
         f"Indexed {info['num_products']:,} products ({'+'.join(splits)}) x {info['embed_dim']} dims into {out}"

@@ -8,7 +8,8 @@ written as a path (``"A > B > C"``) is encoded the way the model was trained: by
 ``category_text`` is ``leaf``, as the whole path when it is ``path``.
 
 Ranking is an exact dot product over all products with :func:`~lightning_modules.metrics.retrieval_functional.running_topk`
-(chunked; ties by lower product row), or, with ``--faiss``, an approximate one through the FAISS index that
+(chunked over the index's memory-mapped, read-only per-shard arrays; ties by lower product row; ``--scan float16``
+scans the shards' float16 arrays and re-ranks a shortlist in float32), or, with ``--faiss``, an approximate one through the FAISS index that
 ``clipita index --faiss true`` built.
 
 Library use::
