@@ -65,6 +65,7 @@ def encode(
         text_encoder,
         batch_size=batch_size,
         num_workers=num_workers,
+        tokenizer=dm.lexical_tokenizer(),  # the model's lexical signal, when it has one: token ids are stored too
     )
     trainer = L.Trainer(
         devices=devices,

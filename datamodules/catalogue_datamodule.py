@@ -63,7 +63,11 @@ class CatalogueDataModule(L.LightningDataModule):
             when ``balance_power = 1``). Feature path only.
         balance_power: strength of the category balancing (0 = uniform over products).
         encode_workers: image-decoding worker processes per rank while building the feature cache.
-        encoders: the object holding the frozen towers (``.image_encoder`` may be None for text-only models).
+        encoders: the object holding the frozen towers (``.image_encoder`` may be None for text-only models). When
+            it also has a lexical signal (``.lexical``, not None: an object with ``tokenize(texts)``,
+            ``num_buckets`` and ``tokenizer_id``), each product's hashed title + attribute tokens are stored beside
+            the features, batches carry ``lexical_tokens`` and :attr:`lexical_statistics` counts the training
+            split; without one nothing lexical is encoded or read.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class CatalogueDataModule(L.LightningDataModule):
         self.manifest: dict | None = None
         self.tree: CategoryTree | None = None
         self.datasets: dict[str, Dataset] = {}
+        self._lexical_statistics: dict | None = None
 
     # ---------------------------------------------------------------------------------------------- building
     def _sample_key(self) -> dict | None:
@@ -200,6 +205,23 @@ class CatalogueDataModule(L.LightningDataModule):
             )
         return getattr(holder, "image_encoder", None), holder.text_encoder
 
+    def lexical_tokenizer(self) -> Any:
+        """The encoders' lexical signal (its ``tokenize``), or None when the model has none."""
+        return getattr(self.encoders, "lexical", None)
+
+    @property
+    def lexical_statistics(self) -> dict | None:
+        """BM25 corpus statistics of the TRAINING split's token rows (``{"doc_freq", "num_docs", "avg_len"}``,
+        plain numpy data for ``LexicalSignal.set_statistics``), or None without a token store. Counted once per
+        DataModule by a streaming bincount (``FeatureSplit.lexical_statistics``)."""
+        tokenizer = self.lexical_tokenizer()
+        train = self.datasets.get("train")
+        if tokenizer is None or not isinstance(train, FeatureSplit):
+            return None
+        if self._lexical_statistics is None:
+            self._lexical_statistics = train.lexical_statistics(int(tokenizer.num_buckets))
+        return self._lexical_statistics
+
     def prepare_data(self) -> None:
         self.ensure_shards()  # local rank 0 only; the features are encoded by every rank in setup
 
@@ -255,6 +277,7 @@ class CatalogueDataModule(L.LightningDataModule):
                 world_size=world_size,
                 barrier=barrier,
                 progress=os.environ.get("CLIPITA_QUIET") is None,
+                tokenizer=self.lexical_tokenizer(),
             )
             for split in SPLITS:
                 info = self.manifest["splits"][split]

@@ -10,7 +10,7 @@ The same code runs as a Lightning predict job (``EncodeJob``: ``clipita encode``
 devices/num_nodes/strategy, so torchrun and SLURM launch it unchanged) and inside the DataModule's ``setup`` on
 every rank of a fit (``encode_features`` with the trainer's rank and barrier).
 
-Why one file of ~410 lines: the shard plan, the decoding loader, the writer and the two drivers (a plain rank-aware
+Why one file of ~450 lines: the shard plan, the decoding loader, the writer and the two drivers (a plain rank-aware
 function and the Lightning predict job) share one contract (which rank writes which feature shard) and change together.
 """
 
@@ -37,7 +37,15 @@ from datamodules.feature_reuse import (
     reuse_indexes,
     sample_digests,
 )
-from datamodules.features import DIGEST, IMAGE_ARRAYS, TEXT_ARRAYS, FeatureCacheError, FeatureStore
+from datamodules.features import (
+    ARRAYS,
+    DIGEST,
+    LEXICAL_TOKENS,
+    FeatureCacheError,
+    FeatureStore,
+    concat_rows,
+)
+from datamodules.lexical_store import lexical_texts, lexical_token_rows, tokenizer_key
 from datamodules.records import decode_sample
 
 
@@ -55,6 +63,10 @@ class ShardJob:
     count: int
     image: bool
     text: bool
+    lexical: bool = False
+
+    def kinds(self) -> list[str]:
+        return [k for k in ("image", "text", "lexical") if getattr(self, k)]
 
 
 def plan(stores: dict[str, FeatureStore], rank: int, world_size: int) -> list[ShardJob]:
@@ -64,10 +76,11 @@ def plan(stores: dict[str, FeatureStore], rank: int, world_size: int) -> list[Sh
     for n, (name, count, _) in enumerate(reference.shards):
         if n % world_size != rank:
             continue
-        image = "image" in stores and not stores["image"].shard_done(name)
-        text = "text" in stores and not stores["text"].shard_done(name)
-        if image or text:
-            jobs.append(ShardJob(name, count, image, text))
+        image, text, lexical = (
+            k in stores and not stores[k].shard_done(name) for k in ("image", "text", "lexical")
+        )
+        if image or text or lexical:
+            jobs.append(ShardJob(name, count, image, text, lexical))
     return jobs
 
 
@@ -106,12 +119,12 @@ class ShardBatches(torch.utils.data.IterableDataset):
 
     def _shard_batches(self, job: ShardJob):
         url = str(Path(self.shard_dir) / job.name)
-        kinds = [k for k, needed in (("image", job.image), ("text", job.text)) if needed]
+        kinds = job.kinds()
         if any(k in self.reuse for k in kinds):
             copied = self._copied(job, url, kinds)
             if copied is not None:
                 kinds = [k for k in kinds if k not in copied["copied"]]
-                job = ShardJob(job.name, job.count, "image" in kinds, "text" in kinds)
+                job = ShardJob(job.name, job.count, "image" in kinds, "text" in kinds, "lexical" in kinds)
                 copied["last"] = not kinds
                 yield copied
                 if not kinds:
@@ -156,12 +169,12 @@ class ShardBatches(torch.utils.data.IterableDataset):
             shard, row = index.lookup(digests)
             if len(records) and (shard < 0).any():
                 continue
-            names = IMAGE_ARRAYS if kind == "image" else tuple(a for a in TEXT_ARRAYS if a != "category")
+            names = tuple(a for a in ARRAYS[kind] if a != "category")
             copied[kind] = {**index.gather(names, shard, row), DIGEST: digests}
         if not copied:
             return None
         batch = self._batch(job, records, [], [], last=False)
-        batch.update(need_image=False, need_text=False, copied=copied, digests={})
+        batch.update(need_image=False, need_text=False, need_lexical=False, copied=copied, digests={})
         return batch
 
     def _decode(self, sample: dict, product_id: str, url: str) -> torch.Tensor:
@@ -177,12 +190,13 @@ class ShardBatches(torch.utils.data.IterableDataset):
     def _batch(
         job: ShardJob, rows: list, images: list[torch.Tensor], digests: list[dict[str, bytes]], last: bool
     ) -> dict[str, Any]:
-        kinds = [k for k, needed in (("image", job.image), ("text", job.text)) if needed]
+        kinds = job.kinds()
         return {
             "shard": job.name,
             "last": last,
             "need_image": job.image,
             "need_text": job.text,
+            "need_lexical": job.lexical,
             "ids": [r.id for r in rows],
             "titles": [r.title for r in rows],
             "attributes": [dict(r.attributes) for r in rows],
@@ -200,8 +214,9 @@ def encode_batch(
     tree: CategoryTree,
     attribute_names: Sequence[str],
     text_batch_size: int = 256,
+    tokenizer=None,
 ) -> dict[str, Any]:
-    """The feature rows of one decoded batch (numpy; float16 features)."""
+    """The feature rows of one decoded batch (numpy; float16 features; int32 token ids with a ``tokenizer``)."""
     n = len(batch["ids"])
     out: dict[str, Any] = {"shard": batch["shard"], "last": batch["last"], "ids": batch["ids"], "arrays": {}}
     for kind, digests in batch.get("digests", {}).items():
@@ -217,6 +232,9 @@ def encode_batch(
         else:
             feats = np.zeros((0, image_encoder.output_dim), np.float32)
         out["arrays"]["image"] = feats.astype(np.float16)
+    if batch.get("need_lexical"):
+        texts = lexical_texts(batch["titles"], batch["attributes"], attribute_names)
+        out["arrays"][LEXICAL_TOKENS] = lexical_token_rows(tokenizer, texts)
     if batch["need_text"]:
         dim = text_encoder.output_dim
         titles = batch["titles"]
@@ -271,7 +289,7 @@ class ShardWriter:
             if not mine:
                 continue  # this modality's feature shard was already there
             ids = [i for p in mine for i in p["ids"]]
-            arrays = {a: np.concatenate([p["arrays"][a] for p in mine]) for a in names}
+            arrays = {a: concat_rows([p["arrays"][a] for p in mine], a) for a in names}
             if all(f"{kind}.{DIGEST}" in p["arrays"] for p in mine):
                 arrays[DIGEST] = np.concatenate([p["arrays"][f"{kind}.{DIGEST}"] for p in mine])
             store.write_shard(encoded["shard"], ids, arrays)
@@ -279,9 +297,10 @@ class ShardWriter:
 
 
 def make_stores(
-    features_root: str | Path, manifest: dict, image_encoder, text_encoder
+    features_root: str | Path, manifest: dict, image_encoder, text_encoder, tokenizer=None
 ) -> dict[str, FeatureStore]:
-    """The feature stores of these encoders for these shards (one per tower that is not None)."""
+    """The feature stores of these encoders for these shards (one per tower that is not None, and a token store
+    when a lexical ``tokenizer`` is given)."""
     stores = {}
     if image_encoder is not None:
         stores["image"] = FeatureStore.for_encoder(
@@ -289,8 +308,14 @@ def make_stores(
         )
     if text_encoder is not None:
         stores["text"] = FeatureStore.for_encoder(features_root, "text", text_encoder.cache_key(), manifest)
+    if tokenizer is not None:
+        stores["lexical"] = FeatureStore.for_encoder(
+            features_root, "lexical", tokenizer_key(tokenizer), manifest
+        )
     if not stores:
-        raise ValueError("encoding features needs an image or a text encoder; both are None")
+        raise ValueError(
+            "encoding features needs an image encoder, a text encoder or a lexical tokenizer; none given"
+        )
     return stores
 
 
@@ -314,14 +339,16 @@ def encode_features(
     barrier: Callable[[], None] | None = None,
     progress: bool = True,
     reuse: bool = True,
+    tokenizer=None,
 ) -> list[FeatureStore]:
     """Encode this rank's missing feature shards, wait for the other ranks, and return the complete stores.
 
     Every rank of a job calls this with its ``rank`` and a ``barrier`` over all ranks (None for one process).
     With ``reuse``, shards whose products another complete store of the same encoders holds are copied from it
-    (``datamodules.feature_reuse``).
+    (``datamodules.feature_reuse``). With a lexical ``tokenizer`` (an object with ``tokenize(texts) ->
+    list[np.ndarray]``, ``num_buckets`` and ``tokenizer_id``), each product's token ids are stored as well.
     """
-    stores = make_stores(features_root, manifest, image_encoder, text_encoder)
+    stores = make_stores(features_root, manifest, image_encoder, text_encoder, tokenizer)
     if not all(s.is_complete() for s in stores.values()):
         for store in stores.values():
             store.prepare()
@@ -342,7 +369,9 @@ def encode_features(
                 total=total, desc=f"encode rank {rank}", unit=" products", disable=not progress or rank != 0
             ) as bar:
                 for batch in _loader(dataset, num_workers):
-                    writer.add(encode_batch(batch, image_encoder, text_encoder, tree, names))
+                    writer.add(
+                        encode_batch(batch, image_encoder, text_encoder, tree, names, tokenizer=tokenizer)
+                    )
                     bar.update(len(batch["ids"]))
         if barrier is not None:
             barrier()
@@ -372,6 +401,7 @@ class EncodeJob(L.LightningModule):
         batch_size: int = 64,
         num_workers: int = 2,
         reuse: bool = True,
+        tokenizer=None,
     ) -> None:
         super().__init__()
         self.reuse = reuse
@@ -381,8 +411,8 @@ class EncodeJob(L.LightningModule):
             batch_size,
             num_workers,
         )
-        self.image_encoder, self.text_encoder = image_encoder, text_encoder
-        self.stores = make_stores(features_root, manifest, image_encoder, text_encoder)
+        self.image_encoder, self.text_encoder, self.tokenizer = image_encoder, text_encoder, tokenizer
+        self.stores = make_stores(features_root, manifest, image_encoder, text_encoder, tokenizer)
         self.tree = CategoryTree.from_json(manifest["tree"]["paths"])
         self.attribute_names = list(manifest.get("attribute_names", []))
         self.writer = ShardWriter(self.stores)
@@ -400,7 +430,14 @@ class EncodeJob(L.LightningModule):
         return batch  # lists and an optional tensor: encode_batch moves the images itself
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return encode_batch(batch, self.image_encoder, self.text_encoder, self.tree, self.attribute_names)
+        return encode_batch(
+            batch,
+            self.image_encoder,
+            self.text_encoder,
+            self.tree,
+            self.attribute_names,
+            tokenizer=self.tokenizer,
+        )
 
     def on_predict_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self.writer.add(outputs)

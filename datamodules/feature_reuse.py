@@ -29,6 +29,7 @@ from datamodules.features import (
     DIGEST,
     IDS,
     META_NAME,
+    PADDED,
     FeatureStore,
     _atomic_npy,
     manifest_shards,
@@ -54,12 +55,14 @@ def text_content(record: ShardRecord) -> bytes:
 
 
 def sample_digests(sample: dict, record: ShardRecord, kinds: Sequence[str]) -> dict[str, bytes]:
-    """The digests of one WebDataset sample for the store kinds asked for (``image`` and/or ``text``)."""
+    """The digests of one WebDataset sample for the store kinds asked for (``image``, ``text``, ``lexical``: the
+    token store reads what the text store reads)."""
     out = {}
     if "image" in kinds:
         out["image"] = record_digest(record.id, bytes(sample.get("jpg", b"")))
-    if "text" in kinds:
-        out["text"] = record_digest(record.id, text_content(record))
+    for kind in ("text", "lexical"):
+        if kind in kinds:
+            out[kind] = record_digest(record.id, text_content(record))
     return out
 
 
@@ -196,9 +199,17 @@ class DonorIndex:
                 column = np.load(folder / f"{Path(shard_name).stem}.{name}.npy", mmap_mode="r")
                 parts.append((picked, np.asarray(column[row[picked]])))
             first = parts[0][1]
-            result = np.empty((len(shard), *first.shape[1:]), dtype=first.dtype)
-            for picked, values in parts:
-                result[picked] = values
+            if name in PADDED:  # token rows: donor shards differ in width
+                width = max(values.shape[1] for _, values in parts)
+                result = np.full((len(shard), width), PADDED[name], dtype=first.dtype)
+                for picked, values in parts:
+                    result[picked, : values.shape[1]] = values
+                used = (result != PADDED[name]).any(axis=0)  # as wide as the longest row, as an encode writes
+                result = result[:, : max(1, int(np.flatnonzero(used).max() + 1) if used.any() else 1)]
+            else:
+                result = np.empty((len(shard), *first.shape[1:]), dtype=first.dtype)
+                for picked, values in parts:
+                    result[picked] = values
             out[name] = result
         return out
 

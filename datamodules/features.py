@@ -10,6 +10,9 @@ Layout under ``features_root`` (one folder per encoder, so changing the text mod
     text-<hash>/<shard>.attribute_mask.npy    [n, A] bool
     text-<hash>/<shard>.category.npy          [n] int32, the product's node in the manifest's category table
     text-<hash>/<shard>.ids.npy
+    lexical-<hash>/<shard>.lexical_tokens.npy [n, L] int32 hashed token ids of title + attribute values, -1 padded
+                                              (``L`` = the shard's longest row; only for a model with a lexical
+                                              signal: its ``tokenize`` is the "encoder", its ``tokenizer_id`` the key)
     <each>/<shard>.digest.npy                 [n] S16 per-row product digests (``feature_reuse``: rows are copied
                                               into a store of another split instead of encoded again)
     <each>/meta.json                          the encoder's cache key, the products' fingerprint, attribute names
@@ -48,6 +51,11 @@ IDS = "ids"
 DIGEST = "digest"  # per-row product digests (datamodules.feature_reuse), optional
 IMAGE_ARRAYS = ("image",)
 TEXT_ARRAYS = ("title", "title_mask", "attributes", "attribute_mask", "category")
+LEXICAL_TOKENS = "lexical_tokens"
+LEXICAL_ARRAYS = (LEXICAL_TOKENS,)
+ARRAYS = {"image": IMAGE_ARRAYS, "text": TEXT_ARRAYS, "lexical": LEXICAL_ARRAYS}
+# arrays whose row width differs between shards (padded with -1 to the widest when rows of shards meet)
+PADDED = {LEXICAL_TOKENS: -1}
 # feature-store array -> batch key (ARCHITECTURE.md)
 BATCH_KEYS = {
     "image": "image_features",
@@ -114,13 +122,13 @@ class FeatureStore:
         self.folder = Path(folder)
         self.meta = meta
         self.shards = list(shards)
-        self.arrays = IMAGE_ARRAYS if meta["kind"] == "image" else TEXT_ARRAYS
+        self.arrays = ARRAYS[meta["kind"]]
 
     @classmethod
     def for_encoder(
         cls, features_root: str | Path, kind: str, encoder_key: dict, manifest: dict
     ) -> FeatureStore:
-        names = list(manifest.get("attribute_names", [])) if kind == "text" else None
+        names = list(manifest.get("attribute_names", [])) if kind in ("text", "lexical") else None
         meta = cache_meta(kind, encoder_key, products_fingerprint(manifest), names)
         return cls(cache_dir(features_root, meta), meta, manifest_shards(manifest))
 
@@ -201,6 +209,19 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def concat_rows(parts: Sequence[np.ndarray], array: str) -> np.ndarray:
+    """Concatenate row blocks of one array; a padded array's blocks are first padded to the widest."""
+    if array not in PADDED or len({p.shape[1:] for p in parts}) <= 1:
+        return np.concatenate(parts)
+    width = max(p.shape[1] for p in parts)
+    out = np.full((sum(len(p) for p in parts), width), PADDED[array], dtype=parts[0].dtype)
+    start = 0
+    for part in parts:
+        out[start : start + len(part), : part.shape[1]] = part
+        start += len(part)
+    return out
 
 
 def describe(stores: Sequence[FeatureStore]) -> dict[str, Any]:
@@ -307,7 +328,11 @@ class FeatureSplit(Dataset):
         """Rows ``indices`` (split positions, any order) of one stored array."""
         indices = np.asarray(indices, dtype=np.int64)
         column = self.columns[array]
-        out = np.empty((len(indices), *column[0].row_shape), dtype=column[0].dtype)
+        if array in PADDED:  # rows of every shard padded to the split's widest (equal shapes collate)
+            width = max([1, *(c.row_shape[0] for c in column)])
+            out = np.full((len(indices), width), PADDED[array], dtype=column[0].dtype)
+        else:
+            out = np.empty((len(indices), *column[0].row_shape), dtype=column[0].dtype)
         if len(indices) == 0:
             return out
         if indices.min() < 0 or indices.max() >= len(self):
@@ -318,7 +343,11 @@ class FeatureSplit(Dataset):
             picked = order[shard[order] == s]
             rows = indices[picked] - self.offsets[s]
             npy = column[s]
-            out[picked] = npy.read(self.handles.fd(npy.path), rows)
+            values = npy.read(self.handles.fd(npy.path), rows)
+            if array in PADDED:
+                out[picked, : values.shape[1]] = values
+            else:
+                out[picked] = values
         return out
 
     def batch(self, indices: Sequence[int]) -> dict[str, Any]:
@@ -329,6 +358,8 @@ class FeatureSplit(Dataset):
                 values = self.read(array, indices)
                 tensor = torch.from_numpy(values)
                 out[key] = tensor if values.dtype == np.bool_ else tensor.float()
+        if LEXICAL_TOKENS in self.columns:
+            out[LEXICAL_TOKENS] = torch.from_numpy(self.read(LEXICAL_TOKENS, indices).astype(np.int64))
         out["product_id"] = [str(x) for x in self.read(IDS, indices)]
         out["category_ids"] = self._category_ids(self.read("category", indices))
         return out
@@ -363,6 +394,31 @@ class FeatureSplit(Dataset):
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every feature of the split as float32 tensors (small galleries only: loads the whole split)."""
         return self.batch(np.arange(len(self))) if len(self) else {}
+
+    def lexical_statistics(self, num_buckets: int, chunk_size: int = 65536) -> dict[str, Any] | None:
+        """BM25 corpus statistics of this split's token rows (None without a token store): ``doc_freq``
+        (``[num_buckets]`` float32: rows holding each bucket), ``num_docs`` and ``avg_len`` (tokens per row).
+        Streams ``chunk_size`` rows at a time: memory is a chunk plus the ``num_buckets`` counts."""
+        if LEXICAL_TOKENS not in self.columns:
+            return None
+        doc_freq = np.zeros(num_buckets, dtype=np.int64)
+        total = 0
+        for start in range(0, len(self), chunk_size):
+            rows = np.sort(
+                self.read(LEXICAL_TOKENS, np.arange(start, min(start + chunk_size, len(self)))), axis=1
+            )
+            valid = rows >= 0
+            total += int(valid.sum())
+            valid[:, 1:] &= rows[:, 1:] != rows[:, :-1]  # each bucket once per row: document frequency
+            picked = rows[valid].astype(np.int64)
+            if len(picked) and picked.max() >= num_buckets:
+                raise FeatureCacheError(
+                    f"token id {int(picked.max())} is beyond num_buckets={num_buckets}; the token store was "
+                    "written with another tokenizer"
+                )
+            doc_freq += np.bincount(picked, minlength=num_buckets)
+        n = len(self)
+        return {"doc_freq": doc_freq.astype(np.float32), "num_docs": n, "avg_len": total / n if n else 0.0}
 
     def iter_chunks(self, chunk_size: int = 65536):
         """The split in order, ``chunk_size`` products at a time (batch dicts): evaluation at any scale."""
