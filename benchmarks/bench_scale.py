@@ -17,7 +17,8 @@ CPU time is out of reach). Every stage runs in its own process(es), which report
   category table (top-10 per category kept, chunk by chunk).
 - index: ``clipita index``'s predict job (``clipita.index_job.IndexJob``) over every split's feature rows, 1 rank
   then 2 ranks (Lightning DDP, gloo, launched like torchrun), writing one float32 + float16 index shard per input
-  shard with its product metadata (read from the shard's tar headers), then rank 0 assembling the index
+  shard with its product metadata (read from the shard's tar headers in the rank's ``--workers`` loader workers),
+  then rank 0 assembling the index
   (``clipita.index.finish_index``); the "network" is a fixed random projection of the image features (64-d).
 - search / search16: ``SearchIndex`` over the memory-mapped index shards: 64 category queries, top 10, the exact
   float32 chunked scan, then the float16 scan of the shards' float16 arrays with float32 re-ranking.
@@ -246,7 +247,7 @@ def stage_index(args) -> dict:
 
         def predict_dataloader(self):
             jobs = plan(shards, self.trainer.global_rank, self.trainer.world_size)
-            return index_loader(IndexShardBatches(jobs, 256, features), 0)
+            return index_loader(IndexShardBatches(jobs, 256, features, shard_dir), args.workers)
 
     class Net(torch.nn.Module):
         def encode_product_for_retrieval(self, batch):
@@ -258,9 +259,12 @@ def stage_index(args) -> dict:
     start = time.perf_counter()
     trainer.predict(IndexJob(Net()), datamodule=Data(), return_predictions=False)
     trainer.strategy.barrier()
+    predicted = time.perf_counter()
     if trainer.is_global_zero:
         finish_index(out, shards, {"checkpoint": "none", "tree": [], "splits": list(splits)})
-    return {"seconds": time.perf_counter() - start, "products": len(shards.rows("embedding"))}
+    end = time.perf_counter()
+    return {"seconds": end - start, "products": len(shards.rows("embedding")), "predict_seconds": predicted - start,
+            "finish_seconds": end - predicted}  # fmt: skip
 
 
 def stage_search(args, scan: str = "float32") -> dict:

@@ -34,6 +34,16 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+def shard_products(shard_path: Path, split: str) -> pd.DataFrame:
+    """The product metadata of one input shard (``clipita.index.PRODUCT_COLUMNS``), in record order."""
+    from .index import PRODUCT_COLUMNS, read_shard_metadata
+
+    rows = read_shard_metadata(shard_path)
+    for row in rows:
+        row["split"] = row["split"] or split
+    return pd.DataFrame(rows, columns=PRODUCT_COLUMNS).astype({"jpg_offset": "int64", "jpg_size": "int64"})
+
+
 class IndexShardBatches(torch.utils.data.IterableDataset):
     """Batch dicts of the given input shards, each wrapped as ``{"shard", "split", "last", "batch"}``.
 
@@ -78,7 +88,9 @@ class IndexShardBatches(torch.utils.data.IterableDataset):
                 produced += len(batch["product_id"])
             if produced != job.count:
                 raise ValueError(f"shard {job.name!r} has {produced} products, the manifest says {job.count}")
-            yield {"shard": job.name, "split": job.split, "last": True, "batch": pending}
+            # the shard's metadata is read here, in the loader worker, overlapping the forward passes
+            yield {"shard": job.name, "split": job.split, "last": True, "batch": pending,
+                   "products": shard_products(Path(self.shard_dir) / job.name, job.split)}  # fmt: skip
 
     def _feature_batches(self, job: IndexShard) -> Iterator[dict[str, Any]]:
         split = self.features[job.split]
@@ -150,7 +162,7 @@ class IndexJob(L.LightningModule):
             else np.zeros((0, 0), np.float32)
         )
         return {"shard": item["shard"], "split": item["split"], "last": item["last"], "ids": ids,
-                "embedding": embedding}  # fmt: skip
+                "embedding": embedding, "products": item.get("products")}  # fmt: skip
 
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if outputs["shard"] is None:  # a rank with nothing left to do
@@ -162,17 +174,12 @@ class IndexJob(L.LightningModule):
             self.write(outputs["shard"], outputs["split"], parts)
 
     def write(self, shard: str, split: str, parts: list[dict[str, Any]]) -> None:
-        from .index import PRODUCT_COLUMNS, read_shard_metadata
-
         ids = [i for p in parts for i in p["ids"]]
         blocks = [p["embedding"] for p in parts if len(p["ids"])]
         embedding = l2_normalize(np.concatenate(blocks)) if blocks else np.zeros((0, 0), np.float32)
-        rows = read_shard_metadata(Path(self.shard_dir) / shard)
-        for row in rows:
-            row["split"] = row["split"] or split
-        products = pd.DataFrame(rows, columns=PRODUCT_COLUMNS).astype(
-            {"jpg_offset": "int64", "jpg_size": "int64"}
-        )
+        products = parts[-1].get("products")
+        if products is None:
+            products = shard_products(Path(self.shard_dir) / shard, split)
         if products["id"].tolist() != ids:
             raise RuntimeError(f"shard {shard!r}: embedding rows and product metadata are out of order")
         arrays = {EMBEDDING: embedding, EMBEDDING16: embedding.astype(np.float16)}

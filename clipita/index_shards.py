@@ -139,7 +139,10 @@ class IndexShards:
 
     def rows(self, array: str) -> ShardedRows:
         """Every shard's ``array`` as one read-only ``[N, ...]`` array (memory-mapped, never loaded whole)."""
-        return ShardedRows([np.load(self.path(s.name, array), mmap_mode="r") for s in self.shards])
+        from datamodules.features import PADDED
+
+        parts = [np.load(self.path(s.name, array), mmap_mode="r") for s in self.shards]
+        return ShardedRows(parts, pad=PADDED.get(array))
 
     def ids(self, shard: str) -> list[str]:
         return [str(x) for x in np.load(self.path(shard, IDS))]
@@ -150,21 +153,31 @@ class ShardedRows:
 
     Supports ``len``, ``shape``, ``dtype``, slices with step 1 (a view of the file when the slice lies inside one
     shard, else a copy of just those rows) and integer-array indexing (any order): what the chunked scans and
-    FAISS read. Empty shards are skipped.
+    FAISS read. Empty shards are skipped. With ``pad`` (e.g. ``-1`` for token ids), 2-D shards of different widths
+    read as the widest, narrower rows padded with ``pad`` (``datamodules.features.PADDED``).
     """
 
-    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+    def __init__(self, parts: Sequence[np.ndarray], pad: Any = None) -> None:
         parts = [p for p in parts if len(p)]
         if not parts:
             raise ValueError("an index with no products")
         row_shapes = {p.shape[1:] for p in parts}
-        if len(row_shapes) != 1:
+        if len(row_shapes) != 1 and (pad is None or any(len(r) != 1 for r in row_shapes)):
             raise ValueError(f"index shards disagree on the row shape: {sorted(row_shapes)}")
         self.parts = parts
+        self.pad = pad
         self.offsets = np.cumsum([0] + [len(p) for p in parts])
         self.dtype = parts[0].dtype
-        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        row_shape = parts[0].shape[1:] if len(row_shapes) == 1 else (max(r[0] for r in row_shapes),)
+        self.shape = (int(self.offsets[-1]), *row_shape)
         self.ndim = len(self.shape)
+
+    def _fit(self, block: np.ndarray) -> np.ndarray:
+        if block.shape[1:] == self.shape[1:]:
+            return block
+        out = np.full((len(block), *self.shape[1:]), self.pad, dtype=self.dtype)
+        out[:, : block.shape[1]] = block
+        return out
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -180,7 +193,7 @@ class ShardedRows:
             s = first
             while s < len(self.parts) and self.offsets[s] < stop:
                 lo, hi = max(start, self.offsets[s]), min(stop, self.offsets[s + 1])
-                blocks.append(self.parts[s][lo - self.offsets[s] : hi - self.offsets[s]])
+                blocks.append(self._fit(self.parts[s][lo - self.offsets[s] : hi - self.offsets[s]]))
                 s += 1
             if len(blocks) == 1:
                 return blocks[0]
@@ -196,7 +209,7 @@ class ShardedRows:
         shard = np.searchsorted(self.offsets, index, side="right") - 1
         for s in np.unique(shard):
             picked = np.flatnonzero(shard == s)
-            out[picked] = self.parts[s][index[picked] - self.offsets[s]]
+            out[picked] = self._fit(self.parts[s][index[picked] - self.offsets[s]])
         return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

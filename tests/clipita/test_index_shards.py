@@ -108,3 +108,14 @@ def test_search_index_scans_the_shards_like_one_array(tmp_path):
     (tmp_path / "index.json").unlink()
     with pytest.raises(FileNotFoundError, match="unfinished"):
         SearchIndex.load(tmp_path)
+
+
+def test_padded_arrays_of_different_widths_read_as_the_widest():
+    a = np.array([[1, 2, -1], [3, -1, -1]], dtype=np.int32)
+    b = np.array([[4, 5, 6, 7]], dtype=np.int32)
+    rows = ShardedRows([a, b], pad=-1)
+    assert rows.shape == (3, 4)
+    np.testing.assert_array_equal(rows[0:3], [[1, 2, -1, -1], [3, -1, -1, -1], [4, 5, 6, 7]])
+    np.testing.assert_array_equal(rows[np.array([2, 0])], [[4, 5, 6, 7], [1, 2, -1, -1]])
+    with pytest.raises(ValueError, match="row shape"):
+        ShardedRows([a, b])  # float embeddings of different widths are an error, not padding
