@@ -119,3 +119,41 @@ def test_padded_arrays_of_different_widths_read_as_the_widest():
     np.testing.assert_array_equal(rows[np.array([2, 0])], [[4, 5, 6, 7], [1, 2, -1, -1]])
     with pytest.raises(ValueError, match="row shape"):
         ShardedRows([a, b])  # float embeddings of different widths are an error, not padding
+
+
+def test_fast_tar_reader_agrees_with_tarfile(tmp_path, monkeypatch):
+    import os
+
+    import webdataset as wds
+
+    import clipita.index as index_module
+    from clipita.index import read_shard_metadata
+
+    shard = tmp_path / "test-000000.tar"
+    keys = [
+        "p0",
+        "d" * 120,
+        "sub/dir/p2",
+        "prodüct-3",
+    ]  # plain, a pax long name, a directory, a non-ASCII name
+    with wds.TarWriter(str(shard), encoder=False) as sink:
+        for n, key in enumerate(keys):
+            meta = {
+                "id": f"id{n}",
+                "title": f"t{n}",
+                "category": ["A", "B"],
+                "split": "test",
+                "attributes": {},
+            }
+            sink.write({"__key__": key, "jpg": bytes([0xFF, 0xD8]) + os.urandom(700 + n),
+                        "json": json.dumps(meta).encode()})  # fmt: skip
+    fast = read_shard_metadata(shard)
+
+    def refuse(handle):
+        raise index_module._NotSimpleTar
+        yield
+
+    monkeypatch.setattr(index_module, "_fast_tar_members", refuse)
+    assert fast == read_shard_metadata(shard)  # the tarfile path
+    assert [r["key"] for r in fast] == keys and [r["id"] for r in fast] == ["id0", "id1", "id2", "id3"]
+    assert all(r["jpg_size"] > 700 for r in fast)
