@@ -268,7 +268,8 @@ def stage_index(args) -> dict:
 
 
 def stage_search(args, scan: str = "float32") -> dict:
-    """``SearchIndex`` over the memory-mapped shards: 64 category queries, top 10, chunked scan."""
+    """``SearchIndex`` over the memory-mapped shards: 64 category queries, top 10 (chunked scan), their hits'
+    metadata (read from the hits' shard tables)."""
     import torch
 
     from clipita.search_index import SearchIndex
@@ -279,7 +280,8 @@ def stage_search(args, scan: str = "float32") -> dict:
         torch.randn(64, 64, generator=torch.Generator().manual_seed(2)), dim=1
     )
     start = time.perf_counter()
-    index.topk(queries, k=10, scan=scan)
+    hits = index.hits(*index.topk(queries, k=10, scan=scan))
+    assert sum(map(len, hits)) == 640
     return {"seconds": time.perf_counter() - start, "products": len(index)}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +18,7 @@ import torch
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
 from .index import FAISS_NAME, INDEX_JSON
-from .index_shards import EMBEDDING, EMBEDDING16, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
+from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
 
 CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
@@ -88,6 +90,13 @@ def half_scan_topk(
 
 
 # ------------------------------------------------------------------------------------------------ the index
+def _category_path(product: dict[str, Any]) -> CategoryPath:
+    """A product's category path (stored as a JSON list of names; older indexes as a display string)."""
+    if product.get("category_path") is not None:
+        return tuple(json.loads(product["category_path"]))
+    return tuple(split_query(str(product["category"])))
+
+
 @dataclass
 class SearchIndex:
     """An index folder written by ``clipita index``: product embeddings, metadata, and optionally FAISS.
@@ -95,15 +104,17 @@ class SearchIndex:
     Attributes:
         folder: the index folder.
         info: ``index.json``.
-        products: ``products.parquet`` (row i describes embedding row i).
         embeddings: float32 ``[N, D]``, memory-mapped (read-only): the shards' arrays seen as one
             (:class:`~clipita.index_shards.ShardedRows`), or an older index's ``embeddings.npy``.
+        products: ``products.parquet`` (row i describes embedding row i), read on first use; the hits of a
+            search read only their rows, from the shards' own tables (:meth:`product_row`).
     """
 
     folder: Path
     info: dict[str, Any]
-    products: pd.DataFrame
     embeddings: np.ndarray
+    _products: pd.DataFrame | None = field(default=None, repr=False)
+    _shard_tables: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _faiss: Any = field(default=None, repr=False)
     _half: torch.Tensor | None = field(default=None, repr=False)
     _half_rows: ShardedRows | None = field(default=None, repr=False)
@@ -141,12 +152,49 @@ class SearchIndex:
             embeddings = np.load(
                 folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
             )
-        products = pd.read_parquet(folder / files.get("products", "products.parquet"))
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(products):
+        products = None
+        if shards is None:
+            products = pd.read_parquet(folder / files.get("products", "products.parquet"))
+            count = len(products)
+        else:  # the shards' counts (their tables are read row by row for the hits)
+            count = sum(s.count for s in shards.shards)
+        if embeddings.ndim != 2 or embeddings.shape[0] != count:
             raise ValueError(
-                f"{folder}: {embeddings.shape[0]} embedding rows but {len(products)} products in the metadata"
+                f"{folder}: {embeddings.shape[0]} embedding rows but {count} products in the metadata"
             )
-        return cls(folder, info, products, embeddings, _half_rows=half, _shards=shards)
+        return cls(folder, info, embeddings, _products=products, _half_rows=half, _shards=shards)
+
+    @property
+    def products(self) -> pd.DataFrame:
+        """Every product's metadata (``products.parquet``), read on first use."""
+        if self._products is None:
+            name = self.info.get("files", {}).get("products", "products.parquet")
+            self._products = pd.read_parquet(self.folder / name)
+        return self._products
+
+    def product_row(self, row: int) -> dict[str, Any]:
+        """Product ``row``'s metadata (see :meth:`product_rows`)."""
+        return self.product_rows([row])[row]
+
+    def product_rows(self, rows: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The metadata of products ``rows``: from the whole table when it is loaded, else from their shards' own
+        tables, each read once per call (a few are cached): memory independent of the index size."""
+        wanted = sorted({int(r) for r in rows})
+        if self._products is not None or self._shards is None:
+            return {r: self.products.iloc[r].to_dict() for r in wanted}
+        shards = self._shards.shards
+        offsets = np.cumsum([0] + [s.count for s in shards])
+        out: dict[int, dict[str, Any]] = {}
+        for row, s in zip(wanted, np.searchsorted(offsets, wanted, side="right") - 1, strict=True):
+            name = shards[int(s)].name
+            table = self._shard_tables.pop(name, None)
+            if table is None:
+                table = pd.read_parquet(self._shards.path(name, PRODUCTS))
+            self._shard_tables[name] = table
+            while len(self._shard_tables) > 16:
+                self._shard_tables.popitem(last=False)
+            out[row] = table.iloc[row - int(offsets[s])].to_dict()
+        return out
 
     def array(self, name: str) -> ShardedRows:
         """A per-product array stored beside the embeddings (:data:`clipita.index_shards.EXTRA_ARRAYS`), row i =
@@ -252,21 +300,19 @@ class SearchIndex:
     def category_path(self, row: int) -> CategoryPath:
         """The category path of product ``row`` (stored as a JSON list of names; older indexes as a display
         string)."""
-        products = self.products
-        if "category_path" in products.columns:
-            return tuple(json.loads(products["category_path"].iat[row]))
-        return tuple(split_query(str(products["category"].iat[row])))
+        return _category_path(self.product_row(row))
 
     def hits(self, scores: torch.Tensor, rows: torch.Tensor) -> list[list[dict[str, Any]]]:
         """Ranked result dicts per query: ``rank``, ``row``, ``id`` (the original product id), ``title``,
         ``category`` (display string), ``category_path`` (list of names), ``split``, ``score``."""
         out = []
+        products = self.product_rows([r for r in rows.flatten().tolist() if r >= 0])
         for score_row, index_row in zip(scores.tolist(), rows.tolist(), strict=True):
             ranked = []
             for score, row in zip(score_row, index_row, strict=True):
                 if row < 0:
                     continue
-                product = self.products.iloc[row]
+                product = products[row]
                 ranked.append(
                     {
                         "rank": len(ranked) + 1,
@@ -274,7 +320,7 @@ class SearchIndex:
                         "id": str(product["id"]),
                         "title": str(product["title"]),
                         "category": str(product["category"]),
-                        "category_path": list(self.category_path(row)),
+                        "category_path": list(_category_path(product)),
                         "split": str(product["split"]),
                         "score": float(score),
                     }

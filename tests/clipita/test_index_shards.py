@@ -91,7 +91,7 @@ def test_search_index_scans_the_shards_like_one_array(tmp_path):
     }  # fmt: skip
     (tmp_path / "index.json").write_text(json.dumps(info))
     index = SearchIndex.load(tmp_path)
-    assert len(index) == 123 and index.products["id"].tolist() == ids
+    assert len(index) == 123
     queries = torch.nn.functional.normalize(
         torch.randn(3, 16, generator=torch.Generator().manual_seed(0)), dim=1
     )
@@ -102,6 +102,12 @@ def test_search_index_scans_the_shards_like_one_array(tmp_path):
     assert torch.equal(half_rows, rows)
     torch.testing.assert_close(half_scores, scores)
     assert index._half is None  # the float16 scan read the shards' float16 arrays, no copy in memory
+    hits = index.hits(scores, rows)
+    assert [h["id"] for h in hits[0]] == [ids[r] for r in rows[0].tolist()]
+    assert hits[0][0]["category_path"] == ["A", "B"] and index.category_path(int(rows[1, 0])) == ("A", "B")
+    assert index._products is None  # the hits read their shards' tables, not the whole products.parquet
+    assert index.products["id"].tolist() == ids
+    assert index.hits(scores, rows) == hits  # the same rows from the whole table
     np.testing.assert_array_equal(index.array("embedding16")[5:7], full[5:7].astype(np.float16))
     with pytest.raises(KeyError, match="tokens"):
         index.array("tokens")
