@@ -67,6 +67,13 @@ def make_cli(args: list[str] | None = None, run: bool = True):
                 default=False,
                 help="after fit, evaluate the best checkpoint on the test split and print its metrics",
             )
+            parser.add_argument(
+                "--refit_after_choice",
+                type=bool,
+                default=False,
+                help="after fit, train again on every training leaf (data.pseudo_novel_fraction 0) keeping the "
+                "scorer the fit chose on its pseudo-novel validation (clipita.experiment.refit_after_choice)",
+            )
             # the DataModule gets the network's frozen towers (jsonargparse instantiates the model first)
             parser.link_arguments(
                 "model", "data.encoders", compute_fn=lambda module: module.net, apply_on="instantiate"
@@ -109,13 +116,20 @@ def make_cli(args: list[str] | None = None, run: bool = True):
                     config["ckpt_path"] = str(found)
 
         def after_fit(self) -> None:
-            if self.config.get(self.subcommand, {}).get("test_after_fit"):
+            config = self.config.get(self.subcommand, {})
+            trainer, model, datamodule = self.trainer, self.model, self.datamodule
+            if config.get("refit_after_choice"):
+                from clipita.refit import fit_args, refit_after_choice
+
+                tokens = fit_args(sys.argv[1:] if args is None else args, self.subcommand)
+                trainer, model, datamodule = refit_after_choice(make_cli, tokens, model, trainer, datamodule)
+            if config.get("test_after_fit"):
                 ckpt = (
                     "best"
-                    if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
+                    if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
                     else None
                 )
-                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+                trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
 
     return ClipitaCLI(
         ClipItaModule,

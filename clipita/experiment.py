@@ -2,6 +2,9 @@
 
 The leaderboard, the Optuna sweeps and the ablations all train through this one function, so they run exactly the
 module, DataModule and Trainer that ``clipita fit --config ...`` runs.
+
+``refit_after_choice: true`` in a fit config (the adaptive recipe) refits after the scorer is chosen: see
+:mod:`clipita.refit`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 
 import torch
 import yaml
+
+from clipita.refit import NAMED_LOGGERS, chosen_retrieval, fit_args  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -26,6 +31,7 @@ class RunResult:
     test: dict[str, float] = field(default_factory=dict)
     test_per_query: dict[str, torch.Tensor] = field(default_factory=dict)
     best_checkpoint: str | None = None
+    choice_run: RunResult | None = None  # with refit_after_choice: the fit that chose the scorer
 
     @property
     def query_paths(self) -> list[tuple[str, ...]]:
@@ -34,9 +40,6 @@ class RunResult:
     @property
     def settings(self) -> dict[str, torch.Tensor]:
         return self.module.settings
-
-
-NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger")  # loggers with a save_dir/name/version run folder
 
 
 def read_fit_config(path: str | Path | None) -> dict[str, Any]:
@@ -102,11 +105,14 @@ def fit_and_test(
         config: a ``clipita fit`` YAML; None for the defaults.
         overrides: ``--key value`` pairs exactly as on the command line, e.g.
             ``["--model.loss.temperature", "0.05", "--trainer.max_epochs", "5"]``.
-        callbacks: extra Lightning callbacks (e.g. Optuna's pruning callback) added to the config's own.
-        test: evaluate on the test split after fitting.
+        callbacks: extra Lightning callbacks (e.g. Optuna's pruning callback) added to the config's own (the
+            first fit's only, with ``refit_after_choice``).
+        test: evaluate on the test split after fitting (after the refit, with ``refit_after_choice``: the result
+            is the refit's, the choosing fit is ``result.choice_run``).
     """
     from clipita.cli import make_cli
     from clipita.modalities import check_modalities
+    from clipita.refit import refit_after_choice
 
     args = (["--config", config] if config else []) + list(overrides)
     cli = make_cli(args, run=False)
@@ -115,7 +121,14 @@ def fit_and_test(
     for callback in callbacks:
         trainer.callbacks.append(callback)
     trainer.fit(module, datamodule=datamodule)
+    choice_run = None
+    if cli.config.get("refit_after_choice"):
+        choice_run = RunResult(module, datamodule, trainer, val=_scalars(trainer.callback_metrics, "val/"))
+        trainer, module, datamodule = refit_after_choice(make_cli, args, module, trainer, datamodule)
+        if trainer is choice_run.trainer:
+            choice_run = None
     result = RunResult(module, datamodule, trainer, val=_scalars(trainer.callback_metrics, "val/"))
+    result.choice_run = choice_run
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
         result.best_checkpoint = checkpoint.best_model_path

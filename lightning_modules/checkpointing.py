@@ -6,15 +6,18 @@ A checkpoint is a Lightning ``.ckpt`` whose module is :class:`~lightning_modules
 ``state_dict``
     ``net.<name>``: the network's parameters and buffers, *less* the frozen pretrained towers
     (``net.image_encoder.*`` / ``net.text_encoder.*`` when not fine-tuned and loaded from named pretrained weights):
-    they are rebuilt from their names in ``net_config``. Other keys (``loss.*``) belong to training.
+    they are rebuilt from their names in ``net_config``. A network with ``lexical_signal`` keeps its BM25 corpus
+    statistics of the training split here too (``net.lexical.doc_freq`` / ``num_docs`` / ``avg_len`` buffers), so
+    a loaded model scores BM25 exactly as its test did. Other keys (``loss.*``) belong to training.
 ``checkpoint["clipita"]``
     ``version``: :data:`VERSION`.
     ``net_config``: ``ClipIta(**net_config)`` rebuilds the network (encoder names and weights, modalities, heads,
     fusion, ``attribute_names``, ``category_text``, ``route_novel_categories``...).
     ``trained_categories``: every category path (a list of names, root first) with a training product: the model's
     trained set; queries outside it are *novel* (see :mod:`lightning_modules.model`).
-    ``retrieval``: a free-form dict of retrieval decisions (e.g. a future novel-category rule), restored into
-    ``ClipIta.retrieval``.
+    ``retrieval``: a free-form dict of retrieval decisions, restored into ``ClipIta.retrieval``: the scorer's
+    signal weights (``seen_/novel_`` ``title_weight``, ``image_weight``, ``lexical_weight``) and the validation
+    evidence they were chosen on (``scorer_choice``; see :mod:`lightning_modules.scorer_choice`).
     ``frozen``: the state-dict prefixes left out.
     ``loss``: ``{"class_path", "init_args"}`` of the training loss (for the record; retrieval does not need it).
 

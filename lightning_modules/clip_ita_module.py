@@ -13,7 +13,8 @@ from .checkpointing import restore_module_state, write_checkpoint
 from .losses import InfoNCELoss
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
-from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe
+from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals, weight_key
+from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 
 TrainLevel = Literal["leaf", "random"]
 
@@ -38,12 +39,24 @@ class ClipItaModule(L.LightningModule):
         scheduler: ``cosine`` decay to zero over training, or ``none``.
         train_category_level: pair each product with its leaf category, or a random level of its path each step.
         eval_max_rank: ranking depth kept by the retrieval metrics (R-precision/MRR are capped there).
-        choose_scorer: choose the title-match weights of the scorer (``novel_title_weight`` for novel categories,
-            ``seen_title_weight`` for trained ones) on the validation split, every validation epoch, from
-            ``scorer_grid`` (:mod:`lightning_modules.scorer_choice`); the choice is kept in ``net.retrieval`` and
-            so in each checkpoint. Needs ``net.route_novel_categories``. Pair it with ``data.pseudo_novel_fraction``
-            so validation has novel categories to choose from.
-        scorer_grid: the title-match weights tried (in [0, 1]; 0 = the trained towers, 1 = the title match).
+        choose_scorer: choose the weights of the scorer's signals on the validation split, every validation epoch,
+            from ``scorer_grid`` (:mod:`lightning_modules.scorer_choice`): the title-match weights
+            (``novel_title_weight`` for novel categories, ``seen_title_weight`` for trained ones) with
+            ``net.route_novel_categories``, the image-only weights (``novel_image_weight``, ``seen_image_weight``)
+            with ``net.image_evidence``, the BM25 weights (``novel_lexical_weight``, ``seen_lexical_weight``) with
+            ``net.lexical_signal``. The choice is kept in ``net.retrieval`` and so in each checkpoint. Needs at
+            least one of the two. Pair it with ``data.pseudo_novel_fraction`` so validation has novel categories to
+            choose from.
+        scorer_grid: the weights tried for each signal (in [0, 1]; 0 = the fused towers, 1 = the title match /
+            the image-only tower).
+        scorer_min_queries: a side (seen / novel) with fewer validation queries than this keeps the preferred
+            scorer (title weight 0, the fused towers) instead of choosing on them (the adaptive recipe: 5).
+        choose_taxonomy: with ``choose_scorer``, also choose the tree terms of the query vectors
+            (:mod:`lightning_modules.taxonomy_scoring`: a novel category borrows its trained parent, an inner node its
+            trained descendants) on validation.
+        image_loss_weight: weight of the contrastive loss of the image-only product embedding against the same
+            category tower, added to the fused one (only with ``net.image_evidence``; must then be > 0, so the
+            image-only head is trained).
 
     Validation reports ``specific_seen`` (leaves the network trained on) and ``specific_novel`` (leaves it did not:
     the pseudo-novel ones) beside the other groups; with ``choose_scorer`` also ``val/scorer_*_title_weight`` (the
@@ -63,17 +76,31 @@ class ClipItaModule(L.LightningModule):
         eval_max_rank: int = 1000,
         choose_scorer: bool = False,
         scorer_grid: list[float] = list(DEFAULT_GRID),  # noqa: B006 - jsonargparse schema default; copied
+        image_loss_weight: float = 1.0,
+        scorer_min_queries: int = 1,
+        choose_taxonomy: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss"])
         if lr <= 0 or encoder_lr <= 0:
             raise ValueError(f"learning rates must be > 0, got lr={lr}, encoder_lr={encoder_lr}")
-        if choose_scorer and not net.route_novel_categories:
+        if choose_scorer and not network_signals(net):
             raise ValueError(
-                "model.choose_scorer needs model.net.route_novel_categories: true (the retrieval vectors then carry "
-                "the frozen title part whose weight is chosen)"
+                "model.choose_scorer needs model.net.route_novel_categories, image_evidence or lexical_signal: true "
+                "(a signal whose weight is chosen: the frozen title match, the image-only tower, BM25)"
             )
-        self.scorer_selection = ScorerSelection(scorer_grid) if choose_scorer else None
+        if net.image_evidence and not image_loss_weight > 0:
+            raise ValueError(
+                f"model.image_loss_weight must be > 0 with model.net.image_evidence (it trains the image-only "
+                f"head), got {image_loss_weight}"
+            )
+        self.scorer_selection = (
+            ScorerSelection(scorer_grid, network_signals(net), scorer_min_queries, choose_taxonomy)
+            if choose_scorer
+            else None
+        )
+        self.lexical_query = None  # the lexical side of this evaluation's queries (ClipIta.lexical_query)
+        self.kept_retrieval: dict | None = None  # a scorer choice kept instead of re-chosen (see keep_scorer)
         self.net = net
         self.loss = InfoNCELoss() if loss is None else loss
         self.metrics = torch.nn.ModuleDict(
@@ -102,6 +129,9 @@ class ClipItaModule(L.LightningModule):
         self.set_category_table(dm.tree.texts(self.net.category_text), dm.tree, dm.unseen_category_ids)
         self.seen_category_ids = torch.as_tensor(dm.train_category_ids, dtype=torch.long, device=self.device)
         self.net.set_trained_categories(dm.tree.paths[i] for i in dm.train_category_ids)
+        statistics = getattr(dm, "lexical_statistics", None)
+        if self.net.lexical is not None and statistics is not None:  # BM25 statistics of the training split
+            self.net.lexical.set_statistics(statistics)
         self.val_settings = self.validation_groups()
 
     def validation_groups(self) -> dict[str, torch.Tensor]:
@@ -183,16 +213,25 @@ class ClipItaModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self.check_finite(batch, "train")
-        products = self.net.encode_product(batch)
+        views = self.net.encode_product_views(batch)
+        products = views["product"]
         targets = self.training_targets(batch["category_ids"])
         categories = self.category_embeddings(targets)
         extra = {}
         if getattr(self.loss, "table_weight", 0) > 0:  # every category seen in training, as negatives
             ids = self.seen_category_ids
             extra = {"table_embeddings": self.category_embeddings(ids), "table_ids": ids}
-        loss = self.loss(
-            products, categories, target_ids=targets, product_category_ids=batch["category_ids"], **extra
-        )
+
+        def contrastive(view: torch.Tensor) -> torch.Tensor:
+            return self.loss(
+                view, categories, target_ids=targets, product_category_ids=batch["category_ids"], **extra
+            )
+
+        loss = contrastive(products)
+        if "image" in views:  # the image-only tower, against the same category tower
+            image_loss = contrastive(views["image"])
+            self.log("train/image_loss", image_loss.detach(), batch_size=products.shape[0])
+            loss = loss + self.hparams.image_loss_weight * image_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss {loss.item()} at step {self.global_step}; products in the batch: "
@@ -224,6 +263,7 @@ class ClipItaModule(L.LightningModule):
         groups = self.val_settings if stage == "val" and self.val_settings else self.settings
         with torch.no_grad():
             metric.set_queries(self.query_embeddings(), {k: v.to(self.device) for k, v in groups.items()})
+            self.lexical_query = self.net.lexical_query(self.category_texts, self.category_paths)
         if self._choosing(stage):
             features = None if self.net.text_encoder.trainable else self.category_text_features
             self.scorer_selection.start(self.net, self.category_texts, self.category_paths, features)
@@ -233,21 +273,44 @@ class ClipItaModule(L.LightningModule):
     def _eval_step(self, stage: str, batch: dict) -> None:
         self.check_finite(batch, stage)
         vectors = self.net.encode_product_for_retrieval(batch)
-        self.metrics[stage].update(vectors, batch["category_ids"])
+        metric, tokens = self.metrics[stage], batch.get("lexical_tokens")
+        if (
+            self.lexical_query is not None and tokens is not None
+        ):  # dense + the chosen BM25 term: ClipIta.score
+            scores = self.net.score(metric.query_embeddings, vectors, self.lexical_query, tokens)
+            metric.update_scores(scores, batch["category_ids"])
+        else:
+            metric.update(vectors, batch["category_ids"])
         if self._choosing(stage):
             self.scorer_selection.update(vectors, batch["category_ids"], batch)
 
+    def keep_scorer(self, record: dict) -> None:
+        """Score with a scorer choice made earlier (e.g. by a fit on pseudo-novel validation) and keep it: validation
+        then still reports ``val/chosen/*`` under those weights, but no longer re-chooses them (a refit on every
+        training leaf has no novel validation category to choose from)."""
+        self.kept_retrieval = dict(record)
+        self.net.retrieval = dict(record)
+
     def _choose_scorer(self) -> None:
-        """Choose the title-match weights on this validation epoch and keep them in ``net.retrieval``."""
+        """Choose the scorer's weights on this validation epoch and keep them in ``net.retrieval`` (or, after
+        :meth:`keep_scorer`, measure the kept ones)."""
         selection = self.scorer_selection
         titles = torch.tensor(float(selection.titles_present), device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:
             titles = self.trainer.strategy.reduce(titles, reduce_op="sum")
-        record = selection.compute(titles_present=int(titles.item()))
+        record = selection.compute(titles_present=int(titles.item()), kept=self.kept_retrieval)
         record[CHOICE_KEY]["epoch"] = int(self.current_epoch)
-        self.net.retrieval.update(record)
-        self.log("val/scorer_novel_title_weight", float(record["novel_title_weight"]), sync_dist=False)
-        self.log("val/scorer_seen_title_weight", float(record["seen_title_weight"]), sync_dist=False)
+        if self.kept_retrieval is None:
+            self.net.retrieval.update(record)
+        shown = self.net.retrieval
+        for signal in selection.points[0]:
+            for side in ("novel", "seen"):
+                key = weight_key(side, signal)
+                if key in shown:
+                    self.log(f"val/scorer_{key}", float(shown[key]), sync_dist=False)
+        for key in (NOVEL_PARENT_WEIGHT, DESCENDANT_WEIGHT):
+            if key in shown:
+                self.log(f"val/scorer_{key}", float(shown[key]), sync_dist=False)
         for name in ("all", "seen", "novel"):
             value = record[CHOICE_KEY].get(f"val_chosen_map@10_{name}")
             if value is not None:

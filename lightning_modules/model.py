@@ -13,6 +13,16 @@ How much a query's score leans on the frozen title match is a retrieval decision
 (and so in the checkpoint): ``novel_title_weight`` (default 1.0: a novel query is the title match alone) and
 ``seen_title_weight`` (default 0.0: a trained query is the trained towers alone). Each is a convex mix, ``(1 - w) *
 trained + w * title``; :mod:`lightning_modules.scorer_choice` chooses them on the validation split.
+
+With ``image_evidence`` the network also trains an image-only product embedding against the same category tower, and
+the trained part of the score is itself a convex mix ``(1 - v) * fused + v * image-only``, with ``v`` =
+``seen_image_weight`` / ``novel_image_weight`` (default 0.0: the fused towers). A query's whole score is then
+
+    (1 - w) * (1 - v) * <category, fused> + (1 - w) * v * <category, image-only> + w * <name, title>,
+
+still one dot product of a query vector with a product's retrieval vector (:meth:`ClipIta.encode_query`,
+:meth:`ClipIta.encode_product_for_retrieval`). ``w = 0, v = 1`` is CLIP-I's scorer: the image alone against the
+category tower, which is what a catalogue whose titles are noise should fall back to.
 """
 
 from __future__ import annotations
@@ -29,10 +39,18 @@ from .components.fusion import FusionType, Modality, check_modalities, create_fu
 from .components.image_encoder import OFFLINE_EFFICIENTNET_LITE0, ImageEncoder
 from .components.projection_head import HeadType, create_head
 from .components.text_encoder import OFFLINE_MINILM, TextEncoder
+from .lexical import LexicalSignal
+from .scoring import (  # noqa: F401 - the retrieval-record keys, re-exported where they always were
+    NOVEL_IMAGE_WEIGHT,
+    NOVEL_LEXICAL_WEIGHT,
+    NOVEL_TITLE_WEIGHT,
+    SEEN_IMAGE_WEIGHT,
+    SEEN_LEXICAL_WEIGHT,
+    SEEN_TITLE_WEIGHT,
+    RetrievalScorer,
+)
 
 CategoryText = Literal["leaf", "path"]
-NOVEL_TITLE_WEIGHT = "novel_title_weight"  # retrieval-record keys (see the module docstring)
-SEEN_TITLE_WEIGHT = "seen_title_weight"
 CATEGORY_SEPARATOR = " > "  # the display form of a category path, as datamodules.category_tree writes it
 
 
@@ -55,7 +73,7 @@ def _plain(value: Any) -> Any:
 
 
 @final  # jsonargparse: a group of plain options (--model.net.embed_dim), not a class_path choice
-class ClipIta(nn.Module):
+class ClipIta(RetrievalScorer, nn.Module):
     """The retrieval model. Training, evaluation, prediction, indexing and search all go through
     ``encode_product`` / ``encode_product_for_retrieval`` and ``encode_query_texts``.
 
@@ -110,6 +128,15 @@ class ClipIta(nn.Module):
             (trained) or ``[0, name]`` (novel); see :meth:`encode_product_for_retrieval` / :meth:`encode_query`.
             The mix of each side is a retrieval decision in :attr:`retrieval` (``seen_title_weight``,
             ``novel_title_weight``; chosen on validation by ``model.choose_scorer``).
+        image_evidence: also embed each product from its image alone, by its own projection head trained against
+            the same category tower (the LightningModule adds its contrastive loss, ``model.image_loss_weight``),
+            and append it to the retrieval vectors: the scorer can then lean on image-only evidence for a query
+            (``seen_image_weight`` / ``novel_image_weight`` in :attr:`retrieval`, chosen on validation). Needs
+            ``image`` among the modalities.
+        lexical_signal: add a normalised BM25 match of the query text with each product's title and attribute
+            values to the dense score (:meth:`score`; weights ``seen_lexical_weight`` / ``novel_lexical_weight`` in
+            :attr:`retrieval`, chosen on validation). Its corpus statistics come from the training split
+            (the LightningModule sets them) and travel in the checkpoint as buffers of :attr:`lexical`.
         category_text: encode a category from its own name (``leaf``) or its full path (``path``).
         always_build_image_encoder: build the image tower even when ``image`` is not a modality (e.g. to encode an
             image cache for other models); otherwise a model without images needs no image weights.
@@ -140,6 +167,8 @@ class ClipIta(nn.Module):
         attribute_names: list[str] = [],  # noqa: B006 - jsonargparse schema default; copied below
         zero_shot_weight: float = 0.0,
         route_novel_categories: bool = False,
+        image_evidence: bool = False,
+        lexical_signal: bool = False,
         category_text: CategoryText = "leaf",
         always_build_image_encoder: bool = False,
     ) -> None:
@@ -155,6 +184,8 @@ class ClipIta(nn.Module):
             raise ValueError(
                 "route_novel_categories needs product titles: add 'title' or set zero_shot_weight"
             )
+        if image_evidence and "image" not in modalities:
+            raise ValueError(f"image_evidence needs the 'image' modality, got modalities {modalities}")
         category_text_of(("x",), category_text)  # validates the style
         self.category_text = category_text
         # the towers first, image then text: the same parameter-init order as before (seeded runs reproduce)
@@ -203,6 +234,13 @@ class ClipIta(nn.Module):
         self.category_head = create_head(
             category_head, text_dim, embed_dim, hidden_dim, num_hidden_layers, dropout
         )
+        self.image_evidence = image_evidence
+        self.image_head = (
+            create_head(head_type, dims["image"], embed_dim, hidden_dim, num_hidden_layers, dropout)
+            if image_evidence
+            else None
+        )
+        self.lexical = LexicalSignal() if lexical_signal else None
         self.trained_categories: list[tuple[str, ...]] = []
         self._trained_paths: set[tuple[str, ...]] = set()
         self._trained_texts: set[str] = set()
@@ -292,55 +330,41 @@ class ClipIta(nn.Module):
     def encode_product(self, batch: dict, normalize: bool = True) -> torch.Tensor:
         """Product embeddings ``[B, embed_dim]`` from a batch dict (raw inputs or cached features)."""
         features, present = self.modality_features(batch)
+        return self._fused(batch, features, present, normalize)
+
+    def _fused(self, batch: dict, features: dict, present: dict, normalize: bool = True) -> torch.Tensor:
         out = self.fusion(features, present)
         if self.zero_shot_weight > 0:
             title = features["title"] if "title" in features else self.title_features(batch).to(out.dtype)
             out = F.normalize(out, dim=-1) + self.zero_shot_weight * F.normalize(title, dim=-1)
         return F.normalize(out, dim=-1) if normalize else out
 
+    def encode_product_views(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Every trained product embedding of a batch, L2-normalised, from one read of its features: ``product``
+        (the fused towers, :meth:`encode_product`) and, with ``image_evidence``, ``image`` (the image alone through
+        :attr:`image_head`). Training pairs each with the category tower."""
+        features, present = self.modality_features(batch)
+        views = {"product": self._fused(batch, features, present)}
+        if self.image_head is not None:
+            views["image"] = F.normalize(self.image_head(features["image"]), dim=-1)
+        return views
+
     def encode_product_for_retrieval(self, batch: dict) -> torch.Tensor:
-        """The vector a product is indexed with: ``encode_product``, plus its normalised frozen title embedding
-        appended when ``route_novel_categories`` is on (``[B, 2 * embed_dim]``)."""
-        product = self.encode_product(batch)
-        if not self.route_novel_categories:
-            return product
-        title = F.normalize(self.title_features(batch).to(product.dtype), dim=-1)
-        return torch.cat([product, title], dim=-1)
-
-    def title_weights(self) -> tuple[float, float]:
-        """``(seen, novel)``: the weight of the frozen title match in a trained / a novel query's score, from
-        :attr:`retrieval` (defaults 0.0 and 1.0: trained queries by the towers, novel ones by the title match)."""
-        seen = float(self.retrieval.get(SEEN_TITLE_WEIGHT, 0.0))
-        novel = float(self.retrieval.get(NOVEL_TITLE_WEIGHT, 1.0))
-        for name, w in ((SEEN_TITLE_WEIGHT, seen), (NOVEL_TITLE_WEIGHT, novel)):
-            if not 0.0 <= w <= 1.0:
-                raise ValueError(f"retrieval {name} must be in [0, 1], got {w}")
-        return seen, novel
-
-    def encode_query(
-        self,
-        text_features: torch.Tensor,
-        novel: torch.Tensor | None = None,
-        title_weights: tuple[float, float] | None = None,
-    ) -> torch.Tensor:
-        """Query vectors matching :meth:`encode_product_for_retrieval` for category-name features ``[C, text_dim]``;
-        ``novel [C]`` marks names not in the trained set (see :meth:`encode_query_texts`).
-
-        With ``route_novel_categories`` a query is ``[(1 - w) * category, w * name]``, so its score is the convex mix
-        ``(1 - w) * trained + w * title match``, with ``w`` = :meth:`title_weights` (seen or novel), or
-        ``title_weights`` when given (the validation grid of :mod:`.scorer_choice`)."""
-        category = self.encode_category(text_features)
-        if not self.route_novel_categories:
-            return category
-        name = F.normalize(text_features.to(category.dtype), dim=-1)
-        novel = (
-            torch.zeros(len(category), dtype=torch.bool, device=category.device)
-            if novel is None
-            else novel.to(category.device)
+        """The vector a product is indexed with: ``encode_product``, then its image-only embedding when
+        ``image_evidence`` is on, then its normalised frozen title embedding when ``route_novel_categories`` is on
+        (``[B, k * embed_dim]``, ``k`` = 1 to 3); :meth:`encode_query` writes the matching query blocks."""
+        views = (
+            self.encode_product_views(batch)
+            if self.image_evidence
+            else {"product": self.encode_product(batch)}
         )
-        seen_w, novel_w = self.title_weights() if title_weights is None else title_weights
-        w = torch.where(novel, novel_w, seen_w).to(category.dtype).unsqueeze(1)
-        return torch.cat([(1 - w) * category, w * name], dim=-1)
+        product = views["product"]
+        blocks = [product]
+        if self.image_evidence:
+            blocks.append(views["image"])
+        if self.route_novel_categories:
+            blocks.append(F.normalize(self.title_features(batch).to(product.dtype), dim=-1))
+        return torch.cat(blocks, dim=-1) if len(blocks) > 1 else product
 
     def encode_query_texts(
         self,
@@ -348,6 +372,8 @@ class ClipIta(nn.Module):
         paths: Sequence[Sequence[str] | None] | None = None,
         text_features: torch.Tensor | None = None,
         title_weights: tuple[float, float] | None = None,
+        image_only_weights: tuple[float, float] | None = None,
+        taxonomy_weights: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """Retrieval vectors ``[Q, D]`` of category queries, to be scored against
         :meth:`encode_product_for_retrieval` by a dot product. This is the one query encoder: the LightningModule's
@@ -363,11 +389,19 @@ class ClipIta(nn.Module):
             text_features: ``text_encoder(texts)`` when already computed (the module caches them); not recomputed.
             title_weights: ``(seen, novel)`` title-match weights overriding the ones in :attr:`retrieval` (only the
                 validation grid that chooses them passes this).
+            image_only_weights: ``(seen, novel)`` image-only weights overriding the ones in :attr:`retrieval` (idem).
+            taxonomy_weights: ``(novel_parent_weight, descendant_weight)`` overriding the tree terms' weights in
+                :attr:`retrieval` (idem; see :mod:`lightning_modules.taxonomy_scoring`).
         """
         novel = self.novel_mask(texts, paths)
         if text_features is None:
             text_features = self.text_encoder(list(texts))
-        return self.encode_query(text_features, novel, title_weights)
+        queries = self.encode_query(text_features, novel, title_weights, image_only_weights)
+        return self.add_taxonomy(queries, paths, novel, title_weights, image_only_weights, taxonomy_weights)
+
+    def category_text_of(self, path: Sequence[str]) -> str:
+        """A category's query text in this model's :attr:`category_text` style."""
+        return category_text_of(path, self.category_text)
 
     def encode_query_paths(self, paths: Sequence[Sequence[str]]) -> torch.Tensor:
         """:meth:`encode_query_texts` for category paths (root first), written in this model's text style."""

@@ -32,6 +32,7 @@ def fit_adaptive(tmp_path: Path, titles: str):
                 "trainer.max_epochs": 2,
                 "trainer.logger.init_args.save_dir": str(tmp_path / "runs"),
                 "trainer.enable_model_summary": False,
+                "refit_after_choice": False,  # the choice itself (the refit: test_experiment_refit.py)
             }
         ),
     )

@@ -97,3 +97,29 @@ def trainer(tmp_path, **kwargs) -> L.Trainer:
         default_root_dir=str(tmp_path),
     )
     return L.Trainer(**{**args, **kwargs})
+
+
+def lexical_rows(batch: dict) -> list:
+    """Hashed token ids of each raw product's title and attribute values (what the token store holds)."""
+    from lightning_modules.lexical import lexical_tokens
+
+    texts = [" ".join([t, *a.values()]) for t, a in zip(batch["title"], batch["attributes"], strict=True)]
+    return lexical_tokens(texts)
+
+
+class LexicalDataModule(SyntheticDataModule):
+    """The synthetic catalogue with ``lexical_tokens`` in every batch and the training split's BM25 statistics
+    (``lexical_statistics``), as the real DataModule gives a model with ``lexical_signal``."""
+
+    def __init__(self, net: ClipIta) -> None:
+        from lightning_modules.lexical import document_statistics, pad_tokens
+
+        super().__init__(net)
+        raw_train = [products(TRAIN_PATHS * 2, seed) for seed in (1, 2)]
+        train_rows = []
+        for batch, raw in zip(self.train_batches, raw_train, strict=True):
+            rows = lexical_rows(raw)
+            batch["lexical_tokens"] = pad_tokens(rows)
+            train_rows += rows
+        self.eval_batch["lexical_tokens"] = pad_tokens(lexical_rows(self.raw_eval_batch))
+        self.lexical_statistics = document_statistics(train_rows)

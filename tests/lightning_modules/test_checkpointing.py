@@ -136,3 +136,36 @@ def test_find_last_checkpoint_takes_the_newest_version(tmp_path):
 
     os.utime(older, (1, 1))
     assert find_last_checkpoint(tmp_path / "runs" / "x") == newest
+
+
+def test_lexical_statistics_travel_in_the_checkpoint(tmp_path):
+    from synthetic_catalogue import LexicalDataModule
+
+    torch.manual_seed(0)
+    net = tiny_net(**ROUTED, lexical_signal=True)
+    module = ClipItaModule(net, HierarchicalInfoNCELoss(temperature=0.1), lr=1e-2, scheduler="none")
+    dm = LexicalDataModule(net)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer(tmp_path, enable_checkpointing=True, callbacks=[checkpoint]).fit(module, datamodule=dm)
+    assert net.lexical.fitted
+    loaded = load_model(tmp_path / "ckpt" / "last.ckpt")
+    assert loaded.lexical is not None and loaded.lexical.fitted
+    for name in ("doc_freq", "num_docs", "avg_len"):
+        assert torch.equal(getattr(loaded.lexical, name), getattr(net.lexical, name))
+    net.eval()
+    for model in (net, loaded):
+        model.retrieval = {"seen_lexical_weight": 0.5, "novel_lexical_weight": 1.0}
+    texts = [p[-1] for p in TREE.paths]
+    with torch.no_grad():
+        scores = [
+            m.score(
+                m.encode_query_paths(TREE.paths),
+                m.encode_product_for_retrieval(dm.eval_batch),
+                m.lexical_query(texts, TREE.paths),
+                dm.eval_batch["lexical_tokens"],
+            )
+            for m in (net, loaded)
+        ]
+    assert torch.allclose(scores[0], scores[1], atol=1e-6)
+    dense = loaded.encode_query_paths(TREE.paths) @ loaded.encode_product_for_retrieval(dm.eval_batch).T
+    assert not torch.allclose(scores[1], dense)  # the BM25 term is really in the score

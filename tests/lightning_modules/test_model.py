@@ -180,3 +180,32 @@ def test_category_texts_match_the_data_library():
     tree = CategoryTree.from_paths([("Apparel", "Topwear", "Shirts"), ("Footwear", "Shoes")])
     for style in ("leaf", "path"):
         assert [category_text_of(p, style) for p in tree.paths] == tree.texts(style)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated"])
+def test_image_evidence_head_and_every_parameter_receive_a_gradient(fusion):
+    """With ``image_evidence`` the image-only head is trained by its own contrastive term against the same category
+    tower: summing both views' losses (as the LightningModule does) reaches every trainable parameter."""
+    model = ClipIta(
+        image_weights="none", fusion=fusion, category_head="mlp", dropout=0.0, image_evidence=True
+    )
+    loss_fn = MultiPositiveInfoNCELoss(temperature=0.1)
+    batch = _feature_batch()
+    views = model.encode_product_views(batch)
+    assert set(views) == {"product", "image"}
+    assert torch.allclose(views["product"], model.encode_product(batch), atol=1e-6)
+    targets = batch["category_ids"][:, -1]
+    categories = model.encode_category(torch.randn(10, 384)[targets])
+    loss = sum(
+        loss_fn(v, categories, target_ids=targets, product_category_ids=batch["category_ids"])
+        for v in views.values()
+    )
+    loss.backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("image_head.") for n, _ in trainable)
+    assert [n for n, p in trainable if p.grad is None or not torch.any(p.grad != 0)] == []
+
+
+def test_image_evidence_needs_the_image_modality():
+    with pytest.raises(ValueError, match="image_evidence needs the 'image' modality"):
+        ClipIta(modalities=["title"], image_evidence=True)

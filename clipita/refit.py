@@ -1,0 +1,94 @@
+"""Refit after choosing the scorer: ``refit_after_choice: true`` in a ``clipita fit`` config.
+
+``refit_after_choice: true`` in a fit config (the adaptive recipe) makes one fit two: the first, with pseudo-novel
+validation (``data.pseudo_novel_fraction``), chooses the scorer (:mod:`lightning_modules.scorer_choice`); the
+second trains again from scratch on *every* training leaf (``pseudo_novel_fraction`` 0, the same seed, epochs and
+test split) and keeps that choice instead of re-choosing (:meth:`ClipItaModule.keep_scorer`), so the leaves held out
+to choose the scorer are no longer novel to the model that is tested, indexed and searched. It lives here, at the
+level that builds Trainers and DataModules, and not in a callback: the second fit needs a new split (a new
+DataModule) and a fresh network, optimiser and schedule, which a callback inside the first ``trainer.fit`` cannot
+give. ``clipita fit`` and :func:`clipita.experiment.fit_and_test` both call :func:`refit_after_choice`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger")  # loggers with a save_dir/name/version run folder
+
+
+REFIT_OVERRIDES: tuple[str, ...] = ("--data.pseudo_novel_fraction", "0")
+
+
+def chosen_retrieval(module: Any, best_checkpoint: str | None) -> dict[str, Any]:
+    """The scorer choice a test of this fit would use: the best checkpoint's retrieval record (the module's own
+    when there is no checkpoint)."""
+    if not best_checkpoint:
+        return dict(module.net.retrieval)
+    from lightning_modules.checkpointing import read_record
+
+    checkpoint = torch.load(best_checkpoint, map_location="cpu", weights_only=True)
+    return dict(read_record(checkpoint, best_checkpoint).get("retrieval", {}))
+
+
+def refit_version_overrides(trainer: Any) -> list[str]:
+    """Send the refit's logs and checkpoints to a sibling run folder ``<version>_refit`` of the first fit's."""
+    logger = trainer.logger
+    if logger is None or type(logger).__name__ not in NAMED_LOGGERS:
+        return []
+    version = logger.version
+    name = f"version_{version}_refit" if isinstance(version, int) else f"{version}_refit"
+    return ["--trainer.logger.init_args.version", name]
+
+
+def fit_args(args: Sequence[str], subcommand: str | None = None) -> list[str]:
+    """Command-line tokens of a fit, less the subcommand and the fit-only ``--ckpt_path`` (a refit starts fresh)."""
+    out, tokens, i = [], list(args), 0
+    if subcommand and subcommand in tokens:
+        tokens.remove(subcommand)
+    while i < len(tokens):
+        if tokens[i] == "--ckpt_path":
+            i += 2
+            continue
+        if not tokens[i].startswith("--ckpt_path="):
+            out.append(tokens[i])
+        i += 1
+    return out
+
+
+def refit_after_choice(
+    make_cli: Callable[..., Any], args: Sequence[str], module: Any, trainer: Any, datamodule: Any
+) -> tuple[Any, Any, Any]:
+    """Train again on every training leaf, keeping the scorer the fit just made chose; returns the new
+    ``(trainer, module, datamodule)``.
+
+    ``make_cli`` is :func:`clipita.cli.make_cli` (handed in: the CLI calls this too, and imports this module);
+    ``args`` are the first fit's command-line tokens (config + overrides, no subcommand); the refit adds
+    ``--data.pseudo_novel_fraction 0`` and a ``<version>_refit`` run folder. Its validation still logs
+    ``val/chosen/*`` (under the kept weights), so the config's checkpoint monitor works unchanged.
+    """
+    from clipita.modalities import check_modalities
+
+    if not getattr(module.hparams, "choose_scorer", False):
+        raise ValueError("refit_after_choice needs model.choose_scorer: true (there is no choice to keep)")
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else None
+    record = chosen_retrieval(module, best or None)
+    held = datamodule.manifest.get("pseudo_novel_categories", []) if datamodule.manifest else []
+    if not held:
+        print(
+            "refit_after_choice: no pseudo-novel leaf was held out (data.pseudo_novel_fraction 0): no refit"
+        )
+        return trainer, module, datamodule
+    cli = make_cli(list(args) + list(REFIT_OVERRIDES) + refit_version_overrides(trainer), run=False)
+    refit_trainer, refit_module, refit_dm = cli.trainer, cli.model, cli.datamodule
+    check_modalities(refit_module, refit_dm, wait=refit_trainer.global_rank != 0)
+    refit_module.keep_scorer(record)
+    refit_trainer.fit(refit_module, datamodule=refit_dm)
+    refit_module.print(
+        f"refit on every training leaf ({len(held)} pseudo-novel leaves back in training), scorer kept"
+    )
+    return refit_trainer, refit_module, refit_dm
