@@ -23,6 +23,7 @@ import torch
 
 from .index_shards import EMBEDDING, EMBEDDING16, EXTRA_ARRAYS, IndexShard, IndexShards
 from .prediction_writer import l2_normalize
+from .shard_metadata import PRODUCT_COLUMNS, read_shard_metadata
 
 
 def plan(shards: IndexShards, rank: int, world_size: int) -> list[IndexShard]:
@@ -36,8 +37,6 @@ def _as_is(item: Any) -> Any:
 
 def shard_products(shard_path: Path, split: str) -> pd.DataFrame:
     """The product metadata of one input shard (``clipita.index.PRODUCT_COLUMNS``), in record order."""
-    from .index import PRODUCT_COLUMNS, read_shard_metadata
-
     rows = read_shard_metadata(shard_path)
     for row in rows:
         row["split"] = row["split"] or split

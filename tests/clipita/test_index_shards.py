@@ -132,8 +132,8 @@ def test_fast_tar_reader_agrees_with_tarfile(tmp_path, monkeypatch):
 
     import webdataset as wds
 
-    import clipita.index as index_module
-    from clipita.index import read_shard_metadata
+    import clipita.shard_metadata as index_module
+    from clipita.shard_metadata import read_shard_metadata
 
     shard = tmp_path / "test-000000.tar"
     keys = [
