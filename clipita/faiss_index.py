@@ -32,7 +32,7 @@ def build_faiss_index(
     """An inner-product FAISS index over ``embeddings`` (float32 ``[N, D]``).
 
     Args:
-        embeddings: the vectors (L2-normalised: inner product = cosine): an array or the index's
+        embeddings: the retrieval vectors (inner product = the model's dense score): an array or the index's
             :class:`~clipita.index_shards.ShardedRows`, read ``add_chunk`` rows at a time.
         kind: ``hnsw`` (``IndexHNSWFlat``: graph, no training) or ``ivf`` (``IndexIVFFlat``: k-means lists).
         hnsw_m: HNSW neighbours per node.

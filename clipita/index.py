@@ -9,7 +9,7 @@ Indexing is a Lightning predict job (:mod:`clipita.index_job`): every rank (``--
 ``--strategy``; torchrun and SLURM launch it unchanged) embeds its share of the input shards and writes one index
 shard per input shard; a killed run resumes without re-embedding finished shards. The folder::
 
-    shards/            per input shard: embedding.npy (float32 [n, D], L2-normalised), embedding16.npy (float16
+    shards/            per input shard: embedding.npy (float32 [n, D], the retrieval vectors), embedding16.npy (float16
                        copy for the half-precision scan), any extra arrays, products.parquet, ids.npy
                        (:mod:`clipita.index_shards`); row order = products.parquet's
     products.parquet   id (the original product id), title ("" when none), category ("A > B > C", for display
@@ -39,12 +39,13 @@ import numpy as np
 
 from clipita.experiment import read_fit_config, section
 from datamodules.catalogue_datamodule import CatalogueDataModule
-from datamodules.features import FeatureCacheError, products_fingerprint
+from datamodules.features import LEXICAL_TOKENS, FeatureCacheError, products_fingerprint
 from datamodules.sharding import SPLITS
 
 from .faiss_index import FAISS_NAME, FaissKind, build_faiss_index
 from .index_job import IndexJob, IndexShardBatches, index_loader, plan
 from .index_shards import (
+    BASE_ARRAYS,
     EMBEDDING,
     EXTRA_ARRAYS,
     SHARDS_DIR,
@@ -80,14 +81,16 @@ class IndexDataModule(CatalogueDataModule):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         rank, _, barrier = self._rank()
-        self.index_shards = IndexShards(
-            self.index_dir, manifest_index_shards(self.manifest, self.index_splits)
-        )
+        arrays = [*BASE_ARRAYS, *EXTRA_ARRAYS]
+        if self.hparams.use_features and self.lexical_tokenizer() is not None:
+            arrays.insert(2, LEXICAL_TOKENS)  # the model scores with a BM25 term: keep the products' tokens
+        shards = manifest_index_shards(self.manifest, self.index_splits)
+        self.index_shards = IndexShards(self.index_dir, shards, arrays=arrays)
         try:
             products = products_fingerprint(self.manifest)
         except FeatureCacheError:  # an old manifest without per-shard sha256s
             products = self.manifest.get("content_hash")
-        meta = {**self.index_meta, "products": products}
+        meta = {**self.index_meta, "products": products, "arrays": arrays}
         if rank == 0:
             out = Path(self.index_dir)
             for stale in (
@@ -226,7 +229,7 @@ def finish_index(
         **info,
         "num_products": int(embeddings.shape[0]),
         "embed_dim": int(embeddings.shape[1]),
-        "normalized": True,
+        "normalized": False,  # encode_product_for_retrieval as is (unit blocks, concatenated)
         "files": {
             "products": PRODUCTS_NAME,
             "product_ids": PRODUCT_IDS_NAME,

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from datamodules.features import LEXICAL_TOKENS, concat_rows
+
 from .index_shards import EMBEDDING, EMBEDDING16, EXTRA_ARRAYS, IndexShard, IndexShards
-from .prediction_writer import l2_normalize
 from .shard_metadata import PRODUCT_COLUMNS, read_shard_metadata
 
 
@@ -160,8 +161,10 @@ class IndexJob(L.LightningModule):
             if ids
             else np.zeros((0, 0), np.float32)
         )
+        tokens = batch.get(LEXICAL_TOKENS) if batch is not None else None  # the BM25 signal's rows, if any
         return {"shard": item["shard"], "split": item["split"], "last": item["last"], "ids": ids,
-                "embedding": embedding, "products": item.get("products")}  # fmt: skip
+                "embedding": embedding, "products": item.get("products"),
+                LEXICAL_TOKENS: None if tokens is None else np.asarray(torch.as_tensor(tokens).cpu(), np.int32)}  # fmt: skip
 
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if outputs["shard"] is None:  # a rank with nothing left to do
@@ -175,13 +178,26 @@ class IndexJob(L.LightningModule):
     def write(self, shard: str, split: str, parts: list[dict[str, Any]]) -> None:
         ids = [i for p in parts for i in p["ids"]]
         blocks = [p["embedding"] for p in parts if len(p["ids"])]
-        embedding = l2_normalize(np.concatenate(blocks)) if blocks else np.zeros((0, 0), np.float32)
+        # as encode_product_for_retrieval returns them (not re-normalised: a vector of several unit blocks keeps its
+        # norm, so the dense part matches evaluation's scale beside the BM25 term)
+        embedding = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros((0, 0), np.float32)
         products = parts[-1].get("products")
         if products is None:
             products = shard_products(Path(self.shard_dir) / shard, split)
         if products["id"].tolist() != ids:
             raise RuntimeError(f"shard {shard!r}: embedding rows and product metadata are out of order")
         arrays = {EMBEDDING: embedding, EMBEDDING16: embedding.astype(np.float16)}
+        if (
+            LEXICAL_TOKENS in self.shards.arrays
+        ):  # the products' token ids, as evaluation scores them (ClipIta.score)
+            token_blocks = [p[LEXICAL_TOKENS] for p in parts if len(p["ids"])]
+            if any(t is None for t in token_blocks):
+                raise RuntimeError(
+                    f"shard {shard!r}: the batches carry no lexical_tokens for the BM25 signal"
+                )
+            arrays[LEXICAL_TOKENS] = (
+                concat_rows(token_blocks, LEXICAL_TOKENS) if token_blocks else np.full((0, 1), -1, np.int32)
+            )
         arrays.update({name: fn(products) for name, fn in EXTRA_ARRAYS.items()})
         assert self.shards is not None, "setup() first"
         self.shards.write_shard(shard, ids, arrays, products)

@@ -5,7 +5,7 @@ Layout under ``<index>/shards/`` (``<stem>`` is the input shard's file name with
 
     meta.json                     what the shards were embedded with (checkpoint digest, shards' content hash,
                                   splits, feature or raw input); shards of another run are discarded, not mixed
-    <stem>.embedding.npy          float32 [n, D], L2-normalised retrieval vectors (exact scoring, re-ranking)
+    <stem>.embedding.npy          float32 [n, D], ClipIta.encode_product_for_retrieval as is (exact scoring)
     <stem>.embedding16.npy        float16 [n, D], the same rows rounded (the half-precision scan reads these)
     <stem>.<extra>.npy            any extra per-product arrays (:data:`EXTRA_ARRAYS`), row r = product r
     <stem>.products.parquet       the shard's product metadata (``clipita.index.PRODUCT_COLUMNS``)

@@ -127,6 +127,15 @@ class CategoryEncoder:
         """``[Q, D]`` retrieval vectors of the queries; ``paths`` are the catalogue categories they name (or None)."""
         return self.net.encode_query_texts(self.texts(queries, paths), paths).float()
 
+    def scorer(self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None) -> Any:
+        """``(queries, vectors, lexical tokens) -> scores`` when the model adds a BM25 term (``ClipIta.score`` with
+        the queries' lexical side, what evaluation scores with), else None (a plain dot product)."""
+        lexical = getattr(self.net, "lexical_query", None)
+        query = lexical(self.texts(queries, paths), paths) if lexical is not None else None
+        if query is None:
+            return None
+        return lambda q, vectors, tokens: self.net.score(q, vectors, query, tokens)
+
 
 class Searcher:
     """An index plus the category tower of the checkpoint it was built with.
@@ -167,8 +176,9 @@ class Searcher:
         tree, unseen = self.index.tree, self.index.unseen
         paths = [resolve_category(query, tree) for query in queries]
         emb = self.encoder.encode(queries, paths)
+        score = self.encoder.scorer(queries, paths)  # the BM25 term of a lexical model, as the test scored it
         scores, rows = self.index.topk(
-            emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe, scan=scan
+            emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe, scan=scan, score=score
         )
         out = []
         for query, path, text, hits in zip(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
 from .index import FAISS_NAME, INDEX_JSON
@@ -22,6 +23,7 @@ from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexSha
 
 CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
+ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def split_query(query: str) -> list[str]:
@@ -87,6 +89,23 @@ def half_scan_topk(
         rows = torch.as_tensor(np.asarray(full_emb[unique.numpy()]), dtype=torch.float32)
     exact = torch.einsum("qmd,qd->qm", rows[inverse], query_emb.float())
     return truncate_ranking(exact, best_rows, k=k)
+
+
+def scored_topk(
+    query_emb: torch.Tensor, embeddings: Any, tokens: Any, k: int, score: ScoreFn, chunk_size: int = 65536
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` rows by ``score(query_emb, embeddings chunk, tokens chunk)``, chunk by chunk (the running top-k
+    and tie rule of :func:`running_topk`: equal scores rank by lower row)."""
+    best_scores = torch.empty(query_emb.shape[0], 0)
+    best_rows = torch.empty(query_emb.shape[0], 0, dtype=torch.long)
+    for start in range(0, len(embeddings), chunk_size):
+        vectors = torch.as_tensor(np.asarray(embeddings[start : start + chunk_size]), dtype=torch.float32)
+        rows = torch.as_tensor(np.asarray(tokens[start : start + chunk_size]))
+        values, positions = select_topk(score(query_emb.float(), vectors, rows).float().cpu(), k)
+        best_scores = torch.cat([best_scores, values], dim=1)
+        best_rows = torch.cat([best_rows, positions + start], dim=1)
+        best_scores, best_rows = truncate_ranking(best_scores, best_rows, k=k)
+    return best_scores, best_rows
 
 
 # ------------------------------------------------------------------------------------------------ the index
@@ -204,6 +223,9 @@ class SearchIndex:
             raise KeyError(f"{self.folder} stores no per-product array {name!r} (it has {have})")
         return self._shards.rows(name)
 
+    def has_array(self, name: str) -> bool:
+        return self._shards is not None and name in self._shards.arrays
+
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
 
@@ -250,8 +272,9 @@ class SearchIndex:
         ef_search: int | None = None,
         nprobe: int | None = None,
         scan: ScanDtype = "float32",
+        score: ScoreFn | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best ``k`` product rows per query by dot product.
+        """Best ``k`` product rows per query by dot product (or by ``score``).
 
         Args:
             query_emb: ``[Q, D]`` category embeddings.
@@ -260,6 +283,9 @@ class SearchIndex:
             chunk_size: products scored at once by the exact scan.
             ef_search: HNSW beam override.
             nprobe: IVF lists override.
+            score: ``(queries, product vectors [c, D], lexical tokens [c, L]) -> [Q, c]`` scores, e.g.
+                ``ClipIta.score`` with the queries' BM25 side: an exact float32 scan of the embeddings and the
+                stored ``lexical_tokens`` (the FAISS index stays dense-only).
             scan: ``float32``: the exact scan (:func:`running_topk`) of the memory-mapped float32 shards;
                 ``float16``: a half-precision scan of the shards' float16 arrays (an in-memory float16 copy for an
                 older single-file index) for a shortlist, re-scored in float32 (:func:`half_scan_topk`): about
@@ -273,6 +299,17 @@ class SearchIndex:
                 f"query embeddings have {query_emb.shape[1]} dims, the index {self.embeddings.shape[1]}"
             )
         k = min(k, len(self))
+        if score is not None and not use_faiss:
+            if not self.has_array(LEXICAL_TOKENS):
+                raise ValueError(
+                    f"{self.folder} stores no lexical tokens but the checkpoint scores with a BM25 term; rebuild the "
+                    "index with this version of clipita index (from the feature cache)"
+                )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*not writable.*")
+                return scored_topk(
+                    query_emb, self.embeddings, self.array(LEXICAL_TOKENS), k, score, chunk_size
+                )
         if use_faiss:
             index = self.faiss_index(ef_search, nprobe)
             if ef_search is None and self.info["faiss"]["kind"] == "hnsw":

@@ -232,6 +232,7 @@ def test_index_folder_is_complete_and_aligned(tiny_index):
     assert products["id"].tolist()[: len(shard_ids)] == shard_ids
     half = np.load(tiny_index / "shards" / f"{first}.embedding16.npy")
     np.testing.assert_allclose(half, emb[: len(shard_ids)], atol=1e-3)
+    assert not info["normalized"]  # the retrieval vectors as the model returns them (here: one unit block)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert products["id"].tolist() == json.loads((tiny_index / "product_ids.json").read_text())
     assert products["id"].is_unique and set(products["split"]) == {"train", "val", "test"}
