@@ -15,7 +15,13 @@ CPU time is out of reach). Every stage runs in its own process(es), which report
   a linear image/text projection trained with in-batch InfoNCE (the data path at scale, not the full ClipIta).
 - eval: the test split streamed in chunks (``FeatureSplit.iter_chunks``), product embeddings scored against the
   category table (top-10 per category kept, chunk by chunk).
-- index: the test split's embeddings written as one float16 shard per input shard.
+- index: ``clipita index``'s predict job (``clipita.index_job.IndexJob``) over every split's feature rows, 1 rank
+  then 2 ranks (Lightning DDP, gloo, launched like torchrun), writing one float32 + float16 index shard per input
+  shard with its product metadata (read from the shard's tar headers in the rank's ``--workers`` loader workers),
+  then rank 0 assembling the index
+  (``clipita.index.finish_index``); the "network" is a fixed random projection of the image features (64-d).
+- search / search16: ``SearchIndex`` over the memory-mapped index shards: 64 category queries, top 10, the exact
+  float32 chunked scan, then the float16 scan of the shards' float16 arrays with float32 re-ranking.
 """
 
 from __future__ import annotations
@@ -211,23 +217,84 @@ def stage_eval(args) -> dict:
 
 
 def stage_index(args) -> dict:
-    import numpy as np
+    """``clipita index``'s job (``IndexJob`` over ``IndexShardBatches``, Lightning predict, DDP gloo for 2 ranks)
+    on every split's feature rows, with a fixed random projection of the image features as the "network"."""
+    import lightning as L
+    import torch
 
-    dataset, _, info = _split(args, "test")
-    out = Path(args.work) / "index"
-    out.mkdir(exist_ok=True)
+    from clipita.index import finish_index
+    from clipita.index_job import IndexJob, IndexShardBatches, index_loader, plan
+    from clipita.index_shards import IndexShards, manifest_index_shards
+    from datamodules.sharding import load_manifest
+
+    torch.set_num_threads(1)
+    if args.world > 1:  # launched like torchrun: Lightning sees the ranks and does not spawn
+        os.environ.update(LOCAL_RANK=str(args.rank), NODE_RANK="0", WORLD_SIZE=str(args.world),
+                          RANK=str(args.rank), MASTER_ADDR="127.0.0.1")  # fmt: skip
+    shard_dir = str(Path(args.work) / "shards")
+    manifest = load_manifest(shard_dir, check_hashes=False)
+    splits = ("train", "val", "test")
+    features = {split: _split(args, split)[0] for split in splits}
+    out = Path(args.work) / f"index-{args.tag}"
+    shards = IndexShards(out, manifest_index_shards(manifest, splits))
+
+    class Data(L.LightningDataModule):
+        def setup(self, stage: str) -> None:
+            self.index_shards, self.shard_dir = shards, shard_dir
+            if self.trainer.global_rank == 0:
+                shards.prepare({"bench": args.n})
+            self.trainer.strategy.barrier()
+
+        def predict_dataloader(self):
+            jobs = plan(shards, self.trainer.global_rank, self.trainer.world_size)
+            return index_loader(IndexShardBatches(jobs, 256, features, shard_dir), args.workers)
+
+    class Net(torch.nn.Module):
+        def encode_product_for_retrieval(self, batch):
+            return _embed(batch)
+
+    trainer = L.Trainer(accelerator="cpu", devices=args.world, strategy="ddp" if args.world > 1 else "auto",
+                        logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False, use_distributed_sampler=False)  # fmt: skip
     start = time.perf_counter()
-    offset = 0
-    for name in info["shards"]:
-        count = info["shard_files"][name]["count"]
-        batch = dataset.batch(np.arange(offset, offset + count))
-        np.save(out / f"{Path(name).stem}.embedding.npy", _embed(batch).numpy().astype(np.float16))
-        offset += count
-    return {"seconds": time.perf_counter() - start, "products": len(dataset)}
+    trainer.predict(IndexJob(Net()), datamodule=Data(), return_predictions=False)
+    trainer.strategy.barrier()
+    predicted = time.perf_counter()
+    if trainer.is_global_zero:
+        finish_index(out, shards, {"checkpoint": "none", "tree": [], "splits": list(splits)})
+    end = time.perf_counter()
+    return {"seconds": end - start, "products": len(shards.rows("embedding")), "predict_seconds": predicted - start,
+            "finish_seconds": end - predicted}  # fmt: skip
+
+
+def stage_search(args, scan: str = "float32") -> dict:
+    """``SearchIndex`` over the memory-mapped shards: 64 category queries, top 10 (chunked scan), their hits'
+    metadata (read from the hits' shard tables)."""
+    import torch
+
+    from clipita.search_index import SearchIndex
+
+    torch.set_num_threads(1)
+    index = SearchIndex.load(Path(args.work) / "index-1")
+    queries = torch.nn.functional.normalize(
+        torch.randn(64, 64, generator=torch.Generator().manual_seed(2)), dim=1
+    )
+    start = time.perf_counter()
+    hits = index.hits(*index.topk(queries, k=10, scan=scan))
+    assert sum(map(len, hits)) == 640
+    return {"seconds": time.perf_counter() - start, "products": len(index)}
+
+
+def stage_search16(args) -> dict:
+    return stage_search(args, scan="float16")
 
 
 STAGES = {"shard": stage_shard, "encode": stage_encode, "train": stage_train, "eval": stage_eval,
-          "index": stage_index}  # fmt: skip
+          "index": stage_index, "search": stage_search, "search16": stage_search16}  # fmt: skip
+
+
+STAGE_PLAN = (("shard", 1, "1"), ("encode", 1, "1"), ("encode", 2, "2"), ("train", 1, "1"), ("eval", 1, "1"),
+              ("index", 1, "1"), ("index", 2, "2"), ("search", 1, "1"), ("search16", 1, "1"))  # fmt: skip
 
 
 def child(args) -> None:
@@ -237,9 +304,17 @@ def child(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ driver
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_stage(stage: str, work: Path, n: int, opts, ranks: int = 1, tag: str = "1") -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")  # fmt: skip
+               PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false", MASTER_PORT=str(_free_port()))  # fmt: skip
     procs = [
         subprocess.Popen(
             [
@@ -312,8 +387,7 @@ def main() -> None:
 
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        for stage, ranks, tag in (("shard", 1, "1"), ("encode", 1, "1"), ("encode", 2, "2"), ("train", 1, "1"),
-                                  ("eval", 1, "1"), ("index", 1, "1")):  # fmt: skip
+        for stage, ranks, tag in STAGE_PLAN:
             row = run_stage(stage, work, n, opts, ranks, tag)
             rows.append(row)
             print(f"{n:>9} {row['stage']:<10} {row['seconds']:9.1f} s {row['us_per_product']:9.1f} us/product "
@@ -328,7 +402,7 @@ def main() -> None:
               f"{two['products'] / two['seconds']:.0f}: ratio {one['seconds'] / two['seconds']:.2f}x")  # fmt: skip
     if len(sizes) >= 2:
         small, big = sizes[-2], sizes[-1]
-        for stage in ("shard", "encode", "encode x2", "train", "eval", "index"):
+        for stage in [s if r == 1 else f"{s} x{r}" for s, r, _ in STAGE_PLAN]:
             a, b = by[(small, stage)], by[(big, stage)]
             print(f"{stage:<10} RSS {big} vs {small}: {max(b['rss_mb']) / max(a['rss_mb']):.2f}x; "
                   f"time/product: {b['us_per_product'] / a['us_per_product']:.2f}x")  # fmt: skip

@@ -8,7 +8,8 @@ written as a path (``"A > B > C"``) is encoded the way the model was trained: by
 ``category_text`` is ``leaf``, as the whole path when it is ``path``.
 
 Ranking is an exact dot product over all products with :func:`~lightning_modules.metrics.retrieval_functional.running_topk`
-(chunked; ties by lower product row), or, with ``--faiss``, an approximate one through the FAISS index that
+(chunked over the index's memory-mapped, read-only per-shard arrays; ties by lower product row; ``--scan float16``
+scans the shards' float16 arrays and re-ranks a shortlist in float32), or, with ``--faiss``, an approximate one through the FAISS index that
 ``clipita index --faiss true`` built.
 
 Library use::
@@ -126,6 +127,15 @@ class CategoryEncoder:
         """``[Q, D]`` retrieval vectors of the queries; ``paths`` are the catalogue categories they name (or None)."""
         return self.net.encode_query_texts(self.texts(queries, paths), paths).float()
 
+    def scorer(self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None) -> Any:
+        """``(queries, vectors, lexical tokens) -> scores`` when the model adds a BM25 term (``ClipIta.score`` with
+        the queries' lexical side, what evaluation scores with), else None (a plain dot product)."""
+        lexical = getattr(self.net, "lexical_query", None)
+        query = lexical(self.texts(queries, paths), paths) if lexical is not None else None
+        if query is None:
+            return None
+        return lambda q, vectors, tokens: self.net.score(q, vectors, query, tokens)
+
 
 class Searcher:
     """An index plus the category tower of the checkpoint it was built with.
@@ -166,8 +176,9 @@ class Searcher:
         tree, unseen = self.index.tree, self.index.unseen
         paths = [resolve_category(query, tree) for query in queries]
         emb = self.encoder.encode(queries, paths)
+        score = self.encoder.scorer(queries, paths)  # the BM25 term of a lexical model, as the test scored it
         scores, rows = self.index.topk(
-            emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe, scan=scan
+            emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe, scan=scan, score=score
         )
         out = []
         for query, path, text, hits in zip(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,12 +15,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
 from .index import FAISS_NAME, INDEX_JSON
+from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
 
 CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
+ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def split_query(query: str) -> list[str]:
@@ -56,8 +61,10 @@ def half_scan_topk(
 
     Args:
         query_emb: ``[Q, D]``.
-        half_emb: ``[N, D]`` float16 copy of the embeddings (:func:`half_precision_copy`).
-        full_emb: ``[N, D]`` float32 embeddings (a tensor or a memory-mapped array).
+        half_emb: ``[N, D]`` float16 rows: the index shards' ``embedding16`` arrays (memory-mapped) or an
+            in-memory copy (:func:`half_precision_copy`).
+        full_emb: ``[N, D]`` float32 embeddings (a tensor, a memory-mapped array or
+            :class:`~clipita.index_shards.ShardedRows`).
         k: results per query.
         candidates: float16 shortlist per query.
         chunk_size: products scored at once.
@@ -71,7 +78,7 @@ def half_scan_topk(
     best_scores = torch.empty(q16.shape[0], 0)
     best_rows = torch.empty(q16.shape[0], 0, dtype=torch.long)
     for start in range(0, n, chunk_size):
-        scores = (q16 @ half_emb[start : start + chunk_size].T).float()
+        scores = (q16 @ torch.as_tensor(half_emb[start : start + chunk_size]).T).float()
         values, positions = select_topk(scores, m)
         best_scores = torch.cat([best_scores, values], dim=1)
         best_rows = torch.cat([best_rows, positions + start], dim=1)
@@ -84,7 +91,31 @@ def half_scan_topk(
     return truncate_ranking(exact, best_rows, k=k)
 
 
+def scored_topk(
+    query_emb: torch.Tensor, embeddings: Any, tokens: Any, k: int, score: ScoreFn, chunk_size: int = 65536
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` rows by ``score(query_emb, embeddings chunk, tokens chunk)``, chunk by chunk (the running top-k
+    and tie rule of :func:`running_topk`: equal scores rank by lower row)."""
+    best_scores = torch.empty(query_emb.shape[0], 0)
+    best_rows = torch.empty(query_emb.shape[0], 0, dtype=torch.long)
+    for start in range(0, len(embeddings), chunk_size):
+        vectors = torch.as_tensor(np.asarray(embeddings[start : start + chunk_size]), dtype=torch.float32)
+        rows = torch.as_tensor(np.asarray(tokens[start : start + chunk_size]))
+        values, positions = select_topk(score(query_emb.float(), vectors, rows).float().cpu(), k)
+        best_scores = torch.cat([best_scores, values], dim=1)
+        best_rows = torch.cat([best_rows, positions + start], dim=1)
+        best_scores, best_rows = truncate_ranking(best_scores, best_rows, k=k)
+    return best_scores, best_rows
+
+
 # ------------------------------------------------------------------------------------------------ the index
+def _category_path(product: dict[str, Any]) -> CategoryPath:
+    """A product's category path (stored as a JSON list of names; older indexes as a display string)."""
+    if product.get("category_path") is not None:
+        return tuple(json.loads(product["category_path"]))
+    return tuple(split_query(str(product["category"])))
+
+
 @dataclass
 class SearchIndex:
     """An index folder written by ``clipita index``: product embeddings, metadata, and optionally FAISS.
@@ -92,37 +123,108 @@ class SearchIndex:
     Attributes:
         folder: the index folder.
         info: ``index.json``.
-        products: ``products.parquet`` (row i describes embedding row i).
-        embeddings: float32 ``[N, D]``, memory-mapped.
+        embeddings: float32 ``[N, D]``, memory-mapped (read-only): the shards' arrays seen as one
+            (:class:`~clipita.index_shards.ShardedRows`), or an older index's ``embeddings.npy``.
+        products: ``products.parquet`` (row i describes embedding row i), read on first use; the hits of a
+            search read only their rows, from the shards' own tables (:meth:`product_row`).
     """
 
     folder: Path
     info: dict[str, Any]
-    products: pd.DataFrame
     embeddings: np.ndarray
+    _products: pd.DataFrame | None = field(default=None, repr=False)
+    _shard_tables: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _faiss: Any = field(default=None, repr=False)
     _half: torch.Tensor | None = field(default=None, repr=False)
+    _half_rows: ShardedRows | None = field(default=None, repr=False)
+    _shards: IndexShards | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = True) -> SearchIndex:
-        """Read an index folder (the embeddings memory-mapped unless ``mmap=False``)."""
+        """Read an index folder (the embeddings memory-mapped, read-only, unless ``mmap=False``)."""
         folder = Path(folder)
         info_path = folder / INDEX_JSON
         if not info_path.is_file():
+            if (folder / SHARDS_DIR).is_dir():
+                raise FileNotFoundError(
+                    f"{folder} is an unfinished clipita index (no {INDEX_JSON}); run the same clipita index "
+                    "command again to finish it"
+                )
             raise FileNotFoundError(
                 f"{folder} is not a clipita index (no {INDEX_JSON}); build one with clipita index"
             )
         info = json.loads(info_path.read_text())
         files = info.get("files", {})
-        embeddings = np.load(
-            folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
-        )
-        products = pd.read_parquet(folder / files.get("products", "products.parquet"))
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(products):
-            raise ValueError(
-                f"{folder}: {embeddings.shape[0]} embedding rows but {len(products)} products in the metadata"
+        half = None
+        if "shards" in info:  # per-shard arrays (clipita index >= 2)
+            shards = IndexShards(
+                folder,
+                [IndexShard(**s) for s in info["shards"]],
+                arrays=list(files.get("arrays", (EMBEDDING, EMBEDDING16))),
             )
-        return cls(folder, info, products, embeddings)
+            embeddings: Any = shards.rows(EMBEDDING)
+            half = shards.rows(EMBEDDING16) if EMBEDDING16 in shards.arrays else None
+            if not mmap:
+                embeddings = np.asarray(embeddings)
+        else:  # one embeddings.npy
+            shards = None
+            embeddings = np.load(
+                folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
+            )
+        products = None
+        if shards is None:
+            products = pd.read_parquet(folder / files.get("products", "products.parquet"))
+            count = len(products)
+        else:  # the shards' counts (their tables are read row by row for the hits)
+            count = sum(s.count for s in shards.shards)
+        if embeddings.ndim != 2 or embeddings.shape[0] != count:
+            raise ValueError(
+                f"{folder}: {embeddings.shape[0]} embedding rows but {count} products in the metadata"
+            )
+        return cls(folder, info, embeddings, _products=products, _half_rows=half, _shards=shards)
+
+    @property
+    def products(self) -> pd.DataFrame:
+        """Every product's metadata (``products.parquet``), read on first use."""
+        if self._products is None:
+            name = self.info.get("files", {}).get("products", "products.parquet")
+            self._products = pd.read_parquet(self.folder / name)
+        return self._products
+
+    def product_row(self, row: int) -> dict[str, Any]:
+        """Product ``row``'s metadata (see :meth:`product_rows`)."""
+        return self.product_rows([row])[row]
+
+    def product_rows(self, rows: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The metadata of products ``rows``: from the whole table when it is loaded, else from their shards' own
+        tables, each read once per call (a few are cached): memory independent of the index size."""
+        wanted = sorted({int(r) for r in rows})
+        if self._products is not None or self._shards is None:
+            return {r: self.products.iloc[r].to_dict() for r in wanted}
+        shards = self._shards.shards
+        offsets = np.cumsum([0] + [s.count for s in shards])
+        out: dict[int, dict[str, Any]] = {}
+        for row, s in zip(wanted, np.searchsorted(offsets, wanted, side="right") - 1, strict=True):
+            name = shards[int(s)].name
+            table = self._shard_tables.pop(name, None)
+            if table is None:
+                table = pd.read_parquet(self._shards.path(name, PRODUCTS))
+            self._shard_tables[name] = table
+            while len(self._shard_tables) > 16:
+                self._shard_tables.popitem(last=False)
+            out[row] = table.iloc[row - int(offsets[s])].to_dict()
+        return out
+
+    def array(self, name: str) -> ShardedRows:
+        """A per-product array stored beside the embeddings (:data:`clipita.index_shards.EXTRA_ARRAYS`), row i =
+        product i, memory-mapped."""
+        if self._shards is None or name not in self._shards.arrays:
+            have = list(self._shards.arrays) if self._shards is not None else []
+            raise KeyError(f"{self.folder} stores no per-product array {name!r} (it has {have})")
+        return self._shards.rows(name)
+
+    def has_array(self, name: str) -> bool:
+        return self._shards is not None and name in self._shards.arrays
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -170,8 +272,9 @@ class SearchIndex:
         ef_search: int | None = None,
         nprobe: int | None = None,
         scan: ScanDtype = "float32",
+        score: ScoreFn | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best ``k`` product rows per query by dot product.
+        """Best ``k`` product rows per query by dot product (or by ``score``).
 
         Args:
             query_emb: ``[Q, D]`` category embeddings.
@@ -180,9 +283,13 @@ class SearchIndex:
             chunk_size: products scored at once by the exact scan.
             ef_search: HNSW beam override.
             nprobe: IVF lists override.
-            scan: ``float32``: the exact scan (:func:`running_topk`); ``float16``: a half-precision scan of an
-                in-memory float16 copy (made on first use) for a shortlist, re-scored in float32
-                (:func:`half_scan_topk`): about half the memory traffic.
+            score: ``(queries, product vectors [c, D], lexical tokens [c, L]) -> [Q, c]`` scores, e.g.
+                ``ClipIta.score`` with the queries' BM25 side: an exact float32 scan of the embeddings and the
+                stored ``lexical_tokens`` (the FAISS index stays dense-only).
+            scan: ``float32``: the exact scan (:func:`running_topk`) of the memory-mapped float32 shards;
+                ``float16``: a half-precision scan of the shards' float16 arrays (an in-memory float16 copy for an
+                older single-file index) for a shortlist, re-scored in float32 (:func:`half_scan_topk`): about
+                half the memory traffic.
 
         Returns:
             ``(scores [Q, k'], rows [Q, k'])`` best first; FAISS pads missing results with row ``-1``.
@@ -192,6 +299,17 @@ class SearchIndex:
                 f"query embeddings have {query_emb.shape[1]} dims, the index {self.embeddings.shape[1]}"
             )
         k = min(k, len(self))
+        if score is not None and not use_faiss:
+            if not self.has_array(LEXICAL_TOKENS):
+                raise ValueError(
+                    f"{self.folder} stores no lexical tokens but the checkpoint scores with a BM25 term; rebuild the "
+                    "index with this version of clipita index (from the feature cache)"
+                )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*not writable.*")
+                return scored_topk(
+                    query_emb, self.embeddings, self.array(LEXICAL_TOKENS), k, score, chunk_size
+                )
         if use_faiss:
             index = self.faiss_index(ef_search, nprobe)
             if ef_search is None and self.info["faiss"]["kind"] == "hnsw":
@@ -200,12 +318,14 @@ class SearchIndex:
             scores, rows = index.search(q, k)
             return torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64))
         if scan == "float16":
-            if self._half is None:
-                self._half = half_precision_copy(self.embeddings)
-            scores, rows = half_scan_topk(
-                query_emb.cpu(), self._half, self.embeddings, k, chunk_size=chunk_size
-            )
-            return scores, rows
+            half: Any = self._half_rows  # the shards' float16 arrays, memory-mapped
+            if half is None:  # an older index: a float16 copy in memory
+                if self._half is None:
+                    self._half = half_precision_copy(self.embeddings)
+                half = self._half
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*not writable.*")
+                return half_scan_topk(query_emb.cpu(), half, self.embeddings, k, chunk_size=chunk_size)
         if scan != "float32":
             raise ValueError(f"scan must be 'float32' or 'float16', got {scan!r}")
         # torch warns once about the read-only memory map; nothing writes to it
@@ -217,21 +337,19 @@ class SearchIndex:
     def category_path(self, row: int) -> CategoryPath:
         """The category path of product ``row`` (stored as a JSON list of names; older indexes as a display
         string)."""
-        products = self.products
-        if "category_path" in products.columns:
-            return tuple(json.loads(products["category_path"].iat[row]))
-        return tuple(split_query(str(products["category"].iat[row])))
+        return _category_path(self.product_row(row))
 
     def hits(self, scores: torch.Tensor, rows: torch.Tensor) -> list[list[dict[str, Any]]]:
         """Ranked result dicts per query: ``rank``, ``row``, ``id`` (the original product id), ``title``,
         ``category`` (display string), ``category_path`` (list of names), ``split``, ``score``."""
         out = []
+        products = self.product_rows([r for r in rows.flatten().tolist() if r >= 0])
         for score_row, index_row in zip(scores.tolist(), rows.tolist(), strict=True):
             ranked = []
             for score, row in zip(score_row, index_row, strict=True):
                 if row < 0:
                     continue
-                product = self.products.iloc[row]
+                product = products[row]
                 ranked.append(
                     {
                         "rank": len(ranked) + 1,
@@ -239,7 +357,7 @@ class SearchIndex:
                         "id": str(product["id"]),
                         "title": str(product["title"]),
                         "category": str(product["category"]),
-                        "category_path": list(self.category_path(row)),
+                        "category_path": list(_category_path(product)),
                         "split": str(product["split"]),
                         "score": float(score),
                     }

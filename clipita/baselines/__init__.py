@@ -19,7 +19,7 @@ from .harness import BaselineNotRun, BaselineResult, evaluate_scores
 from .image_zero_shot import image_zero_shot_scores
 from .random_scores import random_scores
 from .registry import BASELINES, run_baseline
-from .title_zero_shot import title_zero_shot_scores
+from .title_zero_shot import title_zero_shot_chunks, title_zero_shot_scores
 
 __all__ = [
     "BASELINES",
@@ -32,5 +32,6 @@ __all__ = [
     "load_test_gallery",
     "random_scores",
     "run_baseline",
+    "title_zero_shot_chunks",
     "title_zero_shot_scores",
 ]

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import webdataset as wds
 
@@ -27,7 +28,10 @@ class TestGallery:
         product_ids: test products in loader order (the metric's product index).
         titles: their titles, same order.
         category_ids: ``[N, L]`` ancestor table ids per product (``-1`` padded).
-        title_features: ``[N, Dt]`` cached frozen-encoder title features (None without a feature cache).
+        title_features: ``[N, Dt]`` frozen-encoder title features held in memory (small or hand-made galleries;
+            None when they are streamed from ``features`` or there is no feature cache).
+        features: the test split's feature store (``datamodules.features.FeatureSplit``) the title features are
+            streamed from in chunks (:meth:`title_feature_chunks`), never loaded whole; None without a cache.
         shard_urls: the test shards (raw images for image-text baselines).
         metric_kwargs: the module's test-metric options (``ks``, ``max_rank``, ``relevance``...).
         split_seed: the DataModule's split seed.
@@ -42,6 +46,7 @@ class TestGallery:
     titles: list[str]
     category_ids: torch.Tensor
     title_features: torch.Tensor | None = None
+    features: Any = None
     shard_urls: list[str] = field(default_factory=list)
     metric_kwargs: dict[str, Any] = field(default_factory=dict)
     split_seed: int = 0
@@ -61,6 +66,25 @@ class TestGallery:
     def has_titles(self) -> bool:
         """Whether any test product has a title (an image-only catalogue or a folder tree has none)."""
         return any(self.titles)
+
+    @property
+    def has_title_features(self) -> bool:
+        """Whether cached title features exist (in memory or in the feature store)."""
+        return self.title_features is not None or (
+            self.features is not None and "title" in getattr(self.features, "columns", {})
+        )
+
+    def title_feature_chunks(self, chunk_size: int = 65536) -> Iterator[torch.Tensor]:
+        """The test products' title features in gallery order, ``[c, Dt]`` float32 ``chunk_size`` rows at a time
+        (read from the feature store chunk by chunk: memory independent of the gallery size)."""
+        if not self.has_title_features:
+            raise ValueError("no cached title features (data.use_features: true builds them)")
+        for start in range(0, self.num_products, chunk_size):
+            stop = min(self.num_products, start + chunk_size)
+            if self.title_features is not None:
+                yield self.title_features[start:stop].float()
+            else:
+                yield torch.from_numpy(self.features.read("title", np.arange(start, stop))).float()
 
     def records(self) -> Iterator[dict]:
         """The raw test records (``__key__``, ``jpg`` bytes, ``json`` bytes) in gallery order."""
@@ -86,7 +110,6 @@ class TestGallery:
         if missing:
             raise ValueError(f"test products {missing[:5]} are not in the test shards {urls}")
         metric = module.metrics["test"]
-        title_features = dataset.tensors.get("title_features")
         return cls(
             tree=datamodule.tree,
             query_texts=list(module.category_texts),
@@ -95,7 +118,7 @@ class TestGallery:
             product_ids=product_ids,
             titles=[titles[p] for p in product_ids],
             category_ids=dataset.category_ids.clone(),
-            title_features=None if title_features is None else title_features.float(),
+            features=dataset if "title" in getattr(dataset, "columns", {}) else None,  # streamed, not loaded
             shard_urls=urls,
             metric_kwargs={
                 "ks": metric.ks,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -32,27 +33,44 @@ class BaselineResult:
     metrics: dict[str, float]
 
 
-def evaluate_scores(scores: torch.Tensor, gallery: TestGallery, chunk_size: int = 8192) -> BaselineResult:
+def evaluate_scores(
+    scores: torch.Tensor | Iterable[torch.Tensor], gallery: TestGallery, chunk_size: int = 8192
+) -> BaselineResult:
     """Rank the gallery by ``scores`` and compute every retrieval metric per query and per group.
 
     Args:
-        scores: ``[Q, N]`` score of each query (category-table row) for each test product, higher = better.
-            Equal scores rank by product index (the harness's tie rule).
+        scores: ``[Q, N]`` score of each query (category-table row) for each test product, higher = better, or an
+            iterable of ``[Q, c]`` blocks covering the products in gallery order (a streamed gallery: only one
+            block is in memory). Equal scores rank by product index (the harness's tie rule).
         gallery: the test gallery the scores refer to.
-        chunk_size: products folded into the metric per ``update_scores`` call.
+        chunk_size: products folded into the metric per ``update_scores`` call (a ``[Q, N]`` matrix).
     """
-    scores = torch.as_tensor(scores, dtype=torch.float32)
-    expected = (gallery.num_queries, gallery.num_products)
-    if tuple(scores.shape) != expected:
-        raise ValueError(f"scores must be [Q, N] = {list(expected)}, got {list(scores.shape)}")
-    if not torch.isfinite(scores).all():
-        raise ValueError("baseline scores must be finite")
+    if isinstance(scores, torch.Tensor) or hasattr(scores, "__array__"):
+        matrix = torch.as_tensor(scores, dtype=torch.float32)
+        expected = (gallery.num_queries, gallery.num_products)
+        if tuple(matrix.shape) != expected:
+            raise ValueError(f"scores must be [Q, N] = {list(expected)}, got {list(matrix.shape)}")
+        blocks: Iterable[torch.Tensor] = (
+            matrix[:, start : start + chunk_size] for start in range(0, gallery.num_products, chunk_size)
+        )
+    else:
+        blocks = scores
     metric = CategoryRetrievalMetrics(**gallery.metric_kwargs)
     metric.set_queries(gallery.query_text_features, gallery.settings)
-    for start in range(0, gallery.num_products, chunk_size):
-        stop = min(gallery.num_products, start + chunk_size)
-        metric.update_scores(
-            scores[:, start:stop], gallery.category_ids[start:stop], torch.arange(start, stop)
-        )
+    start = 0
+    for block in blocks:
+        block = torch.as_tensor(block, dtype=torch.float32)
+        stop = start + block.shape[1]
+        if block.ndim != 2 or block.shape[0] != gallery.num_queries or stop > gallery.num_products:
+            raise ValueError(
+                f"score blocks must be [Q, c] = [{gallery.num_queries}, c] covering {gallery.num_products} "
+                f"products, got {list(block.shape)} at product {start}"
+            )
+        if not torch.isfinite(block).all():
+            raise ValueError("baseline scores must be finite")
+        metric.update_scores(block, gallery.category_ids[start:stop], torch.arange(start, stop))
+        start = stop
+    if start != gallery.num_products:
+        raise ValueError(f"score blocks covered {start} products, the gallery has {gallery.num_products}")
     means = {k: float(v) for k, v in metric.compute().items()}
     return BaselineResult(metric.compute_per_query(), metric.ranking()[1], means)

@@ -5,20 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from .bm25 import bm25_scores
 from .harness import evaluate_scores
 from .image_zero_shot import image_zero_shot_scores
 from .random_scores import random_scores
-from .title_zero_shot import title_zero_shot_scores
+from .title_zero_shot import title_zero_shot_chunks
 
 
-def _registry() -> dict[str, Callable[..., torch.Tensor]]:
+def _registry() -> dict[str, Callable[..., Any]]:
     return {
         "random": random_scores,
         "bm25": bm25_scores,
-        "title_zero_shot": title_zero_shot_scores,
+        "title_zero_shot": title_zero_shot_chunks,  # streamed: [Q, c] blocks
         "image_zero_shot": image_zero_shot_scores,
     }
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from clipita.baselines import (
     image_zero_shot_scores,
     random_scores,
     run_baseline,
+    title_zero_shot_chunks,
     title_zero_shot_scores,
 )
 from clipita.baselines.bm25 import bm25_texts, plural_stem
@@ -178,3 +181,70 @@ def test_bad_scores_and_unknown_baselines_are_refused():
         evaluate_scores(torch.full((gallery.num_queries, gallery.num_products), float("nan")), gallery)
     with pytest.raises(ValueError, match="unknown baseline"):
         run_baseline("tf_idf", gallery)
+
+
+class _TitleColumn:
+    """A stand-in for the feature store's ``FeatureSplit``: title rows read on demand, reads counted."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        self.columns = {"title": None}
+        self.features = features.to(torch.float16)
+        self.rows_read: list[int] = []
+
+    def read(self, array: str, indices):
+        assert array == "title"
+        self.rows_read.append(len(indices))
+        return self.features[torch.as_tensor(indices)].numpy()
+
+
+def test_title_zero_shot_streams_the_gallery_and_scores_like_the_whole_matrix():
+    in_memory = make_gallery()
+    column = _TitleColumn(in_memory.title_features)
+    in_memory.title_features = column.features.float()  # the same float16-rounded rows, held whole
+    streamed = dataclasses.replace(in_memory, title_features=None, features=column)
+    assert streamed.has_title_features
+    whole = run_baseline("title_zero_shot", in_memory)
+    chunks = title_zero_shot_chunks(streamed, chunk_size=3)
+    result = evaluate_scores(chunks, streamed)
+    assert column.rows_read and max(column.rows_read) == 3  # never more than a chunk of titles in memory
+    assert torch.equal(result.ranking, whole.ranking)
+    for name, values in whole.per_query.items():
+        assert torch.equal(result.per_query[name], values) or torch.allclose(
+            result.per_query[name], values, equal_nan=True, atol=1e-7
+        ), name
+    assert result.metrics == pytest.approx(whole.metrics, nan_ok=True)
+    with pytest.raises(ValueError, match="covered 3 products"):
+        evaluate_scores(iter([torch.zeros(streamed.num_queries, 3)]), streamed)
+
+
+@pytest.mark.slow
+def test_tiny_leaderboard_baselines_are_unchanged_by_streaming(tmp_path, monkeypatch):
+    """On the tiny config: the streamed gallery (title features read chunk by chunk from the feature store) gives
+    the same title zero-shot and BM25 results as the whole gallery in memory (the path before streaming)."""
+    import numpy as np
+    from conftest import tiny_overrides
+
+    from clipita.baselines import load_test_gallery
+    from datamodules.features import FeatureSplit
+
+    repo = Path(__file__).resolve().parents[2]
+    streamed = load_test_gallery(
+        str(repo / "experiments" / "quickstart.yaml"),
+        tiny_overrides({"data.work_dir": str(tmp_path / "work")}),
+    )
+    assert isinstance(streamed.features, FeatureSplit) and streamed.title_features is None
+    titles = torch.from_numpy(streamed.features.read("title", np.arange(streamed.num_products))).float()
+    in_memory = dataclasses.replace(
+        streamed, title_features=titles, features=None
+    )  # FeatureSplit.tensors' rows
+
+    def whole_split(self):
+        raise AssertionError("the streamed gallery loaded the whole feature split")
+
+    monkeypatch.setattr(FeatureSplit, "tensors", property(whole_split))
+    for kind in ("title_zero_shot", "bm25", "random"):
+        before, after = run_baseline(kind, in_memory), run_baseline(kind, streamed)
+        assert torch.equal(before.ranking, after.ranking), kind
+        assert after.metrics == pytest.approx(before.metrics, nan_ok=True, abs=1e-7), kind
+    chunked = evaluate_scores(title_zero_shot_chunks(streamed, chunk_size=7), streamed)
+    assert torch.equal(chunked.ranking, run_baseline("title_zero_shot", in_memory).ranking)

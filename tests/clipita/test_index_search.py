@@ -36,7 +36,9 @@ TINY_FIT = tiny_overrides({"trainer.max_epochs": 2, "test_after_fit": False})
 
 
 def run_clipita(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
+    )
     cmd = [sys.executable, "-m", "clipita.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -219,9 +221,18 @@ def test_faiss_agrees_with_exact_on_a_small_set(tmp_path, kind):
 @pytest.mark.slow
 def test_index_folder_is_complete_and_aligned(tiny_index):
     info = json.loads((tiny_index / INDEX_JSON).read_text())
-    emb = np.load(tiny_index / "embeddings.npy")
+    emb = np.asarray(SearchIndex.load(tiny_index).embeddings)
     products = pd.read_parquet(tiny_index / "products.parquet")
     assert emb.dtype == np.float32 and emb.shape == (160, info["embed_dim"]) == (info["num_products"], 256)
+    # one float32 + float16 array pair per input shard, rows in products.parquet order
+    assert info["layout"] == "shards-v1" and sum(s["count"] for s in info["shards"]) == 160
+    assert info["files"]["arrays"] == {"embedding": "float32", "embedding16": "float16"}
+    first = info["shards"][0]["name"].removesuffix(".tar")
+    shard_ids = np.load(tiny_index / "shards" / f"{first}.ids.npy").tolist()
+    assert products["id"].tolist()[: len(shard_ids)] == shard_ids
+    half = np.load(tiny_index / "shards" / f"{first}.embedding16.npy")
+    np.testing.assert_allclose(half, emb[: len(shard_ids)], atol=1e-3)
+    assert not info["normalized"]  # the retrieval vectors as the model returns them (here: one unit block)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert products["id"].tolist() == json.loads((tiny_index / "product_ids.json").read_text())
     assert products["id"].is_unique and set(products["split"]) == {"train", "val", "test"}
@@ -280,24 +291,49 @@ def test_faiss_search_agrees_with_exact_on_the_tiny_index(tiny_index, capsys):
         )
 
 
-@pytest.mark.slow
-def test_two_process_ddp_index_equals_single_process(tiny_base, tiny_index, tmp_path):
-    ckpt = train_tiny_model(tiny_base)
-    out = tmp_path / "ddp_index"
-    # the data options from the run's config instead of the checkpoint
-    fit_config = next((tiny_base / "runs").rglob("config.yaml"))
+def ddp_index(ckpt: Path, fit_config: Path, out: Path, cwd: Path) -> subprocess.CompletedProcess:
     result = run_clipita(
         ["index", "--ckpt", str(ckpt), "--fit_config", str(fit_config), "--output_dir", str(out)]
         + ["--split", "all", "--accelerator", "cpu"]
         + ["--devices", "2", "--strategy", "ddp", "--progress", "false", "--batch_size", "24"],
-        cwd=tmp_path,
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "distributed_backend=gloo" in result.stderr + result.stdout
-    single = pd.read_parquet(tiny_index / "products.parquet")
-    ddp = pd.read_parquet(out / "products.parquet")
-    assert ddp["id"].tolist() == single["id"].tolist()
-    np.testing.assert_allclose(
-        np.load(out / "embeddings.npy"), np.load(tiny_index / "embeddings.npy"), atol=1e-5
+    return result
+
+
+@pytest.mark.slow
+def test_two_process_ddp_index_equals_single_process_and_resumes(tiny_base, tiny_index, tmp_path):
+    ckpt = train_tiny_model(tiny_base)
+    out = tmp_path / "ddp_index"
+    # the data options from the run's config instead of the checkpoint
+    fit_config = next((tiny_base / "runs").rglob("config.yaml"))
+    ddp_index(ckpt, fit_config, out, tmp_path)
+    single, ddp = SearchIndex.load(tiny_index), SearchIndex.load(out)
+    assert ddp.products["id"].tolist() == single.products["id"].tolist()  # same ids, same order after merge
+    pd.testing.assert_frame_equal(ddp.products, single.products)
+    np.testing.assert_allclose(np.asarray(ddp.embeddings), np.asarray(single.embeddings), atol=1e-5)
+    np.testing.assert_allclose(  # the float16 arrays agree to float16 rounding
+        np.asarray(ddp._half_rows, dtype=np.float32),
+        np.asarray(single._half_rows, dtype=np.float32),
+        atol=2e-3,
     )
-    assert not (out / "_prediction_parts").exists()
+    info = json.loads((out / INDEX_JSON).read_text())
+    assert info["world_size"] == 2 and len(info["shards"]) >= 2
+
+    # a killed run: one shard unfinished (no ids file) and no index.json; with 2 ranks again, only that shard is
+    # embedded (its rank works, the other has nothing left to do) and the index is complete once more
+    shards = out / "shards"
+    redo = info["shards"][1]["name"].removesuffix(".tar")
+    (shards / f"{redo}.ids.npy").unlink()
+    (out / INDEX_JSON).unlink()
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        SearchIndex.load(out)
+    before = {p.name: p.stat().st_mtime_ns for p in shards.glob("*.embedding.npy")}
+    ddp_index(ckpt, fit_config, out, tmp_path)
+    after = {p.name: p.stat().st_mtime_ns for p in shards.glob("*.embedding.npy")}
+    assert [n for n in before if before[n] != after[n]] == [f"{redo}.embedding.npy"]
+    again = SearchIndex.load(out)
+    np.testing.assert_array_equal(np.asarray(again.embeddings), np.asarray(ddp.embeddings))
+    assert again.products["id"].tolist() == single.products["id"].tolist()
