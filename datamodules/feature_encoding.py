@@ -421,6 +421,9 @@ class EncodeJob(L.LightningModule):
         for store in self.stores.values():
             store.prepare()
         jobs = plan(self.stores, self.global_rank, self.trainer.world_size)
+        if not jobs:  # one empty item: under DDP Lightning refuses a rank whose loader is empty, and the
+            # rank must still reach the barriers of on_predict_end
+            return torch.utils.data.DataLoader([{"empty": True}], batch_size=None)
         transform = self.image_encoder.transform if self.image_encoder is not None else None
         reuse = reuse_indexes(self.stores, self.shard_dir, self.reuse) if jobs else {}
         dataset = ShardBatches(self.shard_dir, jobs, transform, self.batch_size, reuse)
@@ -429,7 +432,9 @@ class EncodeJob(L.LightningModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # lists and an optional tensor: encode_batch moves the images itself
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        if batch.get("empty"):
+            return None
         return encode_batch(
             batch,
             self.image_encoder,
@@ -440,7 +445,8 @@ class EncodeJob(L.LightningModule):
         )
 
     def on_predict_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self.writer.add(outputs)
+        if outputs is not None:
+            self.writer.add(outputs)
 
     def on_predict_end(self) -> None:
         self.trainer.strategy.barrier("encode-written")

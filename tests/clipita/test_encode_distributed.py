@@ -104,6 +104,17 @@ def test_two_rank_encode_and_evaluation_match_one_rank(tmp_path):
         for key in ("title_mask", "attribute_mask", "category_ids"):
             np.testing.assert_array_equal(a[split][key].numpy(), b[split][key].numpy())
 
+    # a restart where one rank has nothing left (shard 0 goes to rank 0; rank 1's loader is empty) must not
+    # crash or hang at the barriers, and only the missing shard is written again
+    store = sorted((two / "features").iterdir())[0]
+    first = sorted(store.glob("*.ids.npy"))[0]
+    others = {p: p.stat().st_mtime_ns for p in store.glob("*.ids.npy") if p != first}
+    first.unlink()
+    (store / "complete.json").unlink()
+    encode(two, 2, tmp_path)
+    assert first.exists() and (store / "complete.json").exists()
+    assert {p: p.stat().st_mtime_ns for p in others} == others
+
     m1 = validate_metrics(one, 1, tmp_path)
     m2 = validate_metrics(two, 2, tmp_path)
     assert "val/map@10" in m1
