@@ -8,6 +8,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from .checkpointing import restore_module_state, write_checkpoint
 from .losses import InfoNCELoss
@@ -131,7 +132,10 @@ class ClipItaModule(L.LightningModule):
         self.net.set_trained_categories(dm.tree.paths[i] for i in dm.train_category_ids)
         statistics = getattr(dm, "lexical_statistics", None)
         if self.net.lexical is not None and statistics is not None:  # BM25 statistics of the training split
-            self.net.lexical.set_statistics(statistics)
+            if float(statistics["avg_len"]) > 0:
+                self.net.lexical.set_statistics(statistics)
+            else:  # no title or attribute text in training (a folder tree, an image-only table): no BM25 term
+                rank_zero_info("lexical signal off: the training products have no title or attribute text")
         self.val_settings = self.validation_groups()
 
     def validation_groups(self) -> dict[str, torch.Tensor]:

@@ -169,3 +169,27 @@ def test_lexical_statistics_travel_in_the_checkpoint(tmp_path):
     assert torch.allclose(scores[0], scores[1], atol=1e-6)
     dense = loaded.encode_query_paths(TREE.paths) @ loaded.encode_product_for_retrieval(dm.eval_batch).T
     assert not torch.allclose(scores[1], dense)  # the BM25 term is really in the score
+
+
+def test_a_catalogue_without_product_text_leaves_the_lexical_signal_off(tmp_path):
+    """A folder tree or an image-only table has no title or attribute text: the adaptive recipe still trains (no
+    BM25 term), instead of refusing statistics with an average length of 0."""
+    from synthetic_catalogue import LexicalDataModule
+
+    torch.manual_seed(0)
+    net = tiny_net(**ROUTED, lexical_signal=True)
+    module = ClipItaModule(net, HierarchicalInfoNCELoss(temperature=0.1), lr=1e-2, scheduler="none")
+    dm = LexicalDataModule(net)
+    dm.lexical_statistics = {
+        **dm.lexical_statistics,
+        "avg_len": 0.0,
+        "doc_freq": dm.lexical_statistics["doc_freq"] * 0,
+    }
+    for batch in [*dm.train_batches, dm.eval_batch]:
+        batch["lexical_tokens"] = torch.full_like(batch["lexical_tokens"][:, :1], -1)
+    trainer(tmp_path).fit(module, datamodule=dm)
+    assert not net.lexical.fitted
+    net.retrieval = {"seen_lexical_weight": 1.0, "novel_lexical_weight": 1.0}
+    assert (
+        net.lexical_query([p[-1] for p in TREE.paths], TREE.paths) is None
+    )  # scored by the dense part alone
