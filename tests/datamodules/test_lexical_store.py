@@ -9,14 +9,14 @@ import types
 import numpy as np
 import pytest
 import torch
+from sample_shards import shard_two_seeds
 
 from datamodules.category_tree import CategoryTree
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_reuse import read_shard_records
 from datamodules.features import IDS, LEXICAL_TOKENS, FeatureSplit
 from datamodules.lexical_store import lexical_texts
-from datamodules.sample_catalogue import generate_sample_catalogue
-from datamodules.sharding import SPLITS, load_manifest, shard_catalogue
+from datamodules.sharding import SPLITS, load_manifest
 from lightning_modules.components import TextEncoder
 from lightning_modules.lexical import LexicalSignal, document_statistics
 
@@ -35,13 +35,7 @@ class CountingTokenizer(LexicalSignal):
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lexical")
-    catalog = generate_sample_catalogue(str(folder / "catalogue"), num_products=90, seed=0)
-    for seed in (0, 1):
-        shard_catalogue(
-            str(catalog), str(folder / "shards" / f"seed{seed}"), shard_size=20, seed=seed, progress=False
-        )
-    return folder
+    return shard_two_seeds(tmp_path_factory.mktemp("lexical"))
 
 
 @pytest.fixture(scope="module")
