@@ -34,7 +34,7 @@ from PIL import Image
 
 from datamodules.category_tree import CategoryTree, format_path
 
-from .search import CategoryEncoder, is_relevant, resolve_category
+from .search import CategoryEncoder, is_relevant, rank_queries
 from .search_index import SearchIndex
 
 HTML_NAME = "index.html"
@@ -278,8 +278,7 @@ def gallery(
     for index in loaded:
         ckpt = index.info["checkpoint"]
         encoder = encoders.setdefault(ckpt, CategoryEncoder(ckpt))
-        paths = [resolve_category(query, index.tree) for query in queries]
-        scores, rows = index.topk(encoder.encode(queries, paths), k, use_faiss=use_faiss)
+        paths, scores, rows = rank_queries(index, encoder, queries, k, use_faiss=use_faiss)
         hits_per_query = index.hits(scores, rows)
         shards = Path(shard_dir or index.info["shard_dir"])
         model_rows = []

@@ -137,6 +137,18 @@ class CategoryEncoder:
         return lambda q, vectors, tokens: self.net.score(q, vectors, query, tokens)
 
 
+def rank_queries(
+    index: SearchIndex, encoder: CategoryEncoder, queries: Sequence[str], k: int, **topk_options: Any
+) -> tuple[list[CategoryPath | None], torch.Tensor, torch.Tensor]:
+    """The one ranking of category queries over an index (``clipita search`` and ``clipita gallery``): each query's
+    catalogue path resolved on the index's tree, its vector from the checkpoint's query encoder, and the model's
+    scorer (a lexical model's BM25 term included), as the test scores. Returns ``(paths, scores, rows)``."""
+    paths = [resolve_category(query, index.tree) for query in queries]
+    score = encoder.scorer(queries, paths)
+    scores, rows = index.topk(encoder.encode(queries, paths), k, score=score, **topk_options)
+    return paths, scores, rows
+
+
 class Searcher:
     """An index plus the category tower of the checkpoint it was built with.
 
@@ -173,12 +185,16 @@ class Searcher:
             raise ValueError(f"k must be >= 1, got {k}")
         if not queries:
             return []
-        tree, unseen = self.index.tree, self.index.unseen
-        paths = [resolve_category(query, tree) for query in queries]
-        emb = self.encoder.encode(queries, paths)
-        score = self.encoder.scorer(queries, paths)  # the BM25 term of a lexical model, as the test scored it
-        scores, rows = self.index.topk(
-            emb, k, use_faiss=use_faiss, ef_search=ef_search, nprobe=nprobe, scan=scan, score=score
+        unseen = self.index.unseen
+        paths, scores, rows = rank_queries(
+            self.index,
+            self.encoder,
+            queries,
+            k,
+            use_faiss=use_faiss,
+            ef_search=ef_search,
+            nprobe=nprobe,
+            scan=scan,
         )
         out = []
         for query, path, text, hits in zip(
