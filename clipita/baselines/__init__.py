@@ -1,7 +1,8 @@
 """Score-based baselines for the leaderboard, evaluated in the same harness as the trained models.
 
-Each baseline is a function ``(gallery, **options) -> Tensor [Q, N]`` scoring every category query against every
-test product; :func:`evaluate_scores` folds the scores into the project's ``CategoryRetrievalMetrics`` with the
+Each baseline is a function ``(gallery, **options)`` scoring every category query against every test product,
+as ``[Q, c]`` product blocks in gallery order (``*_chunks``: memory independent of the gallery) or, for small
+galleries, the whole ``Tensor [Q, N]`` (``*_scores``); :func:`evaluate_scores` folds the scores into the project's ``CategoryRetrievalMetrics`` with the
 same query table, settings and test gallery the LightningModule is tested on.
 
     random            seeded uniform scores (the chance level of every metric)
@@ -13,11 +14,11 @@ same query table, settings and test gallery the LightningModule is tested on.
 
 from __future__ import annotations
 
-from .bm25 import bm25_scores
+from .bm25 import bm25_chunks, bm25_scores
 from .gallery import TestGallery, load_test_gallery
 from .harness import BaselineNotRun, BaselineResult, evaluate_scores
 from .image_zero_shot import image_zero_shot_scores
-from .random_scores import random_scores
+from .random_scores import random_chunks, random_scores
 from .registry import BASELINES, run_baseline
 from .title_zero_shot import title_zero_shot_chunks, title_zero_shot_scores
 
@@ -26,10 +27,12 @@ __all__ = [
     "BaselineNotRun",
     "BaselineResult",
     "TestGallery",
+    "bm25_chunks",
     "bm25_scores",
     "evaluate_scores",
     "image_zero_shot_scores",
     "load_test_gallery",
+    "random_chunks",
     "random_scores",
     "run_baseline",
     "title_zero_shot_chunks",

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .bm25 import bm25_scores
+from .bm25 import bm25_chunks
 from .harness import evaluate_scores
 from .image_zero_shot import image_zero_shot_scores
-from .random_scores import random_scores
+from .random_scores import random_chunks
 from .title_zero_shot import title_zero_shot_chunks
 
 
 def _registry() -> dict[str, Callable[..., Any]]:
     return {
-        "random": random_scores,
-        "bm25": bm25_scores,
+        "random": random_chunks,  # streamed: [Q, c] blocks
+        "bm25": bm25_chunks,  # streamed: [Q, c] blocks from sparse scores
         "title_zero_shot": title_zero_shot_chunks,  # streamed: [Q, c] blocks
         "image_zero_shot": image_zero_shot_scores,
     }
