@@ -25,7 +25,6 @@ import json
 import re
 import tarfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,7 +81,7 @@ def thumbnail_name(product_id: str, shard: Path, key: str) -> str:
 def default_categories(index: SearchIndex, count: int = 12) -> list[str]:
     """Leaf categories with products in the index: up to half held out of training (*unseen*), the rest seen
     ones, each group largest first."""
-    sizes = Counter(index.category_path(row) for row in range(len(index.products)))
+    sizes = index.category_counts()  # the category columns only, never the whole product table
     tree = CategoryTree.from_json(index.tree)
     present = [p for p in sorted(tree.paths[i] for i in tree.leaves) if sizes[p] > 0]
     unseen = sorted((p for p in present if p in index.unseen), key=lambda p: -sizes[p])
@@ -282,10 +281,12 @@ def gallery(
         hits_per_query = index.hits(scores, rows)
         shards = Path(shard_dir or index.info["shard_dir"])
         model_rows = []
-        categories = [index.category_path(row) for row in range(len(index.products))]
+        counts = index.category_counts()  # {category path: products}, read from the category columns only
+        # the hits' own rows of the product tables (shard, key, JPEG byte range), not the whole table
+        products = index.product_rows([hit["row"] for hits in hits_per_query for hit in hits])
         for path, hits in zip(paths, hits_per_query, strict=True):
             for hit in hits:
-                product = index.products.iloc[hit["row"]]
+                product = products[hit["row"]]
                 shard = shards / str(product["shard"])
                 name = thumbnail_name(hit["id"], shard, str(product["key"]))
                 if name not in written:
@@ -295,10 +296,10 @@ def gallery(
                     make_thumbnail(jpeg, out / IMAGES_DIR / name, size=thumb_px)
                     written[name] = hit["id"]
                 hit["image"] = f"{IMAGES_DIR}/{name}"
-                hit["relevant"] = is_relevant(categories[hit["row"]], path) if path else None
+                hit["relevant"] = is_relevant(hit["category_path"], path) if path else None
             num_relevant = None
             if path is not None:
-                num_relevant = sum(is_relevant(c, path) for c in categories)
+                num_relevant = sum(n for c, n in counts.items() if is_relevant(c, path))
             judged = bool(num_relevant)  # a category with no product in the index cannot be judged
             precision = sum(bool(h["relevant"]) for h in hits) / k if judged else None
             model_rows.append(

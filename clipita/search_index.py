@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections import OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from lightning_modules.metrics.retrieval_functional import running_topk, select_
 
 from .index import FAISS_NAME, INDEX_JSON
 from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
+from .parquet_rows import count_parquet_values, read_parquet_rows
 
 CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
@@ -125,15 +126,16 @@ class SearchIndex:
         info: ``index.json``.
         embeddings: float32 ``[N, D]``, memory-mapped (read-only): the shards' arrays seen as one
             (:class:`~clipita.index_shards.ShardedRows`), or an older index's ``embeddings.npy``.
-        products: ``products.parquet`` (row i describes embedding row i), read on first use; the hits of a
-            search read only their rows, from the shards' own tables (:meth:`product_row`).
+        products: ``products.parquet`` (row i describes embedding row i) whole, read on first use (tests and
+            small indexes); the commands read only what they need: the hits' rows (:meth:`product_rows`) and the
+            category column (:meth:`category_counts`).
     """
 
     folder: Path
     info: dict[str, Any]
     embeddings: np.ndarray
     _products: pd.DataFrame | None = field(default=None, repr=False)
-    _shard_tables: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _category_counts: Counter | None = field(default=None, repr=False)
     _faiss: Any = field(default=None, repr=False)
     _half: torch.Tensor | None = field(default=None, repr=False)
     _half_rows: ShardedRows | None = field(default=None, repr=False)
@@ -171,49 +173,77 @@ class SearchIndex:
             embeddings = np.load(
                 folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
             )
-        products = None
-        if shards is None:
-            products = pd.read_parquet(folder / files.get("products", "products.parquet"))
-            count = len(products)
+        if shards is None:  # the table's row count, from its footer (rows are read as needed)
+            import pyarrow.parquet as pq
+
+            count = pq.ParquetFile(folder / files.get("products", "products.parquet")).metadata.num_rows
         else:  # the shards' counts (their tables are read row by row for the hits)
             count = sum(s.count for s in shards.shards)
         if embeddings.ndim != 2 or embeddings.shape[0] != count:
             raise ValueError(
                 f"{folder}: {embeddings.shape[0]} embedding rows but {count} products in the metadata"
             )
-        return cls(folder, info, embeddings, _products=products, _half_rows=half, _shards=shards)
+        return cls(folder, info, embeddings, _half_rows=half, _shards=shards)
 
     @property
     def products(self) -> pd.DataFrame:
-        """Every product's metadata (``products.parquet``), read on first use."""
+        """Every product's metadata (``products.parquet``), read whole on first use (tests and small indexes; the
+        commands read only the rows they need: :meth:`product_rows`)."""
         if self._products is None:
-            name = self.info.get("files", {}).get("products", "products.parquet")
-            self._products = pd.read_parquet(self.folder / name)
+            self._products = pd.read_parquet(self._products_path())
         return self._products
+
+    def _products_path(self) -> Path:
+        return self.folder / self.info.get("files", {}).get("products", "products.parquet")
+
+    def _product_tables(self) -> list[tuple[Path, int]]:
+        """``(parquet file, its first row)`` of the tables holding the products: the shards' own tables, or the
+        single ``products.parquet`` of an older index."""
+        if self._shards is None:
+            return [(self._products_path(), 0)]
+        offsets = np.cumsum([0] + [s.count for s in self._shards.shards])
+        return [
+            (self._shards.path(s.name, PRODUCTS), int(offsets[i]))
+            for i, s in enumerate(self._shards.shards)
+            if s.count
+        ]
 
     def product_row(self, row: int) -> dict[str, Any]:
         """Product ``row``'s metadata (see :meth:`product_rows`)."""
         return self.product_rows([row])[row]
 
     def product_rows(self, rows: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """The metadata of products ``rows``: from the whole table when it is loaded, else from their shards' own
-        tables, each read once per call (a few are cached): memory independent of the index size."""
+        """The metadata of products ``rows`` (``{row: {column: value}}``): from the whole table when it is loaded,
+        else only those rows, read from the tables holding them (the shards' own tables, or the row groups of an
+        older index's ``products.parquet``): memory independent of the index size."""
         wanted = sorted({int(r) for r in rows})
-        if self._products is not None or self._shards is None:
+        if self._products is not None:
             return {r: self.products.iloc[r].to_dict() for r in wanted}
-        shards = self._shards.shards
-        offsets = np.cumsum([0] + [s.count for s in shards])
+        if wanted and (wanted[0] < 0 or wanted[-1] >= len(self)):
+            raise IndexError(
+                f"product rows {wanted[0]}..{wanted[-1]} outside the index's {len(self)} products"
+            )
+        tables = self._product_tables()
+        starts = np.array([start for _, start in tables])
+        which = np.searchsorted(starts, wanted, side="right") - 1
         out: dict[int, dict[str, Any]] = {}
-        for row, s in zip(wanted, np.searchsorted(offsets, wanted, side="right") - 1, strict=True):
-            name = shards[int(s)].name
-            table = self._shard_tables.pop(name, None)
-            if table is None:
-                table = pd.read_parquet(self._shards.path(name, PRODUCTS))
-            self._shard_tables[name] = table
-            while len(self._shard_tables) > 16:
-                self._shard_tables.popitem(last=False)
-            out[row] = table.iloc[row - int(offsets[s])].to_dict()
+        for t in np.unique(which):
+            path, start = tables[int(t)]
+            local = read_parquet_rows(path, [r - start for r, w in zip(wanted, which, strict=True) if w == t])
+            out.update((start + r, product) for r, product in local.items())
         return out
+
+    def category_counts(self) -> Counter[CategoryPath]:
+        """How many products have each category path (read once from the category columns only, batch by batch:
+        no product table is loaded whole)."""
+        if self._category_counts is None:
+            columns = ("category_path", "category")
+            raw = count_parquet_values([path for path, _ in self._product_tables()], columns)
+            counts: Counter[CategoryPath] = Counter()
+            for values, count in raw.items():
+                counts[_category_path(dict(zip(columns, values, strict=True)))] += count
+            self._category_counts = counts
+        return self._category_counts
 
     def array(self, name: str) -> ShardedRows:
         """A per-product array stored beside the embeddings (:data:`clipita.index_shards.EXTRA_ARRAYS`), row i =

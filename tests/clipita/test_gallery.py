@@ -7,16 +7,24 @@ import json
 import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+import torch
 import webdataset as wds
 from PIL import Image
 from test_index_search import build_tiny_index
 
 from clipita.cli import main as clipita
-from clipita.gallery import make_thumbnail, read_record_jpeg, render_html
+from clipita.gallery import default_categories, make_thumbnail, read_record_jpeg, render_html
+from clipita.index import PRODUCT_COLUMNS
+from clipita.index_shards import IndexShard, IndexShards, merge_products
 from clipita.search import is_relevant, resolve_category
+from clipita.search_index import SearchIndex
 from lightning_modules.curves import plot_training_curves, read_curves
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -124,6 +132,105 @@ def test_training_curves_png(tmp_path):
     assert plot_training_curves(csv, tmp_path / "no_val.png").is_file()
 
 
+# ------------------------------------------------------------- product metadata read without the whole table
+LEAF_PATHS = [("A", "B"), ("A", "C"), ("D", "E"), ("D", "F")]
+
+
+def product_frame(ids: list[str], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    paths = [LEAF_PATHS[i] for i in rng.integers(len(LEAF_PATHS), size=len(ids))]
+    rows = [
+        {"id": i, "title": f"t {i}", "category": " > ".join(c), "category_path": json.dumps(list(c)), "split": "test",
+         "shard": "s.tar", "key": i, "jpg_offset": n * 100, "jpg_size": 10 + n}
+        for n, (i, c) in enumerate(zip(ids, paths, strict=True))
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=PRODUCT_COLUMNS)
+
+
+def sharded_index(folder: Path, counts: list[int], d: int = 4) -> SearchIndex:
+    """An index of per-shard tables (``clipita index`` >= 2) with mixed categories, embeddings all zero."""
+    shards = IndexShards(folder, [IndexShard("test", f"test-{n:06d}.tar", c) for n, c in enumerate(counts)])
+    shards.prepare({"checkpoint_sha256": "x"})
+    for n, shard in enumerate(shards.shards):
+        ids = [f"p{n}-{r}" for r in range(shard.count)]
+        emb = np.zeros((shard.count, d), dtype=np.float32)
+        arrays = {"embedding": emb, "embedding16": emb.astype(np.float16)}
+        shards.write_shard(shard.name, ids, arrays, product_frame(ids, seed=n))
+    merge_products(shards, folder / "products.parquet")
+    info = {
+        "version": 2, "checkpoint": "none", "tree": [["A"], ["D"]] + [list(p) for p in LEAF_PATHS],
+        "faiss": None, "files": {"products": "products.parquet"},
+        "shards": [{"split": s.split, "name": s.name, "count": s.count} for s in shards.shards],
+    }  # fmt: skip
+    (folder / "index.json").write_text(json.dumps(info))
+    return SearchIndex.load(folder)
+
+
+def single_file_index(folder: Path, n: int, row_group_size: int, d: int = 4) -> SearchIndex:
+    """An older index: one ``embeddings.npy`` and one ``products.parquet`` (here in several row groups)."""
+    folder.mkdir(parents=True)
+    np.save(folder / "embeddings.npy", np.zeros((n, d), dtype=np.float32))
+    frame = product_frame([f"p{i}" for i in range(n)], seed=7).drop(columns=["category_path"])  # the oldest
+    frame.to_parquet(folder / "products.parquet", index=False, row_group_size=row_group_size)
+    info = {"version": 1, "checkpoint": "none", "tree": [["A"], ["A", "B"]], "faiss": None}
+    (folder / "index.json").write_text(json.dumps(info))
+    return SearchIndex.load(folder)
+
+
+class ReadLog:
+    """Forbids reading a parquet table whole (pandas, ``pq.read_table``, ``ParquetFile.read``,
+    ``SearchIndex.products``) and records the rows ``ParquetFile.iter_batches`` decodes, per column selection."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.rows: Counter[tuple[str, ...] | None] = Counter()
+        iter_batches = pq.ParquetFile.iter_batches
+
+        def whole(*args, **kwargs):
+            raise AssertionError("a whole parquet table was read")
+
+        def logged(parquet, *args, columns=None, **kwargs):
+            for batch in iter_batches(parquet, *args, columns=columns, **kwargs):
+                self.rows[tuple(columns) if columns else None] += batch.num_rows
+                yield batch
+
+        monkeypatch.setattr(pd, "read_parquet", whole)
+        monkeypatch.setattr(pq, "read_table", whole)
+        monkeypatch.setattr(pq.ParquetFile, "read", whole)
+        monkeypatch.setattr(pq.ParquetFile, "iter_batches", logged)
+        monkeypatch.setattr(SearchIndex, "products", property(whole))
+
+
+def test_hit_rows_and_category_counts_come_without_the_whole_table(tmp_path, monkeypatch):
+    sharded = sharded_index(tmp_path / "sharded", [40, 0, 33, 50, 25])  # rows 0-39, 40-72, 73-122, 123-147
+    single = single_file_index(tmp_path / "single", n=100, row_group_size=16)
+    cases = [(sharded, [41, 44, 80, 0]), (single, [3, 17, 18, 99])]
+    expected, categories = [], []
+    for index, rows in cases:
+        whole = pd.read_parquet(index.folder / "products.parquet")
+        expected.append({r: whole.iloc[r].to_dict() for r in rows})
+        if "category_path" in whole:
+            categories.append(Counter(tuple(json.loads(p)) for p in whole["category_path"]))
+        else:  # the oldest index: the display string only
+            categories.append(Counter(tuple(c.split(" > ")) for c in whole["category"]))
+    log = ReadLog(monkeypatch)
+    for (index, rows), want in zip(cases, expected, strict=True):
+        assert index.product_rows(rows) == want
+        assert index.hits(torch.zeros(1, len(rows)), torch.tensor([rows]))[0][1]["id"] == want[rows[1]]["id"]
+    # the sharded index decoded the tables of shards 0, 2 and 3 (twice: rows, then hits); the single file the
+    # 16-row groups 0, 1 and 6 (the last, 4 rows), twice
+    assert log.rows == {None: 2 * (40 + 33 + 50) + 2 * (16 + 16 + 4)}
+    with pytest.raises(IndexError, match="outside"):
+        single.product_rows([100])
+    log.rows.clear()
+    for (index, _), want in zip(cases, categories, strict=True):
+        assert index.category_counts() == want
+    assert log.rows == {("category_path", "category"): 148, ("category",): 100}  # only the category columns
+    counts = categories[0]
+    assert default_categories(sharded, count=4) == [
+        " > ".join(p) for p in sorted(LEAF_PATHS, key=lambda p: -counts[p])
+    ]
+
+
 # ------------------------------------------------------------------------------------ end to end (tiny model)
 @pytest.fixture(scope="module")
 def tiny_gallery(tmp_path_factory) -> Path:
@@ -195,3 +302,29 @@ def test_gallery_opens_in_headless_chromium(tiny_gallery, tmp_path):
         assert image.size == (1400, 1000)
         colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colors is None or len(colors) > 50  # not a blank page
+
+
+@pytest.mark.slow
+def test_gallery_reads_only_the_hit_rows_and_category_columns(tiny_gallery, tmp_path, monkeypatch):
+    """The same page with every whole-table read forbidden; the relevant counts match the whole table's."""
+    page = json.loads((tiny_gallery / "gallery.json").read_text())
+    index = Path(page["models"][0]["index"])
+    whole = pd.read_parquet(index / "products.parquet")
+    paths = [tuple(json.loads(p)) for p in whole["category_path"]]
+    log = ReadLog(monkeypatch)
+    for name, categories in (("named", [r["query"] for r in page["rows"]]), ("default", None)):
+        args = ["gallery", "--indexes", json.dumps([str(index)] * 2), "--labels", '["model A", "model B"]']
+        args += ["--k", "6", "--output_dir", str(tmp_path / name)]
+        clipita(args + (["--categories", json.dumps(categories)] if categories else []))
+    named = json.loads((tmp_path / "named" / "gallery.json").read_text())
+    assert (
+        named == page
+        and (tmp_path / "named" / "index.html").read_text() == (tiny_gallery / "index.html").read_text()
+    )
+    default = json.loads((tmp_path / "default" / "gallery.json").read_text())
+    assert len(default["rows"]) == 12
+    for row in named["rows"] + default["rows"]:
+        if row["category"] is not None:
+            path = tuple(row["category"].split(" > "))
+            assert row["num_relevant"] == sum(is_relevant(p, path) for p in paths) > 0
+    assert set(log.rows) == {None, ("category_path", "category")}
