@@ -57,6 +57,7 @@ class RecordSpool:
         self._offsets = array("q")  # byte offset of each line: 8 bytes per record
         self._paths: dict[CategoryPath, CategoryPath] = {}  # one tuple per category, shared by its records
         self._end = 0
+        self._at_end = True  # no seek between appends: a seek would flush the write buffer every time
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -76,7 +77,9 @@ class RecordSpool:
             record.split,
         ]
         line = json.dumps(fields, ensure_ascii=True).encode("ascii") + b"\n"
-        self._file.seek(self._end)
+        if not self._at_end:
+            self._file.seek(self._end)
+            self._at_end = True
         self._file.write(line)
         self._offsets.append(self._end)
         self._end += len(line)
@@ -86,6 +89,7 @@ class RecordSpool:
     def read(self, handle: SpooledRecord | int) -> RawRecord:
         """The full record behind ``handle`` (or a line number)."""
         line = handle.line if isinstance(handle, SpooledRecord) else handle
+        self._at_end = False
         self._file.seek(self._offsets[line])
         return _decode(self._file.readline())
 
