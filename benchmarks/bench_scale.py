@@ -146,7 +146,8 @@ def _split(args, split: str):
     import json as _json
 
     from datamodules.category_tree import CategoryTree
-    from datamodules.features import FeatureSplit, FeatureStore, manifest_shards
+    from datamodules.feature_split import FeatureSplit
+    from datamodules.features import FeatureStore, manifest_shards
     from datamodules.sharding import load_manifest
 
     shard_dir = str(Path(args.work) / "shards")
