@@ -15,7 +15,8 @@ import pytest
 from conftest import tiny_overrides
 
 from datamodules.category_tree import CategoryTree
-from datamodules.features import FeatureSplit, FeatureStore, manifest_shards
+from datamodules.feature_split import FeatureSplit
+from datamodules.features import FeatureStore, manifest_shards
 from datamodules.sharding import SPLITS, load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
