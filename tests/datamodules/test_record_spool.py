@@ -23,7 +23,7 @@ def records(n: int = 60) -> list[RawRecord]:
             RawRecord(
                 row=i + 1,
                 id=f"id-{i}/é",
-                title=["", f"title {i} \u2603 \"quoted\"\n"][i % 2],
+                title=["", f'title {i} \u2603 "quoted"\n'][i % 2],
                 attributes={"colour": "red", "b-first": str(i)} if i % 3 else {},
                 category=leaves[i % len(leaves)],
                 image_path=f"/images/{i}.jpg",
