@@ -48,7 +48,8 @@ from clipita.baselines.harness import evaluate_scores
 from clipita.baselines.title_zero_shot import title_zero_shot_scores
 from datamodules.category_tree import CategoryTree
 from datamodules.feature_encoding import encode_features
-from datamodules.features import IDS, LEXICAL_TOKENS, FeatureSplit
+from datamodules.feature_split import FeatureSplit
+from datamodules.features import IDS, LEXICAL_TOKENS
 from datamodules.sharding import load_manifest
 from lightning_modules.lexical import LexicalSignal
 

@@ -146,7 +146,8 @@ def _split(args, split: str):
     import json as _json
 
     from datamodules.category_tree import CategoryTree
-    from datamodules.features import FeatureSplit, FeatureStore, manifest_shards
+    from datamodules.feature_split import FeatureSplit
+    from datamodules.features import FeatureStore, manifest_shards
     from datamodules.sharding import load_manifest
 
     shard_dir = str(Path(args.work) / "shards")
@@ -369,6 +370,8 @@ def main() -> None:
     parser.add_argument("--shard_size", type=int, default=1000)
     parser.add_argument("--root", default="/tmp/clipita_bench_scale")
     parser.add_argument("--child", choices=list(STAGES))
+    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES),
+                        help="run only these stages (each needs the ones before it: encode needs shard, ...)")  # fmt: skip
     (
         parser.add_argument("--work"),
         parser.add_argument("--n", type=int),
@@ -380,6 +383,7 @@ def main() -> None:
         opts.stage = opts.child
         child(opts)
         return
+    plan = [step for step in STAGE_PLAN if step[0] in opts.stages]
     rows = []
     for n in opts.sizes:
         work = Path(opts.root) / f"n{n}"
@@ -387,7 +391,7 @@ def main() -> None:
 
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        for stage, ranks, tag in STAGE_PLAN:
+        for stage, ranks, tag in plan:
             row = run_stage(stage, work, n, opts, ranks, tag)
             rows.append(row)
             print(f"{n:>9} {row['stage']:<10} {row['seconds']:9.1f} s {row['us_per_product']:9.1f} us/product "
@@ -396,13 +400,13 @@ def main() -> None:
     by = {(r["n"], r["stage"]): r for r in rows}
     sizes = sorted(opts.sizes)
     print(f"\ntext tower: {opts.text}; decoding workers per rank: {opts.workers}")
-    for n in sizes:
+    for n in sizes if "encode" in opts.stages else []:
         one, two = by[(n, "encode")], by[(n, "encode x2")]
         print(f"n={n}: encode products/s 1 rank {one['products'] / one['seconds']:.0f}, 2 ranks "
               f"{two['products'] / two['seconds']:.0f}: ratio {one['seconds'] / two['seconds']:.2f}x")  # fmt: skip
     if len(sizes) >= 2:
         small, big = sizes[-2], sizes[-1]
-        for stage in [s if r == 1 else f"{s} x{r}" for s, r, _ in STAGE_PLAN]:
+        for stage in [s if r == 1 else f"{s} x{r}" for s, r, _ in plan]:
             a, b = by[(small, stage)], by[(big, stage)]
             print(f"{stage:<10} RSS {big} vs {small}: {max(b['rss_mb']) / max(a['rss_mb']):.2f}x; "
                   f"time/product: {b['us_per_product'] / a['us_per_product']:.2f}x")  # fmt: skip

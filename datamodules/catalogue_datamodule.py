@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.category_tree import CategoryTree, parse_path
 from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
-from datamodules.features import FeatureSplit
+from datamodules.feature_split import FeatureSplit
 from datamodules.sharding import SPLITS, load_manifest, modalities_present, shard_catalogue, shard_urls
 
 SAMPLE = "sample"

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from datamodules.leakage import describe_leakage
 from datamodules.splits import SPLITS
 
 MANIFEST_NAME = "manifest.json"
@@ -109,3 +110,44 @@ def modalities_present(manifest: dict[str, Any]) -> list[str]:
     if manifest.get("attribute_names"):
         names.append("attributes")
     return names
+
+
+def summarize(manifest: dict[str, Any], output_dir: str, seconds: float | None = None) -> str:
+    """One paragraph: what was sharded where, per split, and what was skipped by reason."""
+    splits = manifest["splits"]
+    parts = []
+    for split in SPLITS:
+        info = splits[split]
+        n_shards = len(info["shards"])
+        parts.append(f"{split} {info['count']:,} ({n_shards} shard{'s' if n_shards != 1 else ''})")
+    text = (
+        f"Sharded {manifest['sharded']:,} of {manifest['input_rows']:,} rows of catalogue "
+        f"{manifest['schema'].get('name', '?')!r} into {output_dir}: {', '.join(parts)}; "
+        f"{len(manifest['unseen_categories'])} unseen leaf categories are in test only."
+    )
+    if manifest.get("pseudo_novel_categories"):
+        text += (
+            f" {len(manifest['pseudo_novel_categories'])} pseudo-novel leaf categories are held out of training "
+            "(validation-only)."
+        )
+    modalities = manifest.get("modalities")
+    if modalities:
+        lacking = [
+            f"{info['missing']:,} lack {name if name != 'attributes' else 'attributes'}"
+            for name, info in modalities.items()
+            if name != "image" and info["missing"] and (name != "description" or info["present"])
+        ]
+        if lacking:
+            text += f" Of {manifest['sharded']:,} products, {', '.join(lacking)}."
+    if manifest.get("leakage"):
+        text += " " + describe_leakage(manifest["leakage"])
+    if manifest["skipped"]:
+        reasons = ", ".join(
+            f"{n:,} {kind.replace('_', ' ')}" for kind, n in manifest["skipped_by_kind"].items()
+        )
+        text += f" Skipped {len(manifest['skipped']):,} rows ({reasons}); see 'skipped' in {MANIFEST_NAME}."
+    else:
+        text += " No rows skipped."
+    if seconds is not None:
+        text += f" Took {seconds:.1f} s; content hash {manifest['content_hash'][:12]}."
+    return text

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import sys
 import time
 from collections import Counter
@@ -36,8 +35,8 @@ from datamodules.catalogue import (
     printable,
     read_catalogue,
 )
-from datamodules.category_tree import CategoryTree, format_path
-from datamodules.leakage import describe_leakage, leakage_report
+from datamodules.category_tree import format_path
+from datamodules.leakage import leakage_report
 from datamodules.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -47,16 +46,11 @@ from datamodules.manifest import (
     modalities_present,
     sha256_file,
     shard_urls,
+    summarize,
 )
+from datamodules.record_spool import SPOOL_PREFIX, RecordSpool, SpooledRecord
 from datamodules.records import ShardRecord, encode_sample
-from datamodules.splits import (
-    SPLITS,
-    assign_splits,
-    choose_pseudo_novel,
-    choose_unseen,
-    own_splits,
-    pseudo_novel_rng,
-)
+from datamodules.splits import SPLITS, assign_splits, choose_pseudo_novel, choose_unseen, draw_splits
 
 __all__ = [
     "CatalogueError",
@@ -108,14 +102,15 @@ def _shard_record(record: RawRecord, split: str) -> ShardRecord:
     )
 
 
-def _modalities(good: list[RawRecord]) -> dict[str, dict[str, int]]:
-    present = {
-        "image": len(good),
-        "title": sum(bool(r.title) for r in good),
-        "attributes": sum(bool(r.attributes) for r in good),
-        "description": sum(bool(r.description) for r in good),
-    }
-    return {m: {"present": present[m], "missing": len(good) - present[m]} for m in MODALITIES}
+def _count_modalities(present: Counter, record: RawRecord) -> None:
+    present["image"] += 1
+    present["title"] += bool(record.title)
+    present["attributes"] += bool(record.attributes)
+    present["description"] += bool(record.description)
+
+
+def _modalities(present: Counter, good: int) -> dict[str, dict[str, int]]:
+    return {m: {"present": present[m], "missing": good - present[m]} for m in MODALITIES}
 
 
 def _leakage_fields(schema: CatalogueSchema, record: RawRecord) -> dict[str, str]:
@@ -146,10 +141,11 @@ def _image_bytes(record: RawRecord) -> bytes:
     return data
 
 
-def _clear_old_output(out: Path) -> None:
-    """Remove shards and a manifest from an earlier run so no stale file survives next to the new ones."""
+def _clear_old_output(out: Path, spool: Path) -> None:
+    """Remove shards, a manifest and spools from an earlier run so no stale file survives next to the new ones."""
     for path in out.iterdir():
-        if path.is_file() and (SHARD_NAME.match(path.name) or path.name == MANIFEST_NAME):
+        stale_spool = path.name.startswith(SPOOL_PREFIX) and path != spool
+        if path.is_file() and (SHARD_NAME.match(path.name) or path.name == MANIFEST_NAME or stale_spool):
             path.unlink()
 
 
@@ -162,7 +158,36 @@ def _skipped_entry(record: RawRecord) -> dict[str, Any]:
     }
 
 
-def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
+def _read_into(
+    schema: CatalogueSchema, spool: RecordSpool, on_error: str, progress: bool
+) -> tuple[list[SpooledRecord], list[RawRecord], Counter, dict[str, Any]]:
+    """1. Read and check every record: good ones go to ``spool``; returns their handles, the skipped records, the
+    modality counts of the good ones and what the reader saw."""
+    good: list[SpooledRecord] = []
+    skipped: list[RawRecord] = []
+    present: Counter = Counter()
+    reader_stats: dict[str, Any] = {}
+    reading = tqdm(
+        read_catalogue(schema, stats=reader_stats),
+        desc=f"checking {schema.name}",
+        unit=" rows",
+        disable=not progress,
+        leave=False,
+    )
+    for record in reading:
+        if record.ok:
+            good.append(spool.append(record))
+            _count_modalities(present, record)
+            continue
+        if on_error == "fail":
+            raise CatalogueError(f"{schema.name}: bad record at {record.describe()}")
+        skipped.append(record)
+    if not good:
+        raise NoProductsError(_no_products_message(schema, skipped))
+    return good, skipped, present, reader_stats
+
+
+def write_shards(  # noqa: C901 - read, split, write, describe
     schema: CatalogueSchema,
     output_dir: str,
     shard_size: int = 1000,
@@ -213,93 +238,73 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     started = time.perf_counter()
-
-    # 1. Read and check every record.
-    good: list[RawRecord] = []
-    skipped: list[RawRecord] = []
-    reader_stats: dict[str, Any] = {}
-    reading = tqdm(
-        read_catalogue(schema, stats=reader_stats),
-        desc=f"checking {schema.name}",
-        unit=" rows",
-        disable=not progress,
-        leave=False,
-    )
-    for record in reading:
-        if record.ok:
-            good.append(record)
-            continue
-        if on_error == "fail":
-            raise CatalogueError(f"{schema.name}: bad record at {record.describe()}")
-        skipped.append(record)
-    input_rows = len(good) + len(skipped)
-    if not good:
-        raise NoProductsError(_no_products_message(schema, skipped))
-
-    # 2. Split.
-    rng = random.Random(seed)
-    tree = CategoryTree.from_paths(r.category for r in good)
-    novel_rng = pseudo_novel_rng(seed)
-    if schema.split_folders:
-        splits, unseen = own_splits(good, rng)
-        trained = sorted({r.category for r in splits["train"]})
-        pseudo_novel = choose_pseudo_novel(trained, unseen, pseudo_novel_fraction, novel_rng)
-        if pseudo_novel:
-            held = set(pseudo_novel)
-            splits["val"] += [r for r in splits["train"] if r.category in held]
-            splits["train"] = [r for r in splits["train"] if r.category not in held]
-            novel_rng.shuffle(splits["val"])
-    else:
-        leaves = [tree.paths[i] for i in tree.leaves]
-        product_paths = {r.category for r in good}
-        leaves = [p for p in leaves if p in product_paths]
-        unseen = choose_unseen(leaves, unseen_fraction, rng)
-        pseudo_novel = choose_pseudo_novel(leaves, unseen, pseudo_novel_fraction, novel_rng)
-        splits = assign_splits(
+    out = Path(output_dir)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    with RecordSpool(out) as spool:
+        try:
+            good, skipped, present, reader_stats = _read_into(schema, spool, on_error, progress)
+        except CatalogueError:
+            spool.close()
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            raise
+        splits, unseen, pseudo_novel, tree = draw_splits(
             good,
-            set(unseen),
+            schema.split_folders,
+            seed,
             val_fraction,
             test_fraction,
-            rng,
-            set(pseudo_novel),
-            pseudo_novel_order=novel_rng,
+            unseen_fraction,
+            pseudo_novel_fraction,
         )
+        input_rows = len(good) + len(skipped)
+        del good  # the splits hold the handles now
 
-    # 3. Write shards, split by split, and hash what was written.
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_old_output(out)
-    content = hashlib.sha256()
-    split_info: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(good), desc=f"writing {out}", unit=" products", disable=not progress, leave=False)
-    for split in SPLITS:
-        records = splits[split]
-        files: dict[str, dict[str, Any]] = {}
-        for shard_no, start in enumerate(range(0, len(records), shard_size)):
-            name = f"{split}-{shard_no:06d}.tar"
-            chunk = records[start : start + shard_size]
-            with wds.TarWriter(str(out / name), mtime=0, encoder=False) as sink:
-                for record in chunk:
-                    sample = encode_sample(_shard_record(record, split), _image_bytes(record))
-                    sink.write(sample)
-                    content.update(record.id.encode("utf-8") + b"\0")
-                    content.update(sample["json"] + b"\0")
-                    content.update(hashlib.sha256(sample["jpg"]).hexdigest().encode("ascii") + b"\n")
-                    bar.update(1)
-            path = out / name
-            files[name] = {"count": len(chunk), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        per_category = Counter(format_path(r.category) for r in records)  # display strings, for people
-        category_counts = Counter(r.category for r in records)  # the paths themselves, for programs
-        split_info[split] = {
-            "count": len(records),
-            "shards": list(files),
-            "shard_files": files,
-            "per_category": dict(sorted(per_category.items())),
-            "category_counts": [[list(p), n] for p, n in sorted(category_counts.items())],
-        }
-    bar.close()
+        # 3. Write shards, split by split, reading each record back from the spool, and hash what was written.
+        _clear_old_output(out, spool.path)
+        content = hashlib.sha256()
+        split_info: dict[str, dict[str, Any]] = {}
+        bar = tqdm(
+            total=input_rows - len(skipped),
+            desc=f"writing {out}",
+            unit=" products",
+            disable=not progress,
+            leave=False,
+        )
+        for split in SPLITS:
+            handles = splits[split]
+            files: dict[str, dict[str, Any]] = {}
+            for shard_no, start in enumerate(range(0, len(handles), shard_size)):
+                name = f"{split}-{shard_no:06d}.tar"
+                chunk = handles[start : start + shard_size]
+                with wds.TarWriter(str(out / name), mtime=0, encoder=False) as sink:
+                    for handle in chunk:
+                        record = spool.read(handle)
+                        sample = encode_sample(_shard_record(record, split), _image_bytes(record))
+                        sink.write(sample)
+                        content.update(record.id.encode("utf-8") + b"\0")
+                        content.update(sample["json"] + b"\0")
+                        content.update(hashlib.sha256(sample["jpg"]).hexdigest().encode("ascii") + b"\n")
+                        bar.update(1)
+                path = out / name
+                files[name] = {"count": len(chunk), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            category_counts = Counter(h.category for h in handles)  # the paths themselves, for programs
+            per_category = Counter()  # display strings, for people
+            for path_, n in category_counts.items():
+                per_category[format_path(path_)] += n
+            split_info[split] = {
+                "count": len(handles),
+                "shards": list(files),
+                "shard_files": files,
+                "per_category": dict(sorted(per_category.items())),
+                "category_counts": [[list(p), n] for p, n in sorted(category_counts.items())],
+            }
+        bar.close()
+        leakage = leakage_report((r.category, _leakage_fields(schema, r)) for r in spool)
+        sharded = len(spool)
 
-    modalities = _modalities(good)
+    modalities = _modalities(present, sharded)
     manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "created_by": "clipita shard",
@@ -315,7 +320,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
         "split_source": "folders" if schema.split_folders else "drawn",
         "shard_size": shard_size,
         "input_rows": input_rows,
-        "sharded": len(good),
+        "sharded": sharded,
         "skipped": [_skipped_entry(r) for r in skipped],
         "skipped_by_kind": dict(sorted(Counter(r.problems[0].kind for r in skipped).items())),
         "tree": {"levels": schema.level_names(tree.max_depth), "paths": tree.to_json()},
@@ -325,7 +330,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
         "attribute_names": list(schema.attribute_columns),
         "modalities": modalities,
         "modalities_present": [m for m in MODALITIES if modalities[m]["present"]],
-        "leakage": leakage_report((r.category, _leakage_fields(schema, r)) for r in good),
+        "leakage": leakage,
         "reader": reader_stats,
     }
     tmp = out / (MANIFEST_NAME + ".tmp")
@@ -333,47 +338,6 @@ def write_shards(  # noqa: C901 - read, split, write, describe: one pass each
     os.replace(tmp, out / MANIFEST_NAME)
     print(summarize(manifest, str(out), time.perf_counter() - started), file=sys.stdout)
     return manifest
-
-
-def summarize(manifest: dict[str, Any], output_dir: str, seconds: float | None = None) -> str:
-    """One paragraph: what was sharded where, per split, and what was skipped by reason."""
-    splits = manifest["splits"]
-    parts = []
-    for split in SPLITS:
-        info = splits[split]
-        n_shards = len(info["shards"])
-        parts.append(f"{split} {info['count']:,} ({n_shards} shard{'s' if n_shards != 1 else ''})")
-    text = (
-        f"Sharded {manifest['sharded']:,} of {manifest['input_rows']:,} rows of catalogue "
-        f"{manifest['schema'].get('name', '?')!r} into {output_dir}: {', '.join(parts)}; "
-        f"{len(manifest['unseen_categories'])} unseen leaf categories are in test only."
-    )
-    if manifest.get("pseudo_novel_categories"):
-        text += (
-            f" {len(manifest['pseudo_novel_categories'])} pseudo-novel leaf categories are held out of training "
-            "(validation-only)."
-        )
-    modalities = manifest.get("modalities")
-    if modalities:
-        lacking = [
-            f"{info['missing']:,} lack {name if name != 'attributes' else 'attributes'}"
-            for name, info in modalities.items()
-            if name != "image" and info["missing"] and (name != "description" or info["present"])
-        ]
-        if lacking:
-            text += f" Of {manifest['sharded']:,} products, {', '.join(lacking)}."
-    if manifest.get("leakage"):
-        text += " " + describe_leakage(manifest["leakage"])
-    if manifest["skipped"]:
-        reasons = ", ".join(
-            f"{n:,} {kind.replace('_', ' ')}" for kind, n in manifest["skipped_by_kind"].items()
-        )
-        text += f" Skipped {len(manifest['skipped']):,} rows ({reasons}); see 'skipped' in {MANIFEST_NAME}."
-    else:
-        text += " No rows skipped."
-    if seconds is not None:
-        text += f" Took {seconds:.1f} s; content hash {manifest['content_hash'][:12]}."
-    return text
 
 
 def shard_catalogue(

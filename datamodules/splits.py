@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from datamodules.catalogue import RawRecord
-from datamodules.category_tree import CategoryPath
+from datamodules.category_tree import CategoryPath, CategoryTree
 
 SPLITS = ("train", "val", "test")
 
@@ -153,3 +153,57 @@ def own_splits(
     inner = {p[:d] for p in paths for d in range(1, len(p))}
     unseen = sorted(p for p in paths - trained if p not in inner)
     return out, unseen
+
+
+def draw_splits(
+    records: Sequence[RawRecord],
+    split_folders: bool,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    unseen_fraction: float,
+    pseudo_novel_fraction: float,
+) -> tuple[dict[str, list[RawRecord]], list[CategoryPath], list[CategoryPath], CategoryTree]:
+    """The split ``clipita shard`` writes: drawn (:func:`assign_splits`) or the catalogue's own folders.
+
+    Args:
+        records: Good records in input order (anything with ``category`` and ``split``, such as the shard writer's
+            spooled handles).
+        split_folders: Keep each record in its own split folder (:func:`own_splits`) instead of drawing.
+        seed: Seed of the draw and of the order within each split.
+        val_fraction: See :func:`assign_splits`.
+        test_fraction: See :func:`assign_splits`.
+        unseen_fraction: Share of leaves held out (:func:`choose_unseen`; not with ``split_folders``).
+        pseudo_novel_fraction: Share of seen leaves held out of training (:func:`choose_pseudo_novel`).
+
+    Returns:
+        (split -> records in write order, unseen leaves, pseudo-novel leaves, the category tree of the records).
+    """
+    rng = random.Random(seed)
+    product_paths = {r.category for r in records}
+    tree = CategoryTree.from_paths(product_paths)
+    novel_rng = pseudo_novel_rng(seed)
+    if split_folders:
+        splits, unseen = own_splits(records, rng)
+        trained = sorted({r.category for r in splits["train"]})
+        pseudo_novel = choose_pseudo_novel(trained, unseen, pseudo_novel_fraction, novel_rng)
+        if pseudo_novel:
+            held = set(pseudo_novel)
+            splits["val"] += [r for r in splits["train"] if r.category in held]
+            splits["train"] = [r for r in splits["train"] if r.category not in held]
+            novel_rng.shuffle(splits["val"])
+    else:
+        leaves = [tree.paths[i] for i in tree.leaves]
+        leaves = [p for p in leaves if p in product_paths]
+        unseen = choose_unseen(leaves, unseen_fraction, rng)
+        pseudo_novel = choose_pseudo_novel(leaves, unseen, pseudo_novel_fraction, novel_rng)
+        splits = assign_splits(
+            records,
+            set(unseen),
+            val_fraction,
+            test_fraction,
+            rng,
+            set(pseudo_novel),
+            pseudo_novel_order=novel_rng,
+        )
+    return splits, unseen, pseudo_novel, tree

@@ -30,7 +30,7 @@ class TestGallery:
         category_ids: ``[N, L]`` ancestor table ids per product (``-1`` padded).
         title_features: ``[N, Dt]`` frozen-encoder title features held in memory (small or hand-made galleries;
             None when they are streamed from ``features`` or there is no feature cache).
-        features: the test split's feature store (``datamodules.features.FeatureSplit``) the title features are
+        features: the test split's feature store (``datamodules.feature_split.FeatureSplit``) the title features are
             streamed from in chunks (:meth:`title_feature_chunks`), never loaded whole; None without a cache.
         shard_urls: the test shards (raw images for image-text baselines).
         metric_kwargs: the module's test-metric options (``ks``, ``max_rank``, ``relevance``...).

@@ -225,7 +225,7 @@ def test_tiny_leaderboard_baselines_are_unchanged_by_streaming(tmp_path, monkeyp
     from conftest import tiny_overrides
 
     from clipita.baselines import load_test_gallery
-    from datamodules.features import FeatureSplit
+    from datamodules.feature_split import FeatureSplit
 
     repo = Path(__file__).resolve().parents[2]
     streamed = load_test_gallery(

@@ -12,7 +12,8 @@ import pytest
 from distributed_cli import CONFIG, ddp_args, logged_metrics, run, tiny
 
 from datamodules.category_tree import CategoryTree
-from datamodules.features import FeatureSplit, FeatureStore, manifest_shards
+from datamodules.feature_split import FeatureSplit
+from datamodules.features import FeatureStore, manifest_shards
 from datamodules.sharding import SPLITS, load_manifest
 
 

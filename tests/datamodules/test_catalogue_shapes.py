@@ -19,7 +19,7 @@ from PIL import Image
 from datamodules.catalogue import CatalogueFileNotFoundError, CatalogueSchema
 from datamodules.category_tree import CategoryTree
 from datamodules.feature_encoding import encode_features
-from datamodules.features import FeatureSplit
+from datamodules.feature_split import FeatureSplit
 from datamodules.leakage import leakage_report, names_label, tokens
 from datamodules.records import (
     RecordError,

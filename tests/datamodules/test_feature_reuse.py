@@ -11,7 +11,7 @@ from sample_shards import shard_two_seeds
 from datamodules.category_tree import CategoryTree
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_reuse import DIGEST
-from datamodules.features import FeatureSplit
+from datamodules.feature_split import FeatureSplit
 from datamodules.sharding import SPLITS, load_manifest
 from lightning_modules.components import ImageEncoder, TextEncoder
 

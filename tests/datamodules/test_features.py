@@ -10,9 +10,11 @@ from torch.utils.data import DataLoader
 
 from datamodules.category_tree import CategoryTree
 from datamodules.epoch_sampler import EpochSeededSampler
-from datamodules.feature_encoding import attribute_texts, encode_batch, encode_features, make_stores
-from datamodules.features import FeatureCacheError, FeatureSplit, manifest_shards
+from datamodules.feature_encoding import encode_features, make_stores
+from datamodules.feature_split import FeatureSplit
+from datamodules.features import FeatureCacheError, manifest_shards
 from datamodules.sample_catalogue import generate_sample_catalogue
+from datamodules.shard_encoding import attribute_texts, encode_batch
 from datamodules.sharding import SPLITS, load_manifest, shard_catalogue
 from lightning_modules.components import ImageEncoder, TextEncoder
 

@@ -14,7 +14,8 @@ from sample_shards import shard_two_seeds
 from datamodules.category_tree import CategoryTree
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_reuse import read_shard_records
-from datamodules.features import IDS, LEXICAL_TOKENS, FeatureSplit
+from datamodules.feature_split import FeatureSplit
+from datamodules.features import IDS, LEXICAL_TOKENS
 from datamodules.lexical_store import lexical_texts
 from datamodules.sharding import SPLITS, load_manifest
 from lightning_modules.components import TextEncoder
