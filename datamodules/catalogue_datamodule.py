@@ -350,9 +350,11 @@ class CatalogueDataModule(L.LightningDataModule):
         if not self.hparams.use_features:
             return self._raw_loader(split, training)
         dataset = self.datasets[split]
-        if training and len(dataset) < self.hparams.batch_size:
+        rank, world_size, _ = self._rank()
+        if training and len(dataset) < self.hparams.batch_size * world_size:
             raise ValueError(
-                f"the train split has {len(dataset)} products, fewer than batch_size={self.hparams.batch_size}"
+                f"the train split has {len(dataset)} products, fewer than one global batch: batch_size="
+                f"{self.hparams.batch_size} x {world_size} rank(s)"
             )
         sampler = None
         if training:
@@ -361,7 +363,14 @@ class CatalogueDataModule(L.LightningDataModule):
                 leaves = dataset.category_nodes  # each product's own node (its leaf)
                 counts = torch.bincount(leaves, minlength=len(self.tree)).float()
                 weights = counts[leaves] ** -self.hparams.balance_power
-            sampler = EpochSeededSampler(len(dataset), seed=self.hparams.split_seed, weights=weights)
+            sampler = EpochSeededSampler(  # global batches as on one process, each rank its block of them
+                len(dataset),
+                seed=self.hparams.split_seed,
+                weights=weights,
+                batch_size=self.hparams.batch_size,
+                rank=rank,
+                world_size=world_size,
+            )
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size if training else self.hparams.eval_batch_size,

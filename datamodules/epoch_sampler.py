@@ -5,32 +5,53 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 
-class EpochSeededSampler(Sampler[int]):
+class EpochSeededSampler(DistributedSampler):
     """Shuffle (or draw by weight) with a generator seeded from ``seed`` and the epoch Lightning sets.
 
     Lightning calls ``set_epoch`` on a loader's sampler before each epoch (as it does for ``DistributedSampler``), so
     epoch ``e`` always sees the same order whether the run went straight through or was killed and resumed.
 
+    Across ``world_size`` ranks, global batch ``k`` is the one-process run's batch ``k`` (``order[k*B:(k+1)*B]``,
+    ``B = world_size * batch_size``) and rank ``r`` takes its ``r``-th contiguous block of ``batch_size`` samples, so
+    the ranks' batches gathered in rank order (as the contrastive loss gathers them) are that batch, row for row. The
+    incomplete last global batch is left out on every rank (as ``drop_last`` does on one process). It subclasses
+    ``DistributedSampler`` only so that Lightning uses it as it is instead of wrapping it in a second, differently
+    seeded distributed shuffle.
+
     Args:
         num_samples: dataset length.
         seed: base seed.
         weights: per-sample weights for drawing with replacement (category balancing); None = a permutation.
+        batch_size: samples per rank and step; None (one process only) = yield the whole order.
+        rank: this process's rank.
+        world_size: number of ranks.
     """
 
-    def __init__(self, num_samples: int, seed: int = 0, weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int = 0,
+        weights: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if world_size > 1 and batch_size is None:
+            raise ValueError(
+                f"EpochSeededSampler needs batch_size to split batches across {world_size} ranks"
+            )
+        super().__init__(range(num_samples), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
         self.num_samples = num_samples
-        self.seed = seed
+        self.batch_size = batch_size
         self.weights = None if weights is None else weights.double()
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_samples
+        if self.batch_size is None:
+            return self.num_samples
+        return self.num_samples // (self.batch_size * self.num_replicas) * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -38,4 +59,8 @@ class EpochSeededSampler(Sampler[int]):
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
-        return iter(order.tolist())
+        if self.batch_size is None:
+            return iter(order.tolist())
+        step = self.batch_size * self.num_replicas
+        blocks = order[: self.num_samples // step * step].view(-1, self.num_replicas, self.batch_size)
+        return iter(blocks[:, self.rank].flatten().tolist())

@@ -177,12 +177,19 @@ class ClipItaModule(L.LightningModule):
         return self.net.encode_category(features)
 
     def training_targets(self, category_ids: torch.Tensor) -> torch.Tensor:
-        """The category each product is paired with this step: its leaf, or a uniformly drawn level of its path."""
+        """The category each product is paired with this step: its leaf, or a uniformly drawn level of its path.
+
+        Under DDP every rank holds the same generator state (reseeded alike each epoch), so each draws the uniforms of
+        the whole global batch and keeps its own block of them (the sampler's block; the gathered loss's order): the
+        levels are those a one-process run with the global batch draws, and no two ranks share draws."""
         depth = (category_ids >= 0).sum(dim=1)
         if self.hparams.train_category_level == "leaf":
             level = depth - 1
         else:
-            level = (torch.rand(depth.shape, device=depth.device) * depth).long()
+            rank, world_size = (self.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
+            n = depth.shape[0]
+            draws = torch.rand(n * world_size, device=depth.device)[rank * n : (rank + 1) * n]
+            level = (draws * depth).long()
         return category_ids.gather(1, level.unsqueeze(1)).squeeze(1)
 
     # -------------------------------------------------------------------------------------------------- steps

@@ -3,61 +3,25 @@ that store on two ranks gives the same metrics as one process on the one-rank st
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_overrides
+from distributed_cli import CONFIG, ddp_args, logged_metrics, run, tiny
 
 from datamodules.category_tree import CategoryTree
 from datamodules.feature_split import FeatureSplit
 from datamodules.features import FeatureStore, manifest_shards
 from datamodules.sharding import SPLITS, load_manifest
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "experiments" / "quickstart.yaml"
-
-
-def tiny(work_dir: Path) -> list[str]:
-    """The shared tiny config with this test's changes (more products in small shards; a tiny random image tower)."""
-    return tiny_overrides(
-        {
-            "data.work_dir": str(work_dir),
-            "data.sample_products": 240,
-            "data.shard_size": 20,
-            "model.net.image_model": "test_efficientnet",
-            "model.net.image_weights": "none",
-            "model.net.image_size": 32,
-        }
-    )
-
-
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "clipita.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
 
 def encode(work_dir: Path, ranks: int, cwd: Path) -> subprocess.CompletedProcess:
     overrides = "[" + ", ".join(f'"{a}"' for a in tiny(work_dir)) + "]"
     return run(
-        ["encode", str(CONFIG), "--overrides", overrides, "--devices", str(ranks), "--accelerator", "cpu",
-         "--strategy", "ddp" if ranks > 1 else "auto", "--batch_size", "8", "--num_workers", "2"],
+        ["encode", str(CONFIG), "--overrides", overrides, *ddp_args(ranks, "--"), "--accelerator", "cpu",
+         "--batch_size", "8", "--num_workers", "2"],
         cwd,
     )  # fmt: skip
 
@@ -83,12 +47,11 @@ def features(work_dir: Path) -> dict[str, dict[str, np.ndarray]]:
 def validate_metrics(work_dir: Path, ranks: int, cwd: Path) -> dict[str, float]:
     logs = cwd / f"logs{ranks}"
     run(
-        ["validate", "--config", str(CONFIG), *tiny(work_dir), "--trainer.devices", str(ranks),
-         "--trainer.strategy", "ddp" if ranks > 1 else "auto", "--trainer.logger.init_args.save_dir", str(logs)],
+        ["validate", "--config", str(CONFIG), *tiny(work_dir), *ddp_args(ranks),
+         "--trainer.logger.init_args.save_dir", str(logs)],
         cwd,
     )  # fmt: skip
-    rows = list(csv.DictReader(next(logs.rglob("metrics.csv")).open()))
-    return {k: float(v) for row in rows for k, v in row.items() if k.startswith("val/") and v}
+    return logged_metrics(logs)
 
 
 @pytest.mark.slow
@@ -118,7 +81,7 @@ def test_two_rank_encode_and_evaluation_match_one_rank(tmp_path):
 
     m1 = validate_metrics(one, 1, tmp_path)
     m2 = validate_metrics(two, 2, tmp_path)
-    assert "val/map@10" in m1
+    assert "val/map@10@0" in m1
     assert m1.keys() == m2.keys()
     for key in m1:
         assert m2[key] == pytest.approx(m1[key], abs=1e-4), key
