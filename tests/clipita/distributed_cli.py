@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +31,26 @@ def tiny(work_dir: Path) -> list[str]:
     )
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m clipita.cli *args`` on the CPU, one thread per process; fails the test on a non-zero exit."""
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(args: list[str], cwd: Path, torchrun: int = 0) -> subprocess.CompletedProcess:
+    """``python -m clipita.cli *args`` on the CPU, one thread per process; fails the test on a non-zero exit.
+
+    With ``torchrun=n`` the command is launched as n processes by torchrun (``torch.distributed.run``), as a cluster
+    launcher would, instead of Lightning starting its own ranks."""
+    launcher = []
+    if torchrun:
+        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(torchrun)]
+        launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
     env = dict(
         os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "clipita.cli", *args],
+        [sys.executable, *launcher, "-m", "clipita.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -17,12 +17,13 @@ from datamodules.features import FeatureStore, manifest_shards
 from datamodules.sharding import SPLITS, load_manifest
 
 
-def encode(work_dir: Path, ranks: int, cwd: Path) -> subprocess.CompletedProcess:
+def encode(work_dir: Path, ranks: int, cwd: Path, torchrun: bool = False) -> subprocess.CompletedProcess:
     overrides = "[" + ", ".join(f'"{a}"' for a in tiny(work_dir)) + "]"
     return run(
         ["encode", str(CONFIG), "--overrides", overrides, *ddp_args(ranks, "--"), "--accelerator", "cpu",
          "--batch_size", "8", "--num_workers", "2"],
         cwd,
+        torchrun=ranks if torchrun else 0,
     )  # fmt: skip
 
 
@@ -85,3 +86,19 @@ def test_two_rank_encode_and_evaluation_match_one_rank(tmp_path):
     assert m1.keys() == m2.keys()
     for key in m1:
         assert m2[key] == pytest.approx(m1[key], abs=1e-4), key
+
+
+@pytest.mark.slow
+def test_a_torchrun_launched_encode_writes_the_one_rank_store(tmp_path):
+    """A cluster launcher's ranks are used as they are: two processes started by torchrun split the shards and
+    write the store one process writes."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    encode(one, 1, tmp_path)
+    result = encode(two, 2, tmp_path, torchrun=True)
+    assert "distributed_backend=gloo" in result.stdout + result.stderr
+    a, b = features(one), features(two)
+    for split in SPLITS:
+        assert a[split]["product_id"] == b[split]["product_id"]
+        for key in ("image_features", "title_features", "attribute_features"):
+            np.testing.assert_allclose(a[split][key].numpy(), b[split][key].numpy(), atol=2e-3)
+        np.testing.assert_array_equal(a[split]["category_ids"].numpy(), b[split]["category_ids"].numpy())
