@@ -144,7 +144,7 @@ def _image_bytes(record: RawRecord) -> bytes:
 def _clear_old_output(out: Path, spool: Path) -> None:
     """Remove shards, a manifest and spools from an earlier run so no stale file survives next to the new ones."""
     for path in out.iterdir():
-        stale_spool = path.name.startswith(SPOOL_PREFIX) and path != spool
+        stale_spool = path.name.startswith(SPOOL_PREFIX) and path.name != spool.name
         if path.is_file() and (SHARD_NAME.match(path.name) or path.name == MANIFEST_NAME or stale_spool):
             path.unlink()
 

@@ -69,9 +69,10 @@ def test_the_split_on_handles_is_the_split_on_records(tmp_path: Path, pseudo_nov
             assert [r.id for r in full_own[split]] == [spool.read(h).id for h in light_own[split]]
 
 
-def test_sharding_leaves_no_spool_and_clears_a_killed_runs_spool(tmp_path: Path) -> None:
+def test_sharding_leaves_no_spool_and_clears_a_killed_runs_spool(tmp_path: Path, monkeypatch) -> None:
     yaml_path, expected = build_catalogue(tmp_path)
-    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    out = Path("out")  # relative, as a config's work_dir usually is: the live spool must not count as stale
     out.mkdir()
     stale = out / f"{SPOOL_PREFIX}killed.jsonl"
     stale.write_text("[1]\n")
