@@ -3,18 +3,19 @@
 ``clipita shard`` reads and checks every row once, then splits the good ones by category and writes them in a
 seeded random order. Keeping every :class:`~datamodules.catalogue.RawRecord` in a list for that costs about 1 KB
 of Python objects per product (1.8 GB of peak memory at 1M products). Instead each good record is appended to a
-spool file (one JSON line), and only a :class:`SpooledRecord` stays in memory: its line's number, its category
-path (shared with every record of that category) and its own split folder. The split rules
-(:mod:`datamodules.splits`) only look at ``category`` and ``split``, so they run on these unchanged and draw
-exactly the same split as on full records; the writer then reads each record back by line number (one seek).
+spool file (one JSON line) and stands in memory as its line number, with 13 bytes in flat arrays: the line's byte
+offset, its category (an index into the spool's category paths) and its own split folder. The split rules
+(:mod:`datamodules.splits`) take the line numbers with :meth:`RecordSpool.category` and :meth:`RecordSpool.split`
+as accessors and draw exactly the split they draw on full records; the writer then reads each record back by line
+number (one seek).
 
 Example:
     >>> import tempfile
     >>> from datamodules.catalogue import RawRecord
     >>> with tempfile.TemporaryDirectory() as folder, RecordSpool(folder) as spool:
-    ...     handle = spool.append(RawRecord(1, "p1", "Red shoe", {"colour": "red"}, ("Footwear", "Shoes")))
-    ...     (handle.category, spool.read(handle).title)
-    (('Footwear', 'Shoes'), 'Red shoe')
+    ...     line = spool.append(RawRecord(1, "p1", "Red shoe", {"colour": "red"}, ("Footwear", "Shoes")))
+    ...     (line, spool.category(line), spool.read(line).title)
+    (0, ('Footwear', 'Shoes'), 'Red shoe')
 """
 
 from __future__ import annotations
@@ -30,17 +31,7 @@ from datamodules.catalogue import RawRecord
 from datamodules.category_tree import CategoryPath
 
 SPOOL_PREFIX = ".clipita-spool-"
-
-
-class SpooledRecord:
-    """What the split needs of a spooled record: its line in the spool, its category path and its own split."""
-
-    __slots__ = ("category", "line", "split")
-
-    def __init__(self, line: int, category: CategoryPath, split: str | None) -> None:
-        self.line = line
-        self.category = category
-        self.split = split
+_SPLIT_CODES = (None, "train", "val", "test")
 
 
 class RecordSpool:
@@ -55,15 +46,18 @@ class RecordSpool:
         self.path = Path(name)
         self._file = os.fdopen(descriptor, "w+b")
         self._offsets = array("q")  # byte offset of each line: 8 bytes per record
-        self._paths: dict[CategoryPath, CategoryPath] = {}  # one tuple per category, shared by its records
+        self._categories = array("i")  # index into self._paths: 4 bytes per record
+        self._splits = array("b")  # index into _SPLIT_CODES: 1 byte per record
+        self._paths: list[CategoryPath] = []
+        self._path_index: dict[CategoryPath, int] = {}
         self._end = 0
         self._at_end = True  # no seek between appends: a seek would flush the write buffer every time
 
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def append(self, record: RawRecord) -> SpooledRecord:
-        """Write ``record`` to the spool; returns its in-memory handle."""
+    def append(self, record: RawRecord) -> int:
+        """Write ``record`` to the spool; returns its line number (0, 1, ... in the order appended)."""
         fields = [
             record.row,
             record.id,
@@ -83,12 +77,24 @@ class RecordSpool:
         self._file.write(line)
         self._offsets.append(self._end)
         self._end += len(line)
-        category = self._paths.setdefault(tuple(record.category), tuple(record.category))
-        return SpooledRecord(len(self._offsets) - 1, category, record.split)
+        path = tuple(record.category)
+        if path not in self._path_index:
+            self._path_index[path] = len(self._paths)
+            self._paths.append(path)
+        self._categories.append(self._path_index[path])
+        self._splits.append(_SPLIT_CODES.index(record.split))
+        return len(self._offsets) - 1
 
-    def read(self, handle: SpooledRecord | int) -> RawRecord:
-        """The full record behind ``handle`` (or a line number)."""
-        line = handle.line if isinstance(handle, SpooledRecord) else handle
+    def category(self, line: int) -> CategoryPath:
+        """The category path of the record on ``line`` (one tuple per category, shared)."""
+        return self._paths[self._categories[line]]
+
+    def split(self, line: int) -> str | None:
+        """The record's own split folder (``split_folders`` catalogues), else ``None``."""
+        return _SPLIT_CODES[self._splits[line]]
+
+    def read(self, line: int) -> RawRecord:
+        """The full record on ``line``."""
         self._at_end = False
         self._file.seek(self._offsets[line])
         return _decode(self._file.readline())

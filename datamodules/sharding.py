@@ -48,7 +48,7 @@ from datamodules.manifest import (
     shard_urls,
     summarize,
 )
-from datamodules.record_spool import SPOOL_PREFIX, RecordSpool, SpooledRecord
+from datamodules.record_spool import SPOOL_PREFIX, RecordSpool
 from datamodules.records import ShardRecord, encode_sample
 from datamodules.splits import SPLITS, assign_splits, choose_pseudo_novel, choose_unseen, draw_splits
 
@@ -160,10 +160,9 @@ def _skipped_entry(record: RawRecord) -> dict[str, Any]:
 
 def _read_into(
     schema: CatalogueSchema, spool: RecordSpool, on_error: str, progress: bool
-) -> tuple[list[SpooledRecord], list[RawRecord], Counter, dict[str, Any]]:
-    """1. Read and check every record: good ones go to ``spool``; returns their handles, the skipped records, the
-    modality counts of the good ones and what the reader saw."""
-    good: list[SpooledRecord] = []
+) -> tuple[list[RawRecord], Counter, dict[str, Any]]:
+    """1. Read and check every record: good ones go to ``spool``; returns the skipped records, the modality counts
+    of the good ones and what the reader saw."""
     skipped: list[RawRecord] = []
     present: Counter = Counter()
     reader_stats: dict[str, Any] = {}
@@ -176,15 +175,15 @@ def _read_into(
     )
     for record in reading:
         if record.ok:
-            good.append(spool.append(record))
+            spool.append(record)
             _count_modalities(present, record)
             continue
         if on_error == "fail":
             raise CatalogueError(f"{schema.name}: bad record at {record.describe()}")
         skipped.append(record)
-    if not good:
+    if not len(spool):
         raise NoProductsError(_no_products_message(schema, skipped))
-    return good, skipped, present, reader_stats
+    return skipped, present, reader_stats
 
 
 def write_shards(  # noqa: C901 - read, split, write, describe
@@ -243,23 +242,25 @@ def write_shards(  # noqa: C901 - read, split, write, describe
     out.mkdir(parents=True, exist_ok=True)
     with RecordSpool(out) as spool:
         try:
-            good, skipped, present, reader_stats = _read_into(schema, spool, on_error, progress)
+            skipped, present, reader_stats = _read_into(schema, spool, on_error, progress)
         except CatalogueError:
             spool.close()
             if created and not any(out.iterdir()):
                 out.rmdir()
             raise
+        # 2. Split the good records, standing for each by its spool line.
         splits, unseen, pseudo_novel, tree = draw_splits(
-            good,
+            range(len(spool)),
             schema.split_folders,
             seed,
             val_fraction,
             test_fraction,
             unseen_fraction,
             pseudo_novel_fraction,
+            category_of=spool.category,
+            split_of=spool.split,
         )
-        input_rows = len(good) + len(skipped)
-        del good  # the splits hold the handles now
+        input_rows = len(spool) + len(skipped)
 
         # 3. Write shards, split by split, reading each record back from the spool, and hash what was written.
         _clear_old_output(out, spool.path)
@@ -273,14 +274,14 @@ def write_shards(  # noqa: C901 - read, split, write, describe
             leave=False,
         )
         for split in SPLITS:
-            handles = splits[split]
+            lines = splits[split]
             files: dict[str, dict[str, Any]] = {}
-            for shard_no, start in enumerate(range(0, len(handles), shard_size)):
+            for shard_no, start in enumerate(range(0, len(lines), shard_size)):
                 name = f"{split}-{shard_no:06d}.tar"
-                chunk = handles[start : start + shard_size]
+                chunk = lines[start : start + shard_size]
                 with wds.TarWriter(str(out / name), mtime=0, encoder=False) as sink:
-                    for handle in chunk:
-                        record = spool.read(handle)
+                    for line in chunk:
+                        record = spool.read(line)
                         sample = encode_sample(_shard_record(record, split), _image_bytes(record))
                         sink.write(sample)
                         content.update(record.id.encode("utf-8") + b"\0")
@@ -289,12 +290,12 @@ def write_shards(  # noqa: C901 - read, split, write, describe
                         bar.update(1)
                 path = out / name
                 files[name] = {"count": len(chunk), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-            category_counts = Counter(h.category for h in handles)  # the paths themselves, for programs
+            category_counts = Counter(map(spool.category, lines))  # the paths themselves, for programs
             per_category = Counter()  # display strings, for people
             for path_, n in category_counts.items():
                 per_category[format_path(path_)] += n
             split_info[split] = {
-                "count": len(handles),
+                "count": len(lines),
                 "shards": list(files),
                 "shard_files": files,
                 "per_category": dict(sorted(per_category.items())),

@@ -25,12 +25,22 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from datamodules.catalogue import RawRecord
 from datamodules.category_tree import CategoryPath, CategoryTree
 
 SPLITS = ("train", "val", "test")
+
+Item = TypeVar("Item")  # a record, or anything standing for one (the shard writer's spool line numbers)
+
+
+def _category(record: Any) -> CategoryPath:
+    return record.category
+
+
+def _split(record: Any) -> str | None:
+    return record.split
 
 
 def choose_unseen(leaves: Sequence[CategoryPath], fraction: float, rng: random.Random) -> list[CategoryPath]:
@@ -74,14 +84,15 @@ def choose_pseudo_novel(
 
 
 def assign_splits(
-    records: Sequence[RawRecord],
+    records: Sequence[Item],
     unseen: set[CategoryPath],
     val_fraction: float,
     test_fraction: float,
     rng: random.Random,
     pseudo_novel: set[CategoryPath] = frozenset(),
     pseudo_novel_order: random.Random | None = None,
-) -> dict[str, list[RawRecord]]:
+    category_of: Callable[[Item], CategoryPath] = _category,
+) -> dict[str, list[Item]]:
     """Split good records into train/val/test: unseen categories to test, the rest stratified by category.
 
     Args:
@@ -94,14 +105,15 @@ def assign_splits(
             random draws, so ``test`` does not change), then their ``train`` share goes to ``val``.
         pseudo_novel_order: Random source of ``val``'s order once the pseudo-novel products joined it (not ``rng``,
             whose draws stay the same; default ``Random(0)``).
+        category_of: A record's category path (default: its ``category``).
 
     Returns:
         split -> records, each list in a seeded random order.
     """
-    out: dict[str, list[RawRecord]] = {s: [] for s in SPLITS}
-    by_category: dict[CategoryPath, list[RawRecord]] = defaultdict(list)
+    out: dict[str, list[Item]] = {s: [] for s in SPLITS}
+    by_category: dict[CategoryPath, list[Item]] = defaultdict(list)
     for record in records:
-        by_category[record.category].append(record)
+        by_category[category_of(record)].append(record)
     for category in sorted(by_category):
         group = by_category[category]
         if category in unseen:
@@ -127,70 +139,84 @@ def assign_splits(
     for split in SPLITS:  # the same draws whatever pseudo_novel is: test keeps its products and order
         rng.shuffle(out[split])
     if pseudo_novel:  # then their train share moves to val, shuffled in by a stream of its own
-        moved = [r for r in out["train"] if r.category in pseudo_novel]
-        out["train"] = [r for r in out["train"] if r.category not in pseudo_novel]
+        moved = [r for r in out["train"] if category_of(r) in pseudo_novel]
+        out["train"] = [r for r in out["train"] if category_of(r) not in pseudo_novel]
         out["val"].extend(moved)
         (pseudo_novel_order or random.Random(0)).shuffle(out["val"])
     return out
 
 
 def own_splits(
-    records: Sequence[RawRecord], rng: random.Random
-) -> tuple[dict[str, list[RawRecord]], list[CategoryPath]]:
+    records: Sequence[Item],
+    rng: random.Random,
+    category_of: Callable[[Item], CategoryPath] = _category,
+    split_of: Callable[[Item], str | None] = _split,
+) -> tuple[dict[str, list[Item]], list[CategoryPath]]:
     """Keep each record in its own split folder; unseen = leaves with no product in ``train``.
+
+    Args:
+        records: Good records, in input order.
+        rng: Random source of the order within each split.
+        category_of: A record's category path (default: its ``category``).
+        split_of: A record's split folder (default: its ``split``).
 
     Returns:
         (split -> records in a seeded random order, the unseen leaf paths sorted).
     """
-    out: dict[str, list[RawRecord]] = {s: [] for s in SPLITS}
+    out: dict[str, list[Item]] = {s: [] for s in SPLITS}
     for record in records:
-        assert record.split in SPLITS, record.split
-        out[record.split].append(record)
+        split = split_of(record)
+        assert split in SPLITS, split
+        out[split].append(record)
     for split in SPLITS:
         rng.shuffle(out[split])
-    trained = {r.category for r in out["train"]}
-    paths = {r.category for r in records}
+    trained = {category_of(r) for r in out["train"]}
+    paths = {category_of(r) for r in records}
     inner = {p[:d] for p in paths for d in range(1, len(p))}
     unseen = sorted(p for p in paths - trained if p not in inner)
     return out, unseen
 
 
 def draw_splits(
-    records: Sequence[RawRecord],
+    records: Sequence[Item],
     split_folders: bool,
     seed: int,
     val_fraction: float,
     test_fraction: float,
     unseen_fraction: float,
     pseudo_novel_fraction: float,
-) -> tuple[dict[str, list[RawRecord]], list[CategoryPath], list[CategoryPath], CategoryTree]:
+    category_of: Callable[[Item], CategoryPath] = _category,
+    split_of: Callable[[Item], str | None] = _split,
+) -> tuple[dict[str, list[Item]], list[CategoryPath], list[CategoryPath], CategoryTree]:
     """The split ``clipita shard`` writes: drawn (:func:`assign_splits`) or the catalogue's own folders.
 
     Args:
-        records: Good records in input order (anything with ``category`` and ``split``, such as the shard writer's
-            spooled handles).
+        records: Good records in input order, or anything standing for them with ``category_of`` and ``split_of``
+            (the shard writer passes its spool's line numbers).
         split_folders: Keep each record in its own split folder (:func:`own_splits`) instead of drawing.
         seed: Seed of the draw and of the order within each split.
         val_fraction: See :func:`assign_splits`.
         test_fraction: See :func:`assign_splits`.
         unseen_fraction: Share of leaves held out (:func:`choose_unseen`; not with ``split_folders``).
         pseudo_novel_fraction: Share of seen leaves held out of training (:func:`choose_pseudo_novel`).
+        category_of: A record's category path (default: its ``category``).
+        split_of: A record's split folder (default: its ``split``).
 
     Returns:
         (split -> records in write order, unseen leaves, pseudo-novel leaves, the category tree of the records).
     """
     rng = random.Random(seed)
-    product_paths = {r.category for r in records}
+    product_paths = {category_of(r) for r in records}
     tree = CategoryTree.from_paths(product_paths)
     novel_rng = pseudo_novel_rng(seed)
     if split_folders:
-        splits, unseen = own_splits(records, rng)
-        trained = sorted({r.category for r in splits["train"]})
+        splits, unseen = own_splits(records, rng, category_of, split_of)
+        trained = sorted({category_of(r) for r in splits["train"]})
         pseudo_novel = choose_pseudo_novel(trained, unseen, pseudo_novel_fraction, novel_rng)
         if pseudo_novel:
             held = set(pseudo_novel)
-            splits["val"] += [r for r in splits["train"] if r.category in held]
-            splits["train"] = [r for r in splits["train"] if r.category not in held]
+            splits["val"] += [r for r in splits["train"] if category_of(r) in held]
+            splits["train"] = [r for r in splits["train"] if category_of(r) not in held]
             novel_rng.shuffle(splits["val"])
     else:
         leaves = [tree.paths[i] for i in tree.leaves]
@@ -205,5 +231,6 @@ def draw_splits(
             rng,
             set(pseudo_novel),
             pseudo_novel_order=novel_rng,
+            category_of=category_of,
         )
     return splits, unseen, pseudo_novel, tree

@@ -8,6 +8,7 @@ from typing import Any
 
 from datamodules.catalogue.folder_tree import TextFields, read_folder_tree
 from datamodules.catalogue.schema import CatalogueSchema
+from datamodules.catalogue.seen_ids import SeenIds
 from datamodules.catalogue.table import Columns, read_table
 from datamodules.catalogue.values import (
     NUL_MARK,
@@ -136,14 +137,13 @@ def read_catalogue(
         records = read_folder_tree(schema, fields, stats)
     else:
         records = _read_table_records(schema, stats)
-    first_row: dict[str, int] = {}
+    seen = SeenIds()
     for record in records:
         if record.id:
-            if record.id in first_row:
-                message = f"duplicate id {show(record.id)} (first seen in row {first_row[record.id]})"
+            first = seen.first_row(record.id, record.row)
+            if first is not None:
+                message = f"duplicate id {show(record.id)} (first seen in row {first})"
                 record.problems.append(Problem("duplicate_id", message))
-            else:
-                first_row[record.id] = record.row
         if record.image_path is not None:
             if check_images:
                 fmt, digest, problem = check_image(record.image_path)

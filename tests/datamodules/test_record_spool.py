@@ -12,7 +12,7 @@ from test_sharding import build_catalogue
 from datamodules.catalogue import RawRecord
 from datamodules.record_spool import SPOOL_PREFIX, RecordSpool
 from datamodules.sharding import CatalogueError, shard_catalogue
-from datamodules.splits import assign_splits, own_splits
+from datamodules.splits import assign_splits, draw_splits, own_splits
 
 
 def records(n: int = 60) -> list[RawRecord]:
@@ -39,16 +39,16 @@ def records(n: int = 60) -> list[RawRecord]:
 def test_records_read_back_exactly_in_any_order(tmp_path: Path) -> None:
     originals = records()
     with RecordSpool(tmp_path) as spool:
-        handles = [spool.append(r) for r in originals]
-        assert len(spool) == len(originals)
-        for handle in reversed(handles):  # random access after sequential writes
-            back = spool.read(handle)
-            assert back == originals[handle.line]
-            assert list(back.attributes) == list(originals[handle.line].attributes)  # key order kept
-            assert handle.category == back.category and handle.split == back.split
+        lines = [spool.append(r) for r in originals]
+        assert lines == list(range(len(originals))) and len(spool) == len(originals)
+        for line in reversed(lines):  # random access after sequential writes
+            back = spool.read(line)
+            assert back == originals[line]
+            assert list(back.attributes) == list(originals[line].attributes)  # key order kept
+            assert spool.category(line) == back.category and spool.split(line) == back.split
         assert list(spool) == originals
-        same_leaf = [h for h in handles if h.category == ("A", "x")]
-        assert all(h.category is same_leaf[0].category for h in same_leaf)  # one tuple per category
+        same_leaf = [line for line in lines if spool.category(line) == ("A", "x")]
+        assert all(spool.category(line) is spool.category(same_leaf[0]) for line in same_leaf)
     assert not spool.path.exists()
 
 
@@ -56,17 +56,29 @@ def test_records_read_back_exactly_in_any_order(tmp_path: Path) -> None:
 def test_the_split_on_handles_is_the_split_on_records(tmp_path: Path, pseudo_novel) -> None:
     originals = records(200)
     with RecordSpool(tmp_path) as spool:
-        handles = [spool.append(r) for r in originals]
+        lines = [spool.append(r) for r in originals]
         args = ({("C", "ünï")}, 0.2, 0.2)
         full = assign_splits(originals, *args, random.Random(5), pseudo_novel, random.Random(9))
-        light = assign_splits(handles, *args, random.Random(5), pseudo_novel, random.Random(9))
+        light = assign_splits(
+            lines, *args, random.Random(5), pseudo_novel, random.Random(9), category_of=spool.category
+        )
         for split in full:
-            assert [r.id for r in full[split]] == [spool.read(h).id for h in light[split]]
+            assert [r.id for r in full[split]] == [spool.read(line).id for line in light[split]]
         full_own, unseen_full = own_splits(originals, random.Random(3))
-        light_own, unseen_light = own_splits(handles, random.Random(3))
+        light_own, unseen_light = own_splits(lines, random.Random(3), spool.category, spool.split)
         assert unseen_full == unseen_light
         for split in full_own:
-            assert [r.id for r in full_own[split]] == [spool.read(h).id for h in light_own[split]]
+            assert [r.id for r in full_own[split]] == [spool.read(line).id for line in light_own[split]]
+        for split_folders in (False, True):
+            drawn = draw_splits(originals, split_folders, 4, 0.1, 0.2, 0.25, 0.3)
+            drawn_lines = draw_splits(
+                range(len(spool)), split_folders, 4, 0.1, 0.2, 0.25, 0.3, spool.category, spool.split
+            )
+            assert drawn[1:] == drawn_lines[1:]  # unseen, pseudo-novel, tree
+            for split in drawn[0]:
+                assert [r.id for r in drawn[0][split]] == [
+                    spool.read(line).id for line in drawn_lines[0][split]
+                ]
 
 
 def test_sharding_leaves_no_spool_and_clears_a_killed_runs_spool(tmp_path: Path, monkeypatch) -> None:
