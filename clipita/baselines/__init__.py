@@ -2,8 +2,8 @@
 
 Each baseline is a function ``(gallery, **options)`` scoring every category query against every test product,
 as ``[Q, c]`` product blocks in gallery order (``*_chunks``: memory independent of the gallery) or, for small
-galleries, the whole ``Tensor [Q, N]`` (``*_scores``); :func:`evaluate_scores` folds the scores into the project's ``CategoryRetrievalMetrics`` with the
-same query table, settings and test gallery the LightningModule is tested on.
+galleries, the whole ``Tensor [Q, N]`` (``*_scores``); :func:`evaluate_scores` folds the scores into the project's
+``CategoryRetrievalMetrics`` with the same query table, settings and test gallery the LightningModule is tested on.
 
     random            seeded uniform scores (the chance level of every metric)
     bm25              BM25 (``bm25s``) of the category name against product titles

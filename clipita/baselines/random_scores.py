@@ -9,9 +9,8 @@ import torch
 
 from .gallery import TestGallery
 
-RANDOM_BLOCK = (
-    8192  # products per independently seeded block of scores (fixed: the draw never depends on chunking)
-)
+# products per independently seeded block of scores (fixed: the draw never depends on chunking)
+RANDOM_BLOCK = 8192
 
 
 def _seeded_blocks(gallery: TestGallery, seed: int) -> Iterator[np.ndarray]:
