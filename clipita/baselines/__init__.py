@@ -17,7 +17,7 @@ from __future__ import annotations
 from .bm25 import bm25_chunks, bm25_scores
 from .gallery import TestGallery, load_test_gallery
 from .harness import BaselineNotRun, BaselineResult, evaluate_scores
-from .image_zero_shot import image_zero_shot_scores
+from .image_zero_shot import image_zero_shot_chunks, image_zero_shot_scores
 from .random_scores import random_chunks, random_scores
 from .registry import BASELINES, run_baseline
 from .title_zero_shot import title_zero_shot_chunks, title_zero_shot_scores
@@ -30,6 +30,7 @@ __all__ = [
     "bm25_chunks",
     "bm25_scores",
     "evaluate_scores",
+    "image_zero_shot_chunks",
     "image_zero_shot_scores",
     "load_test_gallery",
     "random_chunks",

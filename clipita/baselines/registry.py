@@ -7,7 +7,7 @@ from typing import Any
 
 from .bm25 import bm25_chunks
 from .harness import evaluate_scores
-from .image_zero_shot import image_zero_shot_scores
+from .image_zero_shot import image_zero_shot_chunks
 from .random_scores import random_chunks
 from .title_zero_shot import title_zero_shot_chunks
 
@@ -17,7 +17,7 @@ def _registry() -> dict[str, Callable[..., Any]]:
         "random": random_chunks,  # streamed: [Q, c] blocks
         "bm25": bm25_chunks,  # streamed: [Q, c] blocks from sparse scores
         "title_zero_shot": title_zero_shot_chunks,  # streamed: [Q, c] blocks
-        "image_zero_shot": image_zero_shot_scores,
+        "image_zero_shot": image_zero_shot_chunks,  # streamed: one [Q, b] block per image batch
     }
 
 

@@ -135,3 +135,68 @@ def test_random_scores_are_at_chance_level():
     chance = result.per_query["num_relevant"].float() / gallery.num_products
     assert torch.allclose(observed, chance, atol=0.12), (observed, chance)
     assert abs(observed.mean() - chance.mean()) < 0.03
+
+
+class FakeClip(torch.nn.Module):
+    """A stand-in image-text model: text = a hashed bag of characters, image = its mean colour and a few pixels."""
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.float()
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        flat = images.flatten(1)
+        return torch.cat([images.mean(dim=(2, 3)), flat[:, :5]], dim=1)
+
+
+def fake_open_clip(model: str, pretrained: str | None):
+    def preprocess(image):
+        return torch.from_numpy(np.asarray(image.resize((4, 4)), dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+    def tokenizer(texts):
+        out = torch.zeros(len(texts), 8)
+        for i, text in enumerate(texts):
+            for ch in text:
+                out[i, ord(ch) % 8] += 1.0
+        return out
+
+    return FakeClip(), preprocess, tokenizer
+
+
+def test_image_zero_shot_streams_one_block_per_image_batch(tmp_path, monkeypatch):
+    """The image-text baseline reads the test shards once, in gallery order, and yields one [Q, b] block per batch:
+    no [N, D] image matrix, no [Q, N] scores; the blocks are the whole cosine matrix."""
+    import io
+
+    import torch.nn.functional as F
+    import webdataset as wds
+    from PIL import Image
+
+    from clipita.baselines import image_zero_shot as module
+    from datamodules.records import ShardRecord, encode_sample
+
+    gallery = generated_gallery(num_products=23)
+    images = []
+    with wds.TarWriter(str(tmp_path / "test-000000.tar"), encoder=False) as sink:
+        for i, product_id in enumerate(gallery.product_ids):
+            buffer = io.BytesIO()
+            Image.new("RGB", (6, 6), (i * 11 % 256, i * 37 % 256, i * 71 % 256)).save(buffer, format="JPEG")
+            images.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+            record = ShardRecord(id=product_id, category=("A",), title="", attributes={}, split="test")
+            sink.write(encode_sample(record, buffer.getvalue()))
+    gallery.shard_urls = [str(tmp_path / "test-000000.tar")]
+    monkeypatch.setattr(module, "_load_open_clip", fake_open_clip)
+
+    blocks = list(module.image_zero_shot_chunks(gallery, model="fake", batch_size=5))
+    assert [b.shape[1] for b in blocks] == [5, 5, 5, 5, 3]
+    net, preprocess, tokenizer = fake_open_clip("fake", None)
+    queries = F.normalize(
+        net.encode_text(tokenizer([f"a photo of {t}." for t in gallery.query_texts])), dim=-1
+    )
+    products = F.normalize(net.encode_image(torch.stack([preprocess(im) for im in images])), dim=-1)
+    torch.testing.assert_close(torch.cat(blocks, dim=1), queries @ products.T)
+    result = run_baseline("image_zero_shot", gallery, {"model": "fake", "batch_size": 4})
+    assert result.ranking.shape[0] == gallery.num_queries
+
+    gallery.product_ids = list(reversed(gallery.product_ids))  # shards out of step with the gallery: named
+    with pytest.raises(ValueError, match="is not the gallery's product 0"):
+        list(module.image_zero_shot_chunks(gallery, model="fake"))
