@@ -40,7 +40,8 @@ class CatalogueDataModule(L.LightningDataModule):
         work_dir: where shards and feature caches are written.
         batch_size: training batch size per device (the number of in-batch negatives per rank).
         eval_batch_size: validation/test/predict batch size.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (also the processes checking the images when the catalogue is
+            sharded).
         use_features: train on cached frozen-encoder features (seconds on a CPU) instead of raw images/text. Needs
             frozen encoders; set False to fine-tune encoders on raw shards.
         shard_size: products per shard.
@@ -191,6 +192,7 @@ class CatalogueDataModule(L.LightningDataModule):
             test_fraction=request["test_fraction"],
             unseen_fraction=request["unseen_fraction"],
             pseudo_novel_fraction=request.get("pseudo_novel_fraction", 0.0),
+            num_workers=self.hparams.num_workers,  # the loaders' workers decode the catalogue's images too
         )
         request_file.write_text(json.dumps(request, indent=2))
         return manifest

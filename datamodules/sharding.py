@@ -159,7 +159,7 @@ def _skipped_entry(record: RawRecord) -> dict[str, Any]:
 
 
 def _read_into(
-    schema: CatalogueSchema, spool: RecordSpool, on_error: str, progress: bool
+    schema: CatalogueSchema, spool: RecordSpool, on_error: str, progress: bool, num_workers: int
 ) -> tuple[list[RawRecord], Counter, dict[str, Any]]:
     """1. Read and check every record: good ones go to ``spool``; returns the skipped records, the modality counts
     of the good ones and what the reader saw."""
@@ -167,7 +167,7 @@ def _read_into(
     present: Counter = Counter()
     reader_stats: dict[str, Any] = {}
     reading = tqdm(
-        read_catalogue(schema, stats=reader_stats),
+        read_catalogue(schema, stats=reader_stats, num_workers=num_workers),
         desc=f"checking {schema.name}",
         unit=" rows",
         disable=not progress,
@@ -197,6 +197,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe
     on_error: Literal["skip", "fail"] = "skip",
     progress: bool = True,
     pseudo_novel_fraction: float = 0.0,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Shard the catalogue described by ``schema`` (:func:`shard_catalogue` for a schema given in a YAML file).
 
@@ -215,6 +216,8 @@ def write_shards(  # noqa: C901 - read, split, write, describe
             products go to ``val`` and ``test``, never to ``train``; see :mod:`datamodules.splits`). The unseen
             leaves and the ``test`` split are the same as with 0. Listed in the manifest as
             ``pseudo_novel_categories``.
+        num_workers: Processes decoding the images while the rows are checked (0: this process); the shards and
+            manifest are the same whatever the number.
 
     Returns:
         The manifest (as written to ``manifest.json``).
@@ -242,7 +245,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe
     out.mkdir(parents=True, exist_ok=True)
     with RecordSpool(out) as spool:
         try:
-            skipped, present, reader_stats = _read_into(schema, spool, on_error, progress)
+            skipped, present, reader_stats = _read_into(schema, spool, on_error, progress, num_workers)
         except CatalogueError:
             spool.close()
             if created and not any(out.iterdir()):
@@ -352,6 +355,7 @@ def shard_catalogue(
     on_error: Literal["skip", "fail"] = "skip",
     progress: bool = True,
     pseudo_novel_fraction: float = 0.0,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Turn a catalogue into WebDataset shards ``{split}-NNNNNN.tar`` plus ``manifest.json``.
 
@@ -371,6 +375,8 @@ def shard_catalogue(
         progress: Show progress bars.
         pseudo_novel_fraction: Share of the seen leaves held out of training as validation-only categories
             (:func:`write_shards`).
+        num_workers: Processes decoding the images while the rows are checked (0: this process); the output is the
+            same whatever the number.
 
     Returns:
         The manifest (as written to ``manifest.json``).
@@ -393,4 +399,5 @@ def shard_catalogue(
         on_error=on_error,
         progress=progress,
         pseudo_novel_fraction=pseudo_novel_fraction,
+        num_workers=num_workers,
     )

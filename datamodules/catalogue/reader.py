@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 from datamodules.catalogue.folder_tree import TextFields, read_folder_tree
@@ -20,6 +21,8 @@ from datamodules.catalogue.values import (
     scalar_text,
     show,
 )
+
+CHECK_WINDOW = 2048  # records per window of image checks handed to the workers
 
 
 class _Cells:
@@ -107,7 +110,10 @@ def _read_table_records(schema: CatalogueSchema, stats: dict[str, Any]) -> Itera
 
 
 def read_catalogue(
-    schema: CatalogueSchema, check_images: bool = True, stats: dict[str, Any] | None = None
+    schema: CatalogueSchema,
+    check_images: bool = True,
+    stats: dict[str, Any] | None = None,
+    num_workers: int = 0,
 ) -> Iterator[RawRecord]:
     """Yield one :class:`RawRecord` per input row, with its problems attached instead of raised.
 
@@ -123,6 +129,8 @@ def read_catalogue(
             existence is checked.
         stats: Filled with what the reader saw besides rows (the title column in use, files a folder tree
             ignored, how the metadata table joined).
+        num_workers: Processes decoding the images (0: in this process). The records and their problems are the
+            same, in the same order, whatever the number: rows are read here and checked a window at a time.
 
     Raises:
         CatalogueFileNotFoundError: The table or image folder does not exist.
@@ -137,6 +145,23 @@ def read_catalogue(
         records = read_folder_tree(schema, fields, stats)
     else:
         records = _read_table_records(schema, stats)
+    records = _with_duplicates_marked(records)
+    if not check_images:
+        for record in records:
+            if record.image_path is not None and not os.path.isfile(record.image_path):
+                record.problems.append(Problem("missing_image", f"missing image file {record.image_path!r}"))
+            yield record
+    elif num_workers > 0:
+        yield from _checked_in_workers(records, num_workers)
+    else:
+        for record in records:
+            if record.image_path is not None:
+                _attach(record, check_image(record.image_path))
+            yield record
+
+
+def _with_duplicates_marked(records: Iterator[RawRecord]) -> Iterator[RawRecord]:
+    """The second and later records of an id get a ``duplicate_id`` problem naming the first one's row."""
     seen = SeenIds()
     for record in records:
         if record.id:
@@ -144,12 +169,37 @@ def read_catalogue(
             if first is not None:
                 message = f"duplicate id {show(record.id)} (first seen in row {first})"
                 record.problems.append(Problem("duplicate_id", message))
-        if record.image_path is not None:
-            if check_images:
-                fmt, digest, problem = check_image(record.image_path)
-                if problem is not None:
-                    record.problems.append(problem)
-                record.image_format, record.image_sha256 = fmt, digest
-            elif not os.path.isfile(record.image_path):
-                record.problems.append(Problem("missing_image", f"missing image file {record.image_path!r}"))
         yield record
+
+
+def _attach(record: RawRecord, checked: tuple[str | None, str | None, Problem | None]) -> None:
+    fmt, digest, problem = checked
+    if problem is not None:
+        record.problems.append(problem)
+    record.image_format, record.image_sha256 = fmt, digest
+
+
+def _checked_in_workers(records: Iterator[RawRecord], num_workers: int) -> Iterator[RawRecord]:
+    """Records with their images checked by ``num_workers`` processes, in input order. A window of records is
+    checked while the previous one is handed on, so at most two windows are held (memory independent of the
+    catalogue). A worker that dies fails the read (``BrokenProcessPool``) instead of hanging it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork where there is one (no re-import of the caller's main module, as DataLoader workers); else spawn
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context(method)) as pool:
+
+        def submit(batch: list[RawRecord]) -> tuple[list[RawRecord], Iterator[Any]]:
+            paths = [r.image_path for r in batch if r.image_path is not None]
+            return batch, pool.map(check_image, paths, chunksize=max(1, len(paths) // (4 * num_workers)))
+
+        current = submit(list(islice(records, CHECK_WINDOW)))
+        while current[0]:
+            upcoming = submit(list(islice(records, CHECK_WINDOW)))
+            batch, checked = current
+            for record in batch:
+                if record.image_path is not None:
+                    _attach(record, next(checked))
+                yield record
+            current = upcoming
