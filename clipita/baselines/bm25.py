@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -103,18 +103,10 @@ def bm25_sparse(
     return matrix.tocsc()
 
 
-def bm25_texts(
-    queries: Sequence[str],
-    documents: Sequence[str],
-    k1: float = 1.5,
-    b: float = 0.75,
-    method: str = "lucene",
-    stemmer: StemmerName = "plural",
-) -> torch.Tensor:
-    """The dense ``[Q, N]`` matrix of :func:`bm25_sparse` (small sets: tests, benchmarks; galleries stream)."""
-    return torch.from_numpy(
-        bm25_sparse(queries, documents, k1=k1, b=b, method=method, stemmer=stemmer).toarray()
-    )
+def bm25_texts(queries: Sequence[str], documents: Sequence[str], **options: Any) -> torch.Tensor:
+    """The dense ``[Q, N]`` matrix of :func:`bm25_sparse` (small sets: tests, benchmarks; galleries stream);
+    ``options`` are its ``k1``, ``b``, ``method`` and ``stemmer``."""
+    return torch.from_numpy(bm25_sparse(queries, documents, **options).toarray())
 
 
 def bm25_chunks(
