@@ -163,6 +163,9 @@ def scalar_text(value: Any) -> str | None:
     return value or None
 
 
+_IN_MEMORY_FILE = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
 def check_image(path: str) -> tuple[str | None, str | None, Problem | None]:
     """Check that ``path`` is a readable, fully decodable image.
 
@@ -196,7 +199,10 @@ def check_image(path: str) -> tuple[str | None, str | None, Problem | None]:
     except (
         Exception
     ) as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError)
-        return None, None, Problem("corrupt_image", f"corrupt or truncated image {path!r}: {exc}")
+        detail = _IN_MEMORY_FILE.sub(
+            "the file", str(exc)
+        )  # no memory address: the manifest stays reproducible
+        return None, None, Problem("corrupt_image", f"corrupt or truncated image {path!r}: {detail}")
     return fmt, hashlib.sha256(data).hexdigest(), None
 
 

@@ -483,3 +483,14 @@ def test_image_checks_in_worker_processes_change_nothing(tmp_path: Path, monkeyp
     one = shard_catalogue(str(yaml_path), str(tmp_path / "one"), shard_size=5, progress=False)
     two = shard_catalogue(str(yaml_path), str(tmp_path / "two"), shard_size=5, progress=False, num_workers=2)
     assert one == two
+
+
+def test_a_corrupt_images_reason_is_the_same_in_every_run(tmp_path: Path) -> None:
+    """PIL names an unidentifiable in-memory file by its address; the reason (and so the manifest) must not."""
+    from datamodules.catalogue.values import check_image
+
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8garbage")
+    first, second = check_image(str(path))[2], check_image(str(path))[2]
+    assert first.kind == "corrupt_image" and first.message == second.message
+    assert "0x" not in first.message and "broken.jpg" in first.message
