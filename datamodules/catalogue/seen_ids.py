@@ -1,8 +1,8 @@
-"""The ids a catalogue read has seen, with the row of each first occurrence, in ~48 bytes per id.
+"""The ids a catalogue read has seen, with the row of each first occurrence, in flat arrays.
 
-Finding duplicate ids needs every id seen so far. A ``dict`` of id strings to rows costs ~120 bytes per product of
-Python objects (120 MB at 1M products, 1.2 GB at 10M); this table keeps a 128-bit BLAKE2b digest of each id and its
-row in flat numpy arrays (open addressing, linear probing, kept at most half full). Two different ids share a digest
+Finding duplicate ids needs every id seen so far. Instead of a ``dict`` of id strings to rows (several Python objects
+per product), this table keeps a 128-bit BLAKE2b digest of each id and its row in flat numpy arrays: 24 bytes a slot,
+open addressing with linear probing, kept at most half full (shard memory at 1M products: BENCHMARKS.md). Two different ids share a digest
 with probability ~n^2 / 2^129 (about 1e-27 at 10^8 ids), so a digest match is taken as the same id.
 
 Example:
