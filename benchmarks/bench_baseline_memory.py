@@ -28,7 +28,7 @@ def make_gallery(n: int):
     import torch
 
     from clipita.baselines import TestGallery
-    from datamodules.category_tree import CategoryTree
+    from clipita_core.tree import CategoryTree
 
     leaves = [
         (f"Dept {a}", f"Group {a}{b}", f"Type {a}{b}{c}")

@@ -46,7 +46,7 @@ from clipita.baselines.bm25 import bm25_texts
 from clipita.baselines.gallery import load_test_gallery
 from clipita.baselines.harness import evaluate_scores
 from clipita.baselines.title_zero_shot import title_zero_shot_scores
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
 from datamodules.features import IDS, LEXICAL_TOKENS

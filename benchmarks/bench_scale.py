@@ -145,7 +145,7 @@ def stage_encode(args) -> dict:
 def _split(args, split: str):
     import json as _json
 
-    from datamodules.category_tree import CategoryTree
+    from clipita_core.tree import CategoryTree
     from datamodules.feature_split import FeatureSplit
     from datamodules.features import FeatureStore, manifest_shards
     from datamodules.sharding import load_manifest

@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from datamodules.category_tree import CategoryTree  # noqa: E402
+from clipita_core.tree import CategoryTree  # noqa: E402
 from datamodules.shard_pipeline import build_shard_pipeline  # noqa: E402
 
 CATEGORY = ("Benchmark", "Images")

@@ -31,7 +31,8 @@ from typing import Any
 
 from PIL import Image
 
-from datamodules.category_tree import CategoryTree, format_path
+from clipita_core.paths import format_path
+from clipita_core.tree import CategoryTree
 
 from .search import CategoryEncoder, is_relevant, rank_queries
 from .search_index import SearchIndex

@@ -30,12 +30,10 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.category_tree import format_path
-from lightning_modules.model import category_text_of
+from clipita_core.paths import CategoryPath, category_text_of, format_path
 
 from .search_index import SearchIndex, split_query
 
-CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
 
 

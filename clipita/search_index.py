@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipita_core.paths import CategoryPath
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
@@ -22,7 +23,6 @@ from .index import FAISS_NAME, INDEX_JSON
 from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
 from .parquet_rows import count_parquet_values, read_parquet_rows
 
-CategoryPath = tuple[str, ...]
 ScanDtype = Literal["float32", "float16"]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

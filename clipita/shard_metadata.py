@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from datamodules.category_tree import format_path
+from clipita_core.paths import format_path
 from datamodules.records import category_to_text, decode_json
 from datamodules.sharding import shard_urls
 

@@ -12,11 +12,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.category_tree import CategoryTree, parse_path
+from clipita_core.paths import parse_path
+from clipita_core.tree import CategoryTree
+from clipita_core.vocabulary import SPLITS
 from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
-from datamodules.sharding import SPLITS, load_manifest, modalities_present, shard_catalogue, shard_urls
+from datamodules.sharding import load_manifest, modalities_present, shard_catalogue, shard_urls
 
 SAMPLE = "sample"
 REQUEST_NAME = "shard_request.json"

@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from tqdm.auto import tqdm
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.feature_reuse import reuse_indexes
 from datamodules.features import FeatureStore
 from datamodules.lexical_store import tokenizer_key

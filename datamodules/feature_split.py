@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.features import IDS, LEXICAL_TOKENS, PADDED, FeatureCacheError, FeatureStore
 
 # feature-store array -> batch key (ARCHITECTURE.md)

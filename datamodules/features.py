@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.sharding import SPLITS
+from clipita_core.vocabulary import SPLITS
 
 META_NAME = "meta.json"
 COMPLETE_NAME = "complete.json"

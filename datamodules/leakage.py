@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from datamodules.category_tree import format_path
+from clipita_core.paths import format_path
 
 TEXT_FIELDS = ("title", "attributes", "description")
 FIELDS = (*TEXT_FIELDS, "id")

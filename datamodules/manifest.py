@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from clipita_core.vocabulary import SPLITS
 from datamodules.leakage import describe_leakage
-from datamodules.splits import SPLITS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

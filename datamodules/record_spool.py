@@ -27,8 +27,8 @@ from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
+from clipita_core.paths import CategoryPath
 from datamodules.catalogue import RawRecord
-from datamodules.category_tree import CategoryPath
 
 SPOOL_PREFIX = ".clipita-spool-"
 _SPLIT_CODES = (None, "train", "val", "test")

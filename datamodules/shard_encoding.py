@@ -26,7 +26,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
+from clipita_core.vocabulary import attribute_texts
 from datamodules.feature_reuse import DonorIndex, digest_array, read_shard_records, sample_digests
 from datamodules.features import (
     ARRAYS,
@@ -38,12 +39,6 @@ from datamodules.features import (
 )
 from datamodules.lexical_store import lexical_texts, lexical_token_rows
 from datamodules.records import decode_sample
-
-
-def attribute_texts(attributes: dict[str, str], names: Sequence[str]) -> list[str]:
-    """``"name: value"`` per attribute in ``names`` order, ``""`` where absent (the raw path's texts: kept equal to
-    ``lightning_modules.components.attribute_pooling.attribute_texts`` by a test)."""
-    return [f"{n}: {attributes[n]}" if attributes.get(n) not in (None, "") else "" for n in names]
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ import webdataset as wds
 from PIL import Image
 from torch import Tensor
 
-from datamodules.category_tree import CategoryTree, format_path
+from clipita_core.paths import format_path
+from clipita_core.tree import CategoryTree
 from datamodules.records import decode_sample
 
 ImageTransform = Callable[[Image.Image], Tensor]

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import webdataset as wds
 from tqdm.auto import tqdm
 
+from clipita_core.paths import format_path
+from clipita_core.vocabulary import RECORDED_MODALITIES, SPLITS
 from datamodules.catalogue import (
     CatalogueError,
     CatalogueSchema,
@@ -35,7 +37,6 @@ from datamodules.catalogue import (
     printable,
     read_catalogue,
 )
-from datamodules.category_tree import format_path
 from datamodules.leakage import leakage_report
 from datamodules.manifest import (
     MANIFEST_NAME,
@@ -50,7 +51,7 @@ from datamodules.manifest import (
 )
 from datamodules.record_spool import SPOOL_PREFIX, RecordSpool
 from datamodules.records import ShardRecord, encode_sample
-from datamodules.splits import SPLITS, assign_splits, choose_pseudo_novel, choose_unseen, draw_splits
+from datamodules.splits import assign_splits, choose_pseudo_novel, choose_unseen, draw_splits
 
 __all__ = [
     "CatalogueError",
@@ -68,8 +69,6 @@ __all__ = [
     "summarize",
     "write_shards",
 ]
-
-MODALITIES = ("image", "title", "attributes", "description")
 
 
 class NoProductsError(CatalogueError):
@@ -110,7 +109,7 @@ def _count_modalities(present: Counter, record: RawRecord) -> None:
 
 
 def _modalities(present: Counter, good: int) -> dict[str, dict[str, int]]:
-    return {m: {"present": present[m], "missing": good - present[m]} for m in MODALITIES}
+    return {m: {"present": present[m], "missing": good - present[m]} for m in RECORDED_MODALITIES}
 
 
 def _leakage_fields(schema: CatalogueSchema, record: RawRecord) -> dict[str, str]:
@@ -333,7 +332,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe
         "splits": split_info,
         "attribute_names": list(schema.attribute_columns),
         "modalities": modalities,
-        "modalities_present": [m for m in MODALITIES if modalities[m]["present"]],
+        "modalities_present": [m for m in RECORDED_MODALITIES if modalities[m]["present"]],
         "leakage": leakage,
         "reader": reader_stats,
     }

@@ -28,9 +28,9 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from datamodules.category_tree import CategoryPath, CategoryTree
-
-SPLITS = ("train", "val", "test")
+from clipita_core.paths import CategoryPath
+from clipita_core.tree import CategoryTree
+from clipita_core.vocabulary import SPLITS
 
 Item = TypeVar("Item")  # a record, or anything standing for one (the shard writer's spool line numbers)
 

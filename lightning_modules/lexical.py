@@ -25,17 +25,9 @@ one-product request. Gallery-dependent statistics would make the score of a prod
 would let the test gallery leak into the scorer. Terms never seen in training get ``df = 0``, the highest idf — a
 new category's distinctive word counts fully.
 
-Tokens are hashed into ``num_buckets`` buckets (a stable hash, blake2b, not Python's per-process ``hash``), so
-token ids need no vocabulary file, a store written by one process is read by another, and the statistics are a
-fixed-size array. With ``2**18`` buckets and a catalogue vocabulary of a few thousand words, collisions are rare;
-a collision only merges the statistics of two words.
-
-Tokenizer (deterministic, offline, no stemmer library): NFKC + lowercase; words are maximal runs of letters and
-digits; a hyphenated compound also yields its joined form (``t-shirt`` -> ``t``, ``shirt``, ``tshirt``, so the
-category "Tshirts" meets the title "Puma Men T-shirt"); words shorter than 2 characters and a short English
-stopword list are dropped; then a light plural stemmer (:func:`plural_stem`). PyStemmer is not used: it is not
-installed here, and a stemmer whose output may change with a library version would silently invalidate stored
-token ids. :data:`TOKENIZER_ID` names this tokenizer; stores key on it.
+The tokenizer (NFKC, lowercase, hyphenated compounds also joined, stopwords dropped, a light plural stemmer;
+words hashed into ``num_buckets`` buckets by a stable hash) is :mod:`clipita_core.tokens`, shared with the
+token store and the leakage guard.
 
 Example:
     >>> signal = LexicalSignal()
@@ -48,69 +40,12 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-NUM_BUCKETS = 2**18
-TOKENIZER_ID = "lex-v1:nfkc-lower-alnum-compound-min2-stop-plural:blake2b8"
-
-STOPWORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there these they "
-    "this to was will with".split()
-)
-_WORD = re.compile(r"[^\W_]+(?:-[^\W_]+)*")
-_PART = re.compile(r"[^\W_]+")
-
-
-def plural_stem(word: str) -> str:
-    """Strip an English plural ending: ``-ies`` -> ``-y``; ``-ches/-shes/-sses/-xes`` drop ``es``; a final ``-s``
-    unless after ``s``, ``u`` or ``i``. Symmetric on queries and documents, so both meet on the same stem.
-
-    >>> [plural_stem(w) for w in ["shoes", "watches", "dresses", "accessories", "jeans", "bus"]]
-    ['shoe', 'watch', 'dress', 'accessory', 'jean', 'bus']
-    """
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def words(text: str) -> list[str]:
-    """The normalised words of one text (before hashing).
-
-    >>> words("Puma Men's Grey T-Shirts, 2 pack")
-    ['puma', 'men', 'grey', 'shirt', 'tshirt', 'pack']
-    """
-    out: list[str] = []
-    for match in _WORD.findall(unicodedata.normalize("NFKC", text or "").lower()):
-        parts = _PART.findall(match)
-        candidates = parts + (["".join(parts)] if len(parts) > 1 else [])
-        out.extend(plural_stem(w) for w in candidates if len(w) >= 2 and w not in STOPWORDS)
-    return out
-
-
-def bucket(word: str, num_buckets: int = NUM_BUCKETS) -> int:
-    """A process-independent hash of a word into ``[0, num_buckets)``."""
-    digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % num_buckets
-
-
-def lexical_tokens(texts: Sequence[str], num_buckets: int = NUM_BUCKETS) -> list[np.ndarray]:
-    """One ``int64`` array of hashed token ids per text (duplicates kept: they are the term frequencies)."""
-    cache: dict[str, int] = {}
-    out = []
-    for text in texts:
-        ids = [cache[w] if w in cache else cache.setdefault(w, bucket(w, num_buckets)) for w in words(text)]
-        out.append(np.asarray(ids, dtype=np.int64))
-    return out
+from clipita_core.tokens import NUM_BUCKETS, TOKENIZER_ID, lexical_tokens
 
 
 def pad_tokens(rows: Sequence[np.ndarray]) -> torch.Tensor:

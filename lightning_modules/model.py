@@ -28,14 +28,17 @@ category tower, which is what a catalogue whose titles are noise should fall bac
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, final
+from typing import Any, final
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components.attribute_pooling import AttributePooling, PoolingType, attribute_texts
-from .components.fusion import FusionType, Modality, check_modalities, create_fusion
+from clipita_core.paths import CategoryText, category_text_of
+from clipita_core.vocabulary import Modality, attribute_texts
+
+from .components.attribute_pooling import AttributePooling, PoolingType
+from .components.fusion import FusionType, check_modalities, create_fusion
 from .components.image_encoder import OFFLINE_EFFICIENTNET_LITE0, ImageEncoder
 from .components.projection_head import HeadType, create_head
 from .components.text_encoder import OFFLINE_MINILM, TextEncoder
@@ -49,18 +52,6 @@ from .scoring import (  # noqa: F401 - the retrieval-record keys, re-exported wh
     SEEN_TITLE_WEIGHT,
     RetrievalScorer,
 )
-
-CategoryText = Literal["leaf", "path"]
-CATEGORY_SEPARATOR = " > "  # the display form of a category path, as datamodules.category_tree writes it
-
-
-def category_text_of(path: Sequence[str], style: CategoryText = "leaf") -> str:
-    """The text a category is encoded from: its own name (``leaf``) or its full path ``"A > B > C"`` (``path``)."""
-    if style == "leaf":
-        return path[-1]
-    if style == "path":
-        return CATEGORY_SEPARATOR.join(path)
-    raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
 
 
 def _plain(value: Any) -> Any:

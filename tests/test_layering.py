@@ -1,16 +1,19 @@
-"""The layering rule (ARCHITECTURE.md): the libraries never import the apps nor each other, and no module import
-cycle exists. Checked from the source text (ast), so a lazy import inside a function counts too."""
+"""The layering rule (ARCHITECTURE.md): the shared floor (``clipita_core``) imports no other package of the repo,
+the libraries never import the apps nor each other, and no module import cycle exists. Checked from the source text
+(ast), so a lazy import inside a function counts too. The floor's vocabulary is defined there and nowhere else."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("lightning_modules", "datamodules", "clipita")
+PACKAGES = ("clipita_core", "lightning_modules", "datamodules", "clipita")
 FORBIDDEN = {
+    "clipita_core": ("clipita", "datamodules", "lightning_modules"),
     "lightning_modules": ("clipita", "datamodules"),
     "datamodules": ("clipita", "lightning_modules"),
     "clipita": (),
@@ -84,3 +87,56 @@ def test_no_import_cycle_between_modules():
     for m in sorted(edges):
         if m not in state and (cycle := visit(m)):
             pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_floor_needs_only_the_standard_library_and_numpy():
+    """Importing a name or a tokenizer must not pull torch, Lightning or pandas into a process."""
+    allowed = {"numpy", "clipita_core", "__future__"}
+    bad = [
+        f"{module_name(f)} imports {i}"
+        for f in (REPO / "clipita_core").rglob("*.py")
+        for i in imports_of(f)
+        if i and i.split(".")[0] not in allowed and i.split(".")[0] not in sys.stdlib_module_names
+    ]
+    assert not bad, "\n".join(bad)
+
+
+# the floor's vocabulary: a module that defines one of these names again has copied it
+FLOOR_NAMES = {
+    "CATEGORY_SEPARATOR",
+    "CategoryPath",
+    "CategoryText",
+    "CategoryTree",
+    "MODALITIES",
+    "Modality",
+    "SPLITS",
+    "attribute_texts",
+    "category_text_of",
+    "format_path",
+    "parse_path",
+    "plural_stem",
+}
+
+
+def top_level_definitions(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out.update(t.id for t in targets if isinstance(t, ast.Name))
+    return out
+
+
+def test_the_shared_vocabulary_is_defined_only_in_the_floor():
+    copies = [
+        f"{module_name(f)} defines {name}"
+        for package in PACKAGES
+        if package != "clipita_core"
+        for f in (REPO / package).rglob("*.py")
+        for name in sorted(top_level_definitions(f) & FLOOR_NAMES)
+    ]
+    assert not copies, "\n".join(copies)
+    defined = set().union(*(top_level_definitions(f) for f in (REPO / "clipita_core").rglob("*.py")))
+    assert FLOOR_NAMES <= defined, sorted(FLOOR_NAMES - defined)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from clipita_core.tokens import plural_stem
+
 from .gallery import TestGallery
 from .harness import BaselineNotRun
 
@@ -17,35 +19,13 @@ if TYPE_CHECKING:
 StemmerName = Literal["plural", "none"]
 
 
-def plural_stem(words: list[str]) -> list[str]:
-    """A light English suffix stripper so ``"Shoes"`` matches ``"shoe"`` and ``"Watches"`` matches ``"watch"``.
-
-    Only plural endings are removed (``-ies`` -> ``-y``, ``-ches/-shes/-sses/-xes`` -> drop ``es``, a final ``-s``
-    except after ``s``, ``u`` or ``i``); it is symmetric, so titles and queries meet on the same stems.
-
-    Example:
-        >>> plural_stem(["shoes", "watches", "dresses", "accessories", "jeans", "bus"])
-        ['shoe', 'watch', 'dress', 'accessory', 'jean', 'bus']
-    """
-    out = []
-    for word in words:
-        if len(word) > 4 and word.endswith("ies"):
-            word = word[:-3] + "y"
-        elif len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes")):
-            word = word[:-2]
-        elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-            word = word[:-1]
-        out.append(word)
-    return out
-
-
 def _tokenize(texts: Sequence[str], stemmer: StemmerName) -> list[list[str]]:
     import bm25s
 
     return bm25s.tokenize(
         list(texts),
         stopwords="en",
-        stemmer=plural_stem if stemmer == "plural" else None,
+        stemmer=(lambda words: [plural_stem(w) for w in words]) if stemmer == "plural" else None,
         return_ids=False,
         show_progress=False,
     )
@@ -71,7 +51,7 @@ def bm25_sparse(
         k1: BM25 term-frequency saturation.
         b: BM25 length normalisation.
         method: ``bm25s`` scoring variant (``lucene``, ``robertson``, ``atire``, ``bm25l``, ``bm25+``).
-        stemmer: ``plural`` (:func:`plural_stem`) or ``none``.
+        stemmer: ``plural`` (:func:`clipita_core.tokens.plural_stem`) or ``none``.
     """
     import bm25s
     from scipy import sparse

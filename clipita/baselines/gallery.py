@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.records import decode_sample
 from datamodules.sharding import shard_urls
 

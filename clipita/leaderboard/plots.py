@@ -69,7 +69,7 @@ def plot_per_category(run: LeaderboardRun, path: Path, metric: str = "map@10") -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from datamodules.category_tree import format_path
+    from clipita_core.paths import format_path
 
     rows = run.ran
     first = run.contexts[run.spec.split_seeds[0]]

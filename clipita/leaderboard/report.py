@@ -250,7 +250,7 @@ def write_csv(run: LeaderboardRun, summary: dict, tests: dict, path: Path) -> No
 def write_per_category(run: LeaderboardRun, path: Path) -> None:
     import pandas as pd
 
-    from datamodules.category_tree import format_path
+    from clipita_core.paths import format_path
 
     records = []
     metrics = [*TESTED_METRICS, *CEILINGS]

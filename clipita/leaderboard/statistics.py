@@ -117,7 +117,7 @@ def significance(run: LeaderboardRun) -> dict[str, dict[str, dict[str, dict[str,
 def error_counts(run: LeaderboardRun) -> dict[str, dict[str, dict[str, int]]]:
     """The paper's error analysis per row and setting, counts summed over split seeds: wrong items among the top-1
     and top-10 by same tree / different tree and depth gap (:func:`lightning_modules.metrics.error_analysis`)."""
-    from datamodules.category_tree import CategoryTree
+    from clipita_core.tree import CategoryTree
     from lightning_modules.metrics import error_analysis
 
     out: dict[str, dict[str, dict[str, int]]] = {}

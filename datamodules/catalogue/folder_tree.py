@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from clipita_core.paths import format_path
+from clipita_core.vocabulary import SPLITS
 from datamodules.catalogue.schema import CatalogueSchema
 from datamodules.catalogue.table import read_table
 from datamodules.catalogue.values import (
@@ -32,9 +34,8 @@ from datamodules.catalogue.values import (
     scalar_text,
     show,
 )
-from datamodules.category_tree import format_path
 
-SPLIT_FOLDERS = ("train", "val", "test")
+SPLIT_FOLDERS = SPLITS  # a folder tree's top folders are named after the splits
 
 # cells of one metadata row -> (title, attributes, description, problems)
 TextFields = tuple[str, dict[str, str], str, list[Problem]]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
+from clipita_core.paths import split_path
 from datamodules.catalogue.folder_tree import TextFields, read_folder_tree
 from datamodules.catalogue.schema import CatalogueSchema
 from datamodules.catalogue.seen_ids import SeenIds
@@ -71,8 +72,7 @@ def _record_from_cells(
         category = tuple(levels)
     else:
         raw_path = read.text(str(schema.category_column))
-        separator = schema.category_separator.strip() or schema.category_separator
-        parts = tuple(p.strip() for p in raw_path.split(separator))
+        parts = split_path(raw_path, schema.category_separator)
         if not raw_path or not all(parts):
             problems.append(
                 Problem("missing_category", f"category {show(raw_path)} is empty or has an empty level")

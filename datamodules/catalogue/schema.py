@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
+from clipita_core.paths import CATEGORY_SEPARATOR
 from datamodules.catalogue.values import CatalogueError, CatalogueFileNotFoundError
-from datamodules.category_tree import CATEGORY_SEPARATOR
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
 DEFAULT_TITLE_COLUMN = "title"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from datamodules.category_tree import CategoryPath
+from clipita_core.paths import CategoryPath
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 JPEG_FORMATS = ("JPEG", "MPO")  # MPO is a JPEG with extra frames; its bytes are JPEG bytes.

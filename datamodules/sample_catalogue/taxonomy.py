@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datamodules.category_tree import CategoryPath
+from clipita_core.paths import CategoryPath
 
 Point = tuple[float, float]
 RGB = tuple[int, int, int]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .attribute_pooling import AttributePooling, attribute_texts
-from .fusion import MODALITIES, ConcatFusion, GatedFusion, WeightedSumFusion, check_modalities, create_fusion
+from .attribute_pooling import AttributePooling
+from .fusion import FUSIONS, ConcatFusion, GatedFusion, WeightedSumFusion, check_modalities, create_fusion
 from .image_encoder import ImageEncoder, create_timm_backbone
 from .projection_head import MLPHead, ResidualHead, create_head
 from .text_encoder import TextEncoder
 
 __all__ = [
-    "MODALITIES",
+    "FUSIONS",
     "AttributePooling",
     "ConcatFusion",
     "GatedFusion",
@@ -18,7 +18,6 @@ __all__ = [
     "ResidualHead",
     "TextEncoder",
     "WeightedSumFusion",
-    "attribute_texts",
     "check_modalities",
     "create_fusion",
     "create_head",

@@ -10,11 +10,6 @@ from torch import nn
 PoolingType = Literal["mean", "attention"]
 
 
-def attribute_texts(attributes: dict[str, str], names: list[str]) -> list[str]:
-    """The text embedded for each attribute, in ``names`` order: ``"colour: Blue"``; ``""`` where absent."""
-    return [f"{n}: {attributes[n]}" if attributes.get(n) not in (None, "") else "" for n in names]
-
-
 class AttributePooling(nn.Module):
     """Masked pooling over attribute embeddings ``[B, A, D]`` with mask ``[B, A]`` (True = present).
 

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .projection_head import HeadType, create_head
+from clipita_core.registry import Registry
+from clipita_core.vocabulary import MODALITIES
 
-Modality = Literal["image", "title", "attributes"]
-MODALITIES: tuple[str, ...] = ("image", "title", "attributes")
-FusionType = Literal["concat", "weighted_sum", "gated"]
+from .projection_head import HeadType, create_head
 
 
 def check_modalities(modalities: list[str]) -> list[str]:
     """Validate a modality list: non-empty, known names, no repeats; returned in canonical order."""
     if not modalities:
-        raise ValueError("modalities must name at least one of image, title, attributes")
+        raise ValueError(f"modalities must name at least one of {', '.join(MODALITIES)}")
     for m in modalities:
         if m not in MODALITIES:
             raise ValueError(f"unknown modality {m!r}; expected a subset of {list(MODALITIES)}")
@@ -158,6 +155,12 @@ class GatedFusion(_PerModalityHeads):
         return (weights.unsqueeze(-1) * parts).sum(dim=1)
 
 
+FUSIONS: Registry[type[nn.Module]] = Registry(
+    "fusion", {"concat": ConcatFusion, "weighted_sum": WeightedSumFusion, "gated": GatedFusion}
+)
+FusionType = FUSIONS.literal
+
+
 def create_fusion(
     fusion: FusionType,
     input_dims: dict[str, int],
@@ -169,16 +172,11 @@ def create_fusion(
     weights: dict[str, float] | None = None,
     learnable_weights: bool = False,
 ) -> nn.Module:
-    """Build a fusion module by name: ``concat`` (the paper), ``weighted_sum`` or ``gated``."""
-    common = dict(
+    """Build a fusion module by name (:data:`FUSIONS`): ``concat`` (the paper), ``weighted_sum`` or ``gated``."""
+    fusion_class = FUSIONS[fusion]
+    options = dict(
         head_type=head_type, hidden_dim=hidden_dim, num_hidden_layers=num_hidden_layers, dropout=dropout
     )
-    if fusion == "concat":
-        return ConcatFusion(input_dims, embed_dim, **common)
-    if fusion == "weighted_sum":
-        return WeightedSumFusion(
-            input_dims, embed_dim, weights=weights, learnable_weights=learnable_weights, **common
-        )
-    if fusion == "gated":
-        return GatedFusion(input_dims, embed_dim, **common)
-    raise ValueError(f"unknown fusion {fusion!r}; expected one of concat, weighted_sum, gated")
+    if fusion_class is WeightedSumFusion:
+        options.update(weights=weights, learnable_weights=learnable_weights)
+    return fusion_class(input_dims, embed_dim, **options)

@@ -13,7 +13,7 @@ from conftest import tiny_overrides
 from clipita.experiment import fit_and_test
 from clipita.index import index
 from clipita.search import Searcher
-from datamodules.category_tree import format_path
+from clipita_core.paths import format_path
 from lightning_modules import load_model
 from lightning_modules.scorer_choice import CHOICE_KEY
 

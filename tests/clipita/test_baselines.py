@@ -20,8 +20,8 @@ from clipita.baselines import (
     title_zero_shot_chunks,
     title_zero_shot_scores,
 )
-from clipita.baselines.bm25 import bm25_texts, plural_stem
-from datamodules.category_tree import CategoryTree
+from clipita.baselines.bm25 import bm25_texts
+from clipita_core.tree import CategoryTree
 from lightning_modules.metrics import CategoryRetrievalMetrics
 
 PRODUCTS = [  # (title, category path)
@@ -64,17 +64,6 @@ def make_gallery(
         metric_kwargs={"ks": (1, 5, 10), "max_rank": 10},
         split_seed=0,
     )
-
-
-def test_plural_stem_meets_singular_and_plural():
-    assert plural_stem(["shoes", "watches", "dresses", "accessories", "bus", "glass"]) == [
-        "shoe",
-        "watch",
-        "dress",
-        "accessory",
-        "bus",
-        "glass",
-    ]
 
 
 def test_bm25_ranks_the_title_containing_the_category_word_first():

@@ -18,7 +18,7 @@ from clipita.baselines import (
     run_baseline,
 )
 from clipita.baselines.bm25 import _tokenize, bm25_sparse
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 
 random_module = importlib.import_module(
     "clipita.baselines.random_scores"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from distributed_cli import CONFIG, ddp_args, logged_metrics, run, tiny
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.feature_split import FeatureSplit
 from datamodules.features import FeatureStore, manifest_shards
 from datamodules.sharding import SPLITS, load_manifest

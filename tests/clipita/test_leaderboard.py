@@ -32,7 +32,7 @@ from clipita.leaderboard import (
     summarize,
     write_report,
 )
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from lightning_modules.metrics import adjust_p_values, paired_test
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from conftest import tiny_overrides
 from clipita.experiment import fit_and_test
 from clipita.index import index
 from clipita.search import Searcher
-from datamodules.category_tree import format_path
+from clipita_core.paths import format_path
 
 REPO = Path(__file__).resolve().parents[2]
 TOP = 10

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from hypothesis_profiles import ci_settings
 from PIL import Image
 
+from clipita_core.tree import CategoryTree
 from datamodules.catalogue import CatalogueFileNotFoundError, CatalogueSchema
-from datamodules.category_tree import CategoryTree
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
 from datamodules.leakage import leakage_report, names_label, tokens

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.sharding import load_manifest, shard_catalogue, shard_urls
 
 REPO = Path(__file__).resolve().parents[2]

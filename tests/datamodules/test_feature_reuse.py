@@ -8,7 +8,7 @@ import pytest
 import torch
 from sample_shards import shard_two_seeds
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_reuse import DIGEST
 from datamodules.feature_split import FeatureSplit

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features, make_stores
 from datamodules.feature_split import FeatureSplit
 from datamodules.features import FeatureCacheError, manifest_shards
 from datamodules.sample_catalogue import generate_sample_catalogue
-from datamodules.shard_encoding import attribute_texts, encode_batch
+from datamodules.shard_encoding import encode_batch
 from datamodules.sharding import SPLITS, load_manifest, shard_catalogue
 from lightning_modules.components import ImageEncoder, TextEncoder
 
@@ -164,11 +164,3 @@ def test_missing_titles_are_zero_rows_with_a_false_mask(encoders):
     assert np.abs(out["title"][0]).sum() > 0 and not out["title"][1].any()
     assert out["attribute_mask"].tolist() == [[True], [False]]
     assert out["category"].tolist() == [tree.index(("A", "B")), tree.index(("A",))]
-
-
-def test_attribute_texts_match_the_model_library():
-    from lightning_modules.components.attribute_pooling import attribute_texts as model_texts
-
-    attributes = {"gender": "Men", "colour": "", "season": None, "usage": "Sports"}
-    names = ["gender", "colour", "season", "usage", "absent"]
-    assert attribute_texts(attributes, names) == model_texts(attributes, names)

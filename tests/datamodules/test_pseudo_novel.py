@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_sharding import build_catalogue, read_back
 
+from clipita_core.tree import CategoryTree
 from datamodules.catalogue import RawRecord
-from datamodules.category_tree import CategoryTree
 from datamodules.sharding import shard_catalogue
 from datamodules.splits import assign_splits, choose_pseudo_novel, choose_unseen, pseudo_novel_rng
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.sample_catalogue import (
     SAMPLE_ATTRIBUTES,
     SAMPLE_COLUMNS,

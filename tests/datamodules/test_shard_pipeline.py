@@ -13,7 +13,7 @@ import webdataset as wds
 from PIL import Image
 from torchvision import transforms
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.shard_pipeline import (
     ShardDecodeError,
     build_shard_pipeline,

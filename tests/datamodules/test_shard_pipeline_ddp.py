@@ -18,7 +18,7 @@ import webdataset as wds
 from PIL import Image
 from torchvision import transforms
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from datamodules.shard_pipeline import build_shard_pipeline
 
 WORLD_SIZE = 2

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis_profiles import ci_settings
 from PIL import Image
 
+from clipita_core.tree import CategoryTree
 from datamodules.catalogue import CatalogueSchema
-from datamodules.category_tree import CategoryTree
 from datamodules.records import id_from_key
 from datamodules.sharding import (
     CatalogueError,

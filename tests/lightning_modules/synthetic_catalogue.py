@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from lightning_modules import ClipIta
 
 TRAIN_PATHS = [("Bags", "Totes"), ("Bags", "Wallets"), ("Shoes", "Boots"), ("Shoes", "Sneakers")]
@@ -101,7 +101,7 @@ def trainer(tmp_path, **kwargs) -> L.Trainer:
 
 def lexical_rows(batch: dict) -> list:
     """Hashed token ids of each raw product's title and attribute values (what the token store holds)."""
-    from lightning_modules.lexical import lexical_tokens
+    from clipita_core.tokens import lexical_tokens
 
     texts = [" ".join([t, *a.values()]) for t, a in zip(batch["title"], batch["attributes"], strict=True)]
     return lexical_tokens(texts)

@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.lexical import (
-    NUM_BUCKETS,
-    LexicalSignal,
-    document_statistics,
-    lexical_tokens,
-    pad_tokens,
-    words,
-)
+from clipita_core.tokens import NUM_BUCKETS, lexical_tokens, words
+from lightning_modules.lexical import LexicalSignal, document_statistics, pad_tokens
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = [
@@ -96,7 +90,7 @@ def test_a_perfect_match_is_bounded_by_one_and_approaches_it():
 
 def test_hashed_ids_are_stable_across_processes():
     code = (
-        "from lightning_modules.lexical import lexical_tokens;"
+        "from clipita_core.tokens import lexical_tokens;"
         "print([r.tolist() for r in lexical_tokens(['Puma Men Grey T-shirt', 'Sports Shoes'])])"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "12345"}

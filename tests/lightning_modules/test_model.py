@@ -173,15 +173,6 @@ def test_novel_means_outside_the_trained_set_by_path_or_else_by_text():
     assert model.novel_mask(["Gloves", "Accessories", "Scarves"]).tolist() == [False, False, True]
 
 
-def test_category_texts_match_the_data_library():
-    from datamodules.category_tree import CategoryTree
-    from lightning_modules.model import category_text_of
-
-    tree = CategoryTree.from_paths([("Apparel", "Topwear", "Shirts"), ("Footwear", "Shoes")])
-    for style in ("leaf", "path"):
-        assert [category_text_of(p, style) for p in tree.paths] == tree.texts(style)
-
-
 @pytest.mark.parametrize("fusion", ["concat", "gated"])
 def test_image_evidence_head_and_every_parameter_receive_a_gradient(fusion):
     """With ``image_evidence`` the image-only head is trained by its own contrastive term against the same category

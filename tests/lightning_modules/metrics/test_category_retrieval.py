@@ -15,7 +15,7 @@ from torchmetrics.functional.retrieval import (
     retrieval_reciprocal_rank,
 )
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from lightning_modules.metrics import CategoryRetrievalMetrics, product_leaves
 
 DIM = 8

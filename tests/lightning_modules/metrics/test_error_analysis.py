@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from lightning_modules.metrics import PAD_INDEX, CategoryRetrievalMetrics
 from lightning_modules.metrics.error_analysis import error_analysis, node_ancestors
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from datamodules.category_tree import CategoryTree
+from clipita_core.tree import CategoryTree
 from lightning_modules.metrics import (
     PAD_INDEX,
     hierarchy_consistency,

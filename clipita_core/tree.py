@@ -4,25 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
-CATEGORY_SEPARATOR = " > "
-
-CategoryPath = tuple[str, ...]
-TextStyle = Literal["leaf", "path"]
-
-
-def format_path(path: Sequence[str]) -> str:
-    """``("Apparel", "Topwear")`` -> ``"Apparel > Topwear"``."""
-    return CATEGORY_SEPARATOR.join(path)
-
-
-def parse_path(text: str, separator: str = CATEGORY_SEPARATOR) -> CategoryPath:
-    """``"Apparel > Topwear"`` -> ``("Apparel", "Topwear")``; surrounding blanks are stripped, empty parts dropped."""
-    parts = tuple(p.strip() for p in text.split(separator.strip() if separator.strip() else separator))
-    return tuple(p for p in parts if p)
+from clipita_core.paths import CategoryPath, CategoryText, category_text_of, format_path
 
 
 @dataclass
@@ -107,13 +92,10 @@ class CategoryTree:
             out[n, : len(ids)] = ids
         return out
 
-    def texts(self, style: TextStyle = "leaf") -> list[str]:
-        """The text each node is encoded from: its own name (``leaf``) or its full path (``path``)."""
-        if style == "leaf":
-            return [p[-1] for p in self.paths]
-        if style == "path":
-            return [format_path(p) for p in self.paths]
-        raise ValueError(f"unknown category text style {style!r}; expected 'leaf' or 'path'")
+    def texts(self, style: CategoryText = "leaf") -> list[str]:
+        """The text each node is encoded from (:func:`~clipita_core.paths.category_text_of`), in node order."""
+        category_text_of(("",), style)  # validates the style, even on an empty tree
+        return [category_text_of(p, style) for p in self.paths]
 
     def to_json(self) -> list[list[str]]:
         return [list(p) for p in self.paths]
