@@ -52,6 +52,20 @@ def plural_stem(word: str) -> str:
     return word
 
 
+def _normalise(text: str | None) -> str:
+    return unicodedata.normalize("NFKC", text or "").lower()
+
+
+def word_parts(text: str | None) -> list[str]:
+    """Every run of letters and digits of the normalised text, in order, none dropped, stemmed or joined: the
+    pieces :func:`words` is built from (the leakage guard joins neighbours itself).
+
+    >>> word_parts("Men's T-Shirts")
+    ['men', 's', 't', 'shirts']
+    """
+    return _PART.findall(_normalise(text))
+
+
 def words(text: str) -> list[str]:
     """The normalised words of one text (before hashing).
 
@@ -59,7 +73,7 @@ def words(text: str) -> list[str]:
     ['puma', 'men', 'grey', 'shirt', 'tshirt', 'pack']
     """
     out: list[str] = []
-    for match in _WORD.findall(unicodedata.normalize("NFKC", text or "").lower()):
+    for match in _WORD.findall(_normalise(text)):
         parts = _PART.findall(match)
         candidates = parts + (["".join(parts)] if len(parts) > 1 else [])
         out.extend(plural_stem(w) for w in candidates if len(w) >= 2 and w not in STOPWORDS)
