@@ -153,7 +153,7 @@ def load_spec(path: str) -> LeaderboardSpec:
             raise ValueError(f"{file}: row {row.name!r} needs exactly one of 'baseline' or 'fit'")
         if row.baseline and row.baseline not in BASELINES:
             raise ValueError(
-                f"{file}: row {row.name!r}: unknown baseline {row.baseline!r}; one of {BASELINES}"
+                f"{file}: row {row.name!r}: unknown baseline {row.baseline!r}; one of {list(BASELINES.names)}"
             )
         if row.checkpoint and not row.fit:
             raise ValueError(

@@ -14,7 +14,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 
@@ -25,8 +25,8 @@ from .study import default_storage, has_waiting, make_storage, open_study, trial
 from .trial import JOIN_ENV, join_trial, run_trial
 
 BASE_SNAPSHOT = "base_config.yaml"
-SamplerName = Literal["tpe", "cmaes", "random", "gp"]
-PrunerName = Literal["median", "percentile", "hyperband", "successive_halving", "threshold", "none"]
+SamplerName = SAMPLERS.literal
+PrunerName = PRUNERS.literal
 
 
 def apply_cli(

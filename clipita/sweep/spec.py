@@ -29,6 +29,8 @@ from typing import Any
 import optuna
 import yaml
 
+from clipita_core.registry import Registry
+
 from .space import SearchSpace, SearchSpaceError, _encode_choice
 
 SPEC_KEYS = {
@@ -49,8 +51,26 @@ SPEC_KEYS = {
     "retry_stale",
     "max_failures_in_a_row",
 }
-SAMPLERS = ("tpe", "cmaes", "random", "gp")
-PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "threshold", "none")
+SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry(
+    "sampler",
+    {
+        "tpe": optuna.samplers.TPESampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "random": optuna.samplers.RandomSampler,
+        "gp": optuna.samplers.GPSampler,
+    },
+)
+PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry(
+    "pruner",
+    {
+        "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "threshold": optuna.pruners.ThresholdPruner,
+        "none": optuna.pruners.NopPruner,
+    },
+)
 REDUCTIONS = ("best", "last")
 
 
@@ -176,7 +196,7 @@ def load_sweep_spec(path: str) -> SweepSpec:
     return spec
 
 
-def _named(block: Any, default: str, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
+def _named(block: Any, default: str, allowed: Registry, what: str) -> dict[str, Any]:
     if block is None:
         return {"name": default}
     if isinstance(block, str):
@@ -269,34 +289,19 @@ def _quiet(fn: Callable, *args: Any) -> Any:
 def _build_sampler(
     name: str, kwargs: dict[str, Any], seed: int | None, search_space: SearchSpace | None
 ) -> optuna.samplers.BaseSampler:
-    kwargs = {**kwargs, "seed": seed}
-    if name == "tpe":
-        return optuna.samplers.TPESampler(**kwargs)
-    if name == "random":
-        return optuna.samplers.RandomSampler(**kwargs)
-    if name == "gp":
-        return optuna.samplers.GPSampler(**kwargs)
-    if name == "cmaes":
-        if search_space is not None and search_space.has_non_float():
-            optuna.logging.get_logger("optuna").warning(
-                "CMA-ES models only unconditional float/int parameters; %s fall back to its independent sampler",
-                search_space.has_non_float(),
-            )
-        return optuna.samplers.CmaEsSampler(**kwargs)
-    raise SearchSpaceError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}")
+    if name not in SAMPLERS:
+        raise SearchSpaceError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}")
+    if name == "cmaes" and search_space is not None and search_space.has_non_float():
+        optuna.logging.get_logger("optuna").warning(
+            "CMA-ES models only unconditional float/int parameters; %s fall back to its independent sampler",
+            search_space.has_non_float(),
+        )
+    return SAMPLERS[name](**{**kwargs, "seed": seed})
 
 
 def make_pruner(block: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     """Build the pruner named in ``block`` (other keys are its keyword arguments)."""
     kwargs = {k: v for k, v in block.items() if k != "name"}
-    classes = {
-        "median": optuna.pruners.MedianPruner,
-        "percentile": optuna.pruners.PercentilePruner,
-        "hyperband": optuna.pruners.HyperbandPruner,
-        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-        "threshold": optuna.pruners.ThresholdPruner,
-        "none": optuna.pruners.NopPruner,
-    }
-    if block["name"] not in classes:
+    if block["name"] not in PRUNERS:
         raise SearchSpaceError(f"unknown pruner {block['name']!r}; expected one of {list(PRUNERS)}")
-    return classes[block["name"]](**kwargs)
+    return PRUNERS[block["name"]](**kwargs)
