@@ -42,7 +42,7 @@ LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train a model from a config (LightningCLI; --test_after_fit tests the best checkpoint)",
     "validate": "evaluate a checkpoint on the validation split",
     "test": "evaluate a checkpoint on the test split",
-    "predict": "product embeddings of the test split from a checkpoint",
+    "predict": "product embeddings of the test split from a checkpoint, in memory (`clipita index` writes them)",
 }
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)  # OSError: missing files too
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from clipita.refit import NAMED_LOGGERS, chosen_retrieval, fit_args  # noqa: F401 - re-exported
+from clipita.refit import NAMED_LOGGERS
 
 
 @dataclass

@@ -53,9 +53,10 @@ from .index_shards import (
     manifest_index_shards,
     merge_products,
 )
-from .prediction_writer import EMBEDDINGS_NAME, PRODUCT_IDS_NAME
 from .shard_metadata import PRODUCT_COLUMNS, products_frame, read_shard_metadata  # noqa: F401 (re-exported)
 
+EMBEDDINGS_NAME = "embeddings.npy"  # a version-1 index's one array
+PRODUCT_IDS_NAME = "product_ids.json"
 INDEX_VERSION = 2  # 1: one embeddings.npy; 2: per-shard arrays under shards/
 INDEX_LAYOUT = "shards-v1"
 INDEX_JSON = "index.json"

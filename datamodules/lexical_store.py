@@ -1,9 +1,9 @@
 """The lexical token store's pieces on the data side: what text a product is tokenized from, the padded token rows,
 and the tokenizer's cache key.
 
-The tokenizer itself is the model's (``lightning_modules.lexical.LexicalSignal.tokenize``), handed to the
-DataModule with the towers; this package never imports it (the two libraries stay apart), so only its interface is
-used here: ``tokenize(texts) -> list[np.ndarray]``, ``tokenizer_id`` and ``num_buckets``.
+The tokenizer is the model's (``lightning_modules.lexical.LexicalSignal.tokenize``: :mod:`clipita_core.tokens`
+with the model's bucket count), handed to the DataModule with the towers, so only its interface is used here:
+``tokenize(texts) -> list[np.ndarray]``, ``tokenizer_id`` and ``num_buckets``.
 """
 
 from __future__ import annotations

@@ -43,15 +43,7 @@ from .components.image_encoder import OFFLINE_EFFICIENTNET_LITE0, ImageEncoder
 from .components.projection_head import HeadType, create_head
 from .components.text_encoder import OFFLINE_MINILM, TextEncoder
 from .lexical import LexicalSignal
-from .scoring import (  # noqa: F401 - the retrieval-record keys, re-exported where they always were
-    NOVEL_IMAGE_WEIGHT,
-    NOVEL_LEXICAL_WEIGHT,
-    NOVEL_TITLE_WEIGHT,
-    SEEN_IMAGE_WEIGHT,
-    SEEN_LEXICAL_WEIGHT,
-    SEEN_TITLE_WEIGHT,
-    RetrievalScorer,
-)
+from .scoring import RetrievalScorer
 
 
 def _plain(value: Any) -> Any:

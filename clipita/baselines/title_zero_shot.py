@@ -11,11 +11,6 @@ from .gallery import TestGallery
 from .harness import BaselineNotRun
 
 
-def cosine_scores(queries: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
-    """``[Q, N]`` cosine similarity of every query row with every product row."""
-    return F.normalize(queries.float(), dim=-1) @ F.normalize(products.float(), dim=-1).T
-
-
 def title_zero_shot_chunks(gallery: TestGallery, chunk_size: int = 65536) -> Iterator[torch.Tensor]:
     """``[Q, c]`` blocks of the cosine between the category-name embedding and the product-title embedding, in
     gallery order (the title features are streamed from the feature store: memory independent of the gallery).

@@ -13,7 +13,8 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from clipita.experiment import NAMED_LOGGERS, read_fit_config
+from clipita.experiment import read_fit_config
+from clipita.refit import NAMED_LOGGERS
 
 from .spec import SweepSpec
 from .study import state_counts

@@ -27,7 +27,6 @@ from clipita.index import (
     datamodule_kwargs,
     read_shard_metadata,
 )
-from clipita.prediction_writer import merge_parts
 from clipita.search import is_relevant, query_text, resolve_category
 from clipita.search_index import SearchIndex
 
@@ -103,21 +102,6 @@ def tiny_index(tiny_base) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ fast tests
-def test_merge_parts_dedupes_padding_and_follows_order(tmp_path):
-    (tmp_path / "rank00000-part000000.json").write_text(json.dumps(["a", "c"]))
-    np.save(tmp_path / "rank00000-part000000.npy", np.array([[1.0, 0], [3, 0]], dtype=np.float32))
-    # rank 1 got b and a DistributedSampler pad (a repeated)
-    (tmp_path / "rank00001-part000000.json").write_text(json.dumps(["b", "a"]))
-    np.save(tmp_path / "rank00001-part000000.npy", np.array([[2.0, 0], [1, 0]], dtype=np.float32))
-    ids, emb = merge_parts(tmp_path, order=["a", "b", "c"])
-    assert ids == ["a", "b", "c"]
-    np.testing.assert_array_equal(emb[:, 0], [1, 2, 3])
-    ids, emb = merge_parts(tmp_path)
-    assert ids == ["a", "c", "b"]
-    with pytest.raises(ValueError, match="not predicted"):
-        merge_parts(tmp_path, order=["a", "zzz"])
-
-
 def test_query_text_and_category_resolution():
     tree = [("Footwear",), ("Footwear", "Shoes"), ("Footwear", "Shoes", "Sports Shoes"), ("Apparel", "Shoes")]
     assert query_text("Footwear > Shoes > Sports Shoes") == "Sports Shoes"
