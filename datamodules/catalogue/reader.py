@@ -104,10 +104,11 @@ def _record_from_cells(
 
     image_path: str | None = None
     if schema.image_column:
+        known = len(problems)
         rel = read.text(schema.image_column, "key")
-        if rel:
+        if rel and len(problems) == known:  # a path with a control character names no file to look at
             image_path = os.path.join(schema.image_root, rel)
-        else:
+        elif not rel:
             problems.append(Problem("missing_image", f"empty image path (column {schema.image_column!r})"))
     elif product_id and not bad_id:
         image_path = os.path.join(schema.image_root, schema.image_pattern.replace("{id}", product_id))
