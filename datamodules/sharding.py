@@ -32,6 +32,7 @@ from clipita_core.vocabulary import RECORDED_MODALITIES, SPLITS
 from datamodules.catalogue import (
     CatalogueError,
     CatalogueSchema,
+    ImageLimits,
     RawRecord,
     jpeg_bytes,
     printable,
@@ -124,10 +125,10 @@ def _leakage_fields(schema: CatalogueSchema, record: RawRecord) -> dict[str, str
     }
 
 
-def _image_bytes(record: RawRecord) -> bytes:
+def _image_bytes(record: RawRecord, limits: ImageLimits) -> bytes:
     assert record.image_path is not None
     try:
-        data = jpeg_bytes(record.image_path, record.image_format)
+        data = jpeg_bytes(record.image_path, record.image_format, limits)
     except Exception as exc:
         raise CatalogueError(
             f"row {record.row} (id {printable(record.id)!r}): image could not be re-read: {exc}"
@@ -265,6 +266,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe
         input_rows = len(spool) + len(skipped)
 
         # 3. Write shards, split by split, reading each record back from the spool, and hash what was written.
+        limits = schema.image_limits()  # the checks the images passed hold again when they are re-read
         _clear_old_output(out, spool.path)
         content = hashlib.sha256()
         split_info: dict[str, dict[str, Any]] = {}
@@ -284,7 +286,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe
                 with wds.TarWriter(str(out / name), mtime=0, encoder=False) as sink:
                     for line in chunk:
                         record = spool.read(line)
-                        sample = encode_sample(_shard_record(record, split), _image_bytes(record))
+                        sample = encode_sample(_shard_record(record, split), _image_bytes(record, limits))
                         sink.write(sample)
                         content.update(record.id.encode("utf-8") + b"\0")
                         content.update(sample["json"] + b"\0")

@@ -9,28 +9,35 @@ a title made from them would hand every text model the label). Product id = the 
 - or, with ``sidecar_text: true``, a ``x.txt`` beside ``x.jpg``: first line = title, the rest = description.
 
 Only image files (``IMAGE_SUFFIXES``) are rows; other files (the schema YAML, the metadata table, sidecar texts,
-read-me files) are counted in ``stats["ignored_files"]`` and otherwise left alone.
+read-me files) are counted in ``stats["ignored_files"]`` and otherwise left alone. Symlinked folders are not
+walked (``stats["folder_links_not_followed"]``); a symlinked image is a row, read only if it resolves inside
+``image_root`` (see :mod:`datamodules.catalogue.images`), and so is a sidecar text. A file or folder name with a
+control character skips its images as ``control_character`` (names are the ids and categories).
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from clipita_core.paths import format_path
 from clipita_core.vocabulary import SPLITS
+from datamodules.catalogue.images import IMAGE_SUFFIXES, ImageLimits, read_image_file
 from datamodules.catalogue.schema import CatalogueSchema
 from datamodules.catalogue.table import read_table
 from datamodules.catalogue.values import (
-    IMAGE_SUFFIXES,
+    MAX_FIELD_CHARS,
     CatalogueError,
     CatalogueFileNotFoundError,
     Problem,
     RawRecord,
+    clean_text,
     has_undecodable,
     id_problem,
+    key_problem,
     scalar_text,
     show,
 )
@@ -74,15 +81,24 @@ def read_metadata(
     return out
 
 
-def _sidecar(path: str) -> tuple[str, str]:
+def _sidecar(path: str, limits: ImageLimits, replaced: Counter) -> tuple[str, str, Problem | None]:
+    """(title, description, problem) from the ``.txt`` beside an image; none is fine, an unreadable one is not."""
     text_path = os.path.splitext(path)[0] + ".txt"
-    try:
-        text = Path(text_path).read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError:
-        return "", ""
+    if not os.path.lexists(text_path):
+        return "", "", None
+    cap = ImageLimits(limits.root, max_bytes=4 * MAX_FIELD_CHARS, max_pixels=limits.max_pixels)
+    data, problem = read_image_file(text_path, cap, what="sidecar text")
+    if problem is not None:
+        return "", "", problem
+    assert data is not None
+    text, n = clean_text(data.decode("utf-8", "surrogateescape"))
+    if n:
+        replaced["sidecar text"] += 1
+    if has_undecodable(text):
+        return "", "", Problem("non_utf8", f"sidecar text {text_path!r} is not valid UTF-8")
     lines = text.strip().splitlines()
     title = lines[0].strip() if lines else ""
-    return title, "\n".join(lines[1:]).strip()
+    return title, "\n".join(lines[1:]).strip(), None
 
 
 def _record(
@@ -92,6 +108,7 @@ def _record(
     path: str,
     metadata: dict[str, TextFields],
     used: set[str],
+    stats: dict[str, Any],
 ) -> RawRecord:
     parts = rel.parts
     record = RawRecord(row, str(rel), image_path=path)
@@ -122,8 +139,11 @@ def _record(
         problems.append(
             Problem("non_utf8", f"file or folder name is not valid UTF-8: {show(undecodable[0])}")
         )
+    control = [p for v in parts if (p := key_problem("file or folder name", v)) is not None]
+    if control:
+        problems.append(control[0])
     bad_id = id_problem(record.id)
-    if bad_id and not undecodable:
+    if bad_id and not undecodable and not control:
         problems.append(bad_id)
     for key in (str(rel), str(rel.with_suffix(""))):
         if key in metadata:
@@ -133,7 +153,10 @@ def _record(
             break
     else:
         if schema.sidecar_text:
-            record.title, record.description = _sidecar(path)
+            replaced = stats.setdefault("control_characters_replaced", Counter())
+            record.title, record.description, problem = _sidecar(path, schema.image_limits(), replaced)
+            if problem is not None:
+                problems.append(problem)
     return record
 
 
@@ -151,9 +174,11 @@ def read_folder_tree(
     metadata = read_metadata(schema, text_fields, stats)
     used: set[str] = set()
     stats["ignored_files"] = 0
+    stats["folder_links_not_followed"] = 0
     row = 0
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # a fixed order; no hidden folders
+        stats["folder_links_not_followed"] += sum(os.path.islink(os.path.join(folder, d)) for d in dirs)
         rel_folder = PurePosixPath(*Path(os.path.relpath(folder, root)).parts)
         for name in sorted(f for f in files if not f.startswith(".")):  # .DS_Store is not a row
             if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
@@ -161,6 +186,6 @@ def read_folder_tree(
                 continue
             row += 1
             rel = rel_folder / name if str(rel_folder) != "." else PurePosixPath(name)
-            yield _record(schema, row, rel, os.path.join(folder, name), metadata, used)
+            yield _record(schema, row, rel, os.path.join(folder, name), metadata, used, stats)
     if "metadata" in stats:
         stats["metadata"]["unmatched_keys"] = len(set(metadata) - used)

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 from clipita_core.paths import split_path
 from datamodules.catalogue.folder_tree import TextFields, read_folder_tree
+from datamodules.catalogue.images import ImageLimits, check_image, locate_image
 from datamodules.catalogue.schema import CatalogueSchema
 from datamodules.catalogue.seen_ids import SeenIds
 from datamodules.catalogue.table import Columns, read_table
 from datamodules.catalogue.values import (
-    NUL_MARK,
+    MAX_FIELD_CHARS,
     Problem,
     RawRecord,
-    check_image,
+    clean_text,
     has_undecodable,
     id_problem,
+    key_problem,
     scalar_text,
     show,
 )
@@ -27,13 +31,18 @@ CHECK_WINDOW = 2048  # records per window of image checks handed to the workers
 
 
 class _Cells:
-    """Text of one row's cells, collecting the problems found (non-scalar cells, bad bytes)."""
+    """Text of one row's cells, collecting the problems found (non-scalar cells, bad bytes, control characters,
+    cells over :data:`MAX_FIELD_CHARS`); the control characters replaced in free text are counted in
+    ``replaced`` (column -> rows)."""
 
-    def __init__(self, cells: dict[str, Any]) -> None:
+    def __init__(self, cells: dict[str, Any], replaced: Counter) -> None:
         self.cells = cells
+        self.replaced = replaced
         self.problems: list[Problem] = []
 
-    def text(self, column: str | None) -> str:
+    def text(self, column: str | None, kind: Literal["key", "free"] = "free") -> str:
+        """The cell of ``column``: a ``key`` (id, category level, image path) with a control character is a
+        problem; in ``free`` text they become spaces (tab, LF and CR kept)."""
         if not column:
             return ""
         value = self.cells.get(column)
@@ -43,10 +52,20 @@ class _Cells:
             )
             return ""
         text = scalar_text(value) or ""
-        if NUL_MARK in text:
-            self.problems.append(Problem("non_utf8", f"column {column!r} contains a NUL byte: {show(text)}"))
-        elif has_undecodable(text):
+        if len(text) > MAX_FIELD_CHARS:
+            message = f"column {column!r} holds {len(text):,} characters, more than {MAX_FIELD_CHARS:,}"
+            self.problems.append(Problem("malformed_row", message))
+            return ""
+        if has_undecodable(text):
             self.problems.append(Problem("non_utf8", f"column {column!r} is not valid UTF-8: {show(text)}"))
+        if kind == "key":
+            problem = key_problem(f"column {column!r}", text)
+            if problem is not None:
+                self.problems.append(problem)
+            return text
+        text, replaced = clean_text(text)
+        if replaced:
+            self.replaced[column] += 1
         return text
 
 
@@ -59,19 +78,20 @@ def _text_fields(schema: CatalogueSchema, title_column: str | None, cells: _Cell
 
 
 def _record_from_cells(
-    schema: CatalogueSchema, columns: Columns, row: int, cells: dict[str, Any]
+    schema: CatalogueSchema, columns: Columns, row: int, cells: dict[str, Any], replaced: Counter
 ) -> RawRecord:
-    read = _Cells(cells)
-    product_id = read.text(schema.id_column)
+    read = _Cells(cells, replaced)
+    product_id = read.text(schema.id_column, "key")
     problems = read.problems
+    bad_id = problems[0] if problems else id_problem(product_id)  # bad bytes, control characters, empty
     if schema.category_columns:
-        levels = [read.text(c) for c in schema.category_columns]
+        levels = [read.text(c, "key") for c in schema.category_columns]
         empty = [c for c, v in zip(schema.category_columns, levels, strict=True) if not v]
         if empty:
             problems.append(Problem("missing_category", f"empty category level(s) {empty}"))
         category = tuple(levels)
     else:
-        raw_path = read.text(str(schema.category_column))
+        raw_path = read.text(str(schema.category_column), "key")
         parts = split_path(raw_path, schema.category_separator)
         if not raw_path or not all(parts):
             problems.append(
@@ -79,16 +99,16 @@ def _record_from_cells(
             )
         category = parts if raw_path else ()
     title, attributes, description, _ = _text_fields(schema, columns.title, read)
-    bad_id = id_problem(product_id)
-    if bad_id:
+    if bad_id is not None and bad_id not in problems:
         problems.append(bad_id)
 
     image_path: str | None = None
     if schema.image_column:
-        rel = read.text(schema.image_column)
-        if rel:
+        known = len(problems)
+        rel = read.text(schema.image_column, "key")
+        if rel and len(problems) == known:  # a path with a control character names no file to look at
             image_path = os.path.join(schema.image_root, rel)
-        else:
+        elif not rel:
             problems.append(Problem("missing_image", f"empty image path (column {schema.image_column!r})"))
     elif product_id and not bad_id:
         image_path = os.path.join(schema.image_root, schema.image_pattern.replace("{id}", product_id))
@@ -97,7 +117,9 @@ def _record_from_cells(
     )
 
 
-def _read_table_records(schema: CatalogueSchema, stats: dict[str, Any]) -> Iterator[RawRecord]:
+def _read_table_records(
+    schema: CatalogueSchema, stats: dict[str, Any], replaced: Counter
+) -> Iterator[RawRecord]:
     columns, rows = read_table(schema, role="products")
     stats["title_column"] = columns.title
     for row, cells, problem in rows:
@@ -106,7 +128,7 @@ def _read_table_records(schema: CatalogueSchema, stats: dict[str, Any]) -> Itera
             yield RawRecord(row, product_id, problems=[problem])
         else:
             assert cells is not None
-            yield _record_from_cells(schema, columns, row, cells)
+            yield _record_from_cells(schema, columns, row, cells, replaced)
 
 
 def read_catalogue(
@@ -117,11 +139,14 @@ def read_catalogue(
 ) -> Iterator[RawRecord]:
     """Yield one :class:`RawRecord` per input row, with its problems attached instead of raised.
 
-    Problems found: malformed rows (wrong CSV field count, invalid JSON line, missing required column), text
-    that is not valid UTF-8, bad ids (empty, control characters), duplicate ids (the second and later
-    occurrences), empty or missing category levels, images outside a split folder (``split_folders``), missing
-    image files and corrupt or truncated images. A missing title, attribute or description is not a problem:
-    the product simply lacks it.
+    Problems found: malformed rows (wrong CSV field count, invalid JSON line, missing required column, a cell
+    over ``MAX_FIELD_CHARS``), text that is not valid UTF-8, empty ids, control characters in a key (id, category
+    level, image path; in free text they become spaces, counted in ``stats["control_characters_replaced"]``),
+    duplicate ids (the second and later occurrences), empty or missing category levels, images outside a split
+    folder (``split_folders``), image paths that leave the image root, image paths that are no regular file,
+    missing image files, images over the schema's byte or pixel caps, and corrupt or truncated images (see
+    :mod:`datamodules.catalogue.images`). A missing title, attribute or description is not a problem: the product
+    simply lacks it.
 
     Args:
         schema: The catalogue to read.
@@ -137,26 +162,30 @@ def read_catalogue(
         CatalogueError: The table or folder cannot be read, or lacks a column the schema names.
     """
     stats = {} if stats is None else stats
+    replaced = stats.setdefault("control_characters_replaced", Counter())
     if schema.layout == "folder_tree":
 
         def fields(cells: dict[str, Any]) -> TextFields:
-            return _text_fields(schema, schema.title_column, _Cells(cells))
+            return _text_fields(schema, schema.title_column, _Cells(cells, replaced))
 
         records = read_folder_tree(schema, fields, stats)
     else:
-        records = _read_table_records(schema, stats)
+        records = _read_table_records(schema, stats, replaced)
     records = _with_duplicates_marked(records)
+    limits = schema.image_limits()
     if not check_images:
         for record in records:
-            if record.image_path is not None and not os.path.isfile(record.image_path):
-                record.problems.append(Problem("missing_image", f"missing image file {record.image_path!r}"))
+            if record.image_path is not None:
+                problem = locate_image(record.image_path, limits)[1]
+                if problem is not None:
+                    record.problems.append(problem)
             yield record
     elif num_workers > 0:
-        yield from _checked_in_workers(records, num_workers)
+        yield from _checked_in_workers(records, num_workers, limits)
     else:
         for record in records:
             if record.image_path is not None:
-                _attach(record, check_image(record.image_path))
+                _attach(record, check_image(record.image_path, limits))
             yield record
 
 
@@ -179,7 +208,9 @@ def _attach(record: RawRecord, checked: tuple[str | None, str | None, Problem | 
     record.image_format, record.image_sha256 = fmt, digest
 
 
-def _checked_in_workers(records: Iterator[RawRecord], num_workers: int) -> Iterator[RawRecord]:
+def _checked_in_workers(
+    records: Iterator[RawRecord], num_workers: int, limits: ImageLimits
+) -> Iterator[RawRecord]:
     """Records with their images checked by ``num_workers`` processes, in input order. A window of records is
     checked while the previous one is handed on, so at most two windows are held (memory independent of the
     catalogue). A worker that dies fails the read (``BrokenProcessPool``) instead of hanging it."""
@@ -192,7 +223,8 @@ def _checked_in_workers(records: Iterator[RawRecord], num_workers: int) -> Itera
 
         def submit(batch: list[RawRecord]) -> tuple[list[RawRecord], Iterator[Any]]:
             paths = [r.image_path for r in batch if r.image_path is not None]
-            return batch, pool.map(check_image, paths, chunksize=max(1, len(paths) // (4 * num_workers)))
+            check = partial(check_image, limits=limits)
+            return batch, pool.map(check, paths, chunksize=max(1, len(paths) // (4 * num_workers)))
 
         current = submit(list(islice(records, CHECK_WINDOW)))
         while current[0]:

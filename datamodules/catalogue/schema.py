@@ -21,7 +21,8 @@ from typing import Any, Literal
 import yaml
 
 from clipita_core.paths import CATEGORY_SEPARATOR
-from datamodules.catalogue.values import CatalogueError, CatalogueFileNotFoundError
+from datamodules.catalogue.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits
+from datamodules.catalogue.values import CatalogueError, CatalogueFileNotFoundError, check_regular_file
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
 DEFAULT_TITLE_COLUMN = "title"
@@ -61,6 +62,20 @@ class CatalogueSchema:
         sidecar_text: ``folder_tree`` only: an image ``x.jpg`` may have a ``x.txt`` beside it holding its title
             (first line) and description (the rest).
         name: Name of the catalogue (shown in summaries and the manifest).
+        allow_outside_root: Read image paths that leave ``image_root`` (``..``, absolute paths, symlinks pointing
+            out). Off by default: a catalogue's paths are text anyone may have written, and reading
+            ``../../home/me/.ssh/id_rsa.png`` or ``/dev/zero`` because a row says so is never what a user wants;
+            such rows are skipped as ``outside_root``. Turn it on for a table whose paths are absolute on purpose.
+            Only regular files are ever read, whatever this says.
+        max_image_bytes: Largest image file read, in bytes (larger: skipped as ``image_too_large``). The default,
+            50 MB, is about 10x a full-resolution 24-megapixel camera JPEG and 100x a typical product photo, so
+            real catalogues never meet it, while one row cannot make the reader (and each of its workers) hold
+            gigabytes.
+        max_image_pixels: Largest image decoded, in pixels (width x height, read from the file's header before any
+            pixel is decoded; larger: ``image_too_large``). The default, 50 megapixels (e.g. 8660 x 5773), is above
+            every phone and most DSLR cameras and decodes to 150 MB of RGB; a 97 KB PNG claiming 10,000 x 10,000
+            (a "decompression bomb", 300 MB decoded) is refused. PIL's own limit (about 179 megapixels) bounds a
+            larger setting.
     """
 
     layout: Literal["table", "folder_tree"] = "table"
@@ -78,15 +93,22 @@ class CatalogueSchema:
     split_folders: bool = False
     sidecar_text: bool = False
     name: str = "catalogue"
+    allow_outside_root: bool = False
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:  # noqa: C901 - one check per field
         if self.layout not in ("table", "folder_tree"):
             raise CatalogueError(
                 f"unknown catalogue layout {self.layout!r}; expected 'table' or 'folder_tree'"
             )
-        for key in ("split_folders", "sidecar_text"):
+        for key in ("split_folders", "sidecar_text", "allow_outside_root"):
             if not isinstance(getattr(self, key), bool):
                 raise CatalogueError(f"`{key}` must be true or false, got {getattr(self, key)!r}")
+        for key in ("max_image_bytes", "max_image_pixels"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CatalogueError(f"`{key}` must be a positive whole number, got {value!r}")
         for key in ("id_column", "image_pattern", "category_separator", "name"):
             if not isinstance(getattr(self, key), str):
                 raise CatalogueError(f"`{key}` must be text, got {getattr(self, key)!r}")
@@ -140,6 +162,7 @@ class CatalogueSchema:
             CatalogueError: The file is not a YAML mapping, or has unknown or invalid keys.
         """
         path = Path(path)
+        check_regular_file(str(path), "catalogue schema")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -170,6 +193,12 @@ class CatalogueSchema:
             raise type(exc)(f"catalogue schema {str(path)!r}: {exc}") from None
         except TypeError as exc:
             raise CatalogueError(f"catalogue schema {str(path)!r}: {exc}") from exc
+
+    def image_limits(self) -> ImageLimits:
+        """Where images may lie (``image_root`` with symlinks resolved, unless ``allow_outside_root``) and how big
+        they may be."""
+        root = None if self.allow_outside_root else os.path.realpath(self.image_root)
+        return ImageLimits(root, self.max_image_bytes, self.max_image_pixels)
 
     def to_dict(self) -> dict[str, Any]:
         """The schema as plain JSON-able data (paths absolute)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from datamodules.catalogue.values import (
     CatalogueError,
     CatalogueFileNotFoundError,
     Problem,
+    check_regular_file,
 )
 
 Role = Literal["products", "metadata"]
@@ -71,6 +71,7 @@ def check_header(schema: CatalogueSchema, columns: list[str], role: Role) -> Col
 
 
 def _open(path: str, **kwargs: Any):
+    check_regular_file(path, "table")
     try:
         return open(path, **kwargs)
     except FileNotFoundError:
@@ -124,6 +125,7 @@ def _csv_rows(schema: CatalogueSchema, handle: Any, reader: Any, header: list[st
                 message = f"CSV row has {len(cells)} fields, the header has {len(header)}"
                 yield row, partial, Problem("malformed_row", message)
                 continue
+            cells = [c.replace(NUL_MARK, "\0") for c in cells]  # a NUL is a control character, as in JSONL
             yield row, dict(zip(header, cells, strict=True)), None
 
 
@@ -144,7 +146,7 @@ def _jsonl_rows(schema: CatalogueSchema, handle: Any, columns: Columns) -> Itera
                 continue
             row += 1
             try:
-                obj = json.loads(text)
+                obj = json.loads(text, strict=False)  # raw control characters: the same rule as escaped ones
             except json.JSONDecodeError as exc:
                 yield row, None, Problem("malformed_row", f"invalid JSON on line {line_no}: {exc.msg}")
                 continue
@@ -164,8 +166,7 @@ def _read_parquet(schema: CatalogueSchema, role: Role) -> tuple[Columns, Iterato
     import pyarrow.parquet as pq
 
     path = str(schema.table)
-    if not os.path.exists(path):
-        raise CatalogueFileNotFoundError(f"table {path!r} does not exist")
+    check_regular_file(path, "table")
     try:
         pfile = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for unreadable files

@@ -1,21 +1,32 @@
-"""Records, problems and the value checks every catalogue layout shares (ids, text cells, images)."""
+"""Records, problems and the value checks every catalogue layout shares (ids, category names, text cells).
+
+**Control characters** (Unicode category ``Cc``: C0, DEL, C1; NUL included) follow one rule whatever the table
+format (CSV, JSONL, Parquet) or layout (a folder tree's file and folder names, its sidecar texts):
+
+- in a **key** (the id, a category level, an image path) a control character skips the row as
+  ``control_character``, naming the field (:func:`key_problem`): a key is shown on one line and matched exactly,
+  and a leaf named ``"Shoes\x1b[31m"`` is no category;
+- in **free text** (title, attributes, description) tab and line breaks (LF, CR) are kept and every other control
+  character becomes a space (:func:`clean_text`); the reader counts the replacements per field (the manifest's
+  ``reader.control_characters_replaced``).
+
+Surrounding blanks are stripped from every cell (:func:`scalar_text`); a control character other than tab, newline
+and carriage return is not a blank, so it is never stripped out of sight. Bytes that are not UTF-8 (and lone
+surrogates) skip the row as ``non_utf8``. A cell longer than :data:`MAX_FIELD_CHARS` skips the row as
+``malformed_row`` in every format (the CSV reader's own limit).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
+import os
 import re
+import stat
+import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image
-
 from clipita_core.paths import CategoryPath
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-JPEG_FORMATS = ("JPEG", "MPO")  # MPO is a JPEG with extra frames; its bytes are JPEG bytes.
 
 # Reasons a record is left out. Every problem message names the offending value.
 ProblemKind = Literal[
@@ -27,11 +38,26 @@ ProblemKind = Literal[
     "missing_image",
     "corrupt_image",
     "outside_split",
+    "outside_root",
+    "not_a_file",
+    "image_too_large",
+    "control_character",
 ]
 
 # Stand-in for a NUL byte inside a CSV (the csv module refuses NULs). Never produced by UTF-8 decoding with
 # ``surrogateescape`` (which maps only bytes 0x80-0xFF to U+DC80-U+DCFF), so it cannot collide with real text.
 NUL_MARK = "\udc00"
+MAX_FIELD_CHARS = (
+    131_072  # Python's csv module refuses longer fields; JSONL and Parquet cells get the same cap
+)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # all but tab, LF and CR
+# Unicode white space that str.strip() would remove, less the control characters other than tab, LF and CR
+_BLANKS = "".join(
+    ch
+    for ch in map(chr, range(0x3001))
+    if ch.isspace() and (unicodedata.category(ch) != "Cc" or ch in "\t\n\r")
+)
 
 
 class CatalogueError(ValueError):
@@ -40,6 +66,26 @@ class CatalogueError(ValueError):
 
 class CatalogueFileNotFoundError(CatalogueError, FileNotFoundError):
     """A file or folder the schema names does not exist (both a ``CatalogueError`` and a ``FileNotFoundError``)."""
+
+
+def check_regular_file(path: str, what: str) -> None:
+    """Fail unless ``path`` is a regular file, checked before it is opened (opening a FIFO blocks until someone
+    writes to it; ``/dev/zero`` never ends).
+
+    Raises:
+        CatalogueFileNotFoundError: ``path`` does not exist.
+        CatalogueError: It cannot be looked at, or is a folder, FIFO, socket or device.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise CatalogueFileNotFoundError(f"{what} {path!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise CatalogueError(
+            f"cannot read {what} {path!r}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CatalogueError(f"{what} {path!r} is not a regular file (a folder, FIFO, socket or device)")
 
 
 @dataclass(frozen=True)
@@ -133,20 +179,37 @@ def show(text: str) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
+def key_problem(field: str, value: str) -> Problem | None:
+    """``control_character`` when a key (id, category level, image path) holds one, naming the field and value."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    message = f"{field} {show(value)} contains the control character {found.group()!r}"
+    return Problem("control_character", message)
+
+
+def clean_text(value: str) -> tuple[str, int]:
+    """Free text with every control character but tab, LF and CR replaced by a space; and how many were."""
+    return _CONTROL_IN_TEXT.subn(" ", value)
+
+
 def id_problem(product_id: str) -> Problem | None:
     """Ids are any non-empty text (dots, slashes, spaces and any script are fine: the shard key encodes them)
-    except control characters and bytes that are not UTF-8, which no output could show on one line."""
+    except control characters (:func:`key_problem`) and bytes that are not UTF-8, which no output could show on
+    one line."""
     if not product_id:
         return Problem("bad_id", "empty id")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in product_id):
-        return Problem("bad_id", f"id {show(product_id)} contains control characters")
+    control = key_problem("id", product_id)
+    if control is not None:
+        return control
     if has_undecodable(product_id):
-        return Problem("bad_id", f"id {show(product_id)} contains NUL or non-UTF-8 bytes")
+        return Problem("bad_id", f"id {show(product_id)} contains non-UTF-8 bytes")
     return None
 
 
 def scalar_text(value: Any) -> str | None:
-    """A table cell as text: ``None``/NaN/blank -> ``None``; integral floats lose their ``.0``."""
+    """A table cell as text: ``None``/NaN/blank -> ``None``; integral floats lose their ``.0``; surrounding blanks
+    stripped (white space, tab, newline, carriage return; never another control character)."""
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -159,77 +222,5 @@ def scalar_text(value: Any) -> str | None:
         value = str(int(value)) if value.is_integer() else repr(value)
     elif not isinstance(value, str):
         value = str(value)
-    value = value.strip()
+    value = value.strip(_BLANKS)
     return value or None
-
-
-_IN_MEMORY_FILE = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
-
-
-def check_image(path: str) -> tuple[str | None, str | None, Problem | None]:
-    """Check that ``path`` is a readable, fully decodable image.
-
-    The file is checked with PIL's ``verify()`` and then fully decoded with ``load()`` on a fresh handle, so
-    truncated and corrupt files are caught here rather than at training time.
-
-    Args:
-        path: The image file.
-
-    Returns:
-        ``(format, sha256 of the file bytes, None)`` for a good image, else ``(None, None, problem)``.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return None, None, Problem("missing_image", f"missing image file {path!r}")
-    except (
-        OSError,
-        ValueError,
-    ) as exc:  # ValueError: a path holding NUL or bytes the file system cannot name
-        message = getattr(exc, "strerror", None) or exc
-        return None, None, Problem("missing_image", f"cannot read image file {path!r}: {message}")
-    if not data:
-        return None, None, Problem("corrupt_image", f"image file {path!r} is empty")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.verify()
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-            im.load()
-    except (
-        Exception
-    ) as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError)
-        detail = _IN_MEMORY_FILE.sub(
-            "the file", str(exc)
-        )  # no memory address: the manifest stays reproducible
-        return None, None, Problem("corrupt_image", f"corrupt or truncated image {path!r}: {detail}")
-    return fmt, hashlib.sha256(data).hexdigest(), None
-
-
-def jpeg_bytes(path: str, image_format: str | None = None) -> bytes:
-    """The bytes stored in a shard for an image: the original bytes of a JPEG, else a re-encoded JPEG.
-
-    Non-JPEG images (PNG, WebP, ...) are converted to RGB (transparency composited onto white, the usual
-    catalogue background) and re-encoded as JPEG at quality 95.
-
-    Args:
-        path: The image file.
-        image_format: Its PIL format when already known (skips opening it to find out).
-    """
-    data = Path(path).read_bytes()
-    if image_format is None:
-        with Image.open(io.BytesIO(data)) as im:
-            image_format = im.format
-    if image_format in JPEG_FORMATS:
-        return data
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-            rgb.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            rgb = im.convert("RGB")
-    out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=95)
-    return out.getvalue()

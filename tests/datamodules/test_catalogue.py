@@ -372,7 +372,7 @@ def test_non_jpeg_images_are_re_encoded_to_jpeg(tmp_path: Path) -> None:
         (["p9", "Shirt", "Apparel", "", "Red"], "missing_category", "['leaf']"),
         (["p9", "Shirt", " ", "Shirts", "Red"], "missing_category", "['top']"),
         (["", "Shirt", "Apparel", "Shirts", "Red"], "bad_id", "empty id"),
-        (["a\tb", "Shirt", "Apparel", "Shirts", "Red"], "bad_id", "control characters"),
+        (["a\tb", "Shirt", "Apparel", "Shirts", "Red"], "control_character", "column 'id' 'a\\tb'"),
     ],
 )
 def test_bad_values_are_reported_with_row_and_id(
@@ -449,13 +449,16 @@ def test_csv_non_utf8_bytes_are_reported_not_fatal(tmp_path: Path) -> None:
     assert "column 'title'" in records[1].reason and "\\xff\\xfe" in records[1].reason
 
 
-def test_csv_nul_byte_is_reported_not_fatal(tmp_path: Path) -> None:
+def test_csv_nul_byte_is_a_control_character(tmp_path: Path) -> None:
+    """A NUL in a title becomes a space (counted), as any control character in free text and in any format."""
     text = csv_line(HEADER) + csv_line(GOOD_ROWS[0]) + csv_line(["p2", "Blue\0jeans", "Apparel", "Jeans", ""])
     (tmp_path / "products.csv").write_text(text)
     make_image(tmp_path / "images" / "p1.jpg")
     make_image(tmp_path / "images" / "p2.jpg")
-    good, bad = read_catalogue(table_schema(tmp_path, "products.csv"))
-    assert good.ok and kinds(bad) == {"non_utf8"} and "NUL" in bad.reason
+    stats: dict = {}
+    good, kept = read_catalogue(table_schema(tmp_path, "products.csv"), stats=stats)
+    assert good.ok and kept.ok and kept.title == "Blue jeans"
+    assert stats["control_characters_replaced"] == {"title": 1}
 
 
 def test_jsonl_bad_lines(tmp_path: Path) -> None:

@@ -487,7 +487,7 @@ def test_image_checks_in_worker_processes_change_nothing(tmp_path: Path, monkeyp
 
 def test_a_corrupt_images_reason_is_the_same_in_every_run(tmp_path: Path) -> None:
     """PIL names an unidentifiable in-memory file by its address; the reason (and so the manifest) must not."""
-    from datamodules.catalogue.values import check_image
+    from datamodules.catalogue import check_image
 
     path = tmp_path / "broken.jpg"
     path.write_bytes(b"\xff\xd8garbage")
