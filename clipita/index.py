@@ -56,7 +56,7 @@ from .index_shards import (
 from .prediction_writer import EMBEDDINGS_NAME, PRODUCT_IDS_NAME
 from .shard_metadata import PRODUCT_COLUMNS, products_frame, read_shard_metadata  # noqa: F401 (re-exported)
 
-INDEX_VERSION = 2  # 1: one embeddings.npy; 2: per-shard arrays under shards/
+INDEX_VERSION = 2  # per-shard arrays under shards/ (1, one embeddings.npy, is refused by clipita search)
 INDEX_LAYOUT = "shards-v1"
 INDEX_JSON = "index.json"
 PRODUCTS_NAME = "products.parquet"
@@ -137,17 +137,17 @@ def checkpoint_digest(ckpt: str | Path, block: int = 1 << 22) -> str:
 
 
 def checkpoint_data_options(ckpt: str | Path) -> dict[str, Any]:
-    """The DataModule arguments a checkpoint was trained with (Lightning stores them beside the weights)."""
-    import torch
+    """The DataModule arguments a checkpoint was trained with: its ``clipita`` record's ``data``
+    (:func:`lightning_modules.checkpointing.data_options`; read with ``weights_only=True``, no pickled code runs)."""
+    from lightning_modules.checkpointing import data_options
 
-    checkpoint = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-    data = checkpoint.get("datamodule_hyper_parameters")
+    data = data_options(ckpt)
     if not data:
         raise ValueError(
             f"{ckpt} records no DataModule arguments; pass --fit_config (the run's config.yaml or the experiment "
             "YAML it was trained with)"
         )
-    return {k: v for k, v in dict(data).items() if not k.startswith("_")}
+    return data
 
 
 def config_data_options(fit_config: str | Path) -> dict[str, Any]:
