@@ -7,10 +7,12 @@ in the exact scan and in the re-ranking of FAISS's candidates."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from conftest import tiny_overrides
+from PIL import Image
 
 from clipita.experiment import fit_and_test
 from clipita.index import index
@@ -63,30 +65,38 @@ def agrees(expected: list[tuple[str, float]], got: list[tuple[str, float]]) -> b
     return True
 
 
-@pytest.mark.slow
-def test_search_returns_the_test_ranking_under_every_scorer_term(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = fit_and_test(
-        str(REPO / "experiments" / "clip_ita_adaptive.yaml"),  # title, BM25, image-only and tree terms
-        tiny_overrides(
-            {
-                "data.work_dir": str(tmp_path / "work"),
-                "data.sample_products": 240,
-                "trainer.max_epochs": 3,
-                "trainer.logger.init_args.save_dir": str(tmp_path / "runs"),
-                "trainer.enable_model_summary": False,
-                "refit_after_choice": False,  # the refit keeps the record; here the record is forced anyway
-            }
-        ),
-        test=False,
-    )
+@pytest.fixture(scope="module")
+def adaptive_run(tmp_path_factory) -> tuple[Any, Path, dict[str, float]]:
+    """A tiny adaptive fit (no test yet) and a copy of its best checkpoint with every scorer term forced live:
+    ``(fit result, forced checkpoint, forced weights)``."""
+    tmp_path = tmp_path_factory.mktemp("adaptive")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(tmp_path)
+        result = fit_and_test(
+            str(REPO / "experiments" / "clip_ita_adaptive.yaml"),  # title, BM25, image-only and tree terms
+            tiny_overrides(
+                {
+                    "data.work_dir": str(tmp_path / "work"),
+                    "data.sample_products": 240,
+                    "trainer.max_epochs": 3,
+                    "trainer.logger.init_args.save_dir": str(tmp_path / "runs"),
+                    "trainer.enable_model_summary": False,
+                    "refit_after_choice": False,  # the refit keeps the record; here the record is forced anyway
+                }
+            ),
+            test=False,
+        )
     assert result.best_checkpoint and Path(result.best_checkpoint).is_file()
     chosen = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)[KEY]["retrieval"]
     # the choice on 240 products often picks 0 for some term: force those non-zero (the choice is not under test)
     forced = {k: chosen.get(k) or v for group in FORCED.values() for k, v in group.items()}
     assert all(w > 0 for w in forced.values())
-    ckpt = rewrite_retrieval(Path(result.best_checkpoint), tmp_path / "forced.ckpt", forced)
+    return result, rewrite_retrieval(Path(result.best_checkpoint), tmp_path / "forced.ckpt", forced), forced
 
+
+@pytest.mark.slow
+def test_search_returns_the_test_ranking_under_every_scorer_term(adaptive_run, tmp_path):
+    result, ckpt, forced = adaptive_run
     # the test evaluation of that checkpoint (the leaderboard's numbers)
     result.trainer.test(result.module, datamodule=result.datamodule, ckpt_path=str(ckpt), verbose=False)
     assert {k: result.module.net.retrieval[k] for k in forced} == forced  # test scored with the forced record
@@ -128,3 +138,30 @@ def test_search_returns_the_test_ranking_under_every_scorer_term(tmp_path, monke
             format_path(p) for p, w, g in zip(paths, expected, ranked(found), strict=True) if not agrees(w, g)
         ]
         assert differ, f"dropping the {group} term changed no ranking: the test could not see it dropped"
+
+
+def readme_example() -> str:
+    """The code block of the README's "Use a trained model from Python" section."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Use a trained model from Python") :]
+    return section[section.index("```python\n") + len("```python\n") : section.index("```\n", 10)]
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs_and_ranks_with_the_full_score(adaptive_run, tmp_path, monkeypatch):
+    _, ckpt, forced = adaptive_run
+    code = readme_example()
+    named = "runs/clip_ita_adaptive/version_0_refit/checkpoints/last.ckpt"
+    assert named in code and "net.score(" in code and "@ vectors.T" not in code
+    monkeypatch.chdir(tmp_path)
+    for name, color in (("shoe.jpg", (200, 40, 40)), ("watch.jpg", (30, 30, 30))):
+        Image.new("RGB", (80, 80), color).save(name)
+    scope: dict[str, Any] = {}
+    exec(compile(code.replace(named, str(ckpt)), "README.md", "exec"), scope)  # noqa: S102 - our own README
+    net, scores, ranking = scope["net"], scope["scores"], scope["ranking"]
+    assert net.retrieval[SEEN_LEXICAL_WEIGHT] == forced[SEEN_LEXICAL_WEIGHT] and scope["lexical"] is not None
+    assert scores.shape == (1, 2) and sorted(ranking[0].tolist()) == [0, 1]
+    assert torch.equal(ranking, scores.argsort(dim=1, descending=True))
+    # the BM25 term is in the example's score: "Sports Shoes" meets the shoe's title ("shoe"), not the watch's
+    lexical_term = scores - scope["queries"] @ scope["vectors"].T
+    assert lexical_term[0, 0] > 0.01 and abs(float(lexical_term[0, 1])) < 1e-6
