@@ -3,7 +3,8 @@
     clipita index --ckpt runs/clip_ita/checkpoints/last.ckpt --output_dir work/fashion/index/clip_ita \\
         [--fit_config runs/clip_ita/version_0/config.yaml] [--split test|val|train|all] [--faiss true]
 
-The catalogue comes from the DataModule arguments stored in the checkpoint (or ``--fit_config``'s ``data``).
+The catalogue comes from the DataModule arguments stored in the checkpoint's ``clipita`` record (read with
+``weights_only=True``: no pickled code runs), or ``--fit_config``'s ``data``.
 
 Indexing is a Lightning predict job (:mod:`clipita.index_job`): every rank (``--devices``/``--num_nodes``/
 ``--strategy``; torchrun and SLURM launch it unchanged) embeds its share of the input shards and writes one index

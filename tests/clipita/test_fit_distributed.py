@@ -47,8 +47,7 @@ def test_two_rank_fit_matches_one_rank_with_the_same_global_batch(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in cache} == cache
 
     a, b = (
-        torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-        for r in (one, two)
+        torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for r in (one, two)
     )
     assert (
         a["global_step"] == b["global_step"] == 2 * (150 // (2 * BATCH))
