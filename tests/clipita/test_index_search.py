@@ -376,6 +376,12 @@ def test_index_folder_is_complete_and_aligned(tiny_index):
         for p, c in zip(products["category_path"], products["category"], strict=True)
     )
     assert Path(info["checkpoint"]).is_file() and info["splits"] == ["train", "val", "test"]
+    # the catalogue came from the checkpoint's own record (no --fit_config; read with weights_only=True)
+    assert (
+        checkpoint_data_options(info["checkpoint"])["sample_products"]
+        == 160
+        == info["data"]["sample_products"]
+    )
     assert info["hparams"]["modalities"] == ["image", "title", "attributes"] and info["unseen_categories"]
     # every JPEG byte range points at a JPEG in its shard
     row = products.iloc[0]
