@@ -295,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.top_k < 1:
         raise SystemExit(f"clipita search: -k must be >= 1, got {args.top_k}")
+    if args.faiss_depth is not None and args.faiss_depth < 1:
+        raise SystemExit(f"clipita search: --faiss_depth must be >= 1, got {args.faiss_depth}")
     if args.threads:
         torch.set_num_threads(args.threads)
     index = SearchIndex.load(args.index)
