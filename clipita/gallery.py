@@ -235,6 +235,7 @@ def gallery(
     thumb_px: int = 128,
     display_px: int = 56,
     use_faiss: bool = False,
+    faiss_depth: int | None = None,
     shard_dir: str | None = None,
 ) -> str:
     """Write a static HTML gallery of the top-``k`` images per category query, one column per index.
@@ -251,7 +252,9 @@ def gallery(
         title: page title.
         thumb_px: longest side of the thumbnail files.
         display_px: shown size of a thumbnail on the page.
-        use_faiss: rank with each index's FAISS index instead of the exact scan.
+        use_faiss: take each index's FAISS candidates instead of scanning every product; they are re-ranked with
+            the model's full score (as ``clipita search --faiss``).
+        faiss_depth: FAISS candidates re-ranked per query (default ``max(10 k, 200)``).
         shard_dir: where the shards are, if they moved since indexing (default: each index's ``shard_dir``).
 
     Returns:
@@ -278,7 +281,7 @@ def gallery(
     for index in loaded:
         ckpt = index.info["checkpoint"]
         encoder = encoders.setdefault(ckpt, CategoryEncoder(ckpt))
-        paths, scores, rows = rank_queries(index, encoder, queries, k, use_faiss=use_faiss)
+        paths, scores, rows = rank_queries(index, encoder, queries, k, use_faiss=use_faiss, depth=faiss_depth)
         hits_per_query = index.hits(scores, rows)
         shards = Path(shard_dir or index.info["shard_dir"])
         model_rows = []

@@ -3,7 +3,8 @@
     clipita index --ckpt runs/clip_ita/checkpoints/last.ckpt --output_dir work/fashion/index/clip_ita \\
         [--fit_config runs/clip_ita/version_0/config.yaml] [--split test|val|train|all] [--faiss true]
 
-The catalogue comes from the DataModule arguments stored in the checkpoint (or ``--fit_config``'s ``data``).
+The catalogue comes from the DataModule arguments stored in the checkpoint's ``clipita`` record (read with
+``weights_only=True``: no pickled code runs), or ``--fit_config``'s ``data``.
 
 Indexing is a Lightning predict job (:mod:`clipita.index_job`): every rank (``--devices``/``--num_nodes``/
 ``--strategy``; torchrun and SLURM launch it unchanged) embeds its share of the input shards and writes one index
@@ -55,9 +56,9 @@ from .index_shards import (
 )
 from .shard_metadata import PRODUCT_COLUMNS, products_frame, read_shard_metadata  # noqa: F401 (re-exported)
 
-EMBEDDINGS_NAME = "embeddings.npy"  # a version-1 index's one array
 PRODUCT_IDS_NAME = "product_ids.json"
-INDEX_VERSION = 2  # 1: one embeddings.npy; 2: per-shard arrays under shards/
+EMBEDDINGS_NAME = "embeddings.npy"  # a format-1 index's one array: removed when re-indexing into its folder
+INDEX_VERSION = 2  # per-shard arrays under shards/ (1, one embeddings.npy, is refused by clipita search)
 INDEX_LAYOUT = "shards-v1"
 INDEX_JSON = "index.json"
 PRODUCTS_NAME = "products.parquet"
@@ -138,17 +139,17 @@ def checkpoint_digest(ckpt: str | Path, block: int = 1 << 22) -> str:
 
 
 def checkpoint_data_options(ckpt: str | Path) -> dict[str, Any]:
-    """The DataModule arguments a checkpoint was trained with (Lightning stores them beside the weights)."""
-    import torch
+    """The DataModule arguments a checkpoint was trained with: its ``clipita`` record's ``data``
+    (:func:`lightning_modules.checkpointing.data_options`; read with ``weights_only=True``, no pickled code runs)."""
+    from lightning_modules.checkpointing import data_options
 
-    checkpoint = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-    data = checkpoint.get("datamodule_hyper_parameters")
+    data = data_options(ckpt)
     if not data:
         raise ValueError(
             f"{ckpt} records no DataModule arguments; pass --fit_config (the run's config.yaml or the experiment "
             "YAML it was trained with)"
         )
-    return {k: v for k, v in dict(data).items() if not k.startswith("_")}
+    return data
 
 
 def config_data_options(fit_config: str | Path) -> dict[str, Any]:

@@ -9,8 +9,11 @@ written as a path (``"A > B > C"``) is encoded the way the model was trained: by
 
 Ranking is an exact dot product over all products with :func:`~lightning_modules.metrics.retrieval_functional.running_topk`
 (chunked over the index's memory-mapped, read-only per-shard arrays; ties by lower product row; ``--scan float16``
-scans the shards' float16 arrays and re-ranks a shortlist in float32), or, with ``--faiss``, an approximate one through the FAISS index that
-``clipita index --faiss true`` built.
+scans the shards' float16 arrays and re-ranks a shortlist in float32), or, with ``--faiss``, through the FAISS index
+that ``clipita index --faiss true`` built, as a candidate generator: its best ``--faiss_depth`` products by the dense
+dot product (default ``max(10 k, 200)``) are re-ranked with the model's full score, the one the exact scan and the
+test evaluation use (``ClipIta.score``: the dense blocks, with the title, image-only and tree terms the checkpoint's
+retrieval record chose, plus its BM25 term over the index's lexical tokens).
 
 Library use::
 
@@ -32,6 +35,7 @@ import torch
 
 from clipita_core.paths import CategoryPath, category_text_of, format_path
 
+from .faiss_index import faiss_depth
 from .search_index import SearchIndex, split_query
 
 ScanDtype = Literal["float32", "float16"]
@@ -140,7 +144,8 @@ def rank_queries(
 ) -> tuple[list[CategoryPath | None], torch.Tensor, torch.Tensor]:
     """The one ranking of category queries over an index (``clipita search`` and ``clipita gallery``): each query's
     catalogue path resolved on the index's tree, its vector from the checkpoint's query encoder, and the model's
-    scorer (a lexical model's BM25 term included), as the test scores. Returns ``(paths, scores, rows)``."""
+    scorer (a lexical model's BM25 term included), as the test scores, in the exact scan and in the re-ranking of
+    FAISS's candidates alike (``topk_options``: :meth:`SearchIndex.topk`'s). Returns ``(paths, scores, rows)``."""
     paths = [resolve_category(query, index.tree) for query in queries]
     score = encoder.scorer(queries, paths)
     scores, rows = index.topk(encoder.encode(queries, paths), k, score=score, **topk_options)
@@ -172,8 +177,10 @@ class Searcher:
         ef_search: int | None = None,
         nprobe: int | None = None,
         scan: ScanDtype = "float32",
+        faiss_depth: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Top-``k`` products for each free-text category.
+        """Top-``k`` products for each free-text category (``use_faiss``: FAISS's best ``faiss_depth`` candidates
+        re-ranked by the full score, :meth:`SearchIndex.topk`).
 
         Returns:
             One dict per query: ``query``, ``query_text`` (what the tower encoded), ``category`` (the catalogue
@@ -193,6 +200,7 @@ class Searcher:
             ef_search=ef_search,
             nprobe=nprobe,
             scan=scan,
+            depth=faiss_depth,
         )
         out = []
         for query, path, text, hits in zip(
@@ -249,7 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", required=True, help="index folder written by clipita index")
     parser.add_argument("-k", "--top_k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    parser.add_argument("--faiss", action="store_true", help="search the approximate FAISS index")
+    parser.add_argument(
+        "--faiss",
+        action="store_true",
+        help="take candidates from the approximate FAISS index and re-rank them with the model's full score",
+    )
+    parser.add_argument(
+        "--faiss_depth",
+        type=int,
+        default=None,
+        help="FAISS candidates re-ranked per query (default max(10 k, 200))",
+    )
     parser.add_argument("--ef_search", type=int, default=None, help="FAISS HNSW beam (default: as built)")
     parser.add_argument(
         "--nprobe", type=int, default=None, help="FAISS IVF lists scanned (default: as built)"
@@ -275,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.top_k < 1:
         raise SystemExit(f"clipita search: -k must be >= 1, got {args.top_k}")
+    if args.faiss_depth is not None and args.faiss_depth < 1:
+        raise SystemExit(f"clipita search: --faiss_depth must be >= 1, got {args.faiss_depth}")
     if args.threads:
         torch.set_num_threads(args.threads)
     index = SearchIndex.load(args.index)
@@ -290,12 +310,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         ef_search=args.ef_search,
         nprobe=args.nprobe,
         scan=args.scan,
+        faiss_depth=args.faiss_depth,
     )
     if args.json:
         payload = {
             "index": str(Path(args.index)),
             "backend": backend_name(args.faiss and index.info["faiss"]["kind"], args.scan),
             "k": args.top_k,
+            "faiss_depth": min(len(index), faiss_depth(args.top_k, args.faiss_depth)) if args.faiss else None,
             "queries": results,
         }
         print(json.dumps(payload, ensure_ascii=False))

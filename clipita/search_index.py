@@ -1,12 +1,21 @@
 """A search index folder loaded for ranking: product embeddings (memory-mapped), the product table, the tree, and
-the exact (float32 or float16 + re-ranking) and FAISS top-k scans over it (:class:`SearchIndex`)."""
+the exact (float32 or float16 + re-ranking) and FAISS top-k scans over it (:class:`SearchIndex`).
+
+FAISS is a candidate generator: it returns the best :func:`faiss_depth` products by the dense dot product, and those
+candidates are re-ranked with the model's full score (the ``score`` function :meth:`SearchIndex.topk` is given,
+``ClipIta.score`` with the queries' BM25 side: the same function the test evaluation scores with), so a FAISS
+search ranks as the exact scan wherever the exact top ``k`` lies within the candidates.
+
+Only the current index format (:data:`INDEX_VERSION`: per-shard arrays under ``shards/``) is read; an index written
+by an older ``clipita index`` is refused with one line, as old checkpoints are.
+"""
 
 from __future__ import annotations
 
 import json
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,12 +28,12 @@ from clipita_core.paths import CategoryPath
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
-from .index import FAISS_NAME, INDEX_JSON
+from .faiss_index import ScoreFn, faiss_depth, rerank_topk
+from .index import FAISS_NAME, INDEX_JSON, INDEX_VERSION
 from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
 from .parquet_rows import count_parquet_values, read_parquet_rows
 
 ScanDtype = Literal["float32", "float16"]
-ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def split_query(query: str) -> list[str]:
@@ -111,10 +120,12 @@ def scored_topk(
 
 # ------------------------------------------------------------------------------------------------ the index
 def _category_path(product: dict[str, Any]) -> CategoryPath:
-    """A product's category path (stored as a JSON list of names; older indexes as a display string)."""
-    if product.get("category_path") is not None:
-        return tuple(json.loads(product["category_path"]))
-    return tuple(split_query(str(product["category"])))
+    """A product's category path (stored as a JSON list of names)."""
+    return tuple(json.loads(product["category_path"]))
+
+
+class IndexFormatError(ValueError):
+    """A folder that is not an index of the current format (:data:`~clipita.index.INDEX_VERSION`)."""
 
 
 @dataclass
@@ -125,7 +136,7 @@ class SearchIndex:
         folder: the index folder.
         info: ``index.json``.
         embeddings: float32 ``[N, D]``, memory-mapped (read-only): the shards' arrays seen as one
-            (:class:`~clipita.index_shards.ShardedRows`), or an older index's ``embeddings.npy``.
+            (:class:`~clipita.index_shards.ShardedRows`).
         products: ``products.parquet`` (row i describes embedding row i) whole, read on first use (tests and
             small indexes); the commands read only what they need: the hits' rows (:meth:`product_rows`) and the
             category column (:meth:`category_counts`).
@@ -133,11 +144,10 @@ class SearchIndex:
 
     folder: Path
     info: dict[str, Any]
-    embeddings: np.ndarray
+    embeddings: Any
     _products: pd.DataFrame | None = field(default=None, repr=False)
     _category_counts: Counter | None = field(default=None, repr=False)
     _faiss: Any = field(default=None, repr=False)
-    _half: torch.Tensor | None = field(default=None, repr=False)
     _half_rows: ShardedRows | None = field(default=None, repr=False)
     _shards: IndexShards | None = field(default=None, repr=False)
 
@@ -156,29 +166,22 @@ class SearchIndex:
                 f"{folder} is not a clipita index (no {INDEX_JSON}); build one with clipita index"
             )
         info = json.loads(info_path.read_text())
-        files = info.get("files", {})
-        half = None
-        if "shards" in info:  # per-shard arrays (clipita index >= 2)
-            shards = IndexShards(
-                folder,
-                [IndexShard(**s) for s in info["shards"]],
-                arrays=list(files.get("arrays", (EMBEDDING, EMBEDDING16))),
+        version = info.get("version", 1) if isinstance(info, dict) else None
+        if version != INDEX_VERSION or "shards" not in info:
+            raise IndexFormatError(
+                f"{folder}: written by an older clipita index (index format {version}, this clipita reads format "
+                f"{INDEX_VERSION}: per-shard arrays under {SHARDS_DIR}/); rebuild it with clipita index"
             )
-            embeddings: Any = shards.rows(EMBEDDING)
-            half = shards.rows(EMBEDDING16) if EMBEDDING16 in shards.arrays else None
-            if not mmap:
-                embeddings = np.asarray(embeddings)
-        else:  # one embeddings.npy
-            shards = None
-            embeddings = np.load(
-                folder / files.get("embeddings", "embeddings.npy"), mmap_mode="r" if mmap else None
-            )
-        if shards is None:  # the table's row count, from its footer (rows are read as needed)
-            import pyarrow.parquet as pq
-
-            count = pq.ParquetFile(folder / files.get("products", "products.parquet")).metadata.num_rows
-        else:  # the shards' counts (their tables are read row by row for the hits)
-            count = sum(s.count for s in shards.shards)
+        shards = IndexShards(
+            folder,
+            [IndexShard(**s) for s in info["shards"]],
+            arrays=list(info.get("files", {}).get("arrays", (EMBEDDING, EMBEDDING16))),
+        )
+        embeddings: Any = shards.rows(EMBEDDING)
+        half = shards.rows(EMBEDDING16) if EMBEDDING16 in shards.arrays else None
+        if not mmap:
+            embeddings = np.asarray(embeddings)
+        count = sum(s.count for s in shards.shards)  # the shards' tables are read row by row for the hits
         if embeddings.ndim != 2 or embeddings.shape[0] != count:
             raise ValueError(
                 f"{folder}: {embeddings.shape[0]} embedding rows but {count} products in the metadata"
@@ -197,10 +200,8 @@ class SearchIndex:
         return self.folder / self.info.get("files", {}).get("products", "products.parquet")
 
     def _product_tables(self) -> list[tuple[Path, int]]:
-        """``(parquet file, its first row)`` of the tables holding the products: the shards' own tables, or the
-        single ``products.parquet`` of an older index."""
-        if self._shards is None:
-            return [(self._products_path(), 0)]
+        """``(parquet file, its first row)`` of the shards' own tables, which hold the products."""
+        assert self._shards is not None, "SearchIndex.load() reads the shards"
         offsets = np.cumsum([0] + [s.count for s in self._shards.shards])
         return [
             (self._shards.path(s.name, PRODUCTS), int(offsets[i]))
@@ -214,8 +215,7 @@ class SearchIndex:
 
     def product_rows(self, rows: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The metadata of products ``rows`` (``{row: {column: value}}``): from the whole table when it is loaded,
-        else only those rows, read from the tables holding them (the shards' own tables, or the row groups of an
-        older index's ``products.parquet``): memory independent of the index size."""
+        else only those rows, read from the shards' own tables holding them: memory independent of the index size."""
         wanted = sorted({int(r) for r in rows})
         if self._products is not None:
             return {r: self.products.iloc[r].to_dict() for r in wanted}
@@ -303,23 +303,26 @@ class SearchIndex:
         nprobe: int | None = None,
         scan: ScanDtype = "float32",
         score: ScoreFn | None = None,
+        depth: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Best ``k`` product rows per query by dot product (or by ``score``).
 
         Args:
             query_emb: ``[Q, D]`` category embeddings.
             k: results per query (at most the index size).
-            use_faiss: search the FAISS index instead of the exact chunked scan.
-            chunk_size: products scored at once by the exact scan.
-            ef_search: HNSW beam override.
+            use_faiss: take the FAISS index's best ``depth`` products by dot product as candidates and re-rank
+                them by ``score`` (:func:`rerank_topk`) instead of scanning every product.
+            chunk_size: products scored at once.
+            ef_search: HNSW beam override (default: the stored beam, at least ``depth``).
             nprobe: IVF lists override.
             score: ``(queries, product vectors [c, D], lexical tokens [c, L]) -> [Q, c]`` scores, e.g.
-                ``ClipIta.score`` with the queries' BM25 side: an exact float32 scan of the embeddings and the
-                stored ``lexical_tokens`` (the FAISS index stays dense-only).
-            scan: ``float32``: the exact scan (:func:`running_topk`) of the memory-mapped float32 shards;
-                ``float16``: a half-precision scan of the shards' float16 arrays (an in-memory float16 copy for an
-                older single-file index) for a shortlist, re-scored in float32 (:func:`half_scan_topk`): about
-                half the memory traffic.
+                ``ClipIta.score`` with the queries' BM25 side, over the embeddings and the stored
+                ``lexical_tokens``: the exact float32 scan, or the re-ranking of FAISS's candidates. None: the dot
+                product.
+            scan: without ``score``: ``float32``, the exact scan (:func:`running_topk`) of the memory-mapped
+                float32 shards; ``float16``, a half-precision scan of the shards' float16 arrays for a shortlist,
+                re-scored in float32 (:func:`half_scan_topk`): about half the memory traffic.
+            depth: FAISS candidates per query (:func:`faiss_depth`).
 
         Returns:
             ``(scores [Q, k'], rows [Q, k'])`` best first; FAISS pads missing results with row ``-1``.
@@ -329,44 +332,40 @@ class SearchIndex:
                 f"query embeddings have {query_emb.shape[1]} dims, the index {self.embeddings.shape[1]}"
             )
         k = min(k, len(self))
-        if score is not None and not use_faiss:
+        tokens = None
+        if score is not None:
             if not self.has_array(LEXICAL_TOKENS):
                 raise ValueError(
                     f"{self.folder} stores no lexical tokens but the checkpoint scores with a BM25 term; rebuild the "
                     "index with this version of clipita index (from the feature cache)"
                 )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*not writable.*")
-                return scored_topk(
-                    query_emb, self.embeddings, self.array(LEXICAL_TOKENS), k, score, chunk_size
-                )
-        if use_faiss:
-            index = self.faiss_index(ef_search, nprobe)
-            if ef_search is None and self.info["faiss"]["kind"] == "hnsw":
-                index.hnsw.efSearch = max(index.hnsw.efSearch, k)
-            q = np.ascontiguousarray(query_emb.detach().float().cpu().numpy())
-            scores, rows = index.search(q, k)
-            return torch.from_numpy(scores), torch.from_numpy(rows.astype(np.int64))
-        if scan == "float16":
-            half: Any = self._half_rows  # the shards' float16 arrays, memory-mapped
-            if half is None:  # an older index: a float16 copy in memory
-                if self._half is None:
-                    self._half = half_precision_copy(self.embeddings)
-                half = self._half
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*not writable.*")
-                return half_scan_topk(query_emb.cpu(), half, self.embeddings, k, chunk_size=chunk_size)
-        if scan != "float32":
-            raise ValueError(f"scan must be 'float32' or 'float16', got {scan!r}")
-        # torch warns once about the read-only memory map; nothing writes to it
-        with warnings.catch_warnings():
+            tokens = self.array(LEXICAL_TOKENS)
+        with warnings.catch_warnings():  # torch warns about the read-only memory maps; nothing writes to them
             warnings.filterwarnings("ignore", message=".*not writable.*")
+            if use_faiss:
+                depth = min(len(self), faiss_depth(k, depth))
+                index = self.faiss_index(ef_search, nprobe)
+                if ef_search is None and self.info["faiss"]["kind"] == "hnsw":
+                    index.hnsw.efSearch = max(index.hnsw.efSearch, depth)
+                _, candidates = index.search(
+                    np.ascontiguousarray(query_emb.detach().float().cpu().numpy()), depth
+                )
+                return rerank_topk(query_emb.cpu(), candidates, self.embeddings, tokens, k, score, chunk_size)
+            if score is not None:
+                return scored_topk(query_emb, self.embeddings, tokens, k, score, chunk_size)
+            if scan == "float16":
+                if self._half_rows is None:
+                    raise ValueError(f"{self.folder} stores no float16 embeddings; use the float32 scan")
+                return half_scan_topk(
+                    query_emb.cpu(), self._half_rows, self.embeddings, k, chunk_size=chunk_size
+                )
+            if scan != "float32":
+                raise ValueError(f"scan must be 'float32' or 'float16', got {scan!r}")
             scores, rows = running_topk(query_emb.float(), self.embeddings, k=k, chunk_size=chunk_size)
         return scores.cpu(), rows.cpu()
 
     def category_path(self, row: int) -> CategoryPath:
-        """The category path of product ``row`` (stored as a JSON list of names; older indexes as a display
-        string)."""
+        """The category path of product ``row`` (stored as a JSON list of names)."""
         return _category_path(self.product_row(row))
 
     def hits(self, scores: torch.Tensor, rows: torch.Tensor) -> list[list[dict[str, Any]]]:

@@ -20,10 +20,15 @@ A checkpoint is a Lightning ``.ckpt`` whose module is :class:`~lightning_modules
     evidence they were chosen on (``scorer_choice``; see :mod:`lightning_modules.scorer_choice`).
     ``frozen``: the state-dict prefixes left out.
     ``loss``: ``{"class_path", "init_args"}`` of the training loss (for the record; retrieval does not need it).
+    ``data``: the DataModule's arguments as plain values (strings, numbers, lists, dicts; Lightning's
+    ``datamodule_hyper_parameters`` less private keys and objects), what ``clipita index`` rebuilds the catalogue
+    from (:func:`data_options`).
 
 :func:`write_checkpoint` (called by the module's ``on_save_checkpoint``) writes this; :func:`load_model` reads it with
 no Lightning Trainer, CLI, loss or metrics; :func:`restore_module_state` is the module's ``on_load_checkpoint`` side.
 Checkpoints written before this contract (``model.*`` keys, no ``clipita.version``) are refused with a message.
+Every read is ``torch.load(weights_only=True)`` (:func:`read_checkpoint`): tensors and plain values only, so reading
+a checkpoint runs no pickled code; a checkpoint holding a pickled object is refused.
 """
 
 from __future__ import annotations
@@ -75,12 +80,61 @@ def write_checkpoint(
         "retrieval": dict(net.retrieval),
         "frozen": list(frozen),
     }
+    data = _plain_options(checkpoint.get("datamodule_hyper_parameters"))
+    if data is not None:
+        record["data"] = data
     if loss is not None:
         record["loss"] = {
             "class_path": f"{type(loss).__module__}.{type(loss).__qualname__}",
             "init_args": dict(getattr(loss, "config", {})),
         }
     checkpoint[KEY] = record
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain data (None for what is not: objects are not kept)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return None
+
+
+def _plain_options(hparams: Any) -> dict[str, Any] | None:
+    """The DataModule arguments of Lightning's ``datamodule_hyper_parameters`` as plain values (private keys and
+    objects, e.g. the ``encoders`` network, left out); None when there are none."""
+    if not hparams:
+        return None
+    return {
+        str(k): _plain(v)
+        for k, v in dict(hparams).items()
+        if not str(k).startswith("_") and (v is None or _plain(v) is not None)
+    }
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint file's contents, read with ``weights_only=True`` (tensors and plain values only: no pickled code
+    runs); a file holding a pickled object is refused with :class:`CheckpointFormatError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointFormatError(
+            f"{path}: not a clipita checkpoint of plain values and tensors (a pickled object was refused: {err})"
+        ) from None
+
+
+def data_options(ckpt_path: str | Path) -> dict[str, Any] | None:
+    """The DataModule arguments a checkpoint was trained with (its record's ``data``), or None when it records none."""
+    record = read_record(read_checkpoint(ckpt_path), str(ckpt_path))
+    data = record.get("data")
+    return dict(data) if isinstance(data, dict) else None
 
 
 def read_record(checkpoint: dict, source: str = "checkpoint") -> dict:
@@ -141,14 +195,7 @@ def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
         >>> queries = net.encode_query_paths([("Footwear", "Shoes", "Sports Shoes")])  # doctest: +SKIP
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
-    try:  # tensors and plain values only: loading a checkpoint runs no pickled code
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointFormatError(
-            f"{path}: not a clipita checkpoint of plain values and tensors (a pickled object was refused: {err})"
-        ) from None
+    checkpoint = read_checkpoint(path, map_location)  # tensors and plain values only: no pickled code runs
     record = read_record(checkpoint, str(path))
     net = ClipIta(**record["net_config"])
     state = {k[len(NET_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(NET_PREFIX)}

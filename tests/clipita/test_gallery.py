@@ -166,17 +166,6 @@ def sharded_index(folder: Path, counts: list[int], d: int = 4) -> SearchIndex:
     return SearchIndex.load(folder)
 
 
-def single_file_index(folder: Path, n: int, row_group_size: int, d: int = 4) -> SearchIndex:
-    """An older index: one ``embeddings.npy`` and one ``products.parquet`` (here in several row groups)."""
-    folder.mkdir(parents=True)
-    np.save(folder / "embeddings.npy", np.zeros((n, d), dtype=np.float32))
-    frame = product_frame([f"p{i}" for i in range(n)], seed=7).drop(columns=["category_path"])  # the oldest
-    frame.to_parquet(folder / "products.parquet", index=False, row_group_size=row_group_size)
-    info = {"version": 1, "checkpoint": "none", "tree": [["A"], ["A", "B"]], "faiss": None}
-    (folder / "index.json").write_text(json.dumps(info))
-    return SearchIndex.load(folder)
-
-
 class ReadLog:
     """Forbids reading a parquet table whole (pandas, ``pq.read_table``, ``ParquetFile.read``,
     ``SearchIndex.products``) and records the rows ``ParquetFile.iter_batches`` decodes, per column selection."""
@@ -201,33 +190,23 @@ class ReadLog:
 
 
 def test_hit_rows_and_category_counts_come_without_the_whole_table(tmp_path, monkeypatch):
-    sharded = sharded_index(tmp_path / "sharded", [40, 0, 33, 50, 25])  # rows 0-39, 40-72, 73-122, 123-147
-    single = single_file_index(tmp_path / "single", n=100, row_group_size=16)
-    cases = [(sharded, [41, 44, 80, 0]), (single, [3, 17, 18, 99])]
-    expected, categories = [], []
-    for index, rows in cases:
-        whole = pd.read_parquet(index.folder / "products.parquet")
-        expected.append({r: whole.iloc[r].to_dict() for r in rows})
-        if "category_path" in whole:
-            categories.append(Counter(tuple(json.loads(p)) for p in whole["category_path"]))
-        else:  # the oldest index: the display string only
-            categories.append(Counter(tuple(c.split(" > ")) for c in whole["category"]))
+    index = sharded_index(tmp_path / "sharded", [40, 0, 33, 50, 25])  # rows 0-39, 40-72, 73-122, 123-147
+    rows = [41, 44, 80, 0]
+    whole = pd.read_parquet(index.folder / "products.parquet")
+    expected = {r: whole.iloc[r].to_dict() for r in rows}
+    categories = Counter(tuple(json.loads(p)) for p in whole["category_path"])
     log = ReadLog(monkeypatch)
-    for (index, rows), want in zip(cases, expected, strict=True):
-        assert index.product_rows(rows) == want
-        assert index.hits(torch.zeros(1, len(rows)), torch.tensor([rows]))[0][1]["id"] == want[rows[1]]["id"]
-    # the sharded index decoded the tables of shards 0, 2 and 3 (twice: rows, then hits); the single file the
-    # 16-row groups 0, 1 and 6 (the last, 4 rows), twice
-    assert log.rows == {None: 2 * (40 + 33 + 50) + 2 * (16 + 16 + 4)}
+    assert index.product_rows(rows) == expected
+    assert index.hits(torch.zeros(1, len(rows)), torch.tensor([rows]))[0][1]["id"] == expected[rows[1]]["id"]
+    # the tables of shards 0, 2 and 3 were decoded (twice: rows, then hits)
+    assert log.rows == {None: 2 * (40 + 33 + 50)}
     with pytest.raises(IndexError, match="outside"):
-        single.product_rows([100])
+        index.product_rows([148])
     log.rows.clear()
-    for (index, _), want in zip(cases, categories, strict=True):
-        assert index.category_counts() == want
-    assert log.rows == {("category_path", "category"): 148, ("category",): 100}  # only the category columns
-    counts = categories[0]
-    assert default_categories(sharded, count=4) == [
-        " > ".join(p) for p in sorted(LEAF_PATHS, key=lambda p: -counts[p])
+    assert index.category_counts() == categories
+    assert log.rows == {("category_path", "category"): 148}  # only the category columns
+    assert default_categories(index, count=4) == [
+        " > ".join(p) for p in sorted(LEAF_PATHS, key=lambda p: -categories[p])
     ]
 
 

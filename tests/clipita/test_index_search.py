@@ -20,15 +20,20 @@ import webdataset as wds
 from conftest import tiny_overrides
 
 from clipita.cli import main as clipita
+from clipita.faiss_index import faiss_depth
 from clipita.index import (
     INDEX_JSON,
+    INDEX_VERSION,
     build_faiss_index,
+    checkpoint_data_options,
     config_data_options,
     datamodule_kwargs,
     read_shard_metadata,
 )
+from clipita.index_shards import IndexShard, IndexShards, merge_products
 from clipita.search import is_relevant, query_text, resolve_category
-from clipita.search_index import SearchIndex
+from clipita.search_index import IndexFormatError, SearchIndex
+from datamodules.features import LEXICAL_TOKENS
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_FIT = tiny_overrides({"trainer.max_epochs": 2, "test_after_fit": False})
@@ -147,17 +152,73 @@ def test_datamodule_kwargs_drop_unknown_keys(tmp_path):
     assert kwargs == {"catalogue": "sample", "work_dir": "other"}
 
 
-def synthetic_index(folder: Path, n: int = 500, d: int = 32, seed: int = 0) -> SearchIndex:
+class RunsCode:
+    """Pickled, it would touch ``flag`` when unpickled: what a hostile checkpoint could carry."""
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def __reduce__(self):
+        return (Path.touch, (self.flag,))
+
+
+def test_no_checkpoint_read_unpickles_code(tmp_path, capsys):
+    from lightning_modules import CheckpointFormatError, load_model
+    from lightning_modules.checkpointing import VERSION
+
+    flag = tmp_path / "code-ran"
+    ckpt = tmp_path / "hostile.ckpt"
+    record = {"version": VERSION, "net_config": {}, "data": {"catalogue": "sample"}}
+    torch.save({"state_dict": {}, "clipita": record, "datamodule_hyper_parameters": RunsCode(flag)}, ckpt)
+    for read in (load_model, checkpoint_data_options):
+        with pytest.raises(CheckpointFormatError, match="pickled object was refused"):
+            read(ckpt)
+    with pytest.raises(SystemExit) as exit_info:
+        clipita(
+            ["index", "--ckpt", str(ckpt), "--output_dir", str(tmp_path / "index"), "--progress", "false"]
+        )
+    assert exit_info.value.code == 1 and "pickled object was refused" in capsys.readouterr().err
+    assert not flag.exists()  # nothing ran
+    torch.load(ckpt, weights_only=False)  # the payload is real: an unpickling read runs it
+    assert flag.exists()
+
+
+def synthetic_index(
+    folder: Path, n: int = 500, d: int = 32, seed: int = 0, shards: int = 3, vocabulary: int = 0
+) -> SearchIndex:
+    """A current-format index (per-shard arrays) of ``n`` random unit vectors in ``shards`` shards; with a
+    ``vocabulary``, random lexical token rows (``-1`` padded) beside them; with faiss installed, an HNSW index."""
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal((n, d)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "embeddings.npy", emb)
-    ids = [f"p{i}" for i in range(n)]
-    pd.DataFrame({"id": ids, "title": ids, "category": ["A > B"] * n, "split": ["test"] * n}).to_parquet(
-        folder / "products.parquet"
-    )
-    info = {"version": 1, "checkpoint": "none", "tree": [["A"], ["A", "B"]], "faiss": None}
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    arrays = ["embedding", "embedding16"] + ([LEXICAL_TOKENS] if vocabulary else [])
+    layout = IndexShards(folder, [IndexShard("test", f"test-{s:06d}.tar", int(bounds[s + 1] - bounds[s])) for s in range(shards)], arrays)  # fmt: skip
+    layout.prepare({"synthetic": seed})
+    tokens = rng.integers(0, vocabulary or 1, size=(n, 6))
+    tokens[rng.random((n, 6)) < 0.4] = -1
+    for s, shard in enumerate(layout.shards):
+        rows = slice(bounds[s], bounds[s + 1])
+        ids = [f"p{i}" for i in range(bounds[s], bounds[s + 1])]
+        frame = pd.DataFrame(
+            {
+                "id": ids,
+                "title": ids,
+                "category": "A > B",
+                "category_path": json.dumps(["A", "B"]),
+                "split": "test",
+            }
+        )
+        shard_arrays = {"embedding": emb[rows], "embedding16": emb[rows].astype(np.float16)}
+        if vocabulary:
+            shard_arrays[LEXICAL_TOKENS] = np.sort(tokens[rows], axis=1)[:, ::-1].astype(np.int32)
+        layout.write_shard(shard.name, ids, shard_arrays, frame)
+    merge_products(layout, folder / "products.parquet")
+    info = {
+        "version": INDEX_VERSION, "checkpoint": "none", "tree": [["A"], ["A", "B"]], "faiss": None,
+        "files": {"products": "products.parquet", "arrays": {a: "" for a in arrays}},
+        "shards": [{"split": x.split, "name": x.name, "count": x.count} for x in layout.shards],
+    }  # fmt: skip
     if has_faiss():
         import faiss
 
@@ -166,6 +227,26 @@ def synthetic_index(folder: Path, n: int = 500, d: int = 32, seed: int = 0) -> S
         info["faiss"] = params
     (folder / INDEX_JSON).write_text(json.dumps(info))
     return SearchIndex.load(folder)
+
+
+def test_an_index_of_an_older_format_is_refused_with_one_line(tmp_path, capsys):
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    np.save(folder / "embeddings.npy", np.zeros((3, 4), dtype=np.float32))  # format 1: one embeddings.npy
+    pd.DataFrame({"id": ["a", "b", "c"], "title": "", "category": "A", "split": "test"}).to_parquet(
+        folder / "products.parquet"
+    )
+    (folder / INDEX_JSON).write_text(json.dumps({"version": 1, "checkpoint": "none", "tree": [["A"]]}))
+    with pytest.raises(
+        IndexFormatError, match=r"older clipita index \(index format 1.*rebuild it with clipita index"
+    ):
+        SearchIndex.load(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        clipita(["search", "--index", str(folder), "A"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "index format 1" in err and "Traceback" not in err
+    assert synthetic_index(tmp_path / "v2", n=20).info["version"] == INDEX_VERSION  # the current one loads
 
 
 def test_exact_topk_matches_a_full_sort(tmp_path):
@@ -201,6 +282,57 @@ def test_faiss_agrees_with_exact_on_a_small_set(tmp_path, kind):
     np.testing.assert_allclose(scores, exact_scores.numpy(), atol=1e-5)
 
 
+def ranks_alike(
+    scores: torch.Tensor, rows: torch.Tensor, other_scores, other_rows, atol: float = 1e-5
+) -> bool:
+    """Two top-k lists agree: the same scores position by position (to ``atol``), and the same rows wherever a
+    score is apart from its neighbours by more than ``atol`` (rows tied to float precision may swap)."""
+    if scores.shape != other_scores.shape or not torch.allclose(scores, other_scores, atol=atol):
+        return False
+    for s, r, o in zip(scores.tolist(), rows.tolist(), other_rows.tolist(), strict=True):
+        for i in range(len(s)):
+            tied = (i > 0 and s[i - 1] - s[i] <= atol) or (i + 1 < len(s) and s[i] - s[i + 1] <= atol)
+            if r[i] != o[i] and not tied:
+                return False
+    return True
+
+
+@pytest.mark.skipif(not has_faiss(), reason="faiss-cpu is not installed (pip install 'clipita[faiss]')")
+def test_faiss_candidates_are_reranked_with_the_full_score(tmp_path):
+    from lightning_modules.lexical import LexicalSignal, document_statistics
+
+    index = synthetic_index(tmp_path / "idx", n=600, vocabulary=40)
+    tokens = torch.as_tensor(np.asarray(index.array(LEXICAL_TOKENS)))
+    signal = LexicalSignal(num_buckets=40)
+    signal.set_statistics(document_statistics([row[row >= 0].numpy() for row in tokens], 40))
+    lexical = (torch.arange(40), torch.rand(6, 40, generator=torch.Generator().manual_seed(3)) / 20)
+
+    def score(queries, vectors, rows):  # dense + a BM25 term of weight 1 (as ClipIta.score)
+        return queries @ vectors.T + signal.scores(lexical, rows.long())
+
+    queries = torch.nn.functional.normalize(
+        torch.randn(6, 32, generator=torch.Generator().manual_seed(4)), dim=1
+    )
+    exact = index.topk(queries, k=10, score=score, chunk_size=128)
+    full = (
+        queries @ torch.from_numpy(np.asarray(index.embeddings)).T + signal.scores(lexical, tokens)
+    ).argsort(dim=1, descending=True)
+    assert torch.equal(exact[1], full[:, :10])  # the exact scan ranks by the full score
+    dense_only = index.topk(queries, k=10)  # what FAISS alone returned before: the dense top 10
+    assert not torch.equal(dense_only[1], exact[1]), (
+        "the BM25 term must change some ranking for this to test it"
+    )
+    # FAISS at full depth: every product a candidate, re-ranked by the full score = the exact scan
+    assert ranks_alike(*index.topk(queries, k=10, use_faiss=True, score=score, depth=len(index)), *exact)
+    # at the default depth (max(10 k, 200)) FAISS's dense candidates still hold this small index's exact top 10
+    assert faiss_depth(10) == 200
+    assert ranks_alike(*index.topk(queries, k=10, use_faiss=True, score=score, chunk_size=50), *exact)
+    # a depth of k re-ranks FAISS's dense top 10 only: the full score's top 10 is not recovered
+    shallow = index.topk(queries, k=10, use_faiss=True, score=score, depth=10)
+    assert set(shallow[1].flatten().tolist()) == set(dense_only[1].flatten().tolist())
+    assert not ranks_alike(*shallow, *exact)
+
+
 # ------------------------------------------------------------------------------------ end to end (tiny model)
 @pytest.mark.slow
 def test_index_folder_is_complete_and_aligned(tiny_index):
@@ -228,6 +360,12 @@ def test_index_folder_is_complete_and_aligned(tiny_index):
         for p, c in zip(products["category_path"], products["category"], strict=True)
     )
     assert Path(info["checkpoint"]).is_file() and info["splits"] == ["train", "val", "test"]
+    # the catalogue came from the checkpoint's own record (no --fit_config; read with weights_only=True)
+    assert (
+        checkpoint_data_options(info["checkpoint"])["sample_products"]
+        == 160
+        == info["data"]["sample_products"]
+    )
     assert info["hparams"]["modalities"] == ["image", "title", "attributes"] and info["unseen_categories"]
     # every JPEG byte range points at a JPEG in its shard
     row = products.iloc[0]

@@ -101,7 +101,7 @@ def test_search_index_scans_the_shards_like_one_array(tmp_path):
     half_scores, half_rows = index.topk(queries, k=9, chunk_size=16, scan="float16")
     assert torch.equal(half_rows, rows)
     torch.testing.assert_close(half_scores, scores)
-    assert index._half is None  # the float16 scan read the shards' float16 arrays, no copy in memory
+    assert index._half_rows is not None  # the float16 scan reads the shards' float16 arrays (no copy)
     hits = index.hits(scores, rows)
     assert [h["id"] for h in hits[0]] == [ids[r] for r in rows[0].tolist()]
     assert hits[0][0]["category_path"] == ["A", "B"] and index.category_path(int(rows[1, 0])) == ("A", "B")

@@ -73,7 +73,7 @@ def _final_val(logs: Path) -> dict[str, float]:
 
 
 def _head_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     return {
         k: v for k, v in state.items() if not k.startswith("net.text_encoder") and "image_encoder" not in k
     }

