@@ -1,18 +1,31 @@
 """The approximate FAISS index ``clipita index --faiss true`` builds beside the exact one (HNSW or IVF-Flat, inner
 product), filled chunk by chunk from the index shards, and how a search uses it: as a candidate generator whose
 best :func:`faiss_depth` products by the dense dot product are re-ranked with the model's full score
-(:func:`rerank_topk`)."""
+(:func:`rerank_topk`).
+
+When the full score has a BM25 term (a checkpoint with a non-zero lexical weight), products that only a strong
+lexical match lifts into the top ``k`` are not among the dense candidates. So the candidates are then the union of
+FAISS's and the *lexical candidates* (:func:`lexical_candidates`): each query's best ``faiss_depth`` products by the
+BM25 term alone, among the products holding at least one of its tokens (the only ones whose term is > 0). They are
+found by a scan of the index's memory-mapped ``lexical_tokens`` (integer work, chunk by chunk, scoring only the rows
+holding a query token), not an inverted index: the token arrays are already there, and nothing is added to the index
+format. The union holds the exact top ``k`` whenever FAISS returns the dense top ``depth`` and a query's products with
+a lexical match are at most ``depth``: a product with no match scores its dense part alone, so if it ranks in the
+exact top ``k`` it ranks there by the dense part too.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from lightning_modules.metrics.retrieval_functional import truncate_ranking
+from lightning_modules.metrics.retrieval_functional import select_topk, truncate_ranking
+from lightning_modules.scoring import LexicalQuery
 
 FAISS_NAME = "faiss.index"
 FaissKind = Literal["hnsw", "ivf"]
@@ -130,3 +143,72 @@ def rerank_topk(
         q, c = np.nonzero(valid & (position >= start) & (position < start + len(rows)))
         scores[q, c] = chunk.float().cpu()[q, position[q, c] - start]
     return truncate_ranking(scores, torch.from_numpy(candidates), k=min(k, candidates.shape[1]))
+
+
+@dataclass(frozen=True)
+class LexicalTerm:
+    """The BM25 term of a batch of queries' full score, ``weight * bm25n`` (``ClipIta.score``'s lexical part), as
+    lexical candidates rank by it.
+
+    Attributes:
+        signal: the model's :class:`~lightning_modules.lexical.LexicalSignal` (the frozen corpus statistics).
+        query: the queries' lexical side, ``(vocabulary [V], idf weights [Q, V], weight [Q])``
+            (``ClipIta.lexical_query``).
+    """
+
+    signal: Any
+    query: LexicalQuery
+
+    def __len__(self) -> int:
+        return len(self.query[2])
+
+    @property
+    def vocab(self) -> np.ndarray:
+        """The token ids of the queries whose lexical weight is non-zero: a product holding none of them has a zero
+        term for every query."""
+        vocab, idf, weight = self.query
+        live = (idf[weight != 0] > 0).any(dim=0)
+        return vocab[live].cpu().numpy()
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[Q, c]`` terms of products' token rows ``[c, L]`` (``-1`` padded)."""
+        vocab, idf, weight = self.query
+        return weight.float()[:, None] * self.signal.scores((vocab, idf), tokens).float()
+
+
+def lexical_candidates(lexical: LexicalTerm, tokens: Any, depth: int, chunk_size: int = 65536) -> np.ndarray:
+    """``[Q, depth']`` product rows (``-1`` = none): each query's best ``depth`` products by its BM25 term alone
+    (under the tie rule: equal terms rank by lower row), among those whose term is > 0 (they hold one of its tokens;
+    a query of lexical weight 0 gets none).
+
+    ``tokens`` (the index's ``[N, L]`` token rows, memory-mapped) are read ``chunk_size`` rows at a time; a chunk's
+    rows holding no query token are dropped by an integer test, only the rest are scored (``[Q, matches]``), and a
+    running top ``depth`` per query is kept: memory ``O(Q * (depth + chunk_size))`` whatever the index size.
+    """
+    vocab = lexical.vocab
+    live = (lexical.query[2] != 0).cpu()  # the queries with a BM25 term: only they are scored
+    best_scores = torch.empty(int(live.sum()), 0)
+    best_rows = torch.empty(int(live.sum()), 0, dtype=torch.long)
+    for start in range(0, len(tokens) if len(vocab) else 0, chunk_size):
+        block = np.asarray(tokens[start : start + chunk_size])
+        hit = np.flatnonzero(np.isin(block, vocab).any(axis=1))
+        if len(hit) == 0:
+            continue
+        term = lexical(torch.as_tensor(block[hit], dtype=torch.long)).cpu()[live]
+        term = torch.where(term > 0, term, float("-inf"))
+        values, positions = select_topk(term, min(depth, len(hit)))
+        best_scores = torch.cat([best_scores, values], dim=1)
+        best_rows = torch.cat([best_rows, torch.from_numpy(hit + start)[positions]], dim=1)
+        best_scores, best_rows = truncate_ranking(best_scores, best_rows, k=depth)
+    out = torch.full((len(lexical), best_rows.shape[1]), -1, dtype=torch.long)
+    out[live] = torch.where(best_scores > float("-inf"), best_rows, -1)
+    return out.numpy()
+
+
+def union_candidates(*candidates: np.ndarray) -> np.ndarray:
+    """The per-query union of candidate row arrays (``[Q, M_i]``, ``-1`` = none) as one ``[Q, sum M_i]`` array,
+    each row listed once (repeats and missing ones as ``-1``)."""
+    merged = np.sort(np.concatenate([np.asarray(c, dtype=np.int64) for c in candidates], axis=1), axis=1)
+    repeat = np.zeros(merged.shape, dtype=bool)
+    repeat[:, 1:] = merged[:, 1:] == merged[:, :-1]
+    return np.where(repeat, -1, merged)

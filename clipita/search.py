@@ -13,7 +13,9 @@ scans the shards' float16 arrays and re-ranks a shortlist in float32), or, with 
 that ``clipita index --faiss true`` built, as a candidate generator: its best ``--faiss_depth`` products by the dense
 dot product (default ``max(10 k, 200)``) are re-ranked with the model's full score, the one the exact scan and the
 test evaluation use (``ClipIta.score``: the dense blocks, with the title, image-only and tree terms the checkpoint's
-retrieval record chose, plus its BM25 term over the index's lexical tokens).
+retrieval record chose, plus its BM25 term over the index's lexical tokens). When a query's BM25 weight is non-zero,
+its best ``--faiss_depth`` products by the BM25 term alone join the dense candidates (lexical candidates: products
+that only a strong word match lifts into the top ``k`` are not near the query in the dense space).
 
 Library use::
 
@@ -35,7 +37,7 @@ import torch
 
 from clipita_core.paths import CategoryPath, category_text_of, format_path
 
-from .faiss_index import faiss_depth
+from .faiss_index import LexicalTerm, ScoreFn, faiss_depth
 from .search_index import SearchIndex, split_query
 
 ScanDtype = Literal["float32", "float16"]
@@ -129,14 +131,19 @@ class CategoryEncoder:
         """``[Q, D]`` retrieval vectors of the queries; ``paths`` are the catalogue categories they name (or None)."""
         return self.net.encode_query_texts(self.texts(queries, paths), paths).float()
 
-    def scorer(self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None) -> Any:
-        """``(queries, vectors, lexical tokens) -> scores`` when the model adds a BM25 term (``ClipIta.score`` with
-        the queries' lexical side, what evaluation scores with), else None (a plain dot product)."""
+    def scorer(
+        self, queries: Sequence[str], paths: Sequence[CategoryPath | None] | None = None
+    ) -> tuple[ScoreFn | None, LexicalTerm | None]:
+        """``(score, lexical)``: ``score`` is ``(queries, vectors, lexical tokens) -> scores`` when the model adds a
+        BM25 term (``ClipIta.score`` with the queries' lexical side, what evaluation scores with), else None (a plain
+        dot product); ``lexical`` is that BM25 term alone (what lexical candidates rank by), else None."""
         lexical = getattr(self.net, "lexical_query", None)
         query = lexical(self.texts(queries, paths), paths) if lexical is not None else None
         if query is None:
-            return None
-        return lambda q, vectors, tokens: self.net.score(q, vectors, query, tokens)
+            return None, None
+        return (lambda q, vectors, tokens: self.net.score(q, vectors, query, tokens)), LexicalTerm(
+            self.net.lexical, query
+        )
 
 
 def rank_queries(
@@ -145,10 +152,11 @@ def rank_queries(
     """The one ranking of category queries over an index (``clipita search`` and ``clipita gallery``): each query's
     catalogue path resolved on the index's tree, its vector from the checkpoint's query encoder, and the model's
     scorer (a lexical model's BM25 term included), as the test scores, in the exact scan and in the re-ranking of
-    FAISS's candidates alike (``topk_options``: :meth:`SearchIndex.topk`'s). Returns ``(paths, scores, rows)``."""
+    FAISS's candidates alike, lexical candidates joining FAISS's where the BM25 term is live (``topk_options``:
+    :meth:`SearchIndex.topk`'s). Returns ``(paths, scores, rows)``."""
     paths = [resolve_category(query, index.tree) for query in queries]
-    score = encoder.scorer(queries, paths)
-    scores, rows = index.topk(encoder.encode(queries, paths), k, score=score, **topk_options)
+    score, lexical = encoder.scorer(queries, paths)
+    scores, rows = index.topk(encoder.encode(queries, paths), k, score=score, lexical=lexical, **topk_options)
     return paths, scores, rows
 
 
@@ -266,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--faiss_depth",
         type=int,
         default=None,
-        help="FAISS candidates re-ranked per query (default max(10 k, 200))",
+        help="FAISS candidates re-ranked per query, and as many BM25 ones when the checkpoint has a BM25 weight "
+        "(default max(10 k, 200))",
     )
     parser.add_argument("--ef_search", type=int, default=None, help="FAISS HNSW beam (default: as built)")
     parser.add_argument(

@@ -4,7 +4,8 @@ the exact (float32 or float16 + re-ranking) and FAISS top-k scans over it (:clas
 FAISS is a candidate generator: it returns the best :func:`faiss_depth` products by the dense dot product, and those
 candidates are re-ranked with the model's full score (the ``score`` function :meth:`SearchIndex.topk` is given,
 ``ClipIta.score`` with the queries' BM25 side: the same function the test evaluation scores with), so a FAISS
-search ranks as the exact scan wherever the exact top ``k`` lies within the candidates.
+search ranks as the exact scan wherever the exact top ``k`` lies within the candidates. When the score has a BM25
+term, the best ``faiss_depth`` products by that term alone join the candidates (:func:`lexical_candidates`).
 
 Only the current index format (:data:`INDEX_VERSION`: per-shard arrays under ``shards/``) is read; an index written
 by an older ``clipita index`` is refused with one line, as old checkpoints are.
@@ -28,7 +29,14 @@ from clipita_core.paths import CategoryPath
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
-from .faiss_index import ScoreFn, faiss_depth, rerank_topk
+from .faiss_index import (
+    LexicalTerm,
+    ScoreFn,
+    faiss_depth,
+    lexical_candidates,
+    rerank_topk,
+    union_candidates,
+)
 from .index import FAISS_NAME, INDEX_JSON, INDEX_VERSION
 from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
 from .parquet_rows import count_parquet_values, read_parquet_rows
@@ -304,14 +312,16 @@ class SearchIndex:
         scan: ScanDtype = "float32",
         score: ScoreFn | None = None,
         depth: int | None = None,
+        lexical: LexicalTerm | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Best ``k`` product rows per query by dot product (or by ``score``).
 
         Args:
             query_emb: ``[Q, D]`` category embeddings.
             k: results per query (at most the index size).
-            use_faiss: take the FAISS index's best ``depth`` products by dot product as candidates and re-rank
-                them by ``score`` (:func:`rerank_topk`) instead of scanning every product.
+            use_faiss: take the FAISS index's best ``depth`` products by dot product as candidates (with
+                ``lexical``, and each query's best ``depth`` by its BM25 term: :func:`lexical_candidates`) and
+                re-rank them by ``score`` (:func:`rerank_topk`) instead of scanning every product.
             chunk_size: products scored at once.
             ef_search: HNSW beam override (default: the stored beam, at least ``depth``).
             nprobe: IVF lists override.
@@ -322,7 +332,9 @@ class SearchIndex:
             scan: without ``score``: ``float32``, the exact scan (:func:`running_topk`) of the memory-mapped
                 float32 shards; ``float16``, a half-precision scan of the shards' float16 arrays for a shortlist,
                 re-scored in float32 (:func:`half_scan_topk`): about half the memory traffic.
-            depth: FAISS candidates per query (:func:`faiss_depth`).
+            depth: FAISS candidates per query (:func:`faiss_depth`), and as many lexical ones.
+            lexical: the BM25 term of ``score`` alone (``None`` when it has none): with ``use_faiss``, the
+                products it ranks best join FAISS's candidates; the exact scans ignore it (``score`` holds it).
 
         Returns:
             ``(scores [Q, k'], rows [Q, k'])`` best first; FAISS pads missing results with row ``-1``.
@@ -333,7 +345,7 @@ class SearchIndex:
             )
         k = min(k, len(self))
         tokens = None
-        if score is not None:
+        if score is not None or lexical is not None:
             if not self.has_array(LEXICAL_TOKENS):
                 raise ValueError(
                     f"{self.folder} stores no lexical tokens but the checkpoint scores with a BM25 term; rebuild the "
@@ -350,6 +362,10 @@ class SearchIndex:
                 _, candidates = index.search(
                     np.ascontiguousarray(query_emb.detach().float().cpu().numpy()), depth
                 )
+                if lexical is not None:
+                    candidates = union_candidates(
+                        candidates, lexical_candidates(lexical, tokens, depth, chunk_size)
+                    )
                 return rerank_topk(query_emb.cpu(), candidates, self.embeddings, tokens, k, score, chunk_size)
             if score is not None:
                 return scored_topk(query_emb, self.embeddings, tokens, k, score, chunk_size)
