@@ -7,8 +7,11 @@ built-in generated sample catalogue (small images, a few epochs, no refit), inde
 index, and ranks every category of the tree (seen and unseen) three ways:
 
 * exact: every product scored with the model's full score (``clipita search``);
-* FAISS re-ranked: FAISS's best ``depth`` products by the dense dot product, re-ranked with the full score
-  (``clipita search --faiss --faiss_depth depth``), for several depths;
+* FAISS re-ranked, dense candidates only: FAISS's best ``depth`` products by the dense dot product, re-ranked with
+  the full score (what ``clipita search --faiss --faiss_depth depth`` did before lexical candidates), for several
+  depths;
+* FAISS re-ranked with lexical candidates (``clipita search --faiss --faiss_depth depth``): where a query's BM25
+  weight is non-zero, its best ``depth`` products by the BM25 term alone join the dense candidates;
 * FAISS alone (the dense top 10, what ``clipita search --faiss`` returned before the re-ranking).
 
 Reported per depth: the recall of the exact top 10 (mean share of its products found) and the share of identical top
@@ -27,10 +30,12 @@ from pathlib import Path
 import torch
 
 from clipita.experiment import fit_and_test
+from clipita.faiss_index import lexical_candidates
 from clipita.index import index
 from clipita.search import CategoryEncoder, rank_queries, resolve_category
 from clipita.search_index import SearchIndex
 from clipita_core.paths import format_path
+from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.checkpointing import KEY
 from lightning_modules.scoring import NOVEL_LEXICAL_WEIGHT, SEEN_LEXICAL_WEIGHT
 
@@ -79,20 +84,38 @@ def measure(folder: Path, ckpt: str | Path, depths: list[int]) -> dict:
         same = sum(torch.equal(r, e) for r, e in zip(rows, exact, strict=True))
         return {"recall@10": round(recall / len(queries), 4), "identical": f"{same}/{len(queries)}"}
 
-    lexical = encoder.net.lexical_weights()
     paths = [resolve_category(q, idx.tree) for q in queries]  # as rank_queries resolves them
     alone = idx.faiss_index().search(encoder.encode(queries, paths).numpy(), K)[1]
     out = {
-        "lexical_weights": lexical,
+        "lexical_weights": encoder.net.lexical_weights(),
         "exact_ms_per_query": exact_ms,
         "faiss_alone": compare(torch.from_numpy(alone)),
-        "depths": {},
+        "dense candidates": {},
+        "with lexical candidates": {},
     }
     for depth in depths:
+        started = (
+            time.perf_counter()
+        )  # the ranking before lexical candidates: rank_queries without its BM25 term
+        score, lexical = encoder.scorer(queries, paths)
+        _, rows = idx.topk(encoder.encode(queries, paths), K, use_faiss=True, depth=depth, score=score)
+        seconds = time.perf_counter() - started
+        out["dense candidates"][depth] = {
+            **compare(rows),
+            "ms_per_query": round(1000 * seconds / len(queries), 2),
+        }
         started = time.perf_counter()
         _, _, rows = rank_queries(idx, encoder, queries, K, use_faiss=True, depth=depth)
         seconds = time.perf_counter() - started
-        out["depths"][depth] = {**compare(rows), "ms_per_query": round(1000 * seconds / len(queries), 2)}
+        added = 0.0
+        if lexical is not None:  # mean lexical candidates per query (before the union with the dense ones)
+            found = lexical_candidates(lexical, idx.array(LEXICAL_TOKENS), min(depth, len(idx)))
+            added = float((found >= 0).sum()) / len(queries)
+        out["with lexical candidates"][depth] = {
+            **compare(rows),
+            "ms_per_query": round(1000 * seconds / len(queries), 2),
+            "lexical_candidates_per_query": round(added, 1),
+        }
     return out
 
 
