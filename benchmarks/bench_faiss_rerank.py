@@ -4,7 +4,7 @@
 
 Fits the adaptive recipe (``experiments/clip_ita_adaptive.yaml``: title, BM25, image-only and tree terms) on the
 built-in generated sample catalogue (small images, a few epochs, no refit), indexes every split with an HNSW FAISS
-index, and ranks every category of the tree (seen and unseen) three ways:
+index, and ranks every category of the tree (seen and unseen) four ways:
 
 * exact: every product scored with the model's full score (``clipita search``);
 * FAISS re-ranked, dense candidates only: FAISS's best ``depth`` products by the dense dot product, re-ranked with
@@ -16,8 +16,9 @@ index, and ranks every category of the tree (seen and unseen) three ways:
 
 Reported per depth: the recall of the exact top 10 (mean share of its products found) and the share of identical top
 10 lists (same products, same order; rows tied in score may swap), and the time per query (query encoding
-included), under the checkpoint's chosen record and with its BM25 weights forced to 1.0
-(a catalogue whose choice leans on BM25, as the fashion checkpoint's novel weight of 1.0 did).
+included; with lexical candidates, how many there were per query), under the checkpoint's chosen record and with its
+BM25 weights forced to 1.0 (a catalogue whose choice leans on BM25, as the fashion checkpoint's novel weight of 1.0
+did).
 """
 
 from __future__ import annotations
