@@ -212,3 +212,10 @@ def union_candidates(*candidates: np.ndarray) -> np.ndarray:
     repeat = np.zeros(merged.shape, dtype=bool)
     repeat[:, 1:] = merged[:, 1:] == merged[:, :-1]
     return np.where(repeat, -1, merged)
+
+
+def with_lexical_candidates(
+    candidates: np.ndarray, lexical: LexicalTerm, tokens: Any, depth: int, chunk_size: int = 65536
+) -> np.ndarray:
+    """FAISS's ``candidates`` (``[Q, M]``) joined by each query's :func:`lexical_candidates` (best ``depth``)."""
+    return union_candidates(candidates, lexical_candidates(lexical, tokens, depth, chunk_size))

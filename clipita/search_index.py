@@ -5,7 +5,7 @@ FAISS is a candidate generator: it returns the best :func:`faiss_depth` products
 candidates are re-ranked with the model's full score (the ``score`` function :meth:`SearchIndex.topk` is given,
 ``ClipIta.score`` with the queries' BM25 side: the same function the test evaluation scores with), so a FAISS
 search ranks as the exact scan wherever the exact top ``k`` lies within the candidates. When the score has a BM25
-term, the best ``faiss_depth`` products by that term alone join the candidates (:func:`lexical_candidates`).
+term, the best ``faiss_depth`` products by that term alone join the candidates (:func:`with_lexical_candidates`).
 
 Only the current index format (:data:`INDEX_VERSION`: per-shard arrays under ``shards/``) is read; an index written
 by an older ``clipita index`` is refused with one line, as old checkpoints are.
@@ -29,14 +29,7 @@ from clipita_core.paths import CategoryPath
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
-from .faiss_index import (
-    LexicalTerm,
-    ScoreFn,
-    faiss_depth,
-    lexical_candidates,
-    rerank_topk,
-    union_candidates,
-)
+from .faiss_index import LexicalTerm, ScoreFn, faiss_depth, rerank_topk, with_lexical_candidates
 from .index import FAISS_NAME, INDEX_JSON, INDEX_VERSION
 from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
 from .parquet_rows import count_parquet_values, read_parquet_rows
@@ -320,7 +313,7 @@ class SearchIndex:
             query_emb: ``[Q, D]`` category embeddings.
             k: results per query (at most the index size).
             use_faiss: take the FAISS index's best ``depth`` products by dot product as candidates (with
-                ``lexical``, and each query's best ``depth`` by its BM25 term: :func:`lexical_candidates`) and
+                ``lexical``, and each query's best ``depth`` by its BM25 term: :func:`with_lexical_candidates`) and
                 re-rank them by ``score`` (:func:`rerank_topk`) instead of scanning every product.
             chunk_size: products scored at once.
             ef_search: HNSW beam override (default: the stored beam, at least ``depth``).
@@ -363,9 +356,7 @@ class SearchIndex:
                     np.ascontiguousarray(query_emb.detach().float().cpu().numpy()), depth
                 )
                 if lexical is not None:
-                    candidates = union_candidates(
-                        candidates, lexical_candidates(lexical, tokens, depth, chunk_size)
-                    )
+                    candidates = with_lexical_candidates(candidates, lexical, tokens, depth, chunk_size)
                 return rerank_topk(query_emb.cpu(), candidates, self.embeddings, tokens, k, score, chunk_size)
             if score is not None:
                 return scored_topk(query_emb, self.embeddings, tokens, k, score, chunk_size)
