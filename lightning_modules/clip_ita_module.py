@@ -103,7 +103,7 @@ class ClipItaModule(L.LightningModule):
         self.kept_retrieval: dict | None = None  # a scorer choice kept instead of re-chosen (see keep_scorer)
         self.net = net
         self.loss = InfoNCELoss() if loss is None else loss
-        LOSSES.check(type(self.loss).__name__)  # a loss class not registered in LOSSES is refused, naming them
+        LOSSES.check(type(self.loss).__name__)  # an unregistered loss class is refused, naming the registered
         self.metrics = torch.nn.ModuleDict(
             {
                 stage: CategoryRetrievalMetrics(max_rank=eval_max_rank, ap_normalization="min_r_k")
