@@ -42,6 +42,10 @@ class Registry(Generic[T]):
         self._entries[name] = value
         return value
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return its object (for an entry registered only for a while, e.g. in a test)."""
+        return self._entries.pop(self.check(name))
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`add`: ``@FUSIONS.register("mine")`` above a class or function."""
         return lambda value: self.add(name, value)
@@ -52,7 +56,9 @@ class Registry(Generic[T]):
 
     @property
     def literal(self) -> Any:
-        """``Literal[name, ...]`` of the registered names (for signatures jsonargparse reads)."""
+        """``Literal[name, ...]`` of the names registered now. As a postponed annotation (``fusion:
+        FUSIONS.literal`` under ``from __future__ import annotations``) it is evaluated when jsonargparse builds a
+        parser, so an option follows every entry registered before then, and ``--help`` lists them."""
         return Literal[self.names]
 
     def check(self, name: Any) -> str:

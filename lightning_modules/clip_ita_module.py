@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from .checkpointing import restore_module_state, write_checkpoint
-from .losses import InfoNCELoss
+from .losses import LOSSES, InfoNCELoss
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
 from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals, weight_key
@@ -30,9 +30,8 @@ class ClipItaModule(L.LightningModule):
 
     Args:
         net: the retrieval network (its options: see :class:`ClipIta`).
-        loss: the contrastive objective: ``InfoNCELoss`` (one-hot targets, the paper), ``MultiPositiveInfoNCELoss``
-            (same-category/relevant pairs are positives) or ``HierarchicalInfoNCELoss`` (graded ancestor targets + a
-            term over every category seen in training). Default: ``InfoNCELoss()``.
+        loss: the contrastive objective, a loss registered in ``LOSSES`` (``lightning_modules/losses/``; each
+            class's own help: ``--model.loss.help NAME``). Default: ``InfoNCELoss()`` (one-hot targets, the paper).
         lr: AdamW learning rate of heads, fusion and the temperature.
         encoder_lr: learning rate of fine-tuned towers.
         weight_decay: AdamW weight decay.
@@ -104,6 +103,7 @@ class ClipItaModule(L.LightningModule):
         self.kept_retrieval: dict | None = None  # a scorer choice kept instead of re-chosen (see keep_scorer)
         self.net = net
         self.loss = InfoNCELoss() if loss is None else loss
+        LOSSES.check(type(self.loss).__name__)  # an unregistered loss class is refused, naming the registered
         self.metrics = torch.nn.ModuleDict(
             {
                 stage: CategoryRetrievalMetrics(max_rank=eval_max_rank, ap_normalization="min_r_k")

@@ -38,7 +38,7 @@ from clipita_core.paths import CategoryText, category_text_of
 from clipita_core.vocabulary import Modality, attribute_texts
 
 from .components.attribute_pooling import AttributePooling, PoolingType
-from .components.fusion import FusionType, check_modalities, create_fusion
+from .components.fusion import FUSIONS, check_modalities, create_fusion
 from .components.image_encoder import OFFLINE_EFFICIENTNET_LITE0, ImageEncoder
 from .components.projection_head import HeadType, create_head
 from .components.text_encoder import OFFLINE_MINILM, TextEncoder
@@ -87,7 +87,7 @@ class ClipIta(RetrievalScorer, nn.Module):
         train_image_encoder: fine-tune the image tower (needs raw batches: ``data.use_features: false``).
         train_text_encoder: fine-tune the text tower (titles, attributes, category names).
         embed_dim: width of the shared embedding space.
-        fusion: ``concat`` (the paper), ``weighted_sum`` or ``gated``.
+        fusion: ``concat`` (the paper) or another name registered in ``FUSIONS`` (``components/fusion.py``).
         fusion_weights: initial/fixed modality weights for ``weighted_sum``, e.g. ``{image: 0.5, title: 0.3,
             attributes: 0.2}`` (renormalised).
         learnable_fusion_weights: learn the ``weighted_sum`` weights.
@@ -138,7 +138,7 @@ class ClipIta(RetrievalScorer, nn.Module):
         train_image_encoder: bool = False,
         train_text_encoder: bool = False,
         embed_dim: int = 256,
-        fusion: FusionType = "concat",
+        fusion: FUSIONS.literal = "concat",  # the names registered when the parser is built
         fusion_weights: dict[str, float] | None = None,
         learnable_fusion_weights: bool = False,
         head_type: HeadType = "mlp",

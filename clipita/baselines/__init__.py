@@ -19,11 +19,12 @@ from .gallery import TestGallery, load_test_gallery
 from .harness import BaselineNotRun, BaselineResult, evaluate_scores
 from .image_zero_shot import image_zero_shot_chunks, image_zero_shot_scores
 from .random_scores import random_chunks, random_scores
-from .registry import BASELINES, run_baseline
+from .registry import BASELINES, Baseline, run_baseline
 from .title_zero_shot import title_zero_shot_chunks, title_zero_shot_scores
 
 __all__ = [
     "BASELINES",
+    "Baseline",
     "BaselineNotRun",
     "BaselineResult",
     "TestGallery",

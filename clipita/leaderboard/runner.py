@@ -17,9 +17,6 @@ from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_pe
 # (key, column label, ceiling key shown beside it)
 from .spec import ERROR_KS, LeaderboardSpec, RowSpec, resolve_path
 
-# product text each baseline reads (the leakage warning names the rows reading leaked text)
-BASELINE_TEXT = {"bm25": ("title",), "title_zero_shot": ("title",)}
-
 
 def _manifest_leakage(datamodule: Any) -> dict[str, Any]:
     manifest = getattr(datamodule, "manifest", None) or {}
@@ -67,10 +64,10 @@ class _Runner:
         return self.galleries[key]
 
     def baseline(self, row: RowSpec, seed: int) -> tuple[RowSeedResult, SeedContext]:
-        from clipita.baselines import run_baseline
+        from clipita.baselines import BASELINES, run_baseline
 
         gallery = self.gallery(row, seed)
-        self.row_text[row.name] = list(BASELINE_TEXT.get(row.baseline, ()))
+        self.row_text[row.name] = list(BASELINES[row.baseline].reads)
         self.leakage = self.leakage or dict(getattr(gallery, "leakage", {}) or {})
         result = run_baseline(row.baseline, gallery, row.options)
         context = SeedContext(

@@ -151,10 +151,11 @@ def load_spec(path: str) -> LeaderboardSpec:
         )
         if bool(row.baseline) == bool(row.fit):
             raise ValueError(f"{file}: row {row.name!r} needs exactly one of 'baseline' or 'fit'")
-        if row.baseline and row.baseline not in BASELINES:
-            raise ValueError(
-                f"{file}: row {row.name!r}: unknown baseline {row.baseline!r}; one of {list(BASELINES.names)}"
-            )
+        if row.baseline:
+            try:
+                BASELINES.check(row.baseline)
+            except ValueError as error:  # the registry's message, prefixed with the file and row
+                raise ValueError(f"{file}: row {row.name!r}: {error}") from None
         if row.checkpoint and not row.fit:
             raise ValueError(
                 f"{file}: row {row.name!r}: 'checkpoint' needs the 'fit' config it was trained with"

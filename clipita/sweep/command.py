@@ -25,8 +25,6 @@ from .study import default_storage, has_waiting, make_storage, open_study, trial
 from .trial import JOIN_ENV, join_trial, run_trial
 
 BASE_SNAPSHOT = "base_config.yaml"
-SamplerName = SAMPLERS.literal
-PrunerName = PRUNERS.literal
 
 
 def apply_cli(
@@ -79,8 +77,8 @@ def sweep(
     timeout: float | None = None,
     storage: str | None = None,
     study_name: str | None = None,
-    sampler: SamplerName | None = None,
-    pruner: PrunerName | None = None,
+    sampler: SAMPLERS.literal | None = None,  # the names registered when the parser is built
+    pruner: PRUNERS.literal | None = None,
     seed: int | None = None,
     output_dir: str | None = None,
     best_config: str | None = None,

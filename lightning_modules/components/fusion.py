@@ -155,14 +155,16 @@ class GatedFusion(_PerModalityHeads):
         return (weights.unsqueeze(-1) * parts).sum(dim=1)
 
 
+# Every fusion: a class ``(input_dims, embed_dim, head_type, hidden_dim, num_hidden_layers, dropout)`` whose
+# ``forward(features, present)`` gives the product embedding. ``model.net.fusion`` takes the names registered here
+# (its type is ``FUSIONS.literal``, read when the parser is built), so a new fusion is one class plus one entry.
 FUSIONS: Registry[type[nn.Module]] = Registry(
     "fusion", {"concat": ConcatFusion, "weighted_sum": WeightedSumFusion, "gated": GatedFusion}
 )
-FusionType = FUSIONS.literal
 
 
 def create_fusion(
-    fusion: FusionType,
+    fusion: str,
     input_dims: dict[str, int],
     embed_dim: int,
     head_type: HeadType = "mlp",
@@ -172,7 +174,7 @@ def create_fusion(
     weights: dict[str, float] | None = None,
     learnable_weights: bool = False,
 ) -> nn.Module:
-    """Build a fusion module by name (:data:`FUSIONS`): ``concat`` (the paper), ``weighted_sum`` or ``gated``."""
+    """Build a fusion module by name (a name in :data:`FUSIONS`; ``concat`` is the paper's)."""
     fusion_class = FUSIONS[fusion]
     options = dict(
         head_type=head_type, hidden_dim=hidden_dim, num_hidden_layers=num_hidden_layers, dropout=dropout

@@ -32,3 +32,6 @@ def test_unknown_and_duplicate_names_are_refused_with_the_names():
         reg.add("concat", 3)
     with pytest.raises(ValueError, match="non-empty string"):
         reg.add("", 3)
+    assert reg.remove("gated") == 2 and reg.names == ("concat",)
+    with pytest.raises(ValueError, match="unknown fusion 'gated'"):
+        reg.remove("gated")

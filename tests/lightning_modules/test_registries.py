@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from lightning_modules.components.fusion import FUSIONS, FusionType, create_fusion
+from lightning_modules.components.fusion import FUSIONS, create_fusion
 from lightning_modules.losses import LOSSES, InfoNCELoss
 from lightning_modules.model import ClipIta
 
@@ -15,7 +15,7 @@ DIMS = {"image": 4, "title": 3}
 
 
 def test_the_fusion_option_is_the_registry():
-    assert typing.get_args(FusionType) == FUSIONS.names == ("concat", "weighted_sum", "gated")
+    assert FUSIONS.names == ("concat", "weighted_sum", "gated")
     assert typing.get_args(typing.get_type_hints(ClipIta.__init__)["fusion"]) == FUSIONS.names
     for name in FUSIONS:
         assert type(create_fusion(name, DIMS, embed_dim=5, head_type="linear")) is FUSIONS[name]

@@ -35,7 +35,7 @@ from clipita.leaderboard import (
 from clipita_core.tree import CategoryTree
 from lightning_modules.metrics import adjust_p_values, paired_test
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SETTINGS = ["all", "general", "level-2", "specific", "specific_seen", "specific_unseen"]
 PATHS = [(r, m, f"{m}-leaf{k}") for r in ("R0", "R1") for m in (f"{r}a", f"{r}b") for k in range(4)]
 

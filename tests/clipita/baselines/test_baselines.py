@@ -216,7 +216,7 @@ def test_tiny_leaderboard_baselines_are_unchanged_by_streaming(tmp_path, monkeyp
     from clipita.baselines import load_test_gallery
     from datamodules.feature_split import FeatureSplit
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     streamed = load_test_gallery(
         str(repo / "experiments" / "quickstart.yaml"),
         tiny_overrides({"data.work_dir": str(tmp_path / "work")}),

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from conftest import tiny_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 TINY = tiny_config({"trainer.enable_model_summary": False, "test_after_fit": False})
 

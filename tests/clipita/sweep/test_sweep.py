@@ -25,7 +25,7 @@ from clipita.sweep.space import (
 from clipita.sweep.spec import load_sweep_spec, make_pruner, make_sampler
 from clipita.sweep.study import make_storage
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 TINY = tiny_config({"trainer.max_epochs": 3, "trainer.enable_model_summary": False, "test_after_fit": False})
 ALL = ["image", "title", "attributes"]

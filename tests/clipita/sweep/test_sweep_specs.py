@@ -12,7 +12,7 @@ from clipita.experiment import read_fit_config, section
 from clipita.sweep.spec import load_sweep_spec
 from lightning_modules import ClipIta, ClipItaModule
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
 
