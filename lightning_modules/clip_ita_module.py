@@ -141,7 +141,8 @@ class ClipItaModule(L.LightningModule):
     def validation_groups(self) -> dict[str, torch.Tensor]:
         """The test's settings, with the leaves split by what the *network* trained on: ``specific_seen``
         (trained leaves) and ``specific_novel`` (leaves it never trained on that have validation products: the
-        pseudo-novel ones). The test's unseen leaves have no validation product and are left out."""
+        pseudo-novel ones). The test's unseen leaves have no validation product in any split mode (the split puts
+        them in test only: ``datamodules.splits.test_only``), so no choice made on validation sees them."""
         groups = {k: v for k, v in self.settings.items() if k not in ("specific_seen", "specific_unseen")}
         if "specific" in groups and self.category_paths:
             novel = self.net.novel_mask(self.category_texts, self.category_paths)
