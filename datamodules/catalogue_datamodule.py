@@ -19,6 +19,7 @@ from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
 from datamodules.sharding import load_manifest, modalities_present, shard_catalogue, shard_urls
+from datamodules.splits import SPLIT_RULES
 
 SAMPLE = "sample"
 REQUEST_NAME = "shard_request.json"
@@ -50,7 +51,11 @@ class CatalogueDataModule(L.LightningDataModule):
         split_seed: seed of the product split and of the unseen-category choice.
         val_fraction: share of each seen category's products in ``val``.
         test_fraction: share of each seen category's products in ``test``.
-        unseen_fraction: share of leaf categories held out of training (all their products go to ``test``).
+        unseen_fraction: share of leaf categories held out of training (all their products go to ``test``). With a
+            folder tree's own ``split_folders`` no leaf is drawn: the leaves with no ``train`` product are the
+            unseen ones, and their ``val`` products go to ``test`` too. In every split mode the ``val`` split holds
+            no product of an unseen leaf (:mod:`datamodules.splits`), so nothing chosen on validation (scorer
+            weights, tree terms, mixing coefficients) has seen a test category.
         pseudo_novel_fraction: share of the remaining (seen) leaves held out of training as validation-only
             categories: their products go to ``val`` (and their usual share to ``test``), never to ``train``, so
             validation measures categories the model never trained on (``val/specific_novel/...``). The unseen
@@ -157,6 +162,7 @@ class CatalogueDataModule(L.LightningDataModule):
             "test_fraction": h.test_fraction,
             "unseen_fraction": h.unseen_fraction,
             **({"pseudo_novel_fraction": h.pseudo_novel_fraction} if h.get("pseudo_novel_fraction") else {}),
+            "split_rules": SPLIT_RULES,  # shards split under older rules are split again
         }
         sample = self._sample_key()
         if sample is not None:  # a regenerated sample (another size or title mode) is another catalogue

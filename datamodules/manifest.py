@@ -112,6 +112,22 @@ def modalities_present(manifest: dict[str, Any]) -> list[str]:
     return names
 
 
+def split_mode(manifest: dict[str, Any]) -> str:
+    """What the split did, in words (:mod:`datamodules.splits`): drawn, or the catalogue's own folders, and where
+    the unseen leaves went (test only, in every mode, so no choice made on validation sees them)."""
+    unseen = len(manifest["unseen_categories"])
+    if manifest.get("split_source") == "folders":
+        moved = manifest.get("moved_to_test", 0)
+        return (
+            f"split as the catalogue's own train/val/test folders; {unseen} leaf categories with no train product "
+            f"are unseen and in test only ({moved:,} of their val products moved to test, so validation choices "
+            "never see them)"
+        )
+    fraction = manifest.get("fractions", {}).get("unseen")
+    drawn = f" (unseen_fraction {fraction:g})" if fraction is not None else ""
+    return f"split drawn by seed {manifest.get('seed', '?')}; {unseen} unseen leaf categories{drawn} are in test only"
+
+
 def summarize(manifest: dict[str, Any], output_dir: str, seconds: float | None = None) -> str:
     """One paragraph: what was sharded where, per split, and what was skipped by reason."""
     splits = manifest["splits"]
@@ -123,7 +139,7 @@ def summarize(manifest: dict[str, Any], output_dir: str, seconds: float | None =
     text = (
         f"Sharded {manifest['sharded']:,} of {manifest['input_rows']:,} rows of catalogue "
         f"{manifest['schema'].get('name', '?')!r} into {output_dir}: {', '.join(parts)}; "
-        f"{len(manifest['unseen_categories'])} unseen leaf categories are in test only."
+        f"{split_mode(manifest)}."
     )
     if manifest.get("pseudo_novel_categories"):
         text += (

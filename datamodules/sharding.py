@@ -264,6 +264,9 @@ def write_shards(  # noqa: C901 - read, split, write, describe
             split_of=spool.split,
         )
         input_rows = len(spool) + len(skipped)
+        moved_to_test = sum(
+            spool.split(line) in ("train", "val") for line in splits["test"]
+        )  # splits.test_only
 
         # 3. Write shards, split by split, reading each record back from the spool, and hash what was written.
         limits = schema.image_limits()  # the checks the images passed hold again when they are re-read
@@ -323,6 +326,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe
             "pseudo_novel": pseudo_novel_fraction,
         },
         "split_source": "folders" if schema.split_folders else "drawn",
+        "moved_to_test": moved_to_test,
         "shard_size": shard_size,
         "input_rows": input_rows,
         "sharded": sharded,

@@ -1,21 +1,28 @@
 """How sharded products are split into train / val / test (reproducible from a seed).
 
-Two ways:
+Two split modes, one rule over both:
 
 1. **Drawn** (tables, and folder trees without ``split_folders``): ``unseen_fraction`` of the leaf categories
    (rounded up; at least one when there are two or more leaves, never all of them) are held out as *unseen*: all
    their products go to ``test``, none to ``train``/``val``. The other products are split per category path
    into ``train``/``val``/``test`` by ``val_fraction`` and ``test_fraction`` (stratified; a category's expected
    share is rounded at random, and every category keeps at least one product in ``train``).
-   Optionally ``pseudo_novel_fraction`` of the *remaining* (seen) leaves are held out of training as
-   validation-only categories (:func:`choose_pseudo_novel`): they are split exactly as a seen leaf would be (same
-   random draws, so ``test`` is unchanged), then their would-be ``train`` products go to ``val`` instead. They are
-   drawn from their own random stream after the unseen draw, so the unseen leaves, the ``test`` split and its order
-   are the same for the same seed whatever the fraction. Validation can then measure the model on categories it
-   never trained on (the *novel* case) without touching the test's unseen leaves.
 2. **The catalogue's own** (a folder tree with ``split_folders: true``): every product stays in the split
-   folder it came from. No leaf is held out on purpose; the leaves with no product in ``train`` (present only
-   in ``val``/``test``) are the unseen categories, since no model trains on them.
+   folder it came from, but for the rule below. No leaf is held out on purpose; the leaves with no product in
+   ``train`` are the unseen categories, since no model trains on them.
+
+In both modes ``pseudo_novel_fraction`` of the *seen* leaves can be held out of training as validation-only
+categories (:func:`choose_pseudo_novel`): their would-be ``train`` products go to ``val`` instead (drawn: they are
+split exactly as a seen leaf would be, same random draws, so ``test`` is unchanged). They are drawn from their own
+random stream after the unseen draw, so the unseen leaves, the ``test`` split and its order are the same for the
+same seed whatever the fraction. Validation can then measure the model on categories it never trained on (the
+*novel* case) without touching the test's unseen leaves.
+
+**The rule: unseen leaves are in test only** (:func:`test_only`). Every choice made on validation (the scorer's
+signal weights, its tree terms, any mixing coefficient) reads the ``val`` split, so no product of an unseen leaf
+may be there: in the catalogue's own split, a ``val`` product of a leaf with no ``train`` product moves to
+``test`` (``manifest.json`` counts them, ``moved_to_test``). Drawn splits never put one there, so they are
+unchanged. This is the one place the validation product set is decided; everything downstream inherits it.
 
 Within a split, records are in a seeded random order.
 """
@@ -31,6 +38,8 @@ from typing import Any, TypeVar
 from clipita_core.paths import CategoryPath
 from clipita_core.tree import CategoryTree
 from clipita_core.vocabulary import SPLITS
+
+SPLIT_RULES = 2  # the version of these rules: shards drawn under an older one are drawn again (2: test_only)
 
 Item = TypeVar("Item")  # a record, or anything standing for one (the shard writer's spool line numbers)
 
@@ -177,6 +186,29 @@ def own_splits(
     return out, unseen
 
 
+def test_only(
+    splits: dict[str, list[Item]],
+    unseen: Sequence[CategoryPath],
+    rng: random.Random,
+    category_of: Callable[[Item], CategoryPath] = _category,
+) -> int:
+    """Move every ``train``/``val`` product of an ``unseen`` leaf to ``test`` (in place); returns how many moved.
+
+    ``test`` is reshuffled by ``rng`` only when something moved (a drawn split, which never puts one elsewhere,
+    keeps its order)."""
+    held = set(unseen)
+    moved = 0
+    for split in ("train", "val"):
+        out = [r for r in splits[split] if category_of(r) in held]
+        if out:
+            splits[split] = [r for r in splits[split] if category_of(r) not in held]
+            splits["test"].extend(out)
+            moved += len(out)
+    if moved:
+        rng.shuffle(splits["test"])
+    return moved
+
+
 def draw_splits(
     records: Sequence[Item],
     split_folders: bool,
@@ -193,7 +225,8 @@ def draw_splits(
     Args:
         records: Good records in input order, or anything standing for them with ``category_of`` and ``split_of``
             (the shard writer passes its spool's line numbers).
-        split_folders: Keep each record in its own split folder (:func:`own_splits`) instead of drawing.
+        split_folders: Keep each record in its own split folder (:func:`own_splits`) instead of drawing (the
+            unseen leaves' ``val`` products then move to ``test``: :func:`test_only`).
         seed: Seed of the draw and of the order within each split.
         val_fraction: See :func:`assign_splits`.
         test_fraction: See :func:`assign_splits`.
@@ -233,4 +266,5 @@ def draw_splits(
             pseudo_novel_order=novel_rng,
             category_of=category_of,
         )
+    test_only(splits, unseen, random.Random(f"test-only:{seed}"), category_of)  # every mode: the one rule
     return splits, unseen, pseudo_novel, tree

@@ -94,11 +94,7 @@ class ClipItaModule(L.LightningModule):
                 f"model.image_loss_weight must be > 0 with model.net.image_evidence (it trains the image-only "
                 f"head), got {image_loss_weight}"
             )
-        self.scorer_selection = (
-            ScorerSelection(scorer_grid, network_signals(net), scorer_min_queries, choose_taxonomy)
-            if choose_scorer
-            else None
-        )
+        self.scorer_selection = self._scorer_selection(net)
         self.lexical_query = None  # the lexical side of this evaluation's queries (ClipIta.lexical_query)
         self.kept_retrieval: dict | None = None  # a scorer choice kept instead of re-chosen (see keep_scorer)
         self.net = net
@@ -121,6 +117,20 @@ class ClipItaModule(L.LightningModule):
         ] = {}  # stage -> {metric: [Q]} of the last evaluation
         self.rankings: dict[str, torch.Tensor] = {}  # stage -> [Q, max_rank] product indices (error analysis)
 
+    def _scorer_selection(self, net: ClipIta) -> ScorerSelection | None:
+        """The validation-time chooser of ``net``'s signal weights (None without ``choose_scorer`` or signals)."""
+        h, signals = self.hparams, network_signals(net)
+        if not (h.choose_scorer and signals):
+            return None
+        return ScorerSelection(h.scorer_grid, signals, h.scorer_min_queries, h.choose_taxonomy)
+
+    def use_network(self, net: ClipIta) -> None:
+        """Replace the network before anything is fitted or evaluated (``clipita.modalities`` rebuilds an
+        ``adapt_modalities`` network for the catalogue's modalities); the scorer choice follows its signals (a
+        signal left out, e.g. the title match without titles, is not chosen)."""
+        self.net = net
+        self.scorer_selection = self._scorer_selection(net)
+
     # --------------------------------------------------------------------------------------------- the tree
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self.trainer else None
@@ -141,7 +151,8 @@ class ClipItaModule(L.LightningModule):
     def validation_groups(self) -> dict[str, torch.Tensor]:
         """The test's settings, with the leaves split by what the *network* trained on: ``specific_seen``
         (trained leaves) and ``specific_novel`` (leaves it never trained on that have validation products: the
-        pseudo-novel ones). The test's unseen leaves have no validation product and are left out."""
+        pseudo-novel ones). The test's unseen leaves have no validation product in any split mode (the split puts
+        them in test only: ``datamodules.splits.test_only``), so no choice made on validation sees them."""
         groups = {k: v for k, v in self.settings.items() if k not in ("specific_seen", "specific_unseen")}
         if "specific" in groups and self.category_paths:
             novel = self.net.novel_mask(self.category_texts, self.category_paths)

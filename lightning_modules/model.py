@@ -123,6 +123,11 @@ class ClipIta(RetrievalScorer, nn.Module):
         category_text: encode a category from its own name (``leaf``) or its full path (``path``).
         always_build_image_encoder: build the image tower even when ``image`` is not a modality (e.g. to encode an
             image cache for other models); otherwise a model without images needs no image weights.
+        adapt_modalities: build for whatever the catalogue has: a text modality that no product of the catalogue
+            has is left out of the towers (with the title match and the zero-shot mix when it is the title, and the
+            BM25 signal when no text is left), with one logged line, instead of the model being refused
+            (``clipita.modalities.check_modalities`` rebuilds the network before anything is encoded; the
+            checkpoint keeps the network as built). The adaptive recipe sets it; the paper's recipes do not.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class ClipIta(RetrievalScorer, nn.Module):
         lexical_signal: bool = False,
         category_text: CategoryText = "leaf",
         always_build_image_encoder: bool = False,
+        adapt_modalities: bool = False,
     ) -> None:
         init_args = {k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
@@ -189,6 +195,7 @@ class ClipIta(RetrievalScorer, nn.Module):
             )
         self.route_novel_categories = route_novel_categories
         self.zero_shot_weight = zero_shot_weight
+        self.adapt_modalities = adapt_modalities
         self.modalities = modalities
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder

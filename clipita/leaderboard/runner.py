@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clipita.experiment import read_fit_config, run_folder_overrides
+from datamodules.leakage import TEXT_FIELDS  # the product text a row can read
 
 from .consistency import add_consistency
 from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_per_query
@@ -24,15 +25,16 @@ def _manifest_leakage(datamodule: Any) -> dict[str, Any]:
 
 
 def _model_text(module: Any) -> list[str]:
-    """The product text fields a trained model reads: its text modalities, plus the title when it mixes in or
-    routes through the frozen title embedding."""
-    net = getattr(module, "model", module)
-    fields = [m for m in ("title", "attributes") if m in list(getattr(net, "modalities", []))]
-    if "title" not in fields and (
-        getattr(net, "zero_shot_weight", 0) or getattr(net, "route_novel_categories", False)
-    ):
-        fields.insert(0, "title")
-    return fields
+    """The product text fields a trained row reads: the text its network's towers fuse, the title when it mixes in
+    or routes through the frozen title embedding (:func:`clipita.modalities.required_modalities`), and the title and
+    attribute values its BM25 signal tokenizes (``net.lexical``)."""
+    from clipita.modalities import required_modalities
+
+    net = module.net  # the LightningModule's network (ClipItaModule.net)
+    fields = set(required_modalities(net))
+    if getattr(net, "lexical", None) is not None:
+        fields |= {"title", "attributes"}
+    return [f for f in TEXT_FIELDS if f in fields]
 
 
 class _Runner:

@@ -1,6 +1,6 @@
 """The adaptive recipe end to end on the sample: pseudo-novel validation leaves stay out of training, the scorer's
 title weights are chosen on validation and travel in the checkpoint, ``load_model`` and ``clipita search`` score
-with them exactly as the test did, and a catalogue without titles falls back to the trained towers."""
+with them exactly as the test did, and a catalogue without titles is fitted without them (no title tower, no title match)."""
 
 from __future__ import annotations
 
@@ -85,6 +85,9 @@ def test_adaptive_recipe_falls_back_to_the_towers_without_titles(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     result = fit_adaptive(tmp_path, "none")
     assert result.datamodule.modality_counts["title"]["present"] == 0
-    retrieval = load_model(result.best_checkpoint).retrieval
-    assert (retrieval["seen_title_weight"], retrieval["novel_title_weight"]) == (0.0, 0.0)
-    assert retrieval[CHOICE_KEY]["titles_present"] == 0
+    loaded = load_model(result.best_checkpoint)
+    # the recipe adapts to the catalogue: no title tower, no title match, so no title weight to choose or apply
+    assert "title" not in loaded.modalities and not loaded.route_novel_categories
+    retrieval = loaded.retrieval
+    assert "seen_title_weight" not in retrieval and "novel_title_weight" not in retrieval
+    assert retrieval[CHOICE_KEY]["titles_present"] == 0 and "title" not in retrieval[CHOICE_KEY]["signals"]

@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_sharding import build_catalogue, read_back
@@ -15,7 +16,13 @@ from test_sharding import build_catalogue, read_back
 from clipita_core.tree import CategoryTree
 from datamodules.catalogue import RawRecord
 from datamodules.sharding import shard_catalogue
-from datamodules.splits import assign_splits, choose_pseudo_novel, choose_unseen, pseudo_novel_rng
+from datamodules.splits import (
+    assign_splits,
+    choose_pseudo_novel,
+    choose_unseen,
+    draw_splits,
+    pseudo_novel_rng,
+)
 
 
 def _split(records: list[RawRecord], seed: int, fraction: float):
@@ -95,3 +102,47 @@ def test_shards_hold_pseudo_novel_leaves_out_of_train(tmp_path: Path) -> None:
     assert [tuple(p) for p in on_disk["pseudo_novel_categories"]] == held
     with pytest.raises(ValueError, match="pseudo_novel_fraction"):
         shard_catalogue(str(yaml_path), str(tmp_path / "bad"), pseudo_novel_fraction=1.0, progress=False)
+
+
+def _records_with_test_only_leaves() -> list[SimpleNamespace]:
+    """Eight leaves of 12 products, each with its own split folder (8 train, 2 val, 2 test), but ``Nut > Almond``
+    has no train product (its 8 are missing) and ``Nut > Pecan`` none in train or test: both are test-only leaves
+    with the catalogue's own split."""
+    leaves = [("Fruit", x) for x in ("Apple", "Pear", "Plum")] + [
+        ("Veg", x) for x in ("Leek", "Kale", "Bean")
+    ]
+    leaves += [("Nut", "Almond"), ("Nut", "Pecan")]
+    records = []
+    for path in leaves:
+        for j in range(12):
+            split = "train" if j < 8 else ("val" if j % 2 else "test")
+            if (path[1] == "Almond" and split == "train") or (path[1] == "Pecan" and split != "val"):
+                continue
+            records.append(SimpleNamespace(id=f"{path[1]}{j}", category=path, split=split))
+    return records
+
+
+@pytest.mark.parametrize(
+    ("split_folders", "fraction"),
+    [(False, 0.0), (False, 0.34), (True, 0.0), (True, 0.34)],
+    ids=["drawn", "drawn-pseudo-novel", "folders", "folders-pseudo-novel"],
+)
+def test_test_only_leaves_have_no_validation_product_in_any_split_mode(split_folders, fraction) -> None:
+    """Validation choices (scorer weights, tree terms, any mixing coefficient) read the val split: a leaf with no
+    training product (an unseen, test-only leaf) must have none of its products there, whatever the split mode."""
+    records = _records_with_test_only_leaves()
+    splits, unseen, held, _ = draw_splits(records, split_folders, 0, 0.2, 0.2, 0.25, fraction)
+    unseen = set(unseen)
+    assert unseen and (not split_folders or unseen == {("Nut", "Almond"), ("Nut", "Pecan")})
+    categories = {s: {r.category for r in splits[s]} for s in splits}
+    assert not unseen & categories["train"]
+    assert not unseen & categories["val"], (
+        f"val holds products of test-only leaves {unseen & categories['val']}"
+    )
+    assert unseen <= categories["test"]
+    assert not set(held) & unseen and bool(held) == (fraction > 0)
+    assert sorted(r.id for s in splits.values() for r in s) == sorted(r.id for r in records)  # none lost
+    if split_folders:  # every other product stays in its own folder
+        moved = [r for r in splits["test"] if r.split != "test"]
+        assert {r.category for r in moved} == unseen and all(r.split == "val" for r in moved)
+        assert all(r.split == "val" for r in splits["val"] if r.category not in set(held))

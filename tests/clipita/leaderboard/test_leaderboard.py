@@ -330,3 +330,32 @@ def test_leakage_warning_above_the_rows_that_read_leaked_text(synthetic_run, tmp
     warning = text.index("**Warning: label leakage.**")
     assert warning < text.index("### ") and "title: 97% of products, 30 of 31 leaves" in text
     assert "(A, B, D; marked" in text and "| C |" in text and "| A (ref) ⚠ |" in text
+
+
+def tiny_module(**net):
+    """A real ClipItaModule over a tiny network (timm's random test tower): what a trained row's runner holds."""
+    from lightning_modules.clip_ita_module import ClipItaModule
+    from lightning_modules.model import ClipIta
+
+    tiny = {"image_model": "test_efficientnet", "image_weights": "none", "image_size": 32, "embed_dim": 384}
+    return ClipItaModule(ClipIta(**tiny, **net))
+
+
+def test_trained_rows_name_the_text_they_read_and_the_leakage_warning_names_them(synthetic_run, tmp_path):
+    from clipita.leaderboard.runner import _model_text
+
+    plus = {"category_head": "residual", "zero_shot_weight": 0.5}
+    assert _model_text(tiny_module(modalities=["image"])) == []  # CLIP-I
+    assert _model_text(tiny_module(modalities=["image", "attributes"])) == ["attributes"]  # CLIP-IA
+    assert _model_text(tiny_module()) == ["title", "attributes"]  # CLIP-ITA
+    assert _model_text(tiny_module(modalities=["image", "attributes"], **plus)) == ["title", "attributes"]
+    lexical = tiny_module(modalities=["image"], image_evidence=True, lexical_signal=True)
+    assert _model_text(lexical) == ["title", "attributes"]  # its BM25 reads both
+
+    synthetic_run.row_text = {"A": _model_text(tiny_module()), "C": [], "D": ["title"]}  # A: a trained row
+    synthetic_run.leakage = {
+        "flagged_fields": ["attributes"],
+        "fields": {"attributes": {"share": 0.9, "leaves_leaking": 12, "leaves": 16}},
+    }
+    text = write_report(synthetic_run, tmp_path / "leaky")["markdown"].read_text()
+    assert "(A; marked" in text and "| A (ref) ⚠ |" in text  # the trained row, not the title-reading baseline
