@@ -75,7 +75,7 @@ def half_scan_topk(
         half_emb: ``[N, D]`` float16 rows: the index shards' ``embedding16`` arrays (memory-mapped) or an
             in-memory copy (:func:`half_precision_copy`).
         full_emb: ``[N, D]`` float32 embeddings (a tensor, a memory-mapped array or
-            :class:`~clipita.index_shards.ShardedRows`).
+            :class:`~clipita.retrieval.index_shards.ShardedRows`).
         k: results per query.
         candidates: float16 shortlist per query.
         chunk_size: products scored at once.
@@ -126,7 +126,7 @@ def _category_path(product: dict[str, Any]) -> CategoryPath:
 
 
 class IndexFormatError(ValueError):
-    """A folder that is not an index of the current format (:data:`~clipita.index.INDEX_VERSION`)."""
+    """A folder that is not an index of the current format (:data:`~clipita.retrieval.index.INDEX_VERSION`)."""
 
 
 @dataclass
@@ -137,7 +137,7 @@ class SearchIndex:
         folder: the index folder.
         info: ``index.json``.
         embeddings: float32 ``[N, D]``, memory-mapped (read-only): the shards' arrays seen as one
-            (:class:`~clipita.index_shards.ShardedRows`).
+            (:class:`~clipita.retrieval.index_shards.ShardedRows`).
         products: ``products.parquet`` (row i describes embedding row i) whole, read on first use (tests and
             small indexes); the commands read only what they need: the hits' rows (:meth:`product_rows`) and the
             category column (:meth:`category_counts`).
@@ -247,7 +247,7 @@ class SearchIndex:
         return self._category_counts
 
     def array(self, name: str) -> ShardedRows:
-        """A per-product array stored beside the embeddings (:data:`clipita.index_shards.EXTRA_ARRAYS`), row i =
+        """A per-product array stored beside the embeddings (:data:`clipita.retrieval.index_shards.EXTRA_ARRAYS`), row i =
         product i, memory-mapped."""
         if self._shards is None or name not in self._shards.arrays:
             have = list(self._shards.arrays) if self._shards is not None else []

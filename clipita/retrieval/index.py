@@ -6,13 +6,13 @@
 The catalogue comes from the DataModule arguments stored in the checkpoint's ``clipita`` record (read with
 ``weights_only=True``: no pickled code runs), or ``--fit_config``'s ``data``.
 
-Indexing is a Lightning predict job (:mod:`clipita.index_job`): every rank (``--devices``/``--num_nodes``/
+Indexing is a Lightning predict job (:mod:`clipita.retrieval.index_job`): every rank (``--devices``/``--num_nodes``/
 ``--strategy``; torchrun and SLURM launch it unchanged) embeds its share of the input shards and writes one index
 shard per input shard; a killed run resumes without re-embedding finished shards. The folder::
 
     shards/            per input shard: embedding.npy (float32 [n, D], the retrieval vectors), embedding16.npy (float16
                        copy for the half-precision scan), any extra arrays, products.parquet, ids.npy
-                       (:mod:`clipita.index_shards`); row order = products.parquet's
+                       (:mod:`clipita.retrieval.index_shards`); row order = products.parquet's
     products.parquet   id (the original product id), title ("" when none), category ("A > B > C", for display
                        only), category_path (the path as a JSON list of names: what programs read), split, shard
                        (file name in shard_dir), key (the shard key), jpg_offset, jpg_size (the JPEG's byte range
@@ -24,7 +24,7 @@ shard per input shard; a killed run resumes without re-embedding finished shards
     faiss.index        (``--faiss true``) an approximate index beside the exact one: HNSW (default) or IVF-Flat,
                        inner product
 
-Search with ``clipita search --index <folder> "Footwear > Shoes"`` (:mod:`clipita.search`).
+Search with ``clipita search --index <folder> "Footwear > Shoes"`` (:mod:`clipita.retrieval.search`).
 """
 
 from __future__ import annotations
@@ -273,9 +273,9 @@ def index(
 ) -> dict[str, Any]:
     """Embed the products of a catalogue split with a trained model into a search index folder.
 
-    A Lightning predict job (:class:`~clipita.index_job.IndexJob`): the products are read by the DataModule of the
+    A Lightning predict job (:class:`~clipita.retrieval.index_job.IndexJob`): the products are read by the DataModule of the
     run's fit config (its feature cache when ``use_features``, raw shards otherwise), every rank embeds its share of
-    the input shards and writes one index shard per input shard (:mod:`clipita.index_shards`). Shards already done
+    the input shards and writes one index shard per input shard (:mod:`clipita.retrieval.index_shards`). Shards already done
     by an earlier run with the same checkpoint and catalogue are skipped (a killed index resumes); rank 0 writes
     ``products.parquet``, ``product_ids.json``, the FAISS index and, last, ``index.json`` once every shard is there.
 

@@ -63,7 +63,7 @@ def build_faiss_index(
 
     Args:
         embeddings: the retrieval vectors (inner product = the model's dense score): an array or the index's
-            :class:`~clipita.index_shards.ShardedRows`, read ``add_chunk`` rows at a time.
+            :class:`~clipita.retrieval.index_shards.ShardedRows`, read ``add_chunk`` rows at a time.
         kind: ``hnsw`` (``IndexHNSWFlat``: graph, no training) or ``ivf`` (``IndexIVFFlat``: k-means lists).
         hnsw_m: HNSW neighbours per node.
         ef_construction: HNSW build-time beam.

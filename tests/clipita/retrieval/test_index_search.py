@@ -20,8 +20,8 @@ import webdataset as wds
 from conftest import tiny_overrides
 
 from clipita.cli import main as clipita
-from clipita.faiss_index import faiss_depth
-from clipita.index import (
+from clipita.retrieval.faiss_index import faiss_depth
+from clipita.retrieval.index import (
     INDEX_JSON,
     INDEX_VERSION,
     build_faiss_index,
@@ -30,12 +30,12 @@ from clipita.index import (
     datamodule_kwargs,
     read_shard_metadata,
 )
-from clipita.index_shards import IndexShard, IndexShards, merge_products
-from clipita.search import is_relevant, query_text, resolve_category
-from clipita.search_index import IndexFormatError, SearchIndex
+from clipita.retrieval.index_shards import IndexShard, IndexShards, merge_products
+from clipita.retrieval.search import is_relevant, query_text, resolve_category
+from clipita.retrieval.search_index import IndexFormatError, SearchIndex
 from datamodules.features import LEXICAL_TOKENS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY_FIT = tiny_overrides({"trainer.max_epochs": 2, "test_after_fit": False})
 
 
