@@ -226,6 +226,7 @@ def stage_index(args) -> dict:
     from clipita.retrieval.index import finish_index
     from clipita.retrieval.index_job import IndexJob, IndexShardBatches, index_loader, plan
     from clipita.retrieval.index_shards import IndexShards, manifest_index_shards
+    from clipita_core.index_info import IndexInfo
     from datamodules.sharding import load_manifest
 
     torch.set_num_threads(1)
@@ -262,7 +263,7 @@ def stage_index(args) -> dict:
     trainer.strategy.barrier()
     predicted = time.perf_counter()
     if trainer.is_global_zero:
-        finish_index(out, shards, {"checkpoint": "none", "tree": [], "splits": list(splits)})
+        finish_index(out, shards, IndexInfo(checkpoint="none", splits=list(splits)))
     end = time.perf_counter()
     return {"seconds": end - start, "products": len(shards.rows("embedding")), "predict_seconds": predicted - start,
             "finish_seconds": end - predicted}  # fmt: skip

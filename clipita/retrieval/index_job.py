@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipita_core.index_info import IndexShard
 from datamodules.features import LEXICAL_TOKENS, concat_rows
 
-from .index_shards import EMBEDDING, EMBEDDING16, EXTRA_ARRAYS, IndexShard, IndexShards
+from .index_shards import EMBEDDING, EMBEDDING16, EXTRA_ARRAYS, IndexShards
 from .shard_metadata import PRODUCT_COLUMNS, read_shard_metadata
 
 

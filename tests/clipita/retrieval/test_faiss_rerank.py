@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from clipita.retrieval.faiss_index import LexicalTerm, lexical_candidates, union_candidates
-from clipita.retrieval.index import INDEX_JSON, INDEX_VERSION, build_faiss_index
-from clipita.retrieval.index_shards import IndexShard, IndexShards, merge_products
+from clipita.retrieval.faiss_index import LexicalTerm, build_faiss_index, lexical_candidates, union_candidates
+from clipita.retrieval.index_shards import IndexShards, merge_products
 from clipita.retrieval.search_index import SearchIndex
+from clipita_core.index_info import INDEX_JSON, INDEX_VERSION, IndexShard
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.lexical import LexicalSignal, document_statistics
 from lightning_modules.scoring import RetrievalScorer

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from clipita.retrieval.index import PRODUCT_COLUMNS
 from clipita.retrieval.index_job import plan
-from clipita.retrieval.index_shards import IndexShard, IndexShards, ShardedRows, merge_products
+from clipita.retrieval.index_shards import IndexShards, ShardedRows, merge_products
 from clipita.retrieval.search_index import SearchIndex
+from clipita.retrieval.shard_metadata import PRODUCT_COLUMNS
+from clipita_core.index_info import IndexShard
 
 
 def products(ids: list[str]) -> pd.DataFrame:
