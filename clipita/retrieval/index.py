@@ -263,11 +263,12 @@ def index(
 ) -> IndexInfo | None:
     """Embed the products of a catalogue split with a trained model into a search index folder.
 
-    A Lightning predict job (:class:`~clipita.retrieval.index_job.IndexJob`): the products are read by the DataModule of the
-    run's fit config (its feature cache when ``use_features``, raw shards otherwise), every rank embeds its share of
-    the input shards and writes one index shard per input shard (:mod:`clipita.retrieval.index_shards`). Shards already done
-    by an earlier run with the same checkpoint and catalogue are skipped (a killed index resumes); rank 0 writes
-    ``products.parquet``, ``product_ids.json``, the FAISS index and, last, ``index.json`` once every shard is there.
+    A Lightning predict job (:class:`~clipita.retrieval.index_job.IndexJob`): the products are read by the
+    DataModule of the run's fit config (its feature cache when ``use_features``, raw shards otherwise), every rank
+    embeds its share of the input shards and writes one index shard per input shard
+    (:mod:`clipita.retrieval.index_shards`). Shards already done by an earlier run with the same checkpoint and
+    catalogue are skipped (a killed index resumes); rank 0 writes ``products.parquet``, ``product_ids.json``, the
+    FAISS index and, last, ``index.json`` once every shard is there.
 
     Args:
         ckpt: a model checkpoint written by ``clipita fit`` (e.g. ``runs/clip_ita/checkpoints/last.ckpt``).

@@ -38,7 +38,7 @@ def _as_is(item: Any) -> Any:
 
 
 def shard_products(shard_path: Path, split: str) -> pd.DataFrame:
-    """The product metadata of one input shard (``clipita.retrieval.index.PRODUCT_COLUMNS``), in record order."""
+    """The product metadata of one input shard (``shard_metadata.PRODUCT_COLUMNS``), in record order."""
     rows = read_shard_metadata(shard_path)
     for row in rows:
         row["split"] = row["split"] or split

@@ -8,7 +8,7 @@ Layout under ``<index>/shards/`` (``<stem>`` is the input shard's file name with
     <stem>.embedding.npy          float32 [n, D], ClipIta.encode_product_for_retrieval as is (exact scoring)
     <stem>.embedding16.npy        float16 [n, D], the same rows rounded (the half-precision scan reads these)
     <stem>.<extra>.npy            any extra per-product arrays (:data:`EXTRA_ARRAYS`), row r = product r
-    <stem>.products.parquet       the shard's product metadata (``clipita.retrieval.index.PRODUCT_COLUMNS``)
+    <stem>.products.parquet       the shard's product metadata (``shard_metadata.PRODUCT_COLUMNS``)
     <stem>.ids.npy                product ids, written last: its presence marks the shard done
 
 Row ``r`` of every file is the ``r``-th record of the input shard. The whole index is the concatenation of the

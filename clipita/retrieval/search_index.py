@@ -225,8 +225,8 @@ class SearchIndex:
         return self._category_counts
 
     def array(self, name: str) -> ShardedRows:
-        """A per-product array stored beside the embeddings (:data:`clipita.retrieval.index_shards.EXTRA_ARRAYS`), row i =
-        product i, memory-mapped."""
+        """A per-product array stored beside the embeddings
+        (:data:`clipita.retrieval.index_shards.EXTRA_ARRAYS`), row i = product i, memory-mapped."""
         if self._shards is None or name not in self._shards.arrays:
             have = list(self._shards.arrays) if self._shards is not None else []
             raise KeyError(f"{self.folder} stores no per-product array {name!r} (it has {have})")
