@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 
 from clipita.experiment import fit_and_test
-from clipita.faiss_index import lexical_candidates
-from clipita.index import index
-from clipita.search import CategoryEncoder, rank_queries, resolve_category
-from clipita.search_index import SearchIndex
+from clipita.retrieval.faiss_index import lexical_candidates
+from clipita.retrieval.index import index
+from clipita.retrieval.search import CategoryEncoder, rank_queries, resolve_category
+from clipita.retrieval.search_index import SearchIndex
 from clipita_core.paths import format_path
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.checkpointing import KEY

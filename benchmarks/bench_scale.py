@@ -15,11 +15,11 @@ CPU time is out of reach). Every stage runs in its own process(es), which report
   a linear image/text projection trained with in-batch InfoNCE (the data path at scale, not the full ClipIta).
 - eval: the test split streamed in chunks (``FeatureSplit.iter_chunks``), product embeddings scored against the
   category table (top-10 per category kept, chunk by chunk).
-- index: ``clipita index``'s predict job (``clipita.index_job.IndexJob``) over every split's feature rows, 1 rank
+- index: ``clipita index``'s predict job (``clipita.retrieval.index_job.IndexJob``) over every split's feature rows, 1 rank
   then 2 ranks (Lightning DDP, gloo, launched like torchrun), writing one float32 + float16 index shard per input
   shard with its product metadata (read from the shard's tar headers in the rank's ``--workers`` loader workers),
   then rank 0 assembling the index
-  (``clipita.index.finish_index``); the "network" is a fixed random projection of the image features (64-d).
+  (``clipita.retrieval.index.finish_index``); the "network" is a fixed random projection of the image features (64-d).
 - search / search16: ``SearchIndex`` over the memory-mapped index shards: 64 category queries, top 10, the exact
   float32 chunked scan, then the float16 scan of the shards' float16 arrays with float32 re-ranking.
 """
@@ -223,9 +223,10 @@ def stage_index(args) -> dict:
     import lightning as L
     import torch
 
-    from clipita.index import finish_index
-    from clipita.index_job import IndexJob, IndexShardBatches, index_loader, plan
-    from clipita.index_shards import IndexShards, manifest_index_shards
+    from clipita.retrieval.index import finish_index
+    from clipita.retrieval.index_job import IndexJob, IndexShardBatches, index_loader, plan
+    from clipita.retrieval.index_shards import IndexShards, manifest_index_shards
+    from clipita_core.index_info import IndexInfo
     from datamodules.sharding import load_manifest
 
     torch.set_num_threads(1)
@@ -262,7 +263,7 @@ def stage_index(args) -> dict:
     trainer.strategy.barrier()
     predicted = time.perf_counter()
     if trainer.is_global_zero:
-        finish_index(out, shards, {"checkpoint": "none", "tree": [], "splits": list(splits)})
+        finish_index(out, shards, IndexInfo(checkpoint="none", splits=list(splits)))
     end = time.perf_counter()
     return {"seconds": end - start, "products": len(shards.rows("embedding")), "predict_seconds": predicted - start,
             "finish_seconds": end - predicted}  # fmt: skip
@@ -273,7 +274,7 @@ def stage_search(args, scan: str = "float32") -> dict:
     metadata (read from the hits' shard tables)."""
     import torch
 
-    from clipita.search_index import SearchIndex
+    from clipita.retrieval.search_index import SearchIndex
 
     torch.set_num_threads(1)
     index = SearchIndex.load(Path(args.work) / "index-1")

@@ -34,9 +34,9 @@ PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
         "score models and baselines over split seeds, with tests",
     ),
     "sweep": ("clipita.sweep.command:sweep", "run an Optuna study over a fit config's options"),
-    "index": ("clipita.index:index", "embed a catalogue's products with a trained checkpoint"),
-    "search": ("clipita.search:main", "rank indexed products for a category name"),
-    "gallery": ("clipita.gallery:gallery", "HTML page comparing several indexes' top results"),
+    "index": ("clipita.retrieval.index:index", "embed a catalogue's products with a trained checkpoint"),
+    "search": ("clipita.retrieval.search:main", "rank indexed products for a category name"),
+    "gallery": ("clipita.retrieval.gallery:gallery", "HTML page comparing several indexes' top results"),
 }
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train a model from a config (LightningCLI; --test_after_fit tests the best checkpoint)",

@@ -11,8 +11,8 @@ import torch
 from conftest import tiny_overrides
 
 from clipita.experiment import fit_and_test
-from clipita.index import index
-from clipita.search import Searcher
+from clipita.retrieval.index import index
+from clipita.retrieval.search import Searcher
 from clipita_core.paths import format_path
 from lightning_modules import load_model
 from lightning_modules.scorer_choice import CHOICE_KEY

@@ -24,7 +24,7 @@ from PIL import Image
 
 from clipita.leaderboard import leaderboard
 from clipita.modalities import MissingModalityError, check_modalities, missing_modality_message
-from clipita.search import resolve_category
+from clipita.retrieval.search import resolve_category
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from distributed_cli import CONFIG, ddp_args, logged_metrics, run, tiny
 
-from clipita.search_index import SearchIndex
+from clipita.retrieval.search_index import SearchIndex
 
 BATCH = 8  # per rank on two ranks; one process takes 2 * BATCH
 

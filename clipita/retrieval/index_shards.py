@@ -8,7 +8,7 @@ Layout under ``<index>/shards/`` (``<stem>`` is the input shard's file name with
     <stem>.embedding.npy          float32 [n, D], ClipIta.encode_product_for_retrieval as is (exact scoring)
     <stem>.embedding16.npy        float16 [n, D], the same rows rounded (the half-precision scan reads these)
     <stem>.<extra>.npy            any extra per-product arrays (:data:`EXTRA_ARRAYS`), row r = product r
-    <stem>.products.parquet       the shard's product metadata (``clipita.index.PRODUCT_COLUMNS``)
+    <stem>.products.parquet       the shard's product metadata (``shard_metadata.PRODUCT_COLUMNS``)
     <stem>.ids.npy                product ids, written last: its presence marks the shard done
 
 Row ``r`` of every file is the ``r``-th record of the input shard. The whole index is the concatenation of the
@@ -24,15 +24,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-SHARDS_DIR = "shards"
-SHARD_META = "meta.json"
+from clipita_core.index_info import SHARD_META, SHARDS_DIR, IndexShard
+
 IDS = "ids"
 EMBEDDING = "embedding"  # float32
 EMBEDDING16 = "embedding16"  # float16
@@ -41,15 +40,6 @@ BASE_ARRAYS = (EMBEDDING, EMBEDDING16)
 
 # name -> fn(the shard's products frame) -> one row per product; written as <stem>.<name>.npy
 EXTRA_ARRAYS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {}
-
-
-@dataclass(frozen=True)
-class IndexShard:
-    """One input shard of the index: its split, file name and record count (from the manifest)."""
-
-    split: str
-    name: str
-    count: int
 
 
 def manifest_index_shards(manifest: dict, splits: Sequence[str]) -> list[IndexShard]:

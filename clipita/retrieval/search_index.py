@@ -7,8 +7,9 @@ candidates are re-ranked with the model's full score (the ``score`` function :me
 search ranks as the exact scan wherever the exact top ``k`` lies within the candidates. When the score has a BM25
 term, the best ``faiss_depth`` products by that term alone join the candidates (:func:`with_lexical_candidates`).
 
-Only the current index format (:data:`INDEX_VERSION`: per-shard arrays under ``shards/``) is read; an index written
-by an older ``clipita index`` is refused with one line, as old checkpoints are.
+The folder's ``index.json`` is read by :func:`clipita_core.index_info.read`: only the current index format (per-shard
+arrays under ``shards/``) is read; an index written by an older ``clipita index`` is refused with one line, as old
+checkpoints are. Nothing here imports the ``index`` command (nor Lightning or the DataModule).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipita_core.index_info import PRODUCTS_NAME, IndexInfo
+from clipita_core.index_info import read as read_index_info
 from clipita_core.paths import CategoryPath
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
 
 from .faiss_index import LexicalTerm, ScoreFn, faiss_depth, rerank_topk, with_lexical_candidates
-from .index import FAISS_NAME, INDEX_JSON, INDEX_VERSION
-from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, SHARDS_DIR, IndexShard, IndexShards, ShardedRows
+from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, IndexShards, ShardedRows
 from .parquet_rows import count_parquet_values, read_parquet_rows
 
 ScanDtype = Literal["float32", "float16"]
@@ -75,7 +77,7 @@ def half_scan_topk(
         half_emb: ``[N, D]`` float16 rows: the index shards' ``embedding16`` arrays (memory-mapped) or an
             in-memory copy (:func:`half_precision_copy`).
         full_emb: ``[N, D]`` float32 embeddings (a tensor, a memory-mapped array or
-            :class:`~clipita.index_shards.ShardedRows`).
+            :class:`~clipita.retrieval.index_shards.ShardedRows`).
         k: results per query.
         candidates: float16 shortlist per query.
         chunk_size: products scored at once.
@@ -125,26 +127,22 @@ def _category_path(product: dict[str, Any]) -> CategoryPath:
     return tuple(json.loads(product["category_path"]))
 
 
-class IndexFormatError(ValueError):
-    """A folder that is not an index of the current format (:data:`~clipita.index.INDEX_VERSION`)."""
-
-
 @dataclass
 class SearchIndex:
     """An index folder written by ``clipita index``: product embeddings, metadata, and optionally FAISS.
 
     Attributes:
         folder: the index folder.
-        info: ``index.json``.
+        info: ``index.json`` (:class:`~clipita_core.index_info.IndexInfo`).
         embeddings: float32 ``[N, D]``, memory-mapped (read-only): the shards' arrays seen as one
-            (:class:`~clipita.index_shards.ShardedRows`).
+            (:class:`~clipita.retrieval.index_shards.ShardedRows`).
         products: ``products.parquet`` (row i describes embedding row i) whole, read on first use (tests and
             small indexes); the commands read only what they need: the hits' rows (:meth:`product_rows`) and the
             category column (:meth:`category_counts`).
     """
 
     folder: Path
-    info: dict[str, Any]
+    info: IndexInfo
     embeddings: Any
     _products: pd.DataFrame | None = field(default=None, repr=False)
     _category_counts: Counter | None = field(default=None, repr=False)
@@ -156,28 +154,8 @@ class SearchIndex:
     def load(cls, folder: str | Path, mmap: bool = True) -> SearchIndex:
         """Read an index folder (the embeddings memory-mapped, read-only, unless ``mmap=False``)."""
         folder = Path(folder)
-        info_path = folder / INDEX_JSON
-        if not info_path.is_file():
-            if (folder / SHARDS_DIR).is_dir():
-                raise FileNotFoundError(
-                    f"{folder} is an unfinished clipita index (no {INDEX_JSON}); run the same clipita index "
-                    "command again to finish it"
-                )
-            raise FileNotFoundError(
-                f"{folder} is not a clipita index (no {INDEX_JSON}); build one with clipita index"
-            )
-        info = json.loads(info_path.read_text())
-        version = info.get("version", 1) if isinstance(info, dict) else None
-        if version != INDEX_VERSION or "shards" not in info:
-            raise IndexFormatError(
-                f"{folder}: written by an older clipita index (index format {version}, this clipita reads format "
-                f"{INDEX_VERSION}: per-shard arrays under {SHARDS_DIR}/); rebuild it with clipita index"
-            )
-        shards = IndexShards(
-            folder,
-            [IndexShard(**s) for s in info["shards"]],
-            arrays=list(info.get("files", {}).get("arrays", (EMBEDDING, EMBEDDING16))),
-        )
+        info = read_index_info(folder)
+        shards = IndexShards(folder, info.shards, arrays=list(info.arrays or (EMBEDDING, EMBEDDING16)))
         embeddings: Any = shards.rows(EMBEDDING)
         half = shards.rows(EMBEDDING16) if EMBEDDING16 in shards.arrays else None
         if not mmap:
@@ -198,7 +176,7 @@ class SearchIndex:
         return self._products
 
     def _products_path(self) -> Path:
-        return self.folder / self.info.get("files", {}).get("products", "products.parquet")
+        return self.folder / PRODUCTS_NAME
 
     def _product_tables(self) -> list[tuple[Path, int]]:
         """``(parquet file, its first row)`` of the shards' own tables, which hold the products."""
@@ -247,8 +225,8 @@ class SearchIndex:
         return self._category_counts
 
     def array(self, name: str) -> ShardedRows:
-        """A per-product array stored beside the embeddings (:data:`clipita.index_shards.EXTRA_ARRAYS`), row i =
-        product i, memory-mapped."""
+        """A per-product array stored beside the embeddings
+        (:data:`clipita.retrieval.index_shards.EXTRA_ARRAYS`), row i = product i, memory-mapped."""
         if self._shards is None or name not in self._shards.arrays:
             have = list(self._shards.arrays) if self._shards is not None else []
             raise KeyError(f"{self.folder} stores no per-product array {name!r} (it has {have})")
@@ -261,19 +239,16 @@ class SearchIndex:
         return int(self.embeddings.shape[0])
 
     @property
-    def tree(self) -> list[tuple[str, ...]]:
-        return [tuple(p) for p in self.info.get("tree", [])]
+    def tree(self) -> list[CategoryPath]:
+        return list(self.info.tree)
 
     @property
-    def unseen(self) -> set[tuple[str, ...]]:
-        return {tuple(p) for p in self.info.get("unseen_categories", [])}
+    def unseen(self) -> set[CategoryPath]:
+        return set(self.info.unseen_categories)
 
     @property
     def has_faiss(self) -> bool:
-        return (
-            bool(self.info.get("faiss"))
-            and (self.folder / self.info["faiss"].get("file", FAISS_NAME)).is_file()
-        )
+        return bool(self.info.faiss) and (self.folder / self.info.faiss_file).is_file()
 
     def faiss_index(self, ef_search: int | None = None, nprobe: int | None = None) -> Any:
         """The FAISS index (loaded once), with its stored (or the given) search-time parameters."""
@@ -285,9 +260,9 @@ class SearchIndex:
             import faiss
         except ImportError as exc:
             raise ImportError("--faiss needs faiss-cpu: pip install 'clipita[faiss]'") from exc
-        params = self.info["faiss"]
+        params = self.info.faiss
         if self._faiss is None:
-            self._faiss = faiss.read_index(str(self.folder / params.get("file", FAISS_NAME)))
+            self._faiss = faiss.read_index(str(self.folder / self.info.faiss_file))
         if params["kind"] == "hnsw":
             self._faiss.hnsw.efSearch = ef_search or params.get("ef_search", 128)
         elif params["kind"] == "ivf":
@@ -350,7 +325,7 @@ class SearchIndex:
             if use_faiss:
                 depth = min(len(self), faiss_depth(k, depth))
                 index = self.faiss_index(ef_search, nprobe)
-                if ef_search is None and self.info["faiss"]["kind"] == "hnsw":
+                if ef_search is None and self.info.faiss_kind == "hnsw":
                     index.hnsw.efSearch = max(index.hnsw.efSearch, depth)
                 _, candidates = index.search(
                     np.ascontiguousarray(query_emb.detach().float().cpu().numpy()), depth

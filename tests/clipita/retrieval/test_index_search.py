@@ -20,22 +20,16 @@ import webdataset as wds
 from conftest import tiny_overrides
 
 from clipita.cli import main as clipita
-from clipita.faiss_index import faiss_depth
-from clipita.index import (
-    INDEX_JSON,
-    INDEX_VERSION,
-    build_faiss_index,
-    checkpoint_data_options,
-    config_data_options,
-    datamodule_kwargs,
-    read_shard_metadata,
-)
-from clipita.index_shards import IndexShard, IndexShards, merge_products
-from clipita.search import is_relevant, query_text, resolve_category
-from clipita.search_index import IndexFormatError, SearchIndex
+from clipita.retrieval.faiss_index import build_faiss_index, faiss_depth
+from clipita.retrieval.index import checkpoint_data_options, config_data_options, datamodule_kwargs
+from clipita.retrieval.index_shards import IndexShards, merge_products
+from clipita.retrieval.search import is_relevant, query_text, resolve_category
+from clipita.retrieval.search_index import SearchIndex
+from clipita.retrieval.shard_metadata import read_shard_metadata
+from clipita_core.index_info import INDEX_JSON, INDEX_VERSION, IndexFormatError, IndexShard
 from datamodules.features import LEXICAL_TOKENS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY_FIT = tiny_overrides({"trainer.max_epochs": 2, "test_after_fit": False})
 
 
@@ -246,7 +240,7 @@ def test_an_index_of_an_older_format_is_refused_with_one_line(tmp_path, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "index format 1" in err and "Traceback" not in err
-    assert synthetic_index(tmp_path / "v2", n=20).info["version"] == INDEX_VERSION  # the current one loads
+    assert synthetic_index(tmp_path / "v2", n=20).info.version == INDEX_VERSION  # the current one loads
 
 
 def test_exact_topk_matches_a_full_sort(tmp_path):

@@ -15,8 +15,8 @@ from conftest import tiny_overrides
 from PIL import Image
 
 from clipita.experiment import fit_and_test
-from clipita.index import index
-from clipita.search import CategoryEncoder, Searcher
+from clipita.retrieval.index import index
+from clipita.retrieval.search import CategoryEncoder, Searcher
 from clipita_core.paths import format_path
 from lightning_modules.checkpointing import KEY
 from lightning_modules.scoring import (
@@ -29,7 +29,7 @@ from lightning_modules.scoring import (
 )
 from lightning_modules.taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOP = 10
 ATOL = 1e-4  # scores closer than this count as tied (their products may swap places)
 # the weights the test forces wherever the choice on a tiny catalogue picked 0 (every term must be live for the test

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from clipita.index import PRODUCT_COLUMNS
-from clipita.index_job import plan
-from clipita.index_shards import IndexShard, IndexShards, ShardedRows, merge_products
-from clipita.search_index import SearchIndex
+from clipita.retrieval.index_job import plan
+from clipita.retrieval.index_shards import IndexShards, ShardedRows, merge_products
+from clipita.retrieval.search_index import SearchIndex
+from clipita.retrieval.shard_metadata import PRODUCT_COLUMNS
+from clipita_core.index_info import IndexShard
 
 
 def products(ids: list[str]) -> pd.DataFrame:
@@ -132,8 +133,8 @@ def test_fast_tar_reader_agrees_with_tarfile(tmp_path, monkeypatch):
 
     import webdataset as wds
 
-    import clipita.shard_metadata as index_module
-    from clipita.shard_metadata import read_shard_metadata
+    import clipita.retrieval.shard_metadata as index_module
+    from clipita.retrieval.shard_metadata import read_shard_metadata
 
     shard = tmp_path / "test-000000.tar"
     keys = [

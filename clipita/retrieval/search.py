@@ -165,17 +165,17 @@ class Searcher:
 
     Args:
         index: the loaded index.
-        encoder: the category tower (default: from ``index.info["checkpoint"]``).
+        encoder: the category tower (default: from ``index.info.checkpoint``).
     """
 
     def __init__(self, index: SearchIndex, encoder: CategoryEncoder | None = None) -> None:
         self.index = index
-        self.encoder = encoder or CategoryEncoder(index.info["checkpoint"])
+        self.encoder = encoder or CategoryEncoder(index.info.checkpoint)
 
     @classmethod
     def load(cls, folder: str | Path, ckpt: str | None = None, device: str = "cpu") -> Searcher:
         index = SearchIndex.load(folder)
-        return cls(index, CategoryEncoder(ckpt or index.info["checkpoint"], device=device))
+        return cls(index, CategoryEncoder(ckpt or index.info.checkpoint, device=device))
 
     def search(
         self,
@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(
             f"clipita search: {args.index} has no FAISS index; rebuild with clipita index --faiss true"
         )
-    searcher = Searcher(index, CategoryEncoder(args.ckpt or index.info["checkpoint"], device=args.device))
+    searcher = Searcher(index, CategoryEncoder(args.ckpt or index.info.checkpoint, device=args.device))
     results = searcher.search(
         args.queries,
         k=args.top_k,
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.json:
         payload = {
             "index": str(Path(args.index)),
-            "backend": backend_name(args.faiss and index.info["faiss"]["kind"], args.scan),
+            "backend": backend_name(args.faiss and index.info.faiss_kind, args.scan),
             "k": args.top_k,
             "faiss_depth": min(len(index), faiss_depth(args.top_k, args.faiss_depth)) if args.faiss else None,
             "queries": results,

@@ -1,5 +1,5 @@
 """``clipita index`` as a Lightning predict job: every rank embeds its share of the input shards and writes one
-index shard per input shard (:mod:`clipita.index_shards`).
+index shard per input shard (:mod:`clipita.retrieval.index_shards`).
 
 Shard ``n`` of the index (split order, then manifest order) goes to global rank ``n % world_size`` whatever is
 already done, and within a rank to decoding worker ``j % num_workers`` of its list; a batch never spans two shards.
@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipita_core.index_info import IndexShard
 from datamodules.features import LEXICAL_TOKENS, concat_rows
 
-from .index_shards import EMBEDDING, EMBEDDING16, EXTRA_ARRAYS, IndexShard, IndexShards
+from .index_shards import EMBEDDING, EMBEDDING16, EXTRA_ARRAYS, IndexShards
 from .shard_metadata import PRODUCT_COLUMNS, read_shard_metadata
 
 
@@ -37,7 +38,7 @@ def _as_is(item: Any) -> Any:
 
 
 def shard_products(shard_path: Path, split: str) -> pd.DataFrame:
-    """The product metadata of one input shard (``clipita.index.PRODUCT_COLUMNS``), in record order."""
+    """The product metadata of one input shard (``shard_metadata.PRODUCT_COLUMNS``), in record order."""
     rows = read_shard_metadata(shard_path)
     for row in rows:
         row["split"] = row["split"] or split

@@ -20,11 +20,12 @@ from PIL import Image
 from test_index_search import build_tiny_index
 
 from clipita.cli import main as clipita
-from clipita.gallery import default_categories, make_thumbnail, read_record_jpeg, render_html
-from clipita.index import PRODUCT_COLUMNS
-from clipita.index_shards import IndexShard, IndexShards, merge_products
-from clipita.search import is_relevant, resolve_category
-from clipita.search_index import SearchIndex
+from clipita.retrieval.gallery import default_categories, make_thumbnail, read_record_jpeg, render_html
+from clipita.retrieval.index_shards import IndexShards, merge_products
+from clipita.retrieval.search import is_relevant, resolve_category
+from clipita.retrieval.search_index import SearchIndex
+from clipita.retrieval.shard_metadata import PRODUCT_COLUMNS
+from clipita_core.index_info import IndexShard
 from lightning_modules.curves import plot_training_curves, read_curves
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -1,5 +1,5 @@
 """FAISS as a candidate generator with lexical candidates: when the full score has a BM25 term, each query's best
-``depth`` products by that term join FAISS's dense candidates before the re-ranking (``clipita.faiss_index``).
+``depth`` products by that term join FAISS's dense candidates before the re-ranking (``clipita.retrieval.faiss_index``).
 
 The index is built so that the dense candidates alone provably miss the exact top 10 at depth 10: each query has a
 rare token held by a few products outside its dense top 10, and its BM25 weight (forced to 1.0) lifts
@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from clipita.faiss_index import LexicalTerm, lexical_candidates, union_candidates
-from clipita.index import INDEX_JSON, INDEX_VERSION, build_faiss_index
-from clipita.index_shards import IndexShard, IndexShards, merge_products
-from clipita.search_index import SearchIndex
+from clipita.retrieval.faiss_index import LexicalTerm, build_faiss_index, lexical_candidates, union_candidates
+from clipita.retrieval.index_shards import IndexShards, merge_products
+from clipita.retrieval.search_index import SearchIndex
+from clipita_core.index_info import INDEX_JSON, INDEX_VERSION, IndexShard
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.lexical import LexicalSignal, document_statistics
 from lightning_modules.scoring import RetrievalScorer

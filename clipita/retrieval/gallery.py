@@ -279,11 +279,13 @@ def gallery(
     per_model: list[list[dict[str, Any]]] = []
     written: dict[str, str] = {}
     for index in loaded:
-        ckpt = index.info["checkpoint"]
+        ckpt = index.info.checkpoint
         encoder = encoders.setdefault(ckpt, CategoryEncoder(ckpt))
         paths, scores, rows = rank_queries(index, encoder, queries, k, use_faiss=use_faiss, depth=faiss_depth)
         hits_per_query = index.hits(scores, rows)
-        shards = Path(shard_dir or index.info["shard_dir"])
+        if not (shard_dir or index.info.shard_dir):
+            raise ValueError(f"{index.folder} records no shard_dir; pass --shard_dir")
+        shards = Path(shard_dir or index.info.shard_dir)
         model_rows = []
         counts = index.category_counts()  # {category path: products}, read from the category columns only
         # the hits' own rows of the product tables (shard, key, JPEG byte range), not the whole table
@@ -338,10 +340,10 @@ def gallery(
             {
                 "label": label,
                 "index": str(Path(folder).resolve()),
-                "checkpoint": index.info["checkpoint"],
-                "modalities": index.info.get("modalities", []),
+                "checkpoint": index.info.checkpoint,
+                "modalities": index.info.modalities,
                 "num_products": len(index),
-                "backend": f"faiss-{index.info['faiss']['kind']}" if use_faiss else "exact",
+                "backend": f"faiss-{index.info.faiss_kind}" if use_faiss else "exact",
                 "judged_queries": len(judged),
                 "mean_precision": sum(judged) / len(judged) if judged else None,
             }

@@ -24,10 +24,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from clipita_core.index_info import FAISS_NAME
 from lightning_modules.metrics.retrieval_functional import select_topk, truncate_ranking
 from lightning_modules.scoring import LexicalQuery
 
-FAISS_NAME = "faiss.index"
 FaissKind = Literal["hnsw", "ivf"]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 FAISS_DEPTH_PER_RESULT = 10  # FAISS candidates re-ranked per requested result ...
@@ -63,7 +63,7 @@ def build_faiss_index(
 
     Args:
         embeddings: the retrieval vectors (inner product = the model's dense score): an array or the index's
-            :class:`~clipita.index_shards.ShardedRows`, read ``add_chunk`` rows at a time.
+            :class:`~clipita.retrieval.index_shards.ShardedRows`, read ``add_chunk`` rows at a time.
         kind: ``hnsw`` (``IndexHNSWFlat``: graph, no training) or ``ivf`` (``IndexIVFFlat``: k-means lists).
         hnsw_m: HNSW neighbours per node.
         ef_construction: HNSW build-time beam.

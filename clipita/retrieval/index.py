@@ -6,13 +6,13 @@
 The catalogue comes from the DataModule arguments stored in the checkpoint's ``clipita`` record (read with
 ``weights_only=True``: no pickled code runs), or ``--fit_config``'s ``data``.
 
-Indexing is a Lightning predict job (:mod:`clipita.index_job`): every rank (``--devices``/``--num_nodes``/
+Indexing is a Lightning predict job (:mod:`clipita.retrieval.index_job`): every rank (``--devices``/``--num_nodes``/
 ``--strategy``; torchrun and SLURM launch it unchanged) embeds its share of the input shards and writes one index
 shard per input shard; a killed run resumes without re-embedding finished shards. The folder::
 
     shards/            per input shard: embedding.npy (float32 [n, D], the retrieval vectors), embedding16.npy (float16
                        copy for the half-precision scan), any extra arrays, products.parquet, ids.npy
-                       (:mod:`clipita.index_shards`); row order = products.parquet's
+                       (:mod:`clipita.retrieval.index_shards`); row order = products.parquet's
     products.parquet   id (the original product id), title ("" when none), category ("A > B > C", for display
                        only), category_path (the path as a JSON list of names: what programs read), split, shard
                        (file name in shard_dir), key (the shard key), jpg_offset, jpg_size (the JPEG's byte range
@@ -20,15 +20,17 @@ shard per input shard; a killed run resumes without re-embedding finished shards
     product_ids.json   the ids in row order
     index.json         checkpoint, fit config, model hparams, dims, shard_dir, the category tree and the unseen
                        categories of the split, the shards, and the FAISS index's parameters when one was built;
-                       written last, once every shard is there (its presence marks the index complete)
+                       written last, once every shard is there (its presence marks the index complete); the
+                       names and ``index.json`` are typed in :mod:`clipita_core.index_info` (what search reads)
     faiss.index        (``--faiss true``) an approximate index beside the exact one: HNSW (default) or IVF-Flat,
                        inner product
 
-Search with ``clipita search --index <folder> "Footwear > Shoes"`` (:mod:`clipita.search`).
+Search with ``clipita search --index <folder> "Footwear > Shoes"`` (:mod:`clipita.retrieval.search`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import time
@@ -39,29 +41,30 @@ from typing import Any, Literal
 import numpy as np
 
 from clipita.experiment import read_fit_config, section
+from clipita_core.index_info import (
+    FAISS_NAME,
+    FORMAT1_EMBEDDINGS,
+    INDEX_JSON,
+    INDEX_LAYOUT,
+    PRODUCT_IDS_NAME,
+    PRODUCTS_NAME,
+    IndexInfo,
+)
+from clipita_core.index_info import write as write_index_info
 from datamodules.catalogue_datamodule import CatalogueDataModule
 from datamodules.features import LEXICAL_TOKENS, FeatureCacheError, products_fingerprint
 from datamodules.sharding import SPLITS
 
-from .faiss_index import FAISS_NAME, FaissKind, build_faiss_index
+from .faiss_index import FaissKind, build_faiss_index
 from .index_job import IndexJob, IndexShardBatches, index_loader, plan
 from .index_shards import (
     BASE_ARRAYS,
     EMBEDDING,
     EXTRA_ARRAYS,
-    SHARDS_DIR,
     IndexShards,
     manifest_index_shards,
     merge_products,
 )
-from .shard_metadata import PRODUCT_COLUMNS, products_frame, read_shard_metadata  # noqa: F401 (re-exported)
-
-PRODUCT_IDS_NAME = "product_ids.json"
-EMBEDDINGS_NAME = "embeddings.npy"  # a format-1 index's one array: removed when re-indexing into its folder
-INDEX_VERSION = 2  # per-shard arrays under shards/ (1, one embeddings.npy, is refused by clipita search)
-INDEX_LAYOUT = "shards-v1"
-INDEX_JSON = "index.json"
-PRODUCTS_NAME = "products.parquet"
 
 SplitChoice = Literal["test", "val", "train", "all"]
 
@@ -98,7 +101,7 @@ class IndexDataModule(CatalogueDataModule):
             for stale in (
                 INDEX_JSON,
                 FAISS_NAME,
-                EMBEDDINGS_NAME,
+                FORMAT1_EMBEDDINGS,
             ):  # the index is complete again only at the end
                 (out / stale).unlink(missing_ok=True)
             if self.index_shards.prepare(meta):
@@ -194,23 +197,17 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _write_json(path: Path, info: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
 def finish_index(
     out: str | Path,
     shards: IndexShards,
-    info: dict[str, Any],
+    info: IndexInfo,
     faiss: bool = False,
     faiss_kind: FaissKind = "hnsw",
-) -> dict[str, Any]:
+) -> IndexInfo | None:
     """Assemble an index from its finished shards (rank 0, after every rank wrote its shards).
 
     Writes ``products.parquet`` and ``product_ids.json`` (shard by shard), the FAISS index when asked, and, last,
-    ``index.json``: ``info`` plus the layout, sizes, files and shards.
+    ``index.json``: ``info`` (what the index was built from) with the sizes, arrays, shards and FAISS parameters.
 
     Raises:
         RuntimeError: a shard is missing (a rank failed): run the same command again to finish it.
@@ -225,22 +222,15 @@ def finish_index(
     (out / PRODUCT_IDS_NAME).write_text(json.dumps(ids))
     embeddings = shards.rows(EMBEDDING)
     first = next(s.name for s in shards.shards if s.count)
-    info = {
-        "version": INDEX_VERSION,
-        "layout": INDEX_LAYOUT,
-        **info,
-        "num_products": int(embeddings.shape[0]),
-        "embed_dim": int(embeddings.shape[1]),
-        "normalized": False,  # encode_product_for_retrieval as is (unit blocks, concatenated)
-        "files": {
-            "products": PRODUCTS_NAME,
-            "product_ids": PRODUCT_IDS_NAME,
-            "shards": SHARDS_DIR,
-            "arrays": {a: str(np.load(shards.path(first, a), mmap_mode="r").dtype) for a in shards.arrays},
-        },
-        "shards": [{"split": s.split, "name": s.name, "count": s.count} for s in shards.shards],
-        "faiss": None,
-    }
+    info = dataclasses.replace(
+        info,
+        num_products=int(embeddings.shape[0]),
+        embed_dim=int(embeddings.shape[1]),
+        normalized=False,  # encode_product_for_retrieval as is (unit blocks, concatenated)
+        arrays={a: str(np.load(shards.path(first, a), mmap_mode="r").dtype) for a in shards.arrays},
+        shards=list(shards.shards),
+        faiss=None,
+    )
     if faiss:
         started = time.perf_counter()
         faiss_index, params = build_faiss_index(embeddings, kind=faiss_kind)
@@ -248,8 +238,8 @@ def finish_index(
 
         faiss_lib.write_index(faiss_index, str(out / FAISS_NAME))
         params["build_seconds"] = round(time.perf_counter() - started, 3)
-        info["faiss"] = params
-    _write_json(out / INDEX_JSON, info)  # written last: the index is complete
+        info.faiss = params
+    write_index_info(out, info)  # written last: the index is complete
     return info
 
 
@@ -270,14 +260,15 @@ def index(
     strategy: str = "auto",
     precision: str | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> IndexInfo | None:
     """Embed the products of a catalogue split with a trained model into a search index folder.
 
-    A Lightning predict job (:class:`~clipita.index_job.IndexJob`): the products are read by the DataModule of the
-    run's fit config (its feature cache when ``use_features``, raw shards otherwise), every rank embeds its share of
-    the input shards and writes one index shard per input shard (:mod:`clipita.index_shards`). Shards already done
-    by an earlier run with the same checkpoint and catalogue are skipped (a killed index resumes); rank 0 writes
-    ``products.parquet``, ``product_ids.json``, the FAISS index and, last, ``index.json`` once every shard is there.
+    A Lightning predict job (:class:`~clipita.retrieval.index_job.IndexJob`): the products are read by the
+    DataModule of the run's fit config (its feature cache when ``use_features``, raw shards otherwise), every rank
+    embeds its share of the input shards and writes one index shard per input shard
+    (:mod:`clipita.retrieval.index_shards`). Shards already done by an earlier run with the same checkpoint and
+    catalogue are skipped (a killed index resumes); rank 0 writes ``products.parquet``, ``product_ids.json``, the
+    FAISS index and, last, ``index.json`` once every shard is there.
 
     Args:
         ckpt: a model checkpoint written by ``clipita fit`` (e.g. ``runs/clip_ita/checkpoints/last.ckpt``).
@@ -299,7 +290,7 @@ def index(
         progress: show the progress bar.
 
     Returns:
-        The ``index.json`` content (on rank 0; other ranks return an empty dict).
+        The ``index.json`` content (on rank 0; other ranks return None).
     """
     import lightning as L
 
@@ -343,31 +334,33 @@ def index(
     trainer.predict(job, datamodule=dm, return_predictions=False)
     trainer.strategy.barrier("index-shards-written")  # every rank, including one that had nothing left to do
     if not trainer.is_global_zero:
-        return {}
+        return None
     assert dm.index_shards is not None
-    info = {
-        "version": INDEX_VERSION,
-        "created_by": "clipita index",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "checkpoint": str(Path(ckpt).resolve()),
-        "fit_config": str(Path(fit_config).resolve()) if fit_config else None,
-        "data": _jsonable(data),
-        "hparams": _jsonable(net.config),
-        "category_text": net.category_text,
-        "modalities": list(net.modalities),
-        "splits": list(splits),
-        "shard_dir": str(Path(dm.shard_dir).resolve()),
-        "manifest_content_hash": dm.manifest.get("content_hash"),
-        "tree": [list(p) for p in dm.tree.paths],
-        "unseen_categories": [list(p) for p in dm.manifest.get("unseen_categories", [])],
-        "world_size": trainer.world_size,
-    }
+    info = IndexInfo(
+        checkpoint=str(Path(ckpt).resolve()),
+        tree=[tuple(p) for p in dm.tree.paths],
+        unseen_categories=[tuple(p) for p in dm.manifest.get("unseen_categories", [])],
+        modalities=list(net.modalities),
+        splits=list(splits),
+        shard_dir=str(Path(dm.shard_dir).resolve()),
+        provenance={
+            "created_by": "clipita index",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "fit_config": str(Path(fit_config).resolve()) if fit_config else None,
+            "data": _jsonable(data),
+            "hparams": _jsonable(net.config),
+            "category_text": net.category_text,
+            "manifest_content_hash": dm.manifest.get("content_hash"),
+            "world_size": trainer.world_size,
+        },
+    )
     info = finish_index(out, dm.index_shards, info, faiss=faiss, faiss_kind=faiss_kind)
-    info["seconds"] = round(time.perf_counter() - started, 3)
-    _write_json(out / INDEX_JSON, info)
-    extra = f", FAISS {info['faiss']['kind']}" if info["faiss"] else ""
+    info.provenance["seconds"] = round(time.perf_counter() - started, 3)
+    write_index_info(out, info)
+    seconds = info.provenance["seconds"]
+    extra = f", FAISS {info.faiss_kind}" if info.faiss else ""
     print(
-        f"Indexed {info['num_products']:,} products ({'+'.join(splits)}) x {info['embed_dim']} dims into {out}"
-        f'{extra} in {info["seconds"]:.1f} s. Search: clipita search --index {out} "<category>" -k 10'
+        f"Indexed {info.num_products:,} products ({'+'.join(splits)}) x {info.embed_dim} dims into {out}"
+        f'{extra} in {seconds:.1f} s. Search: clipita search --index {out} "<category>" -k 10'
     )
     return info
