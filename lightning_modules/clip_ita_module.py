@@ -11,19 +11,20 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from .checkpointing import init_from_checkpoint, restore_module_state, write_checkpoint
+from .fine_tuning import FineTuning
 from .losses import InfoNCELoss
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
 from .param_groups import check_layer_decay, parameter_groups
 from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals, weight_key
 from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
-from .wise_ft import ALPHA_KEY, EVIDENCE_KEY, WiseFTSelection, apply_wise_ft, set_mix, tower_state
+from .wise_ft import ALPHA_KEY, EVIDENCE_KEY, WiseFTSelection
 from .wise_ft import describe as describe_wise_ft
 
 TrainLevel = Literal["leaf", "random"]
 
 
-class ClipItaModule(L.LightningModule):
+class ClipItaModule(FineTuning, L.LightningModule):
     """CLIP-ITA for category-to-image retrieval, trainable with ``clipita fit``.
 
     The network and the loss are built from their own signatures (``model.net.*``: :class:`ClipIta`'s arguments;
@@ -146,24 +147,6 @@ class ClipItaModule(L.LightningModule):
         self.rankings: dict[str, torch.Tensor] = {}  # stage -> [Q, max_rank] product indices (error analysis)
 
     # --------------------------------------------------------------------------------------------- the tree
-    def check_batch_source(self) -> None:
-        """Refuse to fit trained towers on cached features (they come from the frozen towers, and a batch of
-        features never reaches the tower): one line naming the options. Called before the features are encoded."""
-        dm = self.trainer.datamodule if self._trainer else None
-        hparams = getattr(dm, "hparams", None) or {}
-        if self.trainer.state.fn != "fit" or not hparams.get("use_features", False):
-            return
-        towers = [n for n in ("image_encoder", "text_encoder") if getattr(self.net, n, None) is not None]
-        trained = [n.split("_")[0] for n in towers if getattr(self.net, n).trainable]
-        if trained:
-            raise ValueError(
-                f"model.net trains the {' and '.join(trained)} tower but data.use_features is true (cached features "
-                "of the frozen towers): set --data.use_features false, or train the heads only"
-            )
-
-    def prepare_data(self) -> None:
-        self.check_batch_source()
-
     def setup(self, stage: str) -> None:
         if self._trainer is not None:
             self.check_batch_source()
@@ -311,32 +294,6 @@ class ClipItaModule(L.LightningModule):
             and bool(self.category_texts)
             and not (trainer is not None and trainer.sanity_checking)
         )
-
-    def _choosing_wise_ft(self, stage: str) -> bool:
-        trainer = self._trainer
-        return (
-            stage == "val"
-            and self.wise_ft is not None
-            and bool(self.category_texts)
-            and not (trainer is not None and trainer.sanity_checking)
-            and ALPHA_KEY not in (self.kept_retrieval or {})
-        )
-
-    def apply_wise_ft(self) -> None:
-        """Serve the WiSE-FT mix recorded in ``net.retrieval`` (test, predict), keeping the fine-tuned weights to
-        put back by :meth:`restore_fine_tuned`."""
-        self.restore_fine_tuned()
-        if self.wise_ft is not None and float(self.net.retrieval.get(ALPHA_KEY, 1.0)) != 1.0:
-            self._fine_tuned = tower_state(self.net)
-            self.wise_ft.finetuned = self._fine_tuned
-            pretrained = {k: v.to(self.device) for k, v in self.wise_ft.pretrained.items()}
-            apply_wise_ft(self.net, pretrained)
-
-    def restore_fine_tuned(self) -> None:
-        fine_tuned = getattr(self, "_fine_tuned", None)
-        if fine_tuned:
-            set_mix(self.net, self.wise_ft.pretrained, fine_tuned, 1.0)
-        self._fine_tuned = None
 
     def _eval_start(self, stage: str) -> None:
         if stage == "test":
