@@ -10,6 +10,7 @@ from synthetic_catalogue import SyntheticDataModule, tiny_net, trainer
 
 from lightning_modules import ClipItaModule, InfoNCELoss, load_model
 from lightning_modules.components.encoder_blocks import timm_layout
+from lightning_modules.components.image_encoder import ImageEncoder
 from lightning_modules.wise_ft import ALPHA_KEY, EVIDENCE_KEY, choose_alpha, tower_state
 
 
@@ -171,3 +172,19 @@ def test_wise_ft_is_chosen_kept_in_the_checkpoint_and_applied_by_load_model(tmp_
     half = load_model(tmp_path / "half.ckpt")
     key = moved[0]
     assert torch.allclose(half.state_dict()[key], 0.5 * (pretrained[key] + fine_tuned[key]), atol=1e-6)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = ImageEncoder("test_efficientnet", "none", 32, train_blocks=2)
+    checkpointed = ImageEncoder("test_efficientnet", "none", 32, train_blocks=2, gradient_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    grads = []
+    for encoder in (plain, checkpointed):
+        encoder.train()
+        encoder(images).square().sum().backward()
+        grads.append({n: p.grad for n, p in encoder.named_parameters() if p.requires_grad})
+    assert checkpointed.backbone.grad_checkpointing and set(grads[0]) == set(grads[1])
+    for name, grad in grads[0].items():
+        assert grads[1][name] is not None and torch.allclose(grad, grads[1][name], atol=1e-5), name
