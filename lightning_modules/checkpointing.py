@@ -6,7 +6,10 @@ A checkpoint is a Lightning ``.ckpt`` whose module is :class:`~lightning_modules
 ``state_dict``
     ``net.<name>``: the network's parameters and buffers, *less* the frozen pretrained towers
     (``net.image_encoder.*`` / ``net.text_encoder.*`` when not fine-tuned and loaded from named pretrained weights):
-    they are rebuilt from their names in ``net_config``. A network with ``lexical_signal`` keeps its BM25 corpus
+    they are rebuilt from their names in ``net_config``. A fine-tuned tower is saved, and saved *whole* even when
+    only its top blocks trained (``train_image_blocks`` / ``train_text_layers``): its frozen blocks are kept beside
+    the trained ones, so a loaded tower is exactly the trained one whatever its pretrained source does later. A
+    network with ``lexical_signal`` keeps its BM25 corpus
     statistics of the training split here too (``net.lexical.doc_freq`` / ``num_docs`` / ``avg_len`` buffers), so
     a loaded model scores BM25 exactly as its test did. Other keys (``loss.*``) belong to training.
 ``checkpoint["clipita"]``
@@ -17,7 +20,9 @@ A checkpoint is a Lightning ``.ckpt`` whose module is :class:`~lightning_modules
     trained set; queries outside it are *novel* (see :mod:`lightning_modules.model`).
     ``retrieval``: a free-form dict of retrieval decisions, restored into ``ClipIta.retrieval``: the scorer's
     signal weights (``seen_/novel_`` ``title_weight``, ``image_weight``, ``lexical_weight``) and the validation
-    evidence they were chosen on (``scorer_choice``; see :mod:`lightning_modules.scorer_choice`).
+    evidence they were chosen on (``scorer_choice``; see :mod:`lightning_modules.scorer_choice`), and with fine-tuned
+    towers the WiSE-FT mixing coefficient ``wise_ft_alpha`` and its evidence (:mod:`lightning_modules.wise_ft`;
+    ``state_dict`` holds the fine-tuned weights, :func:`load_model` mixes them with the pretrained ones).
     ``frozen``: the state-dict prefixes left out.
     ``loss``: ``{"class_path", "init_args"}`` of the training loss (for the record; retrieval does not need it).
     ``data``: the DataModule's arguments as plain values (strings, numbers, lists, dicts; Lightning's
@@ -183,28 +188,82 @@ def find_last_checkpoint(run_root: str | Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> ClipIta:
-    """Load the trained :class:`ClipIta` of a ``clipita fit`` checkpoint, ready for retrieval (eval mode).
-
-    Needs no Lightning Trainer, CLI, loss or metrics: the network is rebuilt from its recorded config (frozen
-    pretrained towers from their names), its trained weights loaded, and its trained category set and retrieval
-    record restored.
-
-    Example:
-        >>> net = load_model("runs/clip_ita_plus/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
-        >>> queries = net.encode_query_paths([("Footwear", "Shoes", "Sports Shoes")])  # doctest: +SKIP
-    """
-    path = Path(ckpt_path)
-    checkpoint = read_checkpoint(path, map_location)  # tensors and plain values only: no pickled code runs
-    record = read_record(checkpoint, str(path))
-    net = ClipIta(**record["net_config"])
+def load_net_state(net: ClipIta, checkpoint: dict, record: dict, source: str) -> None:
+    """Load a checkpoint's network weights into ``net`` (built from a matching config): every key must fit, and the
+    only ones allowed to be absent are the frozen towers the record names (``net`` already holds them, rebuilt from
+    their names)."""
     state = {k[len(NET_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(NET_PREFIX)}
     missing, unexpected = net.load_state_dict(state, strict=False)
     frozen = tuple(p[len(NET_PREFIX) :] for p in record.get("frozen", ()))
     missing = [k for k in missing if not (frozen and k.startswith(frozen))]
     if missing or unexpected:
         raise CheckpointFormatError(
-            f"{path}: weights do not fit the recorded network: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{source}: weights do not fit the recorded network: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+
+
+def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> ClipIta:
+    """Load the trained :class:`ClipIta` of a ``clipita fit`` checkpoint, ready for retrieval (eval mode).
+
+    Needs no Lightning Trainer, CLI, loss or metrics: the network is rebuilt from its recorded config (frozen
+    pretrained towers from their names), its trained weights loaded (fine-tuned towers included), its trained
+    category set and retrieval record restored, and a WiSE-FT mixing coefficient in that record applied to the
+    fine-tuned towers (:mod:`lightning_modules.wise_ft`: the pretrained side is the tower rebuilt from its name).
+
+    Example:
+        >>> net = load_model("runs/clip_ita_plus/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
+        >>> queries = net.encode_query_paths([("Footwear", "Shoes", "Sports Shoes")])  # doctest: +SKIP
+    """
+    from .wise_ft import apply_wise_ft, tower_state
+
+    path = Path(ckpt_path)
+    checkpoint = read_checkpoint(path, map_location)
+    record = read_record(checkpoint, str(path))
+    net = ClipIta(**record["net_config"])
+    pretrained = tower_state(net)  # the towers as built from their names: WiSE-FT's pretrained side
+    load_net_state(net, checkpoint, record, str(path))
     restore_net_metadata(net, record)
+    apply_wise_ft(net, pretrained)
     return net.to(map_location).eval()
+
+
+# ClipIta arguments a second training stage may change from the checkpoint it starts from (model.init_from)
+STAGE_OPTIONS = frozenset(
+    {
+        "train_image_encoder",
+        "train_text_encoder",
+        "train_image_blocks",
+        "train_text_layers",
+        "gradient_checkpointing",
+        "image_size",
+        "dropout",
+        "attribute_names",
+    }
+)
+
+
+def init_from_checkpoint(net: ClipIta, ckpt_path: str | Path) -> dict:
+    """Start training ``net`` from the network weights of an earlier run's checkpoint (``model.init_from``: stage 2
+    of linear-probe-then-fine-tune starts from stage 1's heads), read by the same loader as :func:`load_model`.
+
+    The two networks must be the same but for :data:`STAGE_OPTIONS` (which towers and blocks train, the image size,
+    dropout); a difference elsewhere is refused with the options named. The checkpoint's frozen towers are not in it:
+    ``net`` keeps its own, built from the same names. Its trained set and retrieval record are not taken (this run
+    sets and chooses its own). Returns the checkpoint's record.
+    """
+    path = Path(ckpt_path)
+    checkpoint = read_checkpoint(path)
+    record = read_record(checkpoint, str(path))
+    theirs, ours = record["net_config"], net.config
+    differ = [
+        f"{key} ({theirs.get(key)!r} there, {ours.get(key)!r} here)"
+        for key in sorted(set(theirs) | set(ours))
+        if key not in STAGE_OPTIONS and theirs.get(key) != ours.get(key)
+    ]
+    if differ:
+        raise ValueError(
+            f"model.init_from {path}: its network differs from model.net in {'; '.join(differ)}; build the same "
+            "network (only which towers/blocks train, image_size and dropout may change)"
+        )
+    load_net_state(net, checkpoint, record, str(path))
+    return record

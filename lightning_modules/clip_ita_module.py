@@ -10,17 +10,21 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from .checkpointing import restore_module_state, write_checkpoint
+from .checkpointing import init_from_checkpoint, restore_module_state, write_checkpoint
+from .fine_tuning import FineTuning
 from .losses import LOSSES, InfoNCELoss
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
+from .param_groups import check_layer_decay, parameter_groups
 from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals, weight_key
 from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
+from .wise_ft import ALPHA_KEY, EVIDENCE_KEY, WiseFTSelection
+from .wise_ft import describe as describe_wise_ft
 
 TrainLevel = Literal["leaf", "random"]
 
 
-class ClipItaModule(L.LightningModule):
+class ClipItaModule(FineTuning, L.LightningModule):
     """CLIP-ITA for category-to-image retrieval, trainable with ``clipita fit``.
 
     The network and the loss are built from their own signatures (``model.net.*``: :class:`ClipIta`'s arguments;
@@ -33,7 +37,10 @@ class ClipItaModule(L.LightningModule):
         loss: the contrastive objective, a loss registered in ``LOSSES`` (``lightning_modules/losses/``; each
             class's own help: ``--model.loss.help NAME``). Default: ``InfoNCELoss()`` (one-hot targets, the paper).
         lr: AdamW learning rate of heads, fusion and the temperature.
-        encoder_lr: learning rate of fine-tuned towers.
+        encoder_lr: learning rate of the top block of a fine-tuned tower (``net.train_image_blocks`` /
+            ``train_text_layers``); one parameter group per block depth (:mod:`lightning_modules.param_groups`).
+        layer_decay: layer-wise learning-rate decay of fine-tuned towers: a block ``d`` blocks below the top learns
+            at ``encoder_lr * layer_decay ** d`` (1: one rate for the tower).
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps.
         scheduler: ``cosine`` decay to zero over training, or ``none``.
@@ -57,6 +64,15 @@ class ClipItaModule(L.LightningModule):
         image_loss_weight: weight of the contrastive loss of the image-only product embedding against the same
             category tower, added to the fused one (only with ``net.image_evidence``; must then be > 0, so the
             image-only head is trained).
+        init_from: start from the network weights of another run's checkpoint (stage 2 of
+            linear-probe-then-fine-tune: the heads of a head-only run on cached features, then towers and heads on
+            raw images). Read by the one checkpoint loader; the networks must match but for which towers/blocks train,
+            ``image_size`` and ``dropout`` (:func:`lightning_modules.checkpointing.init_from_checkpoint`).
+        wise_ft: choose a WiSE-FT mix of the fine-tuned towers with the pretrained ones on validation, every
+            validation epoch (:mod:`lightning_modules.wise_ft`; kept in ``net.retrieval`` and the checkpoint, applied
+            by test, predict and ``load_model``). Needs a fine-tuned tower with named pretrained weights; pair it
+            with ``data.pseudo_novel_fraction``. Each validation epoch embeds the validation products once per mix.
+        wise_ft_grid: the mixes tried (``alpha`` in [0, 1]; 1 = the fine-tuned towers, preferred).
 
     Validation reports ``specific_seen`` (leaves the network trained on) and ``specific_novel`` (leaves it did not:
     the pseudo-novel ones) beside the other groups; with ``choose_scorer`` also ``val/scorer_*_title_weight`` (the
@@ -79,11 +95,20 @@ class ClipItaModule(L.LightningModule):
         image_loss_weight: float = 1.0,
         scorer_min_queries: int = 1,
         choose_taxonomy: bool = False,
+        layer_decay: float = 1.0,
+        init_from: str | None = None,
+        wise_ft: bool = False,
+        wise_ft_grid: list[float] = [0.0, 0.25, 0.5, 0.75, 1.0],  # noqa: B006 - jsonargparse schema default
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss"])
         if lr <= 0 or encoder_lr <= 0:
             raise ValueError(f"learning rates must be > 0, got lr={lr}, encoder_lr={encoder_lr}")
+        check_layer_decay(layer_decay)
+        # WiSE-FT's pretrained side: the towers as built from their names, before any weight is loaded
+        self.wise_ft = WiseFTSelection(net, wise_ft_grid, scorer_min_queries) if wise_ft else None
+        if init_from:
+            init_from_checkpoint(net, init_from)
         if choose_scorer and not network_signals(net):
             raise ValueError(
                 "model.choose_scorer needs model.net.route_novel_categories, image_evidence or lexical_signal: true "
@@ -133,6 +158,8 @@ class ClipItaModule(L.LightningModule):
 
     # --------------------------------------------------------------------------------------------- the tree
     def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            self.check_batch_source()
         dm = self.trainer.datamodule if self.trainer else None
         if dm is None or getattr(dm, "tree", None) is None:
             return
@@ -280,6 +307,10 @@ class ClipItaModule(L.LightningModule):
         )
 
     def _eval_start(self, stage: str) -> None:
+        if stage == "test":
+            self.apply_wise_ft()
+            if ALPHA_KEY in self.net.retrieval:
+                self.print(describe_wise_ft(self.net.retrieval))
         metric = self.metrics[stage]
         metric.reset()
         groups = self.val_settings if stage == "val" and self.val_settings else self.settings
@@ -289,6 +320,8 @@ class ClipItaModule(L.LightningModule):
         if self._choosing(stage):
             features = None if self.net.text_encoder.trainable else self.category_text_features
             self.scorer_selection.start(self.net, self.category_texts, self.category_paths, features)
+        if self._choosing_wise_ft(stage):
+            self.wise_ft.start(self.net, self.query_embeddings)
         if stage == "test" and CHOICE_KEY in self.net.retrieval:
             self.print(f"test scores with the {describe(self.net.retrieval)}")
 
@@ -305,6 +338,8 @@ class ClipItaModule(L.LightningModule):
             metric.update(vectors, batch["category_ids"])
         if self._choosing(stage):
             self.scorer_selection.update(vectors, batch["category_ids"], batch)
+        if self._choosing_wise_ft(stage):
+            self.wise_ft.update(self.net, batch, self.lexical_query)
 
     def keep_scorer(self, record: dict) -> None:
         """Score with a scorer choice made earlier (e.g. by a fit on pseudo-novel validation) and keep it: validation
@@ -341,10 +376,18 @@ class ClipItaModule(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.scorer_selection is not None and CHOICE_KEY in self.net.retrieval:
             self.print(describe(self.net.retrieval))
+        if EVIDENCE_KEY in self.net.retrieval:
+            self.print(describe_wise_ft(self.net.retrieval))
 
     def _eval_end(self, stage: str) -> None:
         if self._choosing(stage):
             self._choose_scorer()
+        if self._choosing_wise_ft(stage):
+            novel = self.net.novel_mask(self.category_texts, self.category_paths)
+            self.net.retrieval.update(self.wise_ft.compute(novel, self.current_epoch))
+            self.log("val/wise_ft_alpha", float(self.net.retrieval[ALPHA_KEY]), sync_dist=False)
+        if stage == "test":
+            self.restore_fine_tuned()
         values = self.metrics[stage].compute()
         self.per_query[stage] = {k: v.cpu() for k, v in self.metrics[stage].compute_per_query().items()}
         self.rankings[stage] = self.metrics[stage].ranking()[1].cpu()
@@ -373,6 +416,12 @@ class ClipItaModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
 
+    def on_predict_epoch_start(self) -> None:
+        self.apply_wise_ft()
+
+    def on_predict_epoch_end(self) -> None:
+        self.restore_fine_tuned()
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         return {
             "product_id": list(batch["product_id"]),
@@ -382,16 +431,7 @@ class ClipItaModule(L.LightningModule):
     # --------------------------------------------------------------------------------------------- optimizer
     def configure_optimizers(self):
         h = self.hparams
-        encoder_params = [
-            p
-            for name, p in self.net.named_parameters()
-            if p.requires_grad and name.startswith(("image_encoder.", "text_encoder."))
-        ]
-        ids = {id(p) for p in encoder_params}
-        head_params = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        groups = [{"params": head_params, "lr": h.lr}]
-        if encoder_params:
-            groups.append({"params": encoder_params, "lr": h.encoder_lr})
+        groups = parameter_groups(self, self.net, h.lr, h.encoder_lr, h.layer_decay)
         optimizer = torch.optim.AdamW(groups, weight_decay=h.weight_decay)
         if h.scheduler == "none" and h.warmup_steps == 0:
             return optimizer

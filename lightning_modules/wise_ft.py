@@ -1,0 +1,221 @@
+"""WiSE-FT: mix fine-tuned tower weights with the pretrained ones, the mix chosen on categories never trained on.
+
+Fine-tuning a tower on the training leaves can cost what the pretrained tower knew about the others (Wortsman et al.,
+*Robust fine-tuning of zero-shot models*, 2022). The weights served are
+
+    theta(alpha) = (1 - alpha) * theta_pretrained + alpha * theta_finetuned
+
+for every floating-point tensor of each fine-tuned tower (frozen towers are untouched; the heads stay as trained).
+``alpha = 1`` is the fine-tuned model, ``alpha = 0`` the pretrained towers under the fine-tuned heads.
+
+How ``alpha`` is chosen (:class:`WiseFTSelection`, ``model.wise_ft: true``): every validation epoch, in the
+validation pass, the validation products are embedded under each ``alpha`` of a small grid and ranked for the same
+queries the scorer choice uses (the category table through ``ClipIta.encode_query_texts``, split into the trained
+and the pseudo-novel leaves by ``ClipIta.novel_mask``). With the one-standard-error rule of
+:mod:`lightning_modules.scorer_choice` (:func:`~lightning_modules.scorer_choice.best_point`), preferring the
+fine-tuned model (``alpha`` from 1 down):
+
+1. the *allowed* mixes are those whose mAP@10 on the trained validation queries is within one standard error of the
+   best one (protecting the novel categories may not cost the seen ones more than noise);
+2. among them, the chosen ``alpha`` is the first within one standard error of the best on the *pseudo-novel*
+   validation queries (fewer of them than ``min_queries``: ``alpha = 1``).
+
+The choice and its evidence go into ``ClipIta.retrieval`` (:data:`ALPHA_KEY`, :data:`EVIDENCE_KEY`), hence into the
+checkpoint; the checkpoint's ``state_dict`` keeps the fine-tuned weights and
+:func:`lightning_modules.checkpointing.load_model` applies the mix, the pretrained side being the tower rebuilt from
+its name (so WiSE-FT needs named pretrained weights, not ``image_weights: none``). The LightningModule's test and
+predict apply it the same way, and put the fine-tuned weights back afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .metrics import CategoryRetrievalMetrics
+from .scorer_choice import best_point, check_grid
+
+ALPHA_KEY = "wise_ft_alpha"  # in ClipIta.retrieval: the chosen mix
+EVIDENCE_KEY = "wise_ft"  # in ClipIta.retrieval: the validation evidence
+TOWERS = ("image_encoder", "text_encoder")
+State = dict[str, torch.Tensor]
+
+
+def tower_state(net: nn.Module) -> State:
+    """A copy of the floating-point state of ``net``'s trained towers (``{"image_encoder.backbone...": tensor}``)."""
+    state: State = {}
+    for name in TOWERS:
+        tower = getattr(net, name, None)
+        if tower is None or not tower.trainable:
+            continue
+        for key, value in tower.state_dict().items():
+            if value.is_floating_point():
+                state[f"{name}.{key}"] = value.detach().clone()
+    return state
+
+
+@torch.no_grad()
+def set_mix(net: nn.Module, pretrained: State, finetuned: State, alpha: float) -> None:
+    """Write ``theta(alpha)`` into ``net``'s towers in place (``alpha = 1``: the fine-tuned tensors exactly)."""
+    own = net.state_dict(keep_vars=True)
+    for key, ft in finetuned.items():
+        target = own[key]
+        if alpha == 1.0:
+            target.copy_(ft)
+        else:
+            target.copy_(torch.lerp(pretrained[key].to(ft), ft, float(alpha)))
+
+
+def check_mixable(net: nn.Module) -> None:
+    """WiSE-FT needs each fine-tuned tower's pretrained weights to be rebuildable from its name."""
+    image = getattr(net, "image_encoder", None)
+    if image is not None and image.trainable and image.weights == "none":
+        raise ValueError(
+            "model.wise_ft mixes the fine-tuned image tower with its pretrained weights, but image_weights is "
+            "'none' (random init, not rebuildable): name the pretrained weights (a package, 'hub' or a file)"
+        )
+    if not tower_state(net):
+        raise ValueError(
+            "model.wise_ft needs a fine-tuned tower (model.net.train_image_blocks / train_text_layers)"
+        )
+
+
+def apply_wise_ft(net: nn.Module, pretrained: State) -> float:
+    """Apply the mix recorded in ``net.retrieval`` (if any) to ``net``'s towers, taken as the fine-tuned weights;
+    returns the ``alpha`` applied (1.0: nothing changed)."""
+    alpha = float(getattr(net, "retrieval", {}).get(ALPHA_KEY, 1.0))
+    if alpha != 1.0:
+        set_mix(net, pretrained, tower_state(net), alpha)
+    return alpha
+
+
+def choose_alpha(
+    grid: Sequence[float], seen: torch.Tensor, novel: torch.Tensor, min_queries: int = 1
+) -> tuple[float, dict[str, Any]]:
+    """The rule of the module docstring. ``grid`` descending (preferred first); ``seen`` ``[A, n]`` and ``novel``
+    ``[A, m]`` per-query validation mAP@10 under each mix."""
+    allowed = list(range(len(grid)))
+    detail: dict[str, Any] = {}
+    if seen.numel() and seen.shape[1] > 0:
+        best_seen, seen_detail = best_point(seen)
+        se = seen_detail["se_to_best"]
+        means = seen.double().mean(dim=1)
+        allowed = [i for i in allowed if float(means[best_seen] - means[i]) <= se[i] + 1e-12]
+        detail["seen_allowed"] = [grid[i] for i in allowed]
+    m = novel.shape[1] if novel.ndim == 2 else 0
+    if m < max(1, min_queries):
+        detail["reason"] = (
+            f"{m} pseudo-novel validation queries (fewer than {max(1, min_queries)}): fine-tuned"
+        )
+        return 1.0 if 1.0 in grid else grid[0], detail
+    index, novel_detail = best_point(novel[allowed])
+    detail["reason"] = "val mAP@10 of the pseudo-novel categories among mixes within 1 SE of the best seen"
+    detail["novel_se_to_best"] = novel_detail.get("se_to_best")
+    return grid[allowed[index]], detail
+
+
+class WiseFTSelection:
+    """Embeds each validation batch under every mix of the grid, in the validation pass, and chooses ``alpha``.
+
+    Args:
+        net: the network; its trained towers' weights as built now are the pretrained side.
+        grid: the mixes tried (in [0, 1]).
+        min_queries: see :func:`choose_alpha`.
+    """
+
+    def __init__(self, net: nn.Module, grid: Sequence[float], min_queries: int = 1) -> None:
+        check_mixable(net)
+        self.grid = sorted(check_grid(grid), reverse=True)
+        self.min_queries = max(1, int(min_queries))
+        self.pretrained = tower_state(net)
+        self.finetuned: State = {}
+        self.metrics: list[CategoryRetrievalMetrics] = []
+        self.queries: list[torch.Tensor] = []
+
+    def _mixes(self, net: nn.Module):
+        """Yield each ``(index, alpha)`` with the towers set to that mix; the fine-tuned weights back at the end."""
+        try:
+            for i, alpha in enumerate(self.grid):
+                set_mix(net, self.pretrained, self.finetuned, alpha)
+                yield i, alpha
+        finally:
+            set_mix(net, self.pretrained, self.finetuned, 1.0)
+
+    @torch.no_grad()
+    def start(self, net: nn.Module, encode_queries: Callable[[], torch.Tensor]) -> None:
+        """Fix this epoch's fine-tuned weights and each mix's queries (``encode_queries``: the module's query
+        vectors, under the scorer chosen so far; they change with the mix only when the text tower is trained)."""
+        self.finetuned = tower_state(net)
+        device = next(iter(self.finetuned.values())).device
+        self.pretrained = {k: v.to(device) for k, v in self.pretrained.items()}
+        self.metrics, self.queries = [], []
+        for _ in self._mixes(net):
+            queries = encode_queries()
+            metric = CategoryRetrievalMetrics(
+                ks=(10,), max_rank=10, ndcg_ks=(), recall_ks=(), ap_normalization="min_r_k"
+            ).to(queries.device)
+            metric.set_queries(queries, query_ids=torch.arange(queries.shape[0], device=queries.device))
+            self.metrics.append(metric)
+            self.queries.append(queries)
+
+    @torch.no_grad()
+    def update(self, net: nn.Module, batch: dict, lexical_query: Any = None) -> None:
+        """Fold a validation batch in under every mix (scored as the module's evaluation scores it)."""
+        tokens = batch.get("lexical_tokens")
+        for i, _ in self._mixes(net):
+            vectors = net.encode_product_for_retrieval(batch)
+            if lexical_query is not None and tokens is not None:
+                scores = net.score(self.queries[i], vectors, lexical_query, tokens)
+                self.metrics[i].update_scores(scores, batch["category_ids"])
+            else:
+                self.metrics[i].update(vectors, batch["category_ids"])
+
+    def compute(self, novel: torch.Tensor, epoch: int | None = None) -> dict[str, Any]:
+        """``{ALPHA_KEY: alpha, EVIDENCE_KEY: evidence}`` from the epoch's per-query mAP@10 (``novel``: ``[Q]``, the
+        network's novel mask over the query rows)."""
+        ap = torch.stack([m.compute_per_query()["map@10"].cpu() for m in self.metrics])  # [A, Q]
+        novel = novel.cpu()
+        measured = ~torch.isnan(ap[0])
+        seen_v, novel_v = ap[:, measured & ~novel], ap[:, measured & novel]
+        alpha, detail = choose_alpha(self.grid, seen_v, novel_v, self.min_queries)
+
+        def means(values: torch.Tensor) -> list[float | None]:
+            return (
+                [float(v) for v in values.double().mean(dim=1)]
+                if values.shape[1]
+                else [None] * len(self.grid)
+            )
+
+        evidence = {
+            "grid": list(self.grid),
+            "rule": "1-SE: mixes within one SE of the best seen mAP@10, then the first (alpha from 1 down) within "
+            "one SE of the best pseudo-novel mAP@10",
+            "val_seen_map@10": means(seen_v),
+            "val_novel_map@10": means(novel_v),
+            "seen_queries": int(seen_v.shape[1]),
+            "novel_queries": int(novel_v.shape[1]),
+            **detail,
+        }
+        if epoch is not None:
+            evidence["epoch"] = int(epoch)
+        return {ALPHA_KEY: float(alpha), EVIDENCE_KEY: evidence}
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line: the mix chosen and what validation said of each."""
+    evidence = record.get(EVIDENCE_KEY) or {}
+    rows = zip(
+        evidence.get("grid", []),
+        evidence.get("val_seen_map@10", []),
+        evidence.get("val_novel_map@10", []),
+        strict=False,
+    )
+
+    def show(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    per = ", ".join(f"{a:g}: seen {show(s)} novel {show(n)}" for a, s, n in rows)
+    return f"WiSE-FT alpha {record.get(ALPHA_KEY, 1.0):g} chosen ({evidence.get('reason', 'default')}; val mAP@10 {per})"
