@@ -12,7 +12,7 @@ import torch
 from clipita.retrieval.index import index
 from clipita.retrieval.search import Searcher
 from conftest import tiny_overrides
-from datamodules.category_tree import format_path
+from clipita_core.paths import format_path
 
 from clipita.experiment import fit_and_test
 from lightning_modules import load_model
