@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from clipita.retrieval.index import index
-from clipita.retrieval.search import Searcher
 from conftest import tiny_overrides
-from clipita_core.paths import format_path
 
 from clipita.experiment import fit_and_test
+from clipita.retrieval.index import index
+from clipita.retrieval.search import Searcher
+from clipita_core.paths import format_path
 from lightning_modules import load_model
 from lightning_modules.wise_ft import ALPHA_KEY
 
