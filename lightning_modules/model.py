@@ -28,6 +28,7 @@ category tower, which is what a catalogue whose titles are noise should fall bac
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, final
 
 import torch
@@ -39,11 +40,18 @@ from clipita_core.vocabulary import Modality, attribute_texts
 
 from .components.attribute_pooling import AttributePooling, PoolingType
 from .components.fusion import FUSIONS, check_modalities, create_fusion
-from .components.image_encoder import OFFLINE_EFFICIENTNET_LITE0, ImageEncoder
-from .components.projection_head import HeadType, create_head
-from .components.text_encoder import OFFLINE_MINILM, TextEncoder
+from .components.image_encoder import ImageEncoder
+from .components.projection_head import HEAD, HeadConfig, HeadType, create_head
+from .components.text_encoder import TextEncoder
+from .defaults import signature_defaults
 from .lexical import LexicalSignal
 from .scoring import RetrievalScorer
+
+# The tower options are declared once, by the encoders: ClipIta's ``image_*`` / ``text_*`` options are the
+# encoders' own (``image_model`` = ImageEncoder's ``model_name``, ``text_max_length`` = TextEncoder's
+# ``max_seq_length``...), with the encoders' defaults.
+IMAGE_TOWER = signature_defaults(ImageEncoder)
+TEXT_TOWER = signature_defaults(TextEncoder)
 
 
 def tower_blocks(tower: str, train_all: bool, blocks: int | None) -> int:
@@ -156,27 +164,27 @@ class ClipIta(RetrievalScorer, nn.Module):
     def __init__(
         self,
         modalities: list[Modality] = ["image", "title", "attributes"],  # noqa: B006 - jsonargparse schema default
-        image_model: str = "tf_efficientnet_lite0",
-        image_weights: str = OFFLINE_EFFICIENTNET_LITE0,
-        image_size: int = 224,
-        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
-        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
-        text_model: str = OFFLINE_MINILM,
-        text_max_length: int = 64,
-        train_image_encoder: bool = False,
-        train_text_encoder: bool = False,
-        train_image_blocks: int | None = None,
-        train_text_layers: int | None = None,
-        gradient_checkpointing: bool = False,
+        image_model: str = IMAGE_TOWER["model_name"],
+        image_weights: str = IMAGE_TOWER["weights"],
+        image_size: int = IMAGE_TOWER["image_size"],
+        image_mean: tuple[float, float, float] = IMAGE_TOWER["mean"],
+        image_std: tuple[float, float, float] = IMAGE_TOWER["std"],
+        text_model: str = TEXT_TOWER["model_name"],
+        text_max_length: int = TEXT_TOWER["max_seq_length"],
+        train_image_encoder: bool = IMAGE_TOWER["trainable"],
+        train_text_encoder: bool = TEXT_TOWER["trainable"],
+        train_image_blocks: int | None = IMAGE_TOWER["train_blocks"],
+        train_text_layers: int | None = TEXT_TOWER["train_layers"],
+        gradient_checkpointing: bool = IMAGE_TOWER["gradient_checkpointing"],
         embed_dim: int = 256,
         fusion: FUSIONS.literal = "concat",  # the names registered when the parser is built
         fusion_weights: dict[str, float] | None = None,
         learnable_fusion_weights: bool = False,
-        head_type: HeadType = "mlp",
-        category_head: HeadType = "mlp",
-        hidden_dim: int = 512,
-        num_hidden_layers: int = 2,
-        dropout: float = 0.1,
+        head_type: HeadType = HEAD.head_type,
+        category_head: HeadType = HEAD.head_type,
+        hidden_dim: int = HEAD.hidden_dim,
+        num_hidden_layers: int = HEAD.num_hidden_layers,
+        dropout: float = HEAD.dropout,
         attribute_pooling: PoolingType = "mean",
         attribute_names: list[str] = [],  # noqa: B006 - jsonargparse schema default; copied below
         zero_shot_weight: float = 0.0,
@@ -242,26 +250,13 @@ class ClipIta(RetrievalScorer, nn.Module):
         self.attribute_pooling = (
             AttributePooling(text_dim, attribute_pooling) if "attributes" in input_dims else None
         )
+        head = HeadConfig(head_type, hidden_dim, num_hidden_layers, dropout)
         self.fusion = create_fusion(
-            fusion,
-            input_dims,
-            embed_dim,
-            head_type,
-            hidden_dim,
-            num_hidden_layers,
-            dropout,
-            fusion_weights,
-            learnable_fusion_weights,
+            fusion, input_dims, embed_dim, head, fusion_weights, learnable_fusion_weights
         )
-        self.category_head = create_head(
-            category_head, text_dim, embed_dim, hidden_dim, num_hidden_layers, dropout
-        )
+        self.category_head = create_head(replace(head, head_type=category_head), text_dim, embed_dim)
         self.image_evidence = image_evidence
-        self.image_head = (
-            create_head(head_type, dims["image"], embed_dim, hidden_dim, num_hidden_layers, dropout)
-            if image_evidence
-            else None
-        )
+        self.image_head = create_head(head, dims["image"], embed_dim) if image_evidence else None
         self.lexical = LexicalSignal() if lexical_signal else None
         self.trained_categories: list[tuple[str, ...]] = []
         self._trained_paths: set[tuple[str, ...]] = set()

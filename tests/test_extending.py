@@ -18,6 +18,7 @@ from clipita.cli import main
 from clipita.leaderboard import leaderboard
 from lightning_modules import ClipIta, ClipItaModule, InfoNCELoss, load_model
 from lightning_modules.components.fusion import FUSIONS
+from lightning_modules.components.projection_head import HEAD, HeadConfig
 from lightning_modules.losses import LOSSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,10 +34,7 @@ class ToyFusion(nn.Module):
         self,
         input_dims: dict[str, int],
         embed_dim: int,
-        head_type: str = "mlp",
-        hidden_dim: int = 512,
-        num_hidden_layers: int = 2,
-        dropout: float = 0.1,
+        head: HeadConfig = HEAD,
     ) -> None:
         super().__init__()
         self.maps = nn.ModuleDict({m: nn.Linear(d, embed_dim) for m, d in input_dims.items()})

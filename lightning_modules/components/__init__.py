@@ -5,14 +5,16 @@ from __future__ import annotations
 from .attribute_pooling import AttributePooling
 from .fusion import FUSIONS, ConcatFusion, GatedFusion, WeightedSumFusion, check_modalities, create_fusion
 from .image_encoder import ImageEncoder, create_timm_backbone
-from .projection_head import MLPHead, ResidualHead, create_head
+from .projection_head import HEAD, HeadConfig, MLPHead, ResidualHead, create_head
 from .text_encoder import TextEncoder
 
 __all__ = [
     "FUSIONS",
+    "HEAD",
     "AttributePooling",
     "ConcatFusion",
     "GatedFusion",
+    "HeadConfig",
     "ImageEncoder",
     "MLPHead",
     "ResidualHead",

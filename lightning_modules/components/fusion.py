@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,7 +11,7 @@ from torch import nn
 from clipita_core.registry import Registry
 from clipita_core.vocabulary import MODALITIES
 
-from .projection_head import HeadType, create_head
+from .projection_head import HEAD, HeadConfig, create_head
 
 
 def check_modalities(modalities: list[str]) -> list[str]:
@@ -36,16 +38,11 @@ class ConcatFusion(nn.Module):
         self,
         input_dims: dict[str, int],
         embed_dim: int,
-        head_type: HeadType = "mlp",
-        hidden_dim: int = 512,
-        num_hidden_layers: int = 2,
-        dropout: float = 0.1,
+        head: HeadConfig = HEAD,
     ) -> None:
         super().__init__()
         self.modalities = list(input_dims)
-        self.head = create_head(
-            head_type, sum(input_dims.values()), embed_dim, hidden_dim, num_hidden_layers, dropout
-        )
+        self.head = create_head(head, sum(input_dims.values()), embed_dim)
 
     def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = []
@@ -65,19 +62,11 @@ class _PerModalityHeads(nn.Module):
         self,
         input_dims: dict[str, int],
         embed_dim: int,
-        head_type: HeadType = "mlp",
-        hidden_dim: int = 512,
-        num_hidden_layers: int = 2,
-        dropout: float = 0.1,
+        head: HeadConfig = HEAD,
     ) -> None:
         super().__init__()
         self.modalities = list(input_dims)
-        self.heads = nn.ModuleDict(
-            {
-                m: create_head(head_type, d, embed_dim, hidden_dim, num_hidden_layers, dropout)
-                for m, d in input_dims.items()
-            }
-        )
+        self.heads = nn.ModuleDict({m: create_head(head, d, embed_dim) for m, d in input_dims.items()})
 
     def project(
         self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
@@ -97,14 +86,11 @@ class WeightedSumFusion(_PerModalityHeads):
         self,
         input_dims: dict[str, int],
         embed_dim: int,
-        head_type: HeadType = "mlp",
-        hidden_dim: int = 512,
-        num_hidden_layers: int = 2,
-        dropout: float = 0.1,
+        head: HeadConfig = HEAD,
         weights: dict[str, float] | None = None,
         learnable_weights: bool = False,
     ) -> None:
-        super().__init__(input_dims, embed_dim, head_type, hidden_dim, num_hidden_layers, dropout)
+        super().__init__(input_dims, embed_dim, head)
         weights = dict(weights or {})
         unknown = set(weights) - set(self.modalities)
         if unknown:
@@ -139,12 +125,9 @@ class GatedFusion(_PerModalityHeads):
         self,
         input_dims: dict[str, int],
         embed_dim: int,
-        head_type: HeadType = "mlp",
-        hidden_dim: int = 512,
-        num_hidden_layers: int = 2,
-        dropout: float = 0.1,
+        head: HeadConfig = HEAD,
     ) -> None:
-        super().__init__(input_dims, embed_dim, head_type, hidden_dim, num_hidden_layers, dropout)
+        super().__init__(input_dims, embed_dim, head)
         n = len(self.modalities)
         self.gate = nn.Sequential(nn.Linear(n * embed_dim + n, 128), nn.GELU(), nn.Linear(128, n))
 
@@ -155,7 +138,7 @@ class GatedFusion(_PerModalityHeads):
         return (weights.unsqueeze(-1) * parts).sum(dim=1)
 
 
-# Every fusion: a class ``(input_dims, embed_dim, head_type, hidden_dim, num_hidden_layers, dropout)`` whose
+# Every fusion: a class ``(input_dims, embed_dim, head)`` (``head`` a :class:`HeadConfig`) whose
 # ``forward(features, present)`` gives the product embedding. ``model.net.fusion`` takes the names registered here
 # (its type is ``FUSIONS.literal``, read when the parser is built), so a new fusion is one class plus one entry.
 FUSIONS: Registry[type[nn.Module]] = Registry(
@@ -167,18 +150,17 @@ def create_fusion(
     fusion: str,
     input_dims: dict[str, int],
     embed_dim: int,
-    head_type: HeadType = "mlp",
-    hidden_dim: int = 512,
-    num_hidden_layers: int = 2,
-    dropout: float = 0.1,
+    head: HeadConfig = HEAD,
     weights: dict[str, float] | None = None,
     learnable_weights: bool = False,
+    **head_options: object,
 ) -> nn.Module:
-    """Build a fusion module by name (a name in :data:`FUSIONS`; ``concat`` is the paper's)."""
+    """Build a fusion module by name (a name in :data:`FUSIONS`; ``concat`` is the paper's).
+
+    ``head_options`` (any field of :class:`HeadConfig`, e.g. ``head_type="linear"``) override those of ``head``.
+    """
     fusion_class = FUSIONS[fusion]
-    options = dict(
-        head_type=head_type, hidden_dim=hidden_dim, num_hidden_layers=num_hidden_layers, dropout=dropout
-    )
+    head = replace(head, **head_options)
     if fusion_class is WeightedSumFusion:
-        options.update(weights=weights, learnable_weights=learnable_weights)
-    return fusion_class(input_dims, embed_dim, **options)
+        return fusion_class(input_dims, embed_dim, head, weights=weights, learnable_weights=learnable_weights)
+    return fusion_class(input_dims, embed_dim, head)

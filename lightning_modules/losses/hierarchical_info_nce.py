@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .logit_scale import LOGIT_SCALE
 from .multi_positive_info_nce import MultiPositiveInfoNCELoss, soft_cross_entropy
 
 
@@ -54,9 +55,9 @@ class HierarchicalInfoNCELoss(MultiPositiveInfoNCELoss):
     def __init__(
         self,
         lambda_weight: float = 0.5,
-        temperature: float = 0.07,
-        learnable_temperature: bool = True,
-        max_logit_scale: float = 100.0,
+        temperature: float = LOGIT_SCALE["temperature"],
+        learnable_temperature: bool = LOGIT_SCALE["learnable"],
+        max_logit_scale: float = LOGIT_SCALE["max_scale"],
         parent_weight: float = 0.5,
         table_weight: float = 0.5,
     ) -> None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gather import gather_with_grad, world
-from .logit_scale import LogitScale
+from .logit_scale import LOGIT_SCALE, LogitScale
 
 
 def check_lambda(lambda_weight: float) -> float:
@@ -43,9 +43,9 @@ class InfoNCELoss(nn.Module):
     def __init__(
         self,
         lambda_weight: float = 0.5,
-        temperature: float = 0.07,
-        learnable_temperature: bool = True,
-        max_logit_scale: float = 100.0,
+        temperature: float = LOGIT_SCALE["temperature"],
+        learnable_temperature: bool = LOGIT_SCALE["learnable"],
+        max_logit_scale: float = LOGIT_SCALE["max_scale"],
     ) -> None:
         super().__init__()
         self.lambda_weight = check_lambda(lambda_weight)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ..defaults import signature_defaults
+
 
 class LogitScale(nn.Module):
     """``exp(s)`` with ``s = log(1 / temperature)``; learnable or fixed, clamped to ``max_scale`` (CLIP uses 100).
@@ -32,3 +34,8 @@ class LogitScale(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.log_scale.clamp(max=self.max_log).exp()
+
+
+#: the temperature options' defaults, declared once by :class:`LogitScale`; every loss's ``temperature``,
+#: ``learnable_temperature`` and ``max_logit_scale`` (``model.loss.init_args.*``) take theirs from here
+LOGIT_SCALE = signature_defaults(LogitScale)

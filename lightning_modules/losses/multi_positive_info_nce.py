@@ -8,6 +8,7 @@ import torch
 
 from .gather import gather_no_grad
 from .info_nce import InfoNCELoss
+from .logit_scale import LOGIT_SCALE
 
 PositiveRule = Literal["same_category", "relevant"]
 
@@ -63,9 +64,9 @@ class MultiPositiveInfoNCELoss(InfoNCELoss):
     def __init__(
         self,
         lambda_weight: float = 0.5,
-        temperature: float = 0.07,
-        learnable_temperature: bool = True,
-        max_logit_scale: float = 100.0,
+        temperature: float = LOGIT_SCALE["temperature"],
+        learnable_temperature: bool = LOGIT_SCALE["learnable"],
+        max_logit_scale: float = LOGIT_SCALE["max_scale"],
         positives: PositiveRule = "relevant",
     ) -> None:
         super().__init__(lambda_weight, temperature, learnable_temperature, max_logit_scale)
