@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.augmentation import make_augmentation
 from datamodules.category_tree import CategoryTree, parse_path
 from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
@@ -64,6 +65,12 @@ class CatalogueDataModule(L.LightningDataModule):
             when ``balance_power = 1``). Feature path only.
         balance_power: strength of the category balancing (0 = uniform over products).
         encode_workers: image-decoding worker processes per rank while building the feature cache.
+        augmentation: raw-shard training only: ``crop_flip`` (a random resized crop of at least ``crop_min_scale``
+            of the image's area, resized back to the tower's ``image_size``, and a horizontal flip; drawn per
+            sample from ``(split_seed, epoch, rank, worker, sample)``, so a resumed run augments as the
+            uninterrupted one) or ``none``. Applied to the image tower's own transform (its resolution is
+            ``model.net.image_size``); evaluation is never augmented.
+        crop_min_scale: smallest crop area of ``crop_flip``, as a fraction of the image (1.0: flip only).
         encoders: the object holding the frozen towers (``.image_encoder`` may be None for text-only models). When
             it also has a lexical signal (``.lexical``, not None: an object with ``tokenize(texts)``,
             ``num_buckets`` and ``tokenizer_id``), each product's hashed title + attribute tokens are stored beside
@@ -92,6 +99,8 @@ class CatalogueDataModule(L.LightningDataModule):
         sampler: Literal["random", "category_balanced"] = "random",
         balance_power: float = 0.5,
         encode_workers: int = 2,
+        augmentation: Literal["crop_flip", "none"] = "crop_flip",
+        crop_min_scale: float = 0.8,
         encoders: Any = None,
     ) -> None:
         super().__init__()
@@ -106,6 +115,7 @@ class CatalogueDataModule(L.LightningDataModule):
         self.work_dir = Path(work_dir)
         if not 0.0 <= pseudo_novel_fraction < 1.0:
             raise ValueError(f"pseudo_novel_fraction must be in [0, 1), got {pseudo_novel_fraction}")
+        make_augmentation(augmentation, crop_min_scale)  # a bad name or scale fails here, not in a worker
         if sample_titles not in ("signal", "noise", "none"):
             raise ValueError(f"sample_titles must be 'signal', 'noise' or 'none', got {sample_titles!r}")
         split_name = f"seed{split_seed}" + (f"-pn{pseudo_novel_fraction:g}" if pseudo_novel_fraction else "")
@@ -346,6 +356,9 @@ class CatalogueDataModule(L.LightningDataModule):
             epoch_samples=self.hparams.epoch_samples or self.split_size(split),
             seed=self.hparams.split_seed,
             num_workers=self.hparams.num_workers,
+            augmentation=make_augmentation(self.hparams.augmentation, self.hparams.crop_min_scale)
+            if training
+            else None,
         )
 
     def _loader(self, split: str, training: bool) -> DataLoader:
