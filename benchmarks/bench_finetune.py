@@ -12,7 +12,9 @@
 
 Each measurement runs in its own process (so peak RSS is that run's), floor and loop alternating, for each
 catalogue size (the built-in sample catalogue generated at ``--products`` sizes, 96 px images, sharded before
-timing). images/s = batch x timed steps / their wall time, the first ``--warmup`` steps left out. Peak RSS: the
+timing). images/s = batch x timed steps / their wall time, the first ``--warmup`` steps left out; CPU ms/image =
+the CPU time of the process and its workers over the same steps (from /proc: the steadier number on a machine
+shared with other jobs; floor / loop of it is what the wall ratio would be on a saturated machine). Peak RSS: the
 rank's process (``ru_maxrss``) and its largest DataLoader worker (forked from it, so it counts the pages it shares
 with its parent). ``--json`` writes every number (``benchmarks/gpu_check.py`` reads it).
 """
@@ -33,6 +35,11 @@ from typing import Any
 import lightning as L
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_shard_streaming import cpu_seconds  # noqa: E402 - the one /proc CPU-time reader
+
 RESULT = "RESULT "
 
 
@@ -114,6 +121,7 @@ class StepTimer(L.Callback):
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
         self.ends: list[float] = []
+        self.cpu: list[float] = []  # CPU seconds of this process + its DataLoader workers at each step's end
         self.losses: list[float] = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -122,12 +130,19 @@ class StepTimer(L.Callback):
             float(loss.detach().float().cpu())
         )  # synchronises the device, as a logged loss does
         self.ends.append(time.perf_counter())
+        self.cpu.append(cpu_seconds())
 
-    def images_per_second(self, batch_size: int) -> float:
+    def _timed(self) -> int:
         if len(self.ends) <= self.warmup + 1:
             raise ValueError(f"need more than {self.warmup + 1} steps to time, got {len(self.ends)}")
-        steps = len(self.ends) - 1 - self.warmup
-        return batch_size * steps / (self.ends[-1] - self.ends[self.warmup])
+        return len(self.ends) - 1 - self.warmup
+
+    def cpu_ms_per_image(self, batch_size: int) -> float:
+        """CPU milliseconds per image over the timed steps, summed over the process and its workers."""
+        return 1000 * (self.cpu[-1] - self.cpu[self.warmup]) / (batch_size * self._timed())
+
+    def images_per_second(self, batch_size: int) -> float:
+        return batch_size * self._timed() / (self.ends[-1] - self.ends[self.warmup])
 
 
 class InMemoryBatches:
@@ -186,6 +201,7 @@ def measure(config: dict[str, Any], mode: str, warmup: int) -> dict[str, Any]:
     result = {
         "mode": mode,
         "images_per_second": images_per_second,
+        "cpu_ms_per_image": timer.cpu_ms_per_image(batch_size),
         "steps": len(timer.ends),
         "losses": timer.losses,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -255,10 +271,14 @@ def benchmark(opts: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
         best = {mode: max(r["images_per_second"] for r in rs) for mode, rs in runs.items()}
+        cpu = {mode: min(r["cpu_ms_per_image"] for r in rs) for mode, rs in runs.items()}
         entry.update(
             floor_images_per_second=best["floor"],
             loop_images_per_second=best["loop"],
             ratio=best["loop"] / best["floor"],
+            floor_cpu_ms_per_image=cpu["floor"],
+            loop_cpu_ms_per_image=cpu["loop"],
+            cpu_ratio=cpu["floor"] / cpu["loop"],
             loop_peak_rss_mb=max(r["peak_rss_mb"] for r in runs["loop"]),
             loop_worker_peak_rss_mb=max(r["worker_peak_rss_mb"] for r in runs["loop"]),
             floor_peak_rss_mb=max(r["peak_rss_mb"] for r in runs["floor"]),
@@ -287,7 +307,8 @@ def print_report(report: dict[str, Any], opts: argparse.Namespace) -> None:
     for products, e in report["sizes"].items():
         print(
             f"| {int(products):,} ({e['train_products']:,}) | {e['floor_images_per_second']:.1f} | "
-            f"{e['loop_images_per_second']:.1f} | {e['ratio']:.2f}x | {e['loop_peak_rss_mb']:.0f} MB | "
+            f"{e['loop_images_per_second']:.1f} | {e['ratio']:.2f}x | {e['floor_cpu_ms_per_image']:.1f}, "
+            f"{e['loop_cpu_ms_per_image']:.1f} ({e['cpu_ratio']:.2f}x) | {e['loop_peak_rss_mb']:.0f} MB | "
             f"{e['loop_worker_peak_rss_mb']:.0f} MB | {e['floor_peak_rss_mb']:.0f} MB |"
         )
     if "rss_ratio_largest_to_smallest" in report:
