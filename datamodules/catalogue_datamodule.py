@@ -125,6 +125,8 @@ class CatalogueDataModule(L.LightningDataModule):
         self.tree: CategoryTree | None = None
         self.datasets: dict[str, Dataset] = {}
         self._lexical_statistics: dict | None = None
+        self._train_stream: Any = None  # the raw path's training loader (a ShardLoader), for its position
+        self._train_stream_state: dict | None = None  # a checkpoint's position, for the next training loader
 
     # ---------------------------------------------------------------------------------------------- building
     def _sample_key(self) -> dict | None:
@@ -338,6 +340,21 @@ class CatalogueDataModule(L.LightningDataModule):
     def split_size(self, split: str) -> int:
         return int(self.manifest["splits"][split]["count"])
 
+    # ------------------------------------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """The raw training stream's position (``{"train_stream": {"epoch", "batches", ...}}``), kept by Lightning
+        in every checkpoint; ``{}`` on the feature path (whose sampler replays from the trainer's epoch)."""
+        if self._train_stream is None:
+            return {}
+        return {"train_stream": self._train_stream.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the raw training stream where the checkpoint was written: the next training loader starts at
+        that batch of that epoch (or at the next epoch when that one was done). Lightning restores a stateful
+        loader itself only when it resumes inside an epoch; this also covers a checkpoint written at an epoch's
+        end, after which the stream must go on with the next epoch rather than start again at epoch 0."""
+        self._train_stream_state = state_dict.get("train_stream")
+
     # ----------------------------------------------------------------------------------------------- loaders
     def _raw_loader(self, split: str, training: bool) -> Any:
         from datamodules.shard_pipeline import build_shard_pipeline
@@ -347,7 +364,7 @@ class CatalogueDataModule(L.LightningDataModule):
             raise ValueError("the raw path needs an image encoder (its transform decodes the shards' images)")
         transform = image_encoder.transform
         batch_size = self.hparams.batch_size if training else self.hparams.eval_batch_size
-        return build_shard_pipeline(
+        loader = build_shard_pipeline(
             shard_urls(self.manifest, str(self.shard_dir), split),
             transform,
             self.tree,
@@ -360,6 +377,12 @@ class CatalogueDataModule(L.LightningDataModule):
             if training
             else None,
         )
+        if training:
+            if self._train_stream_state is not None:
+                loader.load_state_dict(self._train_stream_state)
+                self._train_stream_state = None
+            self._train_stream = loader
+        return loader
 
     def _loader(self, split: str, training: bool) -> DataLoader:
         if not self.hparams.use_features:

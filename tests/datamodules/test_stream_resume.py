@@ -1,10 +1,12 @@
 """Resuming the raw training stream in the middle of an epoch gives the batches (ids and augmented pixels) the
-uninterrupted run gives from there: on the loader itself (0 and 2 workers) and through a Lightning checkpoint."""
+uninterrupted run gives from there: on the loader itself (0 and 2 workers), and through Lightning checkpoints of
+the real DataModule written mid-epoch and at an epoch's end."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -13,6 +15,7 @@ from test_augmentation import ramped
 from test_shard_pipeline import TREE, write_shards
 
 from datamodules.augmentation import CropFlip
+from datamodules.catalogue_datamodule import CatalogueDataModule
 from datamodules.shard_pipeline import build_shard_pipeline
 from datamodules.training_stream import batches_before, stream_share
 
@@ -110,21 +113,22 @@ class Recorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-class Stream(L.LightningDataModule):
-    def __init__(self, urls: list[str]) -> None:
-        super().__init__()
-        self.urls = urls
+def sample_datamodule(work_dir: Path) -> CatalogueDataModule:
+    """The raw path of the real DataModule over the built-in sample (the 'tower' is a picklable test transform)."""
+    towers = SimpleNamespace(image_encoder=SimpleNamespace(transform=ramped), text_encoder=object())
+    return CatalogueDataModule(
+        work_dir=str(work_dir), sample_products=160, shard_size=40, batch_size=8, num_workers=2,
+        use_features=False, encoders=towers,
+    )  # fmt: skip
 
-    def train_dataloader(self):
-        return make_loader(self.urls, num_workers=2)
 
-
-def fit(urls: list[str], root: Path, ckpt_path: str | None = None, every: int = 0) -> Recorder:
+def fit(work_dir: Path, root: Path, ckpt_path: str | None = None, every: int = 0) -> Recorder:
     callbacks = []
-    if every:
-        callbacks.append(
-            L.pytorch.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1)
-        )
+    if every:  # mid-epoch checkpoints every `every` steps, and one at each epoch's end
+        callbacks += [
+            L.pytorch.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1),
+            L.pytorch.callbacks.ModelCheckpoint(dirpath=root, every_n_epochs=1, save_top_k=-1),
+        ]
     trainer = L.Trainer(
         max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=bool(every), callbacks=callbacks, default_root_dir=root,
@@ -133,17 +137,19 @@ def fit(urls: list[str], root: Path, ckpt_path: str | None = None, every: int = 
     with warnings.catch_warnings():
         warnings.simplefilter("error", L.pytorch.utilities.warnings.PossibleUserWarning)  # "not resumable"
         warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers).*")
-        trainer.fit(module, datamodule=Stream(urls), ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=sample_datamodule(work_dir), ckpt_path=ckpt_path)
     return module
 
 
-def test_lightning_resumes_the_stream_from_a_mid_epoch_checkpoint(tmp_path: Path) -> None:
-    urls, _ = write_shards(tmp_path, SIZES)
-    straight = fit(urls, tmp_path / "ckpt", every=4).seen
-    assert [step for step, _, _ in straight] == list(range(18))
-    for step in (4, 12):  # mid epoch 0 and mid epoch 1 (9 batches per epoch)
+@pytest.mark.slow
+def test_lightning_resumes_the_datamodule_stream_mid_epoch_and_after_an_epoch_end(tmp_path: Path) -> None:
+    straight = fit(tmp_path / "work", tmp_path / "ckpt", every=5).seen
+    per_epoch = len(straight) // 2
+    assert [step for step, _, _ in straight] == list(range(2 * per_epoch)) and per_epoch > 6
+    mid_second = next(s for s in range(per_epoch + 1, 2 * per_epoch) if s % 5 == 0)
+    for step in (5, per_epoch, mid_second):  # mid epoch 0, the end of epoch 0, mid epoch 1
         checkpoint = next((tmp_path / "ckpt").glob(f"*step={step}.ckpt"))
-        resumed = fit(urls, tmp_path / f"resumed{step}", ckpt_path=str(checkpoint)).seen
-        assert [s for s, _, _ in resumed] == list(range(step, 18))
-        assert [ids for _, ids, _ in resumed] == [ids for _, ids, _ in straight[step:]]
+        resumed = fit(tmp_path / "work", tmp_path / f"resumed{step}", ckpt_path=str(checkpoint)).seen
+        assert [s for s, _, _ in resumed] == list(range(step, 2 * per_epoch))
+        assert [ids for _, ids, _ in resumed] == [ids for _, ids, _ in straight[step:]], step
         assert [x for _, _, x in resumed] == pytest.approx([x for _, _, x in straight[step:]], rel=1e-6)
