@@ -10,9 +10,9 @@
 - ``floor``: the same module, towers, heads, loss, optimiser and Trainer, fed one real batch of the same loader
   over and over from memory (already on the device): forward + backward + optimiser step with no data path.
 
-Each measurement runs in its own process (so peak RSS is that run's), floor and loop alternating, for each
-catalogue size (the built-in sample catalogue generated at ``--products`` sizes, 96 px images, sharded before
-timing). images/s = batch x timed steps / their wall time, the first ``--warmup`` steps left out; CPU ms/image =
+Each measurement runs in its own process (so peak RSS is that run's): the floor once per round (at the first
+size: it does not depend on the catalogue), then the loop at each catalogue size (the built-in sample catalogue
+generated at ``--products`` sizes, 96 px images, sharded before timing). images/s = batch x timed steps / their wall time, the first ``--warmup`` steps left out; CPU ms/image =
 the CPU time of the process and its workers over the same steps (from /proc: the steadier number on a machine
 shared with other jobs; floor / loop of it is what the wall ratio would be on a saturated machine). Peak RSS: the
 rank's process (``ru_maxrss``) and its largest DataLoader worker (forked from it, so it counts the pages it shares
@@ -248,68 +248,88 @@ def load_average() -> str:
 
 
 def benchmark(opts: argparse.Namespace) -> dict[str, Any]:
-    """Prepare each catalogue, then time floor and loop alternating; the report as a dict."""
+    """Prepare every catalogue, then time the floor (at the first size: it does not depend on the catalogue) and
+    the loop at every size, ``--repeats`` rounds; the report as a dict."""
     accelerator = "gpu" if opts.device == "cuda" else "cpu"
     work_root = Path(opts.work_dir or tempfile.mkdtemp(prefix="bench_finetune_"))
     report: dict[str, Any] = {"device": opts.device, "precision": opts.precision, "sizes": {}}
-    report["load_before"] = load_average()
+    configs: dict[int, dict[str, Any]] = {}
     for products in opts.products:
-        config = fit_config(
+        configs[products] = fit_config(
             str(work_root / f"sample{products}"), products, batch_size=opts.batch_size, image_size=opts.image_size,
             workers=opts.workers, steps=opts.steps, accelerator=accelerator, precision=opts.precision,
             image_model=opts.image_model, image_weights=opts.image_weights,
         )  # fmt: skip
         started = time.perf_counter()
-        train = prepare(config)
-        entry: dict[str, Any] = {"train_products": train, "prepare_s": time.perf_counter() - started}
-        runs: dict[str, list[dict]] = {"floor": [], "loop": []}
-        for _ in range(opts.repeats):
-            for mode in ("floor", "loop"):
-                runs[mode].append(run_child(config, mode, opts.warmup))
-                print(
-                    f"  {products} products, {mode}: {runs[mode][-1]['images_per_second']:.1f} images/s",
-                    flush=True,
-                )
-        best = {mode: max(r["images_per_second"] for r in rs) for mode, rs in runs.items()}
-        cpu = {mode: min(r["cpu_ms_per_image"] for r in rs) for mode, rs in runs.items()}
-        entry.update(
-            floor_images_per_second=best["floor"],
-            loop_images_per_second=best["loop"],
-            ratio=best["loop"] / best["floor"],
-            floor_cpu_ms_per_image=cpu["floor"],
-            loop_cpu_ms_per_image=cpu["loop"],
-            cpu_ratio=cpu["floor"] / cpu["loop"],
-            loop_peak_rss_mb=max(r["peak_rss_mb"] for r in runs["loop"]),
-            loop_worker_peak_rss_mb=max(r["worker_peak_rss_mb"] for r in runs["loop"]),
-            floor_peak_rss_mb=max(r["peak_rss_mb"] for r in runs["floor"]),
+        train = prepare(configs[products])
+        report["sizes"][str(products)] = {"train_products": train, "prepare_s": time.perf_counter() - started}
+    report["load_before"] = load_average()
+    floors: list[dict] = []
+    loops: dict[int, list[dict]] = {products: [] for products in opts.products}
+
+    def run(config: dict[str, Any], mode: str, products: int) -> dict[str, Any]:
+        result = run_child(config, mode, opts.warmup)
+        print(
+            f"  {mode} ({products:,} products): {result['images_per_second']:.1f} images/s, "
+            f"{result['cpu_ms_per_image']:.1f} CPU ms/image (load {load_average()})",
+            flush=True,
+        )
+        return result
+
+    for _ in range(opts.repeats):  # floor and loops alternate, so load from other jobs hits both alike
+        floors.append(run(configs[opts.products[0]], "floor", opts.products[0]))
+        for products in opts.products:
+            loops[products].append(run(configs[products], "loop", products))
+    report["load_after"] = load_average()
+    floor = max(r["images_per_second"] for r in floors)
+    floor_cpu = min(r["cpu_ms_per_image"] for r in floors)
+    report["floor"] = {
+        "images_per_second": floor,
+        "cpu_ms_per_image": floor_cpu,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in floors),
+        "runs": floors,
+    }
+    for products, runs in loops.items():
+        best = max(r["images_per_second"] for r in runs)
+        cpu = min(r["cpu_ms_per_image"] for r in runs)
+        report["sizes"][str(products)].update(
+            loop_images_per_second=best,
+            ratio=best / floor,
+            loop_cpu_ms_per_image=cpu,
+            cpu_ratio=floor_cpu / cpu,
+            loop_peak_rss_mb=max(r["peak_rss_mb"] for r in runs),
+            loop_worker_peak_rss_mb=max(r["worker_peak_rss_mb"] for r in runs),
             runs=runs,
         )
-        report["sizes"][str(products)] = entry
-    report["load_after"] = load_average()
     sizes = list(report["sizes"].values())
     if len(sizes) >= 2:
         report["rss_ratio_largest_to_smallest"] = sizes[-1]["loop_peak_rss_mb"] / sizes[0]["loop_peak_rss_mb"]
-    device_names = {r.get("device_name") for e in sizes for rs in e["runs"].values() for r in rs} - {None}
+    runs_all = floors + [r for rs in loops.values() for r in rs]
+    device_names = {r.get("device_name") for r in runs_all} - {None}
     report["device_name"] = ", ".join(sorted(device_names)) or opts.device
     return report
 
 
 def print_report(report: dict[str, Any], opts: argparse.Namespace) -> None:
+    floor = report["floor"]
     print(
         f"fine-tune loop vs floor on {report['device_name']} ({report['precision']}), {opts.image_model} at "
         f"{opts.image_size} px, batch {opts.batch_size}, {opts.steps} steps ({opts.warmup} untimed), "
         f"{opts.workers} decoding workers; load average {report['load_before']} -> {report['load_after']}"
     )
     print(
-        "| products (train) | floor images/s | loop images/s | loop / floor | peak RSS rank | worker | floor RSS |"
+        f"floor: {floor['images_per_second']:.1f} images/s, {floor['cpu_ms_per_image']:.1f} CPU ms/image, "
+        f"peak RSS {floor['peak_rss_mb']:.0f} MB"
+    )
+    print(
+        "| products (train) | loop images/s | loop / floor | loop CPU ms/image | floor / loop CPU | peak RSS rank | worker |"
     )
     print("|---|---|---|---|---|---|---|")
     for products, e in report["sizes"].items():
         print(
-            f"| {int(products):,} ({e['train_products']:,}) | {e['floor_images_per_second']:.1f} | "
-            f"{e['loop_images_per_second']:.1f} | {e['ratio']:.2f}x | {e['floor_cpu_ms_per_image']:.1f}, "
-            f"{e['loop_cpu_ms_per_image']:.1f} ({e['cpu_ratio']:.2f}x) | {e['loop_peak_rss_mb']:.0f} MB | "
-            f"{e['loop_worker_peak_rss_mb']:.0f} MB | {e['floor_peak_rss_mb']:.0f} MB |"
+            f"| {int(products):,} ({e['train_products']:,}) | {e['loop_images_per_second']:.1f} | {e['ratio']:.2f}x | "
+            f"{e['loop_cpu_ms_per_image']:.1f} | {e['cpu_ratio']:.2f}x | {e['loop_peak_rss_mb']:.0f} MB | "
+            f"{e['loop_worker_peak_rss_mb']:.0f} MB |"
         )
     if "rss_ratio_largest_to_smallest" in report:
         print(

@@ -279,7 +279,7 @@ def summary(card: str, settings: Settings, results: dict[str, Any], failures: li
     for products, e in t.get("sizes", {}).items():
         lines.append(
             f"  (b) {int(products):,} products: loop {e['loop_images_per_second']:.0f} images/s, floor "
-            f"{e['floor_images_per_second']:.0f} images/s, {e['ratio']:.2f}x; peak RSS rank "
+            f"{t['floor']['images_per_second']:.0f} images/s, {e['ratio']:.2f}x; peak RSS rank "
             f"{e['loop_peak_rss_mb']:.0f} MB"
         )
     h = results.get("head_only", {})
