@@ -24,10 +24,12 @@ BATCH = 4
 SAMPLES = sum(SIZES)  # 34 -> 9 batches per epoch
 
 
-def make_loader(urls: list[str], num_workers: int, resampled: bool = True):
+def make_loader(
+    urls: list[str], num_workers: int, resampled: bool = True, rank: int = 0, world_size: int = 1
+):
     return build_shard_pipeline(
-        urls, ramped, TREE, BATCH, training=True, epoch_samples=SAMPLES, shuffle_buffer=6, seed=3,
-        num_workers=num_workers, resampled=resampled, augmentation=CropFlip(0.5),
+        urls, ramped, TREE, BATCH, training=True, epoch_samples=SAMPLES * world_size, shuffle_buffer=6, seed=3,
+        num_workers=num_workers, resampled=resampled, augmentation=CropFlip(0.5), rank=rank, world_size=world_size,
     )  # fmt: skip
 
 
@@ -49,17 +51,21 @@ def test_stream_shares_and_skips_add_up() -> None:
                 assert sum(batches_before(first, s, streams) for s in range(streams)) == first
 
 
-@pytest.mark.parametrize(("num_workers", "resampled"), [(0, True), (2, True), (2, False)])
+@pytest.mark.parametrize(
+    ("num_workers", "resampled", "rank", "world_size"),
+    [(0, True, 0, 1), (2, True, 0, 1), (2, False, 0, 1), (2, True, 1, 2)],
+)
 def test_a_loader_resumed_mid_epoch_gives_the_uninterrupted_batches(
-    tmp_path: Path, num_workers: int, resampled: bool
+    tmp_path: Path, num_workers: int, resampled: bool, rank: int, world_size: int
 ) -> None:
+    """Rank 1 of 2 resumes from the same (epoch, batch) state as rank 0 (rank 0 writes the checkpoint)."""
     urls, _ = write_shards(tmp_path, SIZES)
-    reference = make_loader(urls, num_workers, resampled)
+    reference = make_loader(urls, num_workers, resampled, rank, world_size)
     epochs = [[fingerprint(b) for b in reference] for _ in range(2)]
     assert len(epochs[0]) == len(reference) == 9
     assert not same(epochs[0], epochs[1])
     for epoch, first in [(0, 3), (0, 4), (1, 5), (0, 9)]:
-        resumed = make_loader(urls, num_workers, resampled)
+        resumed = make_loader(urls, num_workers, resampled, rank, world_size)
         resumed.load_state_dict({"epoch": epoch, "batches": first, "num_batches": 9})
         rest = [fingerprint(b) for b in resumed]
         if first == 9:  # the checkpoint was written after the epoch's last batch: the next epoch, whole
