@@ -42,7 +42,6 @@ Example:
     ...                               epoch_samples=train_count, num_workers=4)  # doctest: +SKIP
     >>> for batch in loader:  # doctest: +SKIP
     ...     batch["image"].shape, batch["category_ids"].shape
-
 """
 
 from __future__ import annotations
