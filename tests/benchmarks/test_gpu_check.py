@@ -97,3 +97,24 @@ def test_the_fine_tune_check_on_the_gpu(tmp_path: Path) -> None:
     settings.finetune_steps = 60
     result = gpu_check.finetune_check(settings, tmp_path, max_fraction=1.0)
     assert result["tower_tensors_changed"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [([], (1.0, 0.0)), (["--max-loss-fraction", "0.8"], (0.8, 0.0))]
+)
+def test_the_dry_run_relaxes_the_thresholds_unless_given(
+    monkeypatch, argv: list[str], expected: tuple
+) -> None:
+    seen = {}
+
+    def record(name):
+        def check(settings, work_dir, threshold):
+            seen[name] = threshold
+            return {}
+
+        return check
+
+    monkeypatch.setattr(gpu_check, "finetune_check", record("finetune"))
+    monkeypatch.setattr(gpu_check, "throughput_check", record("throughput"))
+    assert gpu_check.main(["--cpu-dry-run", "--checks", "finetune", "throughput", *argv]) == 0
+    assert (seen["finetune"], seen["throughput"]) == expected
