@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from clipita_core.paths import parse_path
 from clipita_core.tree import CategoryTree
 from clipita_core.vocabulary import SPLITS
+from datamodules.augmentation import make_augmentation
 from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
@@ -71,6 +72,12 @@ class CatalogueDataModule(L.LightningDataModule):
             when ``balance_power = 1``). Feature path only.
         balance_power: strength of the category balancing (0 = uniform over products).
         encode_workers: image-decoding worker processes per rank while building the feature cache.
+        augmentation: raw-shard training only: ``crop_flip`` (a random resized crop of at least ``crop_min_scale``
+            of the image's area, resized back to the tower's ``image_size``, and a horizontal flip; drawn per
+            sample from ``(split_seed, epoch, rank, worker, sample)``, so a resumed run augments as the
+            uninterrupted one) or ``none``. Applied to the image tower's own transform (its resolution is
+            ``model.net.image_size``); evaluation is never augmented.
+        crop_min_scale: smallest crop area of ``crop_flip``, as a fraction of the image (1.0: flip only).
         encoders: the object holding the frozen towers (``.image_encoder`` may be None for text-only models). When
             it also has a lexical signal (``.lexical``, not None: an object with ``tokenize(texts)``,
             ``num_buckets`` and ``tokenizer_id``), each product's hashed title + attribute tokens are stored beside
@@ -99,6 +106,8 @@ class CatalogueDataModule(L.LightningDataModule):
         sampler: Literal["random", "category_balanced"] = "random",
         balance_power: float = 0.5,
         encode_workers: int = 2,
+        augmentation: Literal["crop_flip", "none"] = "crop_flip",
+        crop_min_scale: float = 0.8,
         encoders: Any = None,
     ) -> None:
         super().__init__()
@@ -113,6 +122,7 @@ class CatalogueDataModule(L.LightningDataModule):
         self.work_dir = Path(work_dir)
         if not 0.0 <= pseudo_novel_fraction < 1.0:
             raise ValueError(f"pseudo_novel_fraction must be in [0, 1), got {pseudo_novel_fraction}")
+        make_augmentation(augmentation, crop_min_scale)  # a bad name or scale fails here, not in a worker
         if sample_titles not in ("signal", "noise", "none"):
             raise ValueError(f"sample_titles must be 'signal', 'noise' or 'none', got {sample_titles!r}")
         split_name = f"seed{split_seed}" + (f"-pn{pseudo_novel_fraction:g}" if pseudo_novel_fraction else "")
@@ -122,6 +132,8 @@ class CatalogueDataModule(L.LightningDataModule):
         self.tree: CategoryTree | None = None
         self.datasets: dict[str, Dataset] = {}
         self._lexical_statistics: dict | None = None
+        self._train_stream: Any = None  # the raw path's training loader (a ShardLoader), for its position
+        self._train_stream_state: dict | None = None  # a checkpoint's position, for the next training loader
 
     # ---------------------------------------------------------------------------------------------- building
     def _sample_key(self) -> dict | None:
@@ -336,6 +348,21 @@ class CatalogueDataModule(L.LightningDataModule):
     def split_size(self, split: str) -> int:
         return int(self.manifest["splits"][split]["count"])
 
+    # ------------------------------------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """The raw training stream's position (``{"train_stream": {"epoch", "batches", ...}}``), kept by Lightning
+        in every checkpoint; ``{}`` on the feature path (whose sampler replays from the trainer's epoch)."""
+        if self._train_stream is None:
+            return {}
+        return {"train_stream": self._train_stream.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the raw training stream where the checkpoint was written: the next training loader starts at
+        that batch of that epoch (or at the next epoch when that one was done). Lightning restores a stateful
+        loader itself only when it resumes inside an epoch; this also covers a checkpoint written at an epoch's
+        end, after which the stream must go on with the next epoch rather than start again at epoch 0."""
+        self._train_stream_state = state_dict.get("train_stream")
+
     # ----------------------------------------------------------------------------------------------- loaders
     def _raw_loader(self, split: str, training: bool) -> Any:
         from datamodules.shard_pipeline import build_shard_pipeline
@@ -345,7 +372,7 @@ class CatalogueDataModule(L.LightningDataModule):
             raise ValueError("the raw path needs an image encoder (its transform decodes the shards' images)")
         transform = image_encoder.transform
         batch_size = self.hparams.batch_size if training else self.hparams.eval_batch_size
-        return build_shard_pipeline(
+        loader = build_shard_pipeline(
             shard_urls(self.manifest, str(self.shard_dir), split),
             transform,
             self.tree,
@@ -354,7 +381,16 @@ class CatalogueDataModule(L.LightningDataModule):
             epoch_samples=self.hparams.epoch_samples or self.split_size(split),
             seed=self.hparams.split_seed,
             num_workers=self.hparams.num_workers,
+            augmentation=make_augmentation(self.hparams.augmentation, self.hparams.crop_min_scale)
+            if training
+            else None,
         )
+        if training:
+            if self._train_stream_state is not None:
+                loader.load_state_dict(self._train_stream_state)
+                self._train_stream_state = None
+            self._train_stream = loader
+        return loader
 
     def _loader(self, split: str, training: bool) -> DataLoader:
         if not self.hparams.use_features:

@@ -8,8 +8,9 @@ Training (``training=True``)
     Shards are drawn *with replacement* (``wds.ResampledShards``) by every rank and every DataLoader worker
     from its own deterministic random stream, seeded by ``(seed, epoch, rank, worker)``, so the shard order is
     reproducible for a seed and different every epoch. Shards are read by WebDataset's tar reader. Samples then pass a
-    shuffle buffer (before decoding, so the buffer holds JPEG bytes, not tensors), are decoded, transformed
-    and batched inside the workers.
+    shuffle buffer (before decoding, so the buffer holds JPEG bytes, not tensors), are decoded, transformed,
+    augmented (``augmentation``, e.g. a random resized crop + flip, seeded per sample) and batched inside the
+    workers.
     Because the stream never runs dry, the epoch is cut (WebDataset's ``with_epoch``) to exactly
     ``n = ceil(epoch_samples / (world_size * batch_size))`` full batches on *every* rank, however uneven the
     shards are: DDP steps stay in lock-step and the per-step gradient all-reduce never waits for a rank that
@@ -31,7 +32,9 @@ Validation / test (``training=False``)
     evaluation step on this path.
 
 Epochs: each iteration of the returned loader is one epoch; the epoch number (which seeds the shard order)
-counts up from 0, or is pinned with ``ShardLoader.set_epoch`` (e.g. to the trainer's epoch after a resume).
+counts up from 0, or is pinned with ``ShardLoader.set_epoch``. The training loader is stateful
+(``state_dict``/``load_state_dict``: epoch and batch), so Lightning resumes it exactly in the middle of an epoch.
+The stages themselves live in ``datamodules/training_stream.py``.
 
 Example:
     >>> train_count = manifest["splits"]["train"]["count"]  # doctest: +SKIP
@@ -39,22 +42,18 @@ Example:
     ...                               epoch_samples=train_count, num_workers=4)  # doctest: +SKIP
     >>> for batch in loader:  # doctest: +SKIP
     ...     batch["image"].shape, batch["category_ids"].shape
-
-Why one file over ~400 lines: resampled shards, the shared epoch, per-rank/per-worker splitting and the fixed step
-count per rank are one mechanism (equal steps on every DDP rank) that has to change together.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import multiprocessing
 import os
-import random
 import tarfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from itertools import count, islice
+from itertools import islice
 from typing import Any
 
 import torch
@@ -67,6 +66,15 @@ from torch import Tensor
 from clipita_core.paths import format_path
 from clipita_core.tree import CategoryTree
 from datamodules.records import decode_sample
+from datamodules.training_stream import (
+    Augmentation,
+    DecodeAugment,
+    EpochCut,
+    EpochResampledShards,
+    EpochShuffle,
+    ShardCycle,
+    StreamPosition,
+)
 
 ImageTransform = Callable[[Image.Image], Tensor]
 
@@ -103,11 +111,6 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"invalid rank {rank} for world size {world_size}")
     return rank, world_size
-
-
-def _worker() -> tuple[int, int]:
-    info = torch.utils.data.get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
 
 
 def check_enough_shards(num_shards: int, world_size: int, num_workers: int) -> None:
@@ -247,64 +250,6 @@ def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) ->
 # ----------------------------------------------------------------------------------------------- stages
 
 
-class SharedEpoch:
-    """An epoch number shared with DataLoader worker processes (they read it when an epoch starts).
-
-    Args:
-        epoch: Initial value.
-    """
-
-    def __init__(self, epoch: int = 0) -> None:
-        self._value = multiprocessing.Value("i", epoch)
-
-    def get(self) -> int:
-        return int(self._value.value)
-
-    def set(self, epoch: int) -> None:
-        self._value.value = epoch
-
-
-def _seed_for(rank: int) -> int:
-    worker, _ = _worker()
-    return rank * 1000 + worker
-
-
-class _EpochResampledShards(wds.ResampledShards):
-    """``wds.ResampledShards`` seeded by ``(seed, epoch, rank, worker)`` with the epoch taken from a shared
-    counter, so freshly started (or persistent) workers agree with the main process on the epoch."""
-
-    def __init__(self, urls: list[str], seed: int, rank: int, epoch: SharedEpoch) -> None:
-        super().__init__(urls, seed=seed, worker_seed=partial(_seed_for, rank), deterministic=True)
-        self.shared_epoch = epoch
-
-    def __iter__(self) -> Iterator[dict[str, str]]:
-        self.epoch = self.shared_epoch.get() - 1  # the parent increments it before seeding
-        yield from super().__iter__()
-
-
-class _ShardCycle(torch.utils.data.IterableDataset):
-    """Non-resampled training source: the epoch's shuffled shard list (the same on every rank), split by rank
-    and worker, read over and over (reshuffled each pass) as an endless sample stream."""
-
-    def __init__(self, urls: list[str], seed: int, rank: int, world_size: int, epoch: SharedEpoch) -> None:
-        super().__init__()
-        self.urls, self.seed, self.rank, self.world_size, self.epoch = urls, seed, rank, world_size, epoch
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker, num_workers = _worker()
-        epoch = self.epoch.get()
-        for pass_number in count():
-            order = list(self.urls)
-            random.Random(f"shards:{self.seed}:{epoch}:{pass_number}").shuffle(order)
-            mine = order[self.rank :: self.world_size][worker::num_workers]
-            produced = 0
-            for sample in tar_samples(iter([{"url": url} for url in mine])):
-                produced += 1
-                yield sample
-            if produced == 0:
-                raise ValueError(f"rank {self.rank} worker {worker} read no samples from its shards {mine}")
-
-
 def tar_samples(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Shard URLs -> raw WebDataset samples (``__key__``, ``__url__`` and one bytes entry per extension).
 
@@ -326,26 +271,6 @@ def _split_by_rank(src: Iterator[dict[str, str]], rank: int, world_size: int) ->
     yield from islice(src, rank, None, world_size)
 
 
-def _worker_epoch(src: Iterator[dict[str, Any]], num_batches: int) -> Iterator[dict[str, Any]]:
-    """``with_epoch`` shared over DataLoader workers: worker ``i`` of ``W`` yields its share of
-    ``num_batches`` (shares differ by at most one)."""
-    worker, num_workers = _worker()
-    yield from islice(src, num_batches // num_workers + (1 if worker < num_batches % num_workers else 0))
-
-
-class _EpochShuffle:
-    """A sample shuffle buffer whose RNG is seeded by ``(seed, epoch, rank, worker)``."""
-
-    def __init__(self, bufsize: int, seed: int, rank: int, epoch: SharedEpoch) -> None:
-        self.bufsize, self.seed, self.rank, self.epoch = bufsize, seed, rank, epoch
-
-    def __call__(self, src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        worker, _ = _worker()
-        rng = random.Random(f"samples:{self.seed}:{self.epoch.get()}:{self.rank}:{worker}")
-        # A small initial fill: the buffer restarts at every epoch, and shards are drawn at random anyway.
-        return wds.shuffle(self.bufsize, initial=max(1, self.bufsize // 10), rng=rng)(src)
-
-
 # ----------------------------------------------------------------------------------------------- loader
 
 
@@ -354,37 +279,80 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 class ShardLoader(wds.WebLoader):
-    """``wds.WebLoader`` that numbers its epochs (the number seeds the shard and sample order).
+    """``wds.WebLoader`` that numbers its epochs (the number seeds the shard and sample order) and, for training,
+    can resume in the middle of one.
 
     Each iteration is one epoch. Attributes: ``num_batches`` (per-rank batches per epoch, ``None`` for the
     evaluation stream whose length depends on the shards), ``rank``, ``world_size``, ``epoch`` (of the last
     iteration started).
+
+    ``state_dict`` / ``load_state_dict`` make it a stateful loader for Lightning, which keeps the state of the
+    training loader in every checkpoint (``loops.fit_loop.state_dict.combined_loader``) and restores it before the
+    resumed run's first iteration: ``{"epoch", "batches"}`` (the batches of that epoch handed out so far; the same
+    on every rank, which move in lock-step). A resumed loader starts at that batch of that epoch and yields what
+    the uninterrupted run would have yielded from there (``datamodules/training_stream.py``).
     """
 
-    def __init__(self, dataset: wds.DataPipeline, shared_epoch: SharedEpoch, **loader_kwargs: Any) -> None:
+    def __init__(self, dataset: wds.DataPipeline, position: StreamPosition, **loader_kwargs: Any) -> None:
         super().__init__(dataset, **loader_kwargs)
-        self.shared_epoch = shared_epoch
+        self.position = position
         self.epoch = -1
         self.num_batches: int | None = None
         self.rank, self.world_size = 0, 1
-        self._pinned_epoch: int | None = None
+        self._pinned: tuple[int, int] | None = None  # (epoch, first batch) of the next iteration
+        self._handed_out = 0  # batches of the current epoch handed out (counting a resume's skipped ones)
 
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch`` for the next iteration (later ones count up from it).
+        """Use ``epoch`` for the next iteration, from its first batch (later ones count up from it).
 
         Args:
             epoch: Epoch number, e.g. the trainer's current epoch after resuming.
         """
-        self._pinned_epoch = epoch
+        self._pinned = (epoch, 0)
+
+    def state_dict(self) -> dict[str, int | None]:
+        """Where the stream is: ``epoch`` and the ``batches`` of it handed out (the next iteration's start when
+        none has started since a ``set_epoch``/``load_state_dict``)."""
+        if self._pinned is not None:
+            epoch, batches = self._pinned
+        elif self.epoch < 0:
+            epoch, batches = 0, 0
+        else:
+            epoch, batches = self.epoch, self._handed_out
+        return {"epoch": epoch, "batches": batches, "num_batches": self.num_batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at ``state``: its epoch from its ``batches``-th batch (the next epoch when that one was done).
+
+        A state saved with another epoch length (another batch size, world size or ``epoch_samples``) cannot be
+        resumed batch for batch: the stream then starts the next epoch, with a warning.
+        """
+        if self.num_batches is None:  # the evaluation stream has no position to restore
+            return
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        saved_length = state.get("num_batches")
+        if saved_length is not None and int(saved_length) != self.num_batches:
+            warnings.warn(
+                f"the checkpoint's training stream had {saved_length} batches per epoch, this one has "
+                f"{self.num_batches} (batch size, world size or epoch_samples changed): resuming at the start of "
+                f"epoch {epoch + 1 if batches else epoch}, not at batch {batches} of epoch {epoch}",
+                stacklevel=2,
+            )
+            epoch, batches = (epoch + 1, 0) if batches else (epoch, 0)
+        if batches >= self.num_batches:
+            epoch, batches = epoch + 1, 0
+        self._pinned = (epoch, batches)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # A generator: the epoch only advances when iteration really starts (Lightning calls iter() once
         # just to check that the loader is iterable).
-        epoch = self.epoch + 1 if self._pinned_epoch is None else self._pinned_epoch
-        self._pinned_epoch = None
-        self.epoch = epoch
-        self.shared_epoch.set(epoch)
-        yield from super().__iter__()
+        epoch, first = (self.epoch + 1, 0) if self._pinned is None else self._pinned
+        self._pinned = None
+        self.epoch, self._handed_out = epoch, first
+        self.position.set(epoch, first)  # read by the workers when their iteration starts
+        for batch in super().__iter__():
+            self._handed_out += 1
+            yield batch
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -408,6 +376,7 @@ def build_shard_pipeline(
     world_size: int | None = None,
     prefetch_factor: int | None = None,
     pin_memory: bool = False,
+    augmentation: Augmentation | None = None,
 ) -> ShardLoader:
     """Build the streaming loader over product shards (see the module docstring for the layout).
 
@@ -429,6 +398,8 @@ def build_shard_pipeline(
         world_size: Override of the world size (give both or neither).
         prefetch_factor: Batches prefetched per worker (DataLoader default when ``None``).
         pin_memory: DataLoader ``pin_memory``.
+        augmentation: Training only: ``(image, rng) -> image`` applied to each decoded image (e.g.
+            ``datamodules.augmentation.CropFlip``), its draws seeded per sample; None: none.
 
     Returns:
         A ``ShardLoader`` yielding batch dicts (``collate_records``); ``len()`` is the per-rank step count of
@@ -440,35 +411,38 @@ def build_shard_pipeline(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rank, world_size = resolve_rank(rank, world_size)
-    shared_epoch = SharedEpoch(0)
+    position = StreamPosition(0)
     num_batches: int | None = None
     if training:
         if epoch_samples is None:
             epoch_samples = count_shard_samples(urls)
         num_batches = training_steps_per_epoch(epoch_samples, batch_size, world_size)
 
+    decode = partial(decode_record, transform=transform)
+    collate = partial(collate_records, tree=tree)
     stages: list[Any]
     if training:
         if resampled:
-            stages = [_EpochResampledShards(urls, seed, rank, shared_epoch), tar_samples]
+            stages = [EpochResampledShards(urls, seed, rank, position), tar_samples]
         else:
             check_enough_shards(len(urls), world_size, num_workers)
-            stages = [_ShardCycle(urls, seed, rank, world_size, shared_epoch)]
+            stages = [ShardCycle(urls, seed, rank, world_size, position, read=tar_samples)]
         if shuffle_buffer > 1:
-            stages.append(_EpochShuffle(shuffle_buffer, seed, rank, shared_epoch))
+            stages.append(EpochShuffle(shuffle_buffer, seed, rank, position))
+        stages += [
+            DecodeAugment(decode, augmentation, batch_size, seed, rank, position),
+            wds.batched(batch_size, collation_fn=collate, partial=False),
+            EpochCut(num_batches, position),
+        ]
     else:
         stages = [
             wds.SimpleShardList(urls),
             partial(_split_by_rank, rank=rank, world_size=world_size),
             wds.split_by_worker,
             tar_samples,
+            wds.map(decode),
+            wds.batched(batch_size, collation_fn=collate, partial=True),
         ]
-    stages += [
-        wds.map(partial(decode_record, transform=transform)),
-        wds.batched(batch_size, collation_fn=partial(collate_records, tree=tree), partial=not training),
-    ]
-    if num_batches is not None:
-        stages.append(partial(_worker_epoch, num_batches=num_batches))
     loader_kwargs: dict[str, Any] = {
         "batch_size": None,  # batches are made inside the workers
         "collate_fn": _as_is,  # not torch's default_convert, which turns the category_path tuples into lists
@@ -479,6 +453,6 @@ def build_shard_pipeline(
     }
     if num_workers > 0 and prefetch_factor is not None:
         loader_kwargs["prefetch_factor"] = prefetch_factor
-    loader = ShardLoader(wds.DataPipeline(*stages), shared_epoch, **loader_kwargs)
+    loader = ShardLoader(wds.DataPipeline(*stages), position, **loader_kwargs)
     loader.rank, loader.world_size, loader.num_batches = rank, world_size, num_batches
     return loader

@@ -1,0 +1,82 @@
+"""The raw training stream's light image augmentation: a random resized crop and a horizontal flip.
+
+It runs on the image tower's own output (``ImageEncoder.transform``: padded to a white square, resized to the
+tower's ``image_size``, normalised), so the tower's resolution and preprocessing stay declared once, on the model
+(``model.net.image_size``), and a training crop sees the same padded square that evaluation sees. The crop is
+resized back to the same size: the batch shape does not change.
+
+Every random draw comes from the ``random.Random`` it is handed, which the training stream seeds per sample from
+``(seed, epoch, rank, worker, sample index)``: a run resumed in the middle of an epoch augments the remaining
+samples exactly as the uninterrupted run did (``datamodules/training_stream.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+AUGMENTATIONS = ("crop_flip", "none")
+
+
+class CropFlip:
+    """Random resized crop (area fraction in ``[min_scale, 1]``, aspect ratio in ``ratio``) + horizontal flip.
+
+    Args:
+        min_scale: smallest crop area as a fraction of the image (1.0: no crop, flip only).
+        ratio: range of the crop's aspect ratio (width / height), drawn log-uniformly.
+        flip: flip horizontally with probability 0.5.
+
+    Example:
+        >>> out = CropFlip(0.8)(torch.zeros(3, 16, 16), random.Random(0))
+        >>> tuple(out.shape)
+        (3, 16, 16)
+    """
+
+    def __init__(
+        self, min_scale: float = 0.8, ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True
+    ):
+        if not 0.0 < min_scale <= 1.0:
+            raise ValueError(f"the crop's min_scale must be in (0, 1], got {min_scale}")
+        if not 0.0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"the crop's aspect ratio range must be 0 < low <= high, got {ratio}")
+        self.min_scale, self.ratio, self.flip = float(min_scale), (float(ratio[0]), float(ratio[1])), flip
+
+    def box(self, height: int, width: int, rng: random.Random) -> tuple[int, int, int, int]:
+        """``(top, left, crop height, crop width)``; the whole image when ten draws do not fit."""
+        if self.min_scale < 1.0:
+            log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
+            for _ in range(10):
+                area = height * width * rng.uniform(self.min_scale, 1.0)
+                aspect = math.exp(rng.uniform(log_low, log_high))
+                w = round(math.sqrt(area * aspect))
+                h = round(math.sqrt(area / aspect))
+                if 0 < w <= width and 0 < h <= height:
+                    return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+        return 0, 0, height, width
+
+    def __call__(self, image: Tensor, rng: random.Random) -> Tensor:
+        """``image`` float ``[C, H, W]`` -> the augmented image, same shape and dtype."""
+        height, width = image.shape[-2:]
+        top, left, h, w = self.box(height, width, rng)
+        out = image
+        if (h, w) != (height, width):
+            crop = image[None, :, top : top + h, left : left + w]
+            out = F.interpolate(
+                crop, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+            )[0]
+        if self.flip and rng.random() < 0.5:
+            out = torch.flip(out, dims=[-1])
+        return out.contiguous()
+
+
+def make_augmentation(name: str, min_scale: float) -> CropFlip | None:
+    """The training augmentation by its config name (``crop_flip`` or ``none`` -> None)."""
+    if name == "none":
+        return None
+    if name == "crop_flip":
+        return CropFlip(min_scale)
+    raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {name!r}")
