@@ -354,6 +354,8 @@ class CatalogueDataModule(L.LightningDataModule):
             epoch_samples=self.hparams.epoch_samples or self.split_size(split),
             seed=self.hparams.split_seed,
             num_workers=self.hparams.num_workers,
+            tokenizer=self.lexical_tokenizer(),  # the BM25 signal's token rows, as on the feature path
+            attribute_names=self.attribute_names,
         )
 
     def _loader(self, split: str, training: bool) -> DataLoader:

@@ -33,6 +33,14 @@ def lexical_token_rows(tokenizer, texts: Sequence[str]) -> np.ndarray:
     return out
 
 
+def product_token_rows(
+    tokenizer, titles: Sequence[str], attributes: Sequence[dict[str, str]], names: Sequence[str]
+) -> np.ndarray:
+    """The token rows of products (:func:`lexical_texts` through :func:`lexical_token_rows`): what the token store
+    holds for them and what a raw-image batch carries as ``lexical_tokens``."""
+    return lexical_token_rows(tokenizer, lexical_texts(titles, attributes, names))
+
+
 def tokenizer_key(tokenizer) -> dict:
     """A lexical tokenizer's cache key: its ``tokenizer_id`` and ``num_buckets`` (the statistics' size)."""
     return {

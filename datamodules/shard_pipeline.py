@@ -57,6 +57,7 @@ from functools import partial
 from itertools import count, islice
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed
 import torch.utils.data
@@ -66,6 +67,8 @@ from torch import Tensor
 
 from clipita_core.paths import format_path
 from clipita_core.tree import CategoryTree
+from datamodules.features import LEXICAL_TOKENS
+from datamodules.lexical_store import product_token_rows
 from datamodules.records import decode_sample
 
 ImageTransform = Callable[[Image.Image], Tensor]
@@ -211,12 +214,21 @@ def decode_record(sample: Mapping[str, Any], transform: ImageTransform) -> dict[
         ) from exc
 
 
-def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) -> dict[str, Any]:
+def collate_records(
+    samples: Sequence[Mapping[str, Any]],
+    tree: CategoryTree,
+    tokenizer: Any = None,
+    attribute_names: Sequence[str] = (),
+) -> dict[str, Any]:
     """Stack decoded records into the batch dict of ARCHITECTURE.md.
 
     Args:
         samples: Outputs of ``decode_record``.
         tree: The category table; ``category_ids`` index into it.
+        tokenizer: The model's lexical tokenizer (``tokenize(texts)``), or None: with one the batch also carries
+            ``lexical_tokens``, LongTensor ``[B, L]`` (``-1`` padded), the rows the feature path's token store
+            holds for the same products (:func:`datamodules.lexical_store.product_token_rows`).
+        attribute_names: The catalogue's attribute names (the manifest's order), whose values are tokenized.
 
     Returns:
         ``image`` float ``[B,3,H,W]``, ``title`` ``list[str]`` (``""`` when missing), ``title_mask`` bool ``[B]``
@@ -231,7 +243,7 @@ def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) ->
     if unknown:
         product_id, path = unknown[0]
         raise KeyError(f"product {product_id!r} has category {format_path(path)!r}, which is not in the tree")
-    return {
+    batch = {
         # default_collate stacks straight into shared memory inside a DataLoader worker: no extra copy when
         # the batch is handed to the main process.
         "image": torch.utils.data.default_collate([s["image"] for s in samples]),
@@ -242,6 +254,10 @@ def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) ->
         "category_ids": torch.from_numpy(tree.ancestor_matrix(paths)),
         "category_path": paths,
     }
+    if tokenizer is not None:  # the BM25 signal's token rows, as the feature path's token store holds them
+        rows = product_token_rows(tokenizer, batch["title"], batch["attributes"], attribute_names)
+        batch[LEXICAL_TOKENS] = torch.from_numpy(rows.astype(np.int64))
+    return batch
 
 
 # ----------------------------------------------------------------------------------------------- stages
@@ -408,6 +424,8 @@ def build_shard_pipeline(
     world_size: int | None = None,
     prefetch_factor: int | None = None,
     pin_memory: bool = False,
+    tokenizer: Any = None,
+    attribute_names: Sequence[str] = (),
 ) -> ShardLoader:
     """Build the streaming loader over product shards (see the module docstring for the layout).
 
@@ -429,6 +447,9 @@ def build_shard_pipeline(
         world_size: Override of the world size (give both or neither).
         prefetch_factor: Batches prefetched per worker (DataLoader default when ``None``).
         pin_memory: DataLoader ``pin_memory``.
+        tokenizer: The model's lexical tokenizer, or None: with one, batches carry ``lexical_tokens`` of each
+            product's title + ``attribute_names`` values (``collate_records``).
+        attribute_names: The catalogue's attribute names (the manifest's order).
 
     Returns:
         A ``ShardLoader`` yielding batch dicts (``collate_records``); ``len()`` is the per-rank step count of
@@ -465,7 +486,13 @@ def build_shard_pipeline(
         ]
     stages += [
         wds.map(partial(decode_record, transform=transform)),
-        wds.batched(batch_size, collation_fn=partial(collate_records, tree=tree), partial=not training),
+        wds.batched(
+            batch_size,
+            collation_fn=partial(
+                collate_records, tree=tree, tokenizer=tokenizer, attribute_names=tuple(attribute_names)
+            ),
+            partial=not training,
+        ),
     ]
     if num_batches is not None:
         stages.append(partial(_worker_epoch, num_batches=num_batches))
