@@ -5,7 +5,8 @@ shards keeps the products' token rows as an index built from features does.
 
 The feature cache stores the towers' outputs as float16, the raw path computes them in float32: the towers' outputs
 are rounded to float16 on both paths here (a forward hook), so the dense parts agree and the comparison sees the
-lexical term (without the rounding, scores differ by the cache's float16 rounding, about 1e-3)."""
+lexical term (without the rounding, the top scores differ by the cache's float16 rounding: up to 1e-5 on this
+tiny model)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,10 @@ def test_the_raw_path_ranks_with_the_lexical_term_as_the_feature_path(tmp_path, 
     for path, want, got in zip(result.query_paths, features, raw, strict=True):
         assert agrees(want, got), (path, want, got)
     assert raw_metrics == pytest.approx(feature_metrics, abs=1e-6)
+    # the raw path counted its BM25 statistics from the training shards' records: the token store's counts
+    want, got = result.datamodule.lexical_statistics, raw_dm.lexical_statistics
+    np.testing.assert_array_equal(got["doc_freq"], want["doc_freq"])
+    assert (got["num_docs"], got["avg_len"]) == (want["num_docs"], want["avg_len"])
 
     # the comparison can fail: raw batches without tokens (as before) rank without the BM25 term
     monkeypatch.setattr(raw_dm, "lexical_tokenizer", lambda: None)

@@ -16,7 +16,7 @@ from datamodules.feature_encoding import encode_features
 from datamodules.feature_reuse import read_shard_records
 from datamodules.feature_split import FeatureSplit
 from datamodules.features import IDS, LEXICAL_TOKENS
-from datamodules.lexical_store import lexical_texts
+from datamodules.lexical_store import document_counts, lexical_texts, shard_token_rows
 from datamodules.sharding import SPLITS, load_manifest
 from lightning_modules.components import TextEncoder
 from lightning_modules.lexical import LexicalSignal, document_statistics
@@ -210,6 +210,11 @@ def test_raw_image_batches_carry_the_token_stores_rows(catalogue, tmp_path, text
             )
             raw.update(rows(batch))
         assert raw == store and all(store.values()), split
+        # the raw path's BM25 statistics (its shards' records, no image decoded) are the token store's
+        counted = document_counts(shard_token_rows(tokenizer, urls, names), tokenizer.num_buckets)
+        stored = splits[split].lexical_statistics(tokenizer.num_buckets)
+        np.testing.assert_array_equal(counted["doc_freq"], stored["doc_freq"])
+        assert (counted["num_docs"], counted["avg_len"]) == (stored["num_docs"], stored["avg_len"]) != (0, 0)
     # attribute values count: without the names the rows are shorter (the comparison above can fail)
     batch = next(iter(build_shard_pipeline(urls, transform, tree, 7, training=False, tokenizer=tokenizer)))
     assert any(len(r) < len(store[p]) for p, r in rows(batch).items())
