@@ -19,6 +19,7 @@ from datamodules.augmentation import make_augmentation
 from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
+from datamodules.lexical_store import document_counts, shard_token_rows
 from datamodules.sharding import load_manifest, modalities_present, shard_catalogue, shard_urls
 from datamodules.splits import SPLIT_RULES
 
@@ -234,14 +235,21 @@ class CatalogueDataModule(L.LightningDataModule):
     @property
     def lexical_statistics(self) -> dict | None:
         """BM25 corpus statistics of the TRAINING split's token rows (``{"doc_freq", "num_docs", "avg_len"}``,
-        plain numpy data for ``LexicalSignal.set_statistics``), or None without a token store. Counted once per
-        DataModule by a streaming bincount (``FeatureSplit.lexical_statistics``)."""
+        plain numpy data for ``LexicalSignal.set_statistics``), or None without a lexical signal. Counted once per
+        DataModule by a streaming bincount: of the token store (``FeatureSplit.lexical_statistics``), or on the raw
+        path of the training shards' records tokenized as raw batches are (the same rows, the same counts)."""
         tokenizer = self.lexical_tokenizer()
         train = self.datasets.get("train")
-        if tokenizer is None or not isinstance(train, FeatureSplit):
+        raw = not self.hparams.use_features and self.manifest is not None
+        if tokenizer is None or not (isinstance(train, FeatureSplit) or raw):
             return None
         if self._lexical_statistics is None:
-            self._lexical_statistics = train.lexical_statistics(int(tokenizer.num_buckets))
+            if isinstance(train, FeatureSplit):
+                self._lexical_statistics = train.lexical_statistics(int(tokenizer.num_buckets))
+            else:
+                urls = shard_urls(self.manifest, str(self.shard_dir), "train")
+                rows = shard_token_rows(tokenizer, urls, self.attribute_names)
+                self._lexical_statistics = document_counts(rows, int(tokenizer.num_buckets))
         return self._lexical_statistics
 
     def prepare_data(self) -> None:
@@ -384,6 +392,8 @@ class CatalogueDataModule(L.LightningDataModule):
             augmentation=make_augmentation(self.hparams.augmentation, self.hparams.crop_min_scale)
             if training
             else None,
+            tokenizer=self.lexical_tokenizer(),  # the BM25 signal's token rows, as on the feature path
+            attribute_names=self.attribute_names,
         )
         if training:
             if self._train_stream_state is not None:

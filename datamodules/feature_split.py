@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from clipita_core.tree import CategoryTree
 from datamodules.features import IDS, LEXICAL_TOKENS, PADDED, FeatureCacheError, FeatureStore
+from datamodules.lexical_store import document_counts
 
 # feature-store array -> batch key (ARCHITECTURE.md)
 BATCH_KEYS = {
@@ -229,24 +230,11 @@ class FeatureSplit(Dataset):
         Streams ``chunk_size`` rows at a time: memory is a chunk plus the ``num_buckets`` counts."""
         if LEXICAL_TOKENS not in self.columns:
             return None
-        doc_freq = np.zeros(num_buckets, dtype=np.int64)
-        total = 0
-        for start in range(0, len(self), chunk_size):
-            rows = np.sort(
-                self.read(LEXICAL_TOKENS, np.arange(start, min(start + chunk_size, len(self)))), axis=1
-            )
-            valid = rows >= 0
-            total += int(valid.sum())
-            valid[:, 1:] &= rows[:, 1:] != rows[:, :-1]  # each bucket once per row: document frequency
-            picked = rows[valid].astype(np.int64)
-            if len(picked) and picked.max() >= num_buckets:
-                raise FeatureCacheError(
-                    f"token id {int(picked.max())} is beyond num_buckets={num_buckets}; the token store was "
-                    "written with another tokenizer"
-                )
-            doc_freq += np.bincount(picked, minlength=num_buckets)
-        n = len(self)
-        return {"doc_freq": doc_freq.astype(np.float32), "num_docs": n, "avg_len": total / n if n else 0.0}
+        chunks = (
+            self.read(LEXICAL_TOKENS, np.arange(start, min(start + chunk_size, len(self))))
+            for start in range(0, len(self), chunk_size)
+        )
+        return document_counts(chunks, num_buckets)
 
     def iter_chunks(self, chunk_size: int = 65536):
         """The split in order, ``chunk_size`` products at a time (batch dicts): evaluation at any scale."""

@@ -8,9 +8,11 @@ with the model's bucket count), handed to the DataModule with the towers, so onl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from datamodules.features import FeatureCacheError
 
 
 def lexical_texts(
@@ -31,6 +33,47 @@ def lexical_token_rows(tokenizer, texts: Sequence[str]) -> np.ndarray:
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out
+
+
+def product_token_rows(
+    tokenizer, titles: Sequence[str], attributes: Sequence[dict[str, str]], names: Sequence[str]
+) -> np.ndarray:
+    """The token rows of products (:func:`lexical_texts` through :func:`lexical_token_rows`): what the token store
+    holds for them and what a raw-image batch carries as ``lexical_tokens``."""
+    return lexical_token_rows(tokenizer, lexical_texts(titles, attributes, names))
+
+
+def shard_token_rows(tokenizer, urls: Iterable[str], names: Sequence[str]) -> Iterator[np.ndarray]:
+    """The token rows of the products of shards (:func:`product_token_rows` of their records; no image is
+    decoded), one ``[n, L]`` array per shard: what the raw path counts BM25 statistics from."""
+    from datamodules.feature_reuse import read_shard_records
+
+    for url in urls:
+        records, _ = read_shard_records(url)
+        titles, attributes = [r.title for r in records], [dict(r.attributes) for r in records]
+        yield product_token_rows(tokenizer, titles, attributes, names)
+
+
+def document_counts(chunks: Iterable[np.ndarray], num_buckets: int) -> dict:
+    """BM25 corpus statistics of token rows given chunk by chunk (``[n, L]`` int arrays, ``-1`` padded): ``doc_freq``
+    (``[num_buckets]`` float32: rows holding each bucket), ``num_docs`` and ``avg_len`` (tokens per row). Memory is
+    a chunk plus the ``num_buckets`` counts."""
+    doc_freq = np.zeros(num_buckets, dtype=np.int64)
+    total = n = 0
+    for chunk in chunks:
+        rows = np.sort(chunk, axis=1)
+        n += len(rows)
+        valid = rows >= 0
+        total += int(valid.sum())
+        valid[:, 1:] &= rows[:, 1:] != rows[:, :-1]  # each bucket once per row: document frequency
+        picked = rows[valid].astype(np.int64)
+        if len(picked) and picked.max() >= num_buckets:
+            raise FeatureCacheError(
+                f"token id {int(picked.max())} is beyond num_buckets={num_buckets}; the token store was "
+                "written with another tokenizer"
+            )
+        doc_freq += np.bincount(picked, minlength=num_buckets)
+    return {"doc_freq": doc_freq.astype(np.float32), "num_docs": n, "avg_len": total / n if n else 0.0}
 
 
 def tokenizer_key(tokenizer) -> dict:

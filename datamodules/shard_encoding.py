@@ -37,7 +37,7 @@ from datamodules.features import (
     FeatureStore,
     concat_rows,
 )
-from datamodules.lexical_store import lexical_texts, lexical_token_rows
+from datamodules.lexical_store import product_token_rows
 from datamodules.records import decode_sample
 
 
@@ -204,8 +204,9 @@ def encode_batch(
             feats = np.zeros((0, image_encoder.output_dim), np.float32)
         out["arrays"]["image"] = feats.astype(np.float16)
     if batch.get("need_lexical"):
-        texts = lexical_texts(batch["titles"], batch["attributes"], attribute_names)
-        out["arrays"][LEXICAL_TOKENS] = lexical_token_rows(tokenizer, texts)
+        out["arrays"][LEXICAL_TOKENS] = product_token_rows(
+            tokenizer, batch["titles"], batch["attributes"], attribute_names
+        )
     if batch["need_text"]:
         dim = text_encoder.output_dim
         titles = batch["titles"]

@@ -56,6 +56,7 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed
 import torch.utils.data
@@ -65,6 +66,8 @@ from torch import Tensor
 
 from clipita_core.paths import format_path
 from clipita_core.tree import CategoryTree
+from datamodules.features import LEXICAL_TOKENS
+from datamodules.lexical_store import product_token_rows
 from datamodules.records import decode_sample
 from datamodules.training_stream import (
     Augmentation,
@@ -214,12 +217,21 @@ def decode_record(sample: Mapping[str, Any], transform: ImageTransform) -> dict[
         ) from exc
 
 
-def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) -> dict[str, Any]:
+def collate_records(
+    samples: Sequence[Mapping[str, Any]],
+    tree: CategoryTree,
+    tokenizer: Any = None,
+    attribute_names: Sequence[str] = (),
+) -> dict[str, Any]:
     """Stack decoded records into the batch dict of ARCHITECTURE.md.
 
     Args:
         samples: Outputs of ``decode_record``.
         tree: The category table; ``category_ids`` index into it.
+        tokenizer: The model's lexical tokenizer (``tokenize(texts)``), or None: with one the batch also carries
+            ``lexical_tokens``, LongTensor ``[B, L]`` (``-1`` padded), the rows the feature path's token store
+            holds for the same products (:func:`datamodules.lexical_store.product_token_rows`).
+        attribute_names: The catalogue's attribute names (the manifest's order), whose values are tokenized.
 
     Returns:
         ``image`` float ``[B,3,H,W]``, ``title`` ``list[str]`` (``""`` when missing), ``title_mask`` bool ``[B]``
@@ -234,7 +246,7 @@ def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) ->
     if unknown:
         product_id, path = unknown[0]
         raise KeyError(f"product {product_id!r} has category {format_path(path)!r}, which is not in the tree")
-    return {
+    batch = {
         # default_collate stacks straight into shared memory inside a DataLoader worker: no extra copy when
         # the batch is handed to the main process.
         "image": torch.utils.data.default_collate([s["image"] for s in samples]),
@@ -245,6 +257,10 @@ def collate_records(samples: Sequence[Mapping[str, Any]], tree: CategoryTree) ->
         "category_ids": torch.from_numpy(tree.ancestor_matrix(paths)),
         "category_path": paths,
     }
+    if tokenizer is not None:  # the BM25 signal's token rows, as the feature path's token store holds them
+        rows = product_token_rows(tokenizer, batch["title"], batch["attributes"], attribute_names)
+        batch[LEXICAL_TOKENS] = torch.from_numpy(rows.astype(np.int64))
+    return batch
 
 
 # ----------------------------------------------------------------------------------------------- stages
@@ -377,6 +393,8 @@ def build_shard_pipeline(
     prefetch_factor: int | None = None,
     pin_memory: bool = False,
     augmentation: Augmentation | None = None,
+    tokenizer: Any = None,
+    attribute_names: Sequence[str] = (),
 ) -> ShardLoader:
     """Build the streaming loader over product shards (see the module docstring for the layout).
 
@@ -400,6 +418,9 @@ def build_shard_pipeline(
         pin_memory: DataLoader ``pin_memory``.
         augmentation: Training only: ``(image, rng) -> image`` applied to each decoded image (e.g.
             ``datamodules.augmentation.CropFlip``), its draws seeded per sample; None: none.
+        tokenizer: The model's lexical tokenizer, or None: with one, batches carry ``lexical_tokens`` of each
+            product's title + ``attribute_names`` values (``collate_records``).
+        attribute_names: The catalogue's attribute names (the manifest's order).
 
     Returns:
         A ``ShardLoader`` yielding batch dicts (``collate_records``); ``len()`` is the per-rank step count of
@@ -419,7 +440,7 @@ def build_shard_pipeline(
         num_batches = training_steps_per_epoch(epoch_samples, batch_size, world_size)
 
     decode = partial(decode_record, transform=transform)
-    collate = partial(collate_records, tree=tree)
+    collate = partial(collate_records, tree=tree, tokenizer=tokenizer, attribute_names=tuple(attribute_names))
     stages: list[Any]
     if training:
         if resampled:

@@ -87,7 +87,7 @@ class IndexDataModule(CatalogueDataModule):
         super().setup(stage)
         rank, _, barrier = self._rank()
         arrays = [*BASE_ARRAYS, *EXTRA_ARRAYS]
-        if self.hparams.use_features and self.lexical_tokenizer() is not None:
+        if self.lexical_tokenizer() is not None:  # from the token store or tokenized with the raw batches
             arrays.insert(2, LEXICAL_TOKENS)  # the model scores with a BM25 term: keep the products' tokens
         shards = manifest_index_shards(self.manifest, self.index_splits)
         self.index_shards = IndexShards(self.index_dir, shards, arrays=arrays)
@@ -123,9 +123,11 @@ class IndexDataModule(CatalogueDataModule):
                     "indexing raw shards needs an image encoder (its transform decodes the images)"
                 )
             transform = image_encoder.transform
+        tokenizer = None if h.use_features else self.lexical_tokenizer()  # features: the token store's rows
         dataset = IndexShardBatches(
-            jobs, h.eval_batch_size, features, str(self.shard_dir), transform, self.tree
-        )
+            jobs, h.eval_batch_size, features, str(self.shard_dir), transform, self.tree,
+            tokenizer, self.attribute_names,
+        )  # fmt: skip
         workers = h.num_workers if self.index_workers is None else self.index_workers
         return index_loader(dataset, workers)
 

@@ -55,6 +55,9 @@ class IndexShardBatches(torch.utils.data.IterableDataset):
         shard_dir: the input shards' folder (raw path).
         transform: the image tower's transform (raw path).
         tree: the category table (raw path).
+        tokenizer: the model's lexical tokenizer (raw path): batches then carry ``lexical_tokens`` as feature rows
+            do (``collate_records``), of each product's title + ``attribute_names`` values.
+        attribute_names: the catalogue's attribute names (raw path, with a ``tokenizer``).
     """
 
     def __init__(
@@ -65,9 +68,12 @@ class IndexShardBatches(torch.utils.data.IterableDataset):
         shard_dir: str | None = None,
         transform: Any = None,
         tree: Any = None,
+        tokenizer: Any = None,
+        attribute_names: Sequence[str] = (),
     ) -> None:
         self.jobs, self.batch_size = list(jobs), batch_size
         self.features, self.shard_dir, self.transform, self.tree = features, shard_dir, transform, tree
+        self.lexical = {"tokenizer": tokenizer, "attribute_names": tuple(attribute_names)}
 
     def __len__(self) -> int:
         return max(1, sum(max(1, -(-j.count // self.batch_size)) for j in self.jobs))
@@ -108,10 +114,10 @@ class IndexShardBatches(torch.utils.data.IterableDataset):
         for sample in tar_samples(iter([{"url": url}])):
             records.append(decode_record(sample, self.transform))
             if len(records) == self.batch_size:
-                yield collate_records(records, self.tree)
+                yield collate_records(records, self.tree, **self.lexical)
                 records = []
         if records:
-            yield collate_records(records, self.tree)
+            yield collate_records(records, self.tree, **self.lexical)
 
 
 def index_loader(dataset: IndexShardBatches, num_workers: int) -> torch.utils.data.DataLoader:

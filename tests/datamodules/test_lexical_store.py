@@ -16,7 +16,7 @@ from datamodules.feature_encoding import encode_features
 from datamodules.feature_reuse import read_shard_records
 from datamodules.feature_split import FeatureSplit
 from datamodules.features import IDS, LEXICAL_TOKENS
-from datamodules.lexical_store import lexical_texts
+from datamodules.lexical_store import document_counts, lexical_texts, shard_token_rows
 from datamodules.sharding import SPLITS, load_manifest
 from lightning_modules.components import TextEncoder
 from lightning_modules.lexical import LexicalSignal, document_statistics
@@ -173,3 +173,51 @@ def test_the_datamodule_hands_statistics_over_only_with_a_lexical_signal(tmp_pat
     assert stats["num_docs"] == dm.split_size("train") and stats["doc_freq"].shape == (4096,)
     batch = next(iter(dm.train_dataloader()))
     assert batch[LEXICAL_TOKENS].shape[0] == 4 and (batch[LEXICAL_TOKENS] >= 0).any()
+
+
+def test_raw_image_batches_carry_the_token_stores_rows(catalogue, tmp_path, text_encoder):
+    """The raw path (images decoded from the shards: what fine-tuning trains and tests on) tokenizes each product's
+    title + attribute values itself; its ``lexical_tokens`` are the token store's rows for the same products."""
+    from datamodules.shard_pipeline import build_shard_pipeline
+    from datamodules.sharding import shard_urls
+
+    shard_dir = catalogue / "shards" / "seed0"
+    manifest = load_manifest(str(shard_dir))
+    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    tokenizer = LexicalSignal(num_buckets=4096)
+    splits = _splits(_encode(shard_dir, tmp_path / "features", text_encoder, tokenizer), shard_dir)
+    names = manifest["attribute_names"]
+    assert names, "the sample must have attributes for this test to cover their values"
+
+    def rows(batch) -> dict[str, list[int]]:
+        return {
+            pid: [t for t in row if t >= 0]
+            for pid, row in zip(batch["product_id"], batch[LEXICAL_TOKENS].tolist(), strict=True)
+        }
+
+    def transform(image):
+        return torch.zeros(3, 4, 4)
+
+    for split in ("train", "test"):
+        store = rows(splits[split].batch(np.arange(len(splits[split]))))
+        urls = shard_urls(manifest, str(shard_dir), split)
+        raw: dict[str, list[int]] = {}
+        for batch in build_shard_pipeline(
+            urls, transform, tree, 7, training=False, tokenizer=tokenizer, attribute_names=names
+        ):
+            assert batch[LEXICAL_TOKENS].dtype == torch.long and batch[LEXICAL_TOKENS].shape[0] == len(
+                batch["product_id"]
+            )
+            raw.update(rows(batch))
+        assert raw == store and all(store.values()), split
+        # the raw path's BM25 statistics (its shards' records, no image decoded) are the token store's
+        counted = document_counts(shard_token_rows(tokenizer, urls, names), tokenizer.num_buckets)
+        stored = splits[split].lexical_statistics(tokenizer.num_buckets)
+        np.testing.assert_array_equal(counted["doc_freq"], stored["doc_freq"])
+        assert (counted["num_docs"], counted["avg_len"]) == (stored["num_docs"], stored["avg_len"]) != (0, 0)
+    # attribute values count: without the names the rows are shorter (the comparison above can fail)
+    batch = next(iter(build_shard_pipeline(urls, transform, tree, 7, training=False, tokenizer=tokenizer)))
+    assert any(len(r) < len(store[p]) for p, r in rows(batch).items())
+    # without a tokenizer (a model with no lexical signal) raw batches carry no tokens, as feature batches
+    batch = next(iter(build_shard_pipeline(urls, transform, tree, 7, training=False)))
+    assert LEXICAL_TOKENS not in batch
