@@ -39,9 +39,9 @@ from typing import Any, Literal
 import numpy as np
 
 from clipita.experiment import read_fit_config, section
+from clipita_core.vocabulary import SPLITS
 from datamodules.catalogue_datamodule import CatalogueDataModule
 from datamodules.features import LEXICAL_TOKENS, FeatureCacheError, products_fingerprint
-from datamodules.sharding import SPLITS
 
 from .faiss_index import FAISS_NAME, FaissKind, build_faiss_index
 from .index_job import IndexJob, IndexShardBatches, index_loader, plan
@@ -91,7 +91,7 @@ class IndexDataModule(CatalogueDataModule):
         try:
             products = products_fingerprint(self.manifest)
         except FeatureCacheError:  # an old manifest without per-shard sha256s
-            products = self.manifest.get("content_hash")
+            products = self.manifest.content_hash
         meta = {**self.index_meta, "products": products, "arrays": arrays}
         if rank == 0:
             out = Path(self.index_dir)
@@ -357,9 +357,9 @@ def index(
         "modalities": list(net.modalities),
         "splits": list(splits),
         "shard_dir": str(Path(dm.shard_dir).resolve()),
-        "manifest_content_hash": dm.manifest.get("content_hash"),
+        "manifest_content_hash": dm.manifest.content_hash,
         "tree": [list(p) for p in dm.tree.paths],
-        "unseen_categories": [list(p) for p in dm.manifest.get("unseen_categories", [])],
+        "unseen_categories": [list(p) for p in dm.manifest.unseen_categories],
         "world_size": trainer.world_size,
     }
     info = finish_index(out, dm.index_shards, info, faiss=faiss, faiss_kind=faiss_kind)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clipita_core.paths import parse_path
 from clipita_core.vocabulary import SPLITS
 
 MANIFEST_NAME = "manifest.json"
@@ -72,6 +73,14 @@ class SplitInfo:
                 else None
             ),
         )
+
+    @property
+    def category_paths(self) -> list[tuple[str, ...]]:
+        """The category paths that have a product in this split (from ``category_counts``; manifests written
+        before it existed give them as ``per_category``'s text, parsed back)."""
+        if self.category_counts is not None:  # the paths themselves (a level name may contain " > ")
+            return [path for path, _ in self.category_counts]
+        return [parse_path(path) for path in self.per_category]
 
 
 @dataclass(frozen=True, eq=False)

@@ -34,7 +34,7 @@ Epochs: each iteration of the returned loader is one epoch; the epoch number (wh
 counts up from 0, or is pinned with ``ShardLoader.set_epoch`` (e.g. to the trainer's epoch after a resume).
 
 Example:
-    >>> train_count = manifest["splits"]["train"]["count"]  # doctest: +SKIP
+    >>> train_count = manifest.count("train")  # doctest: +SKIP
     >>> loader = build_shard_pipeline(urls, transform, tree, batch_size=64, training=True,
     ...                               epoch_samples=train_count, num_workers=4)  # doctest: +SKIP
     >>> for batch in loader:  # doctest: +SKIP
