@@ -76,9 +76,7 @@ def read_shards(manifest: dict, out: Path) -> dict[str, tuple[ShardRecord, str]]
     for split in ("train", "val", "test"):
         if not manifest.shard_urls(out, split):
             continue
-        for sample in wds.WebDataset(
-            manifest.shard_urls(out, split), shardshuffle=False, empty_check=False
-        ):
+        for sample in wds.WebDataset(manifest.shard_urls(out, split), shardshuffle=False, empty_check=False):
             record = decode_sample(sample)
             assert id_from_key(sample["__key__"]) == record.id
             records[record.id] = (record, split)
