@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from datamodules.feature_encoding import encode_features
-from datamodules.sharding import SPLITS, load_manifest, shard_catalogue, shard_urls
+from datamodules.sharding import SPLITS, load_manifest, shard_catalogue
 from lightning_modules.components import ImageEncoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def main() -> None:
         images = [
             encoder.transform(Image.open(io.BytesIO(s["jpg"])).convert("RGB"))
             for s in wds.WebDataset(
-                [u for split in SPLITS for u in shard_urls(manifest, shard_dir, split)], shardshuffle=False
+                [u for split in SPLITS for u in manifest.shard_urls(shard_dir, split)], shardshuffle=False
             )
         ]
         batches = [torch.stack(images[i : i + args.batch_size]) for i in range(0, n, args.batch_size)]

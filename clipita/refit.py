@@ -77,7 +77,7 @@ def refit_after_choice(
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else None
     record = chosen_retrieval(module, best or None)
-    held = datamodule.manifest.get("pseudo_novel_categories", []) if datamodule.manifest else []
+    held = datamodule.manifest.pseudo_novel_categories if datamodule.manifest is not None else []
     if not held:
         print(
             "refit_after_choice: no pseudo-novel leaf was held out (data.pseudo_novel_fraction 0): no refit"

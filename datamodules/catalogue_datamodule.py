@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clipita_core.paths import parse_path
+from clipita_core.manifest import Manifest
 from clipita_core.tree import CategoryTree
 from clipita_core.vocabulary import SPLITS
 from datamodules.augmentation import make_augmentation
@@ -20,7 +20,8 @@ from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
 from datamodules.lexical_store import document_counts, shard_token_rows
-from datamodules.sharding import load_manifest, modalities_present, shard_catalogue, shard_urls
+from datamodules.manifest import load_manifest
+from datamodules.sharding import shard_catalogue
 from datamodules.splits import SPLIT_RULES
 
 SAMPLE = "sample"
@@ -129,7 +130,7 @@ class CatalogueDataModule(L.LightningDataModule):
         split_name = f"seed{split_seed}" + (f"-pn{pseudo_novel_fraction:g}" if pseudo_novel_fraction else "")
         self.shard_dir = self.work_dir / "shards" / split_name  # one split per seed, side by side
         self.features_root = self.work_dir / "features"
-        self.manifest: dict | None = None
+        self.manifest: Manifest | None = None
         self.tree: CategoryTree | None = None
         self.datasets: dict[str, Dataset] = {}
         self._lexical_statistics: dict | None = None
@@ -188,7 +189,7 @@ class CatalogueDataModule(L.LightningDataModule):
             return False
         return json.loads(request_file.read_text()) == self._shard_request(self.catalogue_path())
 
-    def ensure_shards(self, wait: bool = False, timeout_s: float = 24 * 3600) -> dict:
+    def ensure_shards(self, wait: bool = False, timeout_s: float = 24 * 3600) -> Manifest:
         """Shard the catalogue unless shards made with the same request are already there and intact.
 
         ``wait=True`` (ranks other than 0 of a job launched all at once) waits for rank 0's shards instead.
@@ -247,7 +248,7 @@ class CatalogueDataModule(L.LightningDataModule):
             if isinstance(train, FeatureSplit):
                 self._lexical_statistics = train.lexical_statistics(int(tokenizer.num_buckets))
             else:
-                urls = shard_urls(self.manifest, str(self.shard_dir), "train")
+                urls = self.manifest.shard_urls(self.shard_dir, "train")
                 rows = shard_token_rows(tokenizer, urls, self.attribute_names)
                 self._lexical_statistics = document_counts(rows, int(tokenizer.num_buckets))
         return self._lexical_statistics
@@ -265,7 +266,7 @@ class CatalogueDataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
-    def read_catalogue(self, wait: bool | None = None) -> dict:
+    def read_catalogue(self, wait: bool | None = None) -> Manifest:
         """Shard the catalogue if needed and load its manifest and category tree (no image is encoded): what
         :attr:`modalities_present` and the other metadata read. Idempotent.
 
@@ -276,14 +277,14 @@ class CatalogueDataModule(L.LightningDataModule):
             if not self.shards_ready():  # setup without prepare_data (a bare DataModule)
                 self.ensure_shards(wait=self._rank()[0] != 0 if wait is None else wait)
             self.manifest = load_manifest(str(self.shard_dir), check_hashes=False)
-            self.tree = CategoryTree.from_json(self.manifest["tree"]["paths"])
+            self.tree = CategoryTree.from_json(self.manifest.tree_paths)
         return self.manifest
 
     @property
     def catalogue_name(self) -> str:
         """The catalogue's name (its schema's ``name``; the file stem before the manifest is read)."""
-        if self.manifest:
-            return str(self.manifest.get("schema", {}).get("name") or self.hparams.catalogue)
+        if self.manifest is not None:
+            return str(self.manifest.catalogue_name or self.hparams.catalogue)
         return SAMPLE if self.hparams.catalogue == SAMPLE else Path(self.hparams.catalogue).stem
 
     def setup(self, stage: str | None = None) -> None:
@@ -310,35 +311,29 @@ class CatalogueDataModule(L.LightningDataModule):
                 tokenizer=self.lexical_tokenizer(),
             )
             for split in SPLITS:
-                info = self.manifest["splits"][split]
-                files = info.get("shard_files", {})
-                shards = [(name, int(files[name]["count"])) for name in info["shards"]]
+                info = self.manifest.split(split)
+                shards = [(name, int(info.shard_files[name].count)) for name in info.shards]
                 self.datasets[split] = FeatureSplit(stores, shards, self.tree)
 
     # ---------------------------------------------------------------------------------------------- metadata
     @property
     def attribute_names(self) -> list[str]:
-        return list(self.manifest.get("attribute_names", [])) if self.manifest else []
+        return self.manifest.attribute_names if self.manifest is not None else []
 
     @property
     def unseen_category_ids(self) -> list[int]:
-        return [self.tree.index(p) for p in self.manifest.get("unseen_categories", [])]
+        return [self.tree.index(p) for p in self.manifest.unseen_categories]
 
     @property
     def pseudo_novel_category_ids(self) -> list[int]:
         """Table ids of the leaves held out of training for validation (``[]`` without pseudo-novel validation)."""
-        return [self.tree.index(p) for p in self.manifest.get("pseudo_novel_categories", [])]
+        return [self.tree.index(p) for p in self.manifest.pseudo_novel_categories]
 
     @property
     def train_category_ids(self) -> list[int]:
         """Table ids of every category (any level) that has a product in the train split."""
         seen: set[int] = set()
-        train = self.manifest["splits"]["train"]
-        if "category_counts" in train:  # the paths themselves (a level name may contain " > ")
-            paths = [tuple(path) for path, _ in train["category_counts"]]
-        else:  # manifests written before category_counts existed
-            paths = [parse_path(path) for path in train["per_category"]]
-        for path in paths:
+        for path in self.manifest.split("train").category_paths:
             seen.update(self.tree.ancestor_ids(path))
         return sorted(seen)
 
@@ -346,15 +341,15 @@ class CatalogueDataModule(L.LightningDataModule):
     def modalities_present(self) -> list[str]:
         """Modalities at least one product of the catalogue has (``image`` always; ``title``, ``attributes``,
         ``description`` when some product has one), from the manifest."""
-        return modalities_present(self.manifest) if self.manifest else []
+        return self.manifest.modalities_present if self.manifest is not None else []
 
     @property
     def modality_counts(self) -> dict[str, dict[str, int]]:
         """Per modality, how many products have it and how many lack it (``{}`` for old manifests)."""
-        return dict(self.manifest.get("modalities", {})) if self.manifest else {}
+        return self.manifest.modalities if self.manifest is not None else {}
 
     def split_size(self, split: str) -> int:
-        return int(self.manifest["splits"][split]["count"])
+        return self.manifest.count(split)
 
     # ------------------------------------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
@@ -381,7 +376,7 @@ class CatalogueDataModule(L.LightningDataModule):
         transform = image_encoder.transform
         batch_size = self.hparams.batch_size if training else self.hparams.eval_batch_size
         loader = build_shard_pipeline(
-            shard_urls(self.manifest, str(self.shard_dir), split),
+            self.manifest.shard_urls(self.shard_dir, split),
             transform,
             self.tree,
             batch_size,

@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from tqdm.auto import tqdm
 
+from clipita_core.manifest import Manifest
 from clipita_core.tree import CategoryTree
 from datamodules.feature_reuse import reuse_indexes
 from datamodules.features import FeatureStore
@@ -48,7 +49,7 @@ def plan(stores: dict[str, FeatureStore], rank: int, world_size: int) -> list[Sh
 
 
 def make_stores(
-    features_root: str | Path, manifest: dict, image_encoder, text_encoder, tokenizer=None
+    features_root: str | Path, manifest: Manifest, image_encoder, text_encoder, tokenizer=None
 ) -> dict[str, FeatureStore]:
     """The feature stores of these encoders for these shards (one per tower that is not None, and a token store
     when a lexical ``tokenizer`` is given)."""
@@ -79,7 +80,7 @@ def _loader(dataset: ShardBatches, num_workers: int) -> torch.utils.data.DataLoa
 
 def encode_features(
     shard_dir: str,
-    manifest: dict,
+    manifest: Manifest,
     features_root: str | Path,
     image_encoder,
     text_encoder,
@@ -105,8 +106,8 @@ def encode_features(
             store.prepare()
         jobs = plan(stores, rank, world_size)
         if jobs:
-            tree = CategoryTree.from_json(manifest["tree"]["paths"])
-            names = list(manifest.get("attribute_names", []))
+            tree = CategoryTree.from_json(manifest.tree_paths)
+            names = manifest.attribute_names
             transform = image_encoder.transform if image_encoder is not None else None
             for encoder in (image_encoder, text_encoder):
                 if encoder is not None:
@@ -145,7 +146,7 @@ class EncodeJob(L.LightningModule):
     def __init__(
         self,
         shard_dir: str,
-        manifest: dict,
+        manifest: Manifest,
         features_root: str | Path,
         image_encoder,
         text_encoder,
@@ -164,8 +165,8 @@ class EncodeJob(L.LightningModule):
         )
         self.image_encoder, self.text_encoder, self.tokenizer = image_encoder, text_encoder, tokenizer
         self.stores = make_stores(features_root, manifest, image_encoder, text_encoder, tokenizer)
-        self.tree = CategoryTree.from_json(manifest["tree"]["paths"])
-        self.attribute_names = list(manifest.get("attribute_names", []))
+        self.tree = CategoryTree.from_json(manifest.tree_paths)
+        self.attribute_names = manifest.attribute_names
         self.writer = ShardWriter(self.stores)
 
     def predict_dataloader(self) -> torch.utils.data.DataLoader:

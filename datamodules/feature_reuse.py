@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
+from clipita_core.manifest import Manifest
 from datamodules.features import (
     COMPLETE_NAME,
     DIGEST,
@@ -111,11 +112,12 @@ def backfill_digests(store: FeatureStore, shard_dir: str | Path) -> int:
     return written
 
 
-def _shard_dir_of(fingerprint: str, shard_roots: Sequence[Path]) -> tuple[Path, dict] | None:
+def _shard_dir_of(fingerprint: str, shard_roots: Sequence[Path]) -> tuple[Path, Manifest] | None:
     for root in shard_roots:
         for manifest_path in sorted(Path(root).glob("*/manifest.json")):
-            manifest = _json(manifest_path)
+            data = _json(manifest_path)
             try:
+                manifest = Manifest.from_dict(data) if data else None
                 if manifest and products_fingerprint(manifest) == fingerprint:
                     return manifest_path.parent, manifest
             except Exception:  # noqa: BLE001 - an old or foreign manifest is simply not a match

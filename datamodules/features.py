@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from clipita_core.manifest import Manifest
 from clipita_core.vocabulary import SPLITS
 
 META_NAME = "meta.json"
@@ -58,19 +59,20 @@ class FeatureCacheError(RuntimeError):
     """A feature cache is missing, incomplete or does not match the shards it is used with."""
 
 
-def manifest_shards(manifest: dict) -> list[tuple[str, int, str]]:
+def manifest_shards(manifest: Manifest) -> list[tuple[str, int, str]]:
     """``(shard name, record count, sha256)`` of every input shard, in split then shard order."""
     out = []
     for split in SPLITS:
-        info = manifest["splits"][split]
-        files = info.get("shard_files", {})
-        for name in info["shards"]:
-            entry = files.get(name, {})
-            out.append((name, int(entry.get("count", -1)), str(entry.get("sha256", ""))))
+        info = manifest.split(split)
+        for name in info.shards:
+            entry = info.shard_files.get(name)
+            count = entry.count if entry is not None and entry.count is not None else -1
+            sha = entry.sha256 if entry is not None and entry.sha256 is not None else ""
+            out.append((name, int(count), str(sha)))
     return out
 
 
-def products_fingerprint(manifest: dict) -> str:
+def products_fingerprint(manifest: Manifest) -> str:
     """sha256 over the manifest's per-shard sha256s (and the category table the ``category`` arrays index)."""
     shards = manifest_shards(manifest)
     if any(not sha for _, _, sha in shards):
@@ -78,7 +80,7 @@ def products_fingerprint(manifest: dict) -> str:
     digest = hashlib.sha256()
     for name, count, sha in shards:
         digest.update(f"{name}:{count}:{sha}\n".encode())
-    digest.update(json.dumps(manifest.get("tree", {}).get("paths", [])).encode())
+    digest.update(json.dumps(manifest.tree_paths).encode())
     return digest.hexdigest()
 
 
@@ -113,9 +115,9 @@ class FeatureStore:
 
     @classmethod
     def for_encoder(
-        cls, features_root: str | Path, kind: str, encoder_key: dict, manifest: dict
+        cls, features_root: str | Path, kind: str, encoder_key: dict, manifest: Manifest
     ) -> FeatureStore:
-        names = list(manifest.get("attribute_names", [])) if kind in ("text", "lexical") else None
+        names = manifest.attribute_names if kind in ("text", "lexical") else None
         meta = cache_meta(kind, encoder_key, products_fingerprint(manifest), names)
         return cls(cache_dir(features_root, meta), meta, manifest_shards(manifest))
 

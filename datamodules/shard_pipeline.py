@@ -37,7 +37,7 @@ counts up from 0, or is pinned with ``ShardLoader.set_epoch``. The training load
 The stages themselves live in ``datamodules/training_stream.py``.
 
 Example:
-    >>> train_count = manifest["splits"]["train"]["count"]  # doctest: +SKIP
+    >>> train_count = manifest.count("train")  # doctest: +SKIP
     >>> loader = build_shard_pipeline(urls, transform, tree, batch_size=64, training=True,
     ...                               epoch_samples=train_count, num_workers=4)  # doctest: +SKIP
     >>> for batch in loader:  # doctest: +SKIP

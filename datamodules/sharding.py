@@ -16,7 +16,6 @@ an error (:class:`NoProductsError`) naming the top skip reasons.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -43,11 +42,10 @@ from datamodules.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     SHARD_NAME,
+    Manifest,
     ManifestError,
     load_manifest,
-    modalities_present,
     sha256_file,
-    shard_urls,
     summarize,
 )
 from datamodules.record_spool import SPOOL_PREFIX, RecordSpool
@@ -64,9 +62,7 @@ __all__ = [
     "choose_pseudo_novel",
     "choose_unseen",
     "load_manifest",
-    "modalities_present",
     "shard_catalogue",
-    "shard_urls",
     "summarize",
     "write_shards",
 ]
@@ -198,7 +194,7 @@ def write_shards(  # noqa: C901 - read, split, write, describe
     progress: bool = True,
     pseudo_novel_fraction: float = 0.0,
     num_workers: int = 0,
-) -> dict[str, Any]:
+) -> Manifest:
     """Shard the catalogue described by ``schema`` (:func:`shard_catalogue` for a schema given in a YAML file).
 
     Args:
@@ -313,37 +309,39 @@ def write_shards(  # noqa: C901 - read, split, write, describe
         sharded = len(spool)
 
     modalities = _modalities(present, sharded)
-    manifest: dict[str, Any] = {
-        "version": MANIFEST_VERSION,
-        "created_by": "clipita shard",
-        "schema": schema.to_dict(),
-        "content_hash": content.hexdigest(),
-        "seed": seed,
-        "fractions": {
-            "val": val_fraction,
-            "test": test_fraction,
-            "unseen": unseen_fraction,
-            "pseudo_novel": pseudo_novel_fraction,
-        },
-        "split_source": "folders" if schema.split_folders else "drawn",
-        "moved_to_test": moved_to_test,
-        "shard_size": shard_size,
-        "input_rows": input_rows,
-        "sharded": sharded,
-        "skipped": [_skipped_entry(r) for r in skipped],
-        "skipped_by_kind": dict(sorted(Counter(r.problems[0].kind for r in skipped).items())),
-        "tree": {"levels": schema.level_names(tree.max_depth), "paths": tree.to_json()},
-        "unseen_categories": [list(p) for p in unseen],
-        "pseudo_novel_categories": [list(p) for p in pseudo_novel],
-        "splits": split_info,
-        "attribute_names": list(schema.attribute_columns),
-        "modalities": modalities,
-        "modalities_present": [m for m in RECORDED_MODALITIES if modalities[m]["present"]],
-        "leakage": leakage,
-        "reader": reader_stats,
-    }
+    manifest = Manifest.from_dict(
+        {
+            "version": MANIFEST_VERSION,
+            "created_by": "clipita shard",
+            "schema": schema.to_dict(),
+            "content_hash": content.hexdigest(),
+            "seed": seed,
+            "fractions": {
+                "val": val_fraction,
+                "test": test_fraction,
+                "unseen": unseen_fraction,
+                "pseudo_novel": pseudo_novel_fraction,
+            },
+            "split_source": "folders" if schema.split_folders else "drawn",
+            "moved_to_test": moved_to_test,
+            "shard_size": shard_size,
+            "input_rows": input_rows,
+            "sharded": sharded,
+            "skipped": [_skipped_entry(r) for r in skipped],
+            "skipped_by_kind": dict(sorted(Counter(r.problems[0].kind for r in skipped).items())),
+            "tree": {"levels": schema.level_names(tree.max_depth), "paths": tree.to_json()},
+            "unseen_categories": [list(p) for p in unseen],
+            "pseudo_novel_categories": [list(p) for p in pseudo_novel],
+            "splits": split_info,
+            "attribute_names": list(schema.attribute_columns),
+            "modalities": modalities,
+            "modalities_present": [m for m in RECORDED_MODALITIES if modalities[m]["present"]],
+            "leakage": leakage,
+            "reader": reader_stats,
+        }
+    )
     tmp = out / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    manifest.write(tmp)
     os.replace(tmp, out / MANIFEST_NAME)
     print(summarize(manifest, str(out), time.perf_counter() - started), file=sys.stdout)
     return manifest
@@ -361,7 +359,7 @@ def shard_catalogue(
     progress: bool = True,
     pseudo_novel_fraction: float = 0.0,
     num_workers: int = 0,
-) -> dict[str, Any]:
+) -> Manifest:
     """Turn a catalogue into WebDataset shards ``{split}-NNNNNN.tar`` plus ``manifest.json``.
 
     Every row is checked (image fully decoded, category, id); bad rows are skipped and listed in the

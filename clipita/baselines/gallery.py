@@ -12,7 +12,6 @@ import webdataset as wds
 
 from clipita_core.tree import CategoryTree
 from datamodules.records import decode_sample
-from datamodules.sharding import shard_urls
 
 
 @dataclass
@@ -100,7 +99,7 @@ class TestGallery:
             datamodule: the DataModule after ``setup`` (its ``datasets["test"]`` is the gallery).
         """
         dataset = datamodule.datasets["test"]
-        urls = shard_urls(datamodule.manifest, str(datamodule.shard_dir), "test")
+        urls = datamodule.manifest.shard_urls(datamodule.shard_dir, "test")
         titles: dict[str, str] = {}
         for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
             record = decode_sample(sample)  # the record codec: original id, "" when there is no title
@@ -129,7 +128,7 @@ class TestGallery:
                 "ap_normalization": metric.ap_normalization,
             },
             split_seed=int(datamodule.hparams.split_seed),
-            leakage=dict((datamodule.manifest or {}).get("leakage") or {}),
+            leakage=datamodule.manifest.leakage if datamodule.manifest is not None else {},
         )
 
 

@@ -20,8 +20,8 @@ from .spec import ERROR_KS, LeaderboardSpec, RowSpec, resolve_path
 
 
 def _manifest_leakage(datamodule: Any) -> dict[str, Any]:
-    manifest = getattr(datamodule, "manifest", None) or {}
-    return dict(manifest.get("leakage") or {})
+    manifest = getattr(datamodule, "manifest", None)
+    return manifest.leakage if manifest is not None else {}
 
 
 def _model_text(module: Any) -> list[str]:

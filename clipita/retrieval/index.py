@@ -51,9 +51,9 @@ from clipita_core.index_info import (
     IndexInfo,
 )
 from clipita_core.index_info import write as write_index_info
+from clipita_core.vocabulary import SPLITS
 from datamodules.catalogue_datamodule import CatalogueDataModule
 from datamodules.features import LEXICAL_TOKENS, FeatureCacheError, products_fingerprint
-from datamodules.sharding import SPLITS
 
 from .faiss_index import FaissKind, build_faiss_index
 from .index_job import IndexJob, IndexShardBatches, index_loader, plan
@@ -94,7 +94,7 @@ class IndexDataModule(CatalogueDataModule):
         try:
             products = products_fingerprint(self.manifest)
         except FeatureCacheError:  # an old manifest without per-shard sha256s
-            products = self.manifest.get("content_hash")
+            products = self.manifest.content_hash
         meta = {**self.index_meta, "products": products, "arrays": arrays}
         if rank == 0:
             out = Path(self.index_dir)
@@ -341,7 +341,7 @@ def index(
     info = IndexInfo(
         checkpoint=str(Path(ckpt).resolve()),
         tree=[tuple(p) for p in dm.tree.paths],
-        unseen_categories=[tuple(p) for p in dm.manifest.get("unseen_categories", [])],
+        unseen_categories=[tuple(p) for p in dm.manifest.unseen_categories],
         modalities=list(net.modalities),
         splits=list(splits),
         shard_dir=str(Path(dm.shard_dir).resolve()),
@@ -352,7 +352,7 @@ def index(
             "data": _jsonable(data),
             "hparams": _jsonable(net.config),
             "category_text": net.category_text,
-            "manifest_content_hash": dm.manifest.get("content_hash"),
+            "manifest_content_hash": dm.manifest.content_hash,
             "world_size": trainer.world_size,
         },
     )

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from clipita_core.index_info import SHARD_META, SHARDS_DIR, IndexShard
+from clipita_core.manifest import Manifest
 
 IDS = "ids"
 EMBEDDING = "embedding"  # float32
@@ -42,14 +43,14 @@ BASE_ARRAYS = (EMBEDDING, EMBEDDING16)
 EXTRA_ARRAYS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {}
 
 
-def manifest_index_shards(manifest: dict, splits: Sequence[str]) -> list[IndexShard]:
+def manifest_index_shards(manifest: Manifest, splits: Sequence[str]) -> list[IndexShard]:
     """The input shards of ``splits`` in index row order (split order, then the manifest's shard order)."""
     out = []
     for split in splits:
-        info = manifest["splits"][split]
-        files = info.get("shard_files", {})
-        for name in info["shards"]:
-            count = int(files.get(name, {}).get("count", -1))
+        info = manifest.split(split)
+        for name in info.shards:
+            entry = info.shard_files.get(name)
+            count = int(entry.count) if entry is not None and entry.count is not None else -1
             if count < 0:
                 raise ValueError(
                     f"the manifest records no count for shard {name!r}; shard the catalogue again"

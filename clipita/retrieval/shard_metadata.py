@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from clipita_core.manifest import Manifest
 from clipita_core.paths import format_path
 from datamodules.records import category_to_text, decode_json
-from datamodules.sharding import shard_urls
 
 PRODUCT_COLUMNS = [
     "id", "title", "category", "category_path", "split", "shard", "key", "jpg_offset", "jpg_size",
@@ -131,11 +131,11 @@ def read_shard_metadata(shard_path: str | Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def products_frame(manifest: dict, shard_dir: str | Path, splits: Sequence[str]) -> pd.DataFrame:
+def products_frame(manifest: Manifest, shard_dir: str | Path, splits: Sequence[str]) -> pd.DataFrame:
     """Metadata of every product of ``splits``, in shard order (the order the predict loaders serve them)."""
     rows: list[dict[str, Any]] = []
     for split in splits:
-        for url in shard_urls(manifest, str(shard_dir), split):
+        for url in manifest.shard_urls(shard_dir, split):
             for row in read_shard_metadata(url):
                 row["split"] = row["split"] or split
                 rows.append(row)

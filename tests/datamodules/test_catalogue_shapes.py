@@ -32,7 +32,7 @@ from datamodules.records import (
     shard_key,
 )
 from datamodules.shard_pipeline import build_shard_pipeline
-from datamodules.sharding import NoProductsError, load_manifest, shard_catalogue, shard_urls, write_shards
+from datamodules.sharding import NoProductsError, load_manifest, shard_catalogue, write_shards
 
 ODD_IDS = ["B00.123", "SKU/77", "ölkanne 2", "a\\b", "..", "x.tar", "50%", "日本 1", "%41", " ", "-_"]
 LEAVES = [("Fruit", "Apple"), ("Fruit", "Pear"), ("Veg", "Leek"), ("Veg", "Kale"), ("Foot > wear", "Boots")]
@@ -74,11 +74,9 @@ def titleless_table(root: Path, per_leaf: int = 6, ids=None) -> tuple[Path, list
 def read_shards(manifest: dict, out: Path) -> dict[str, tuple[ShardRecord, str]]:
     records = {}
     for split in ("train", "val", "test"):
-        if not shard_urls(manifest, str(out), split):
+        if not manifest.shard_urls(out, split):
             continue
-        for sample in wds.WebDataset(
-            shard_urls(manifest, str(out), split), shardshuffle=False, empty_check=False
-        ):
+        for sample in wds.WebDataset(manifest.shard_urls(out, split), shardshuffle=False, empty_check=False):
             record = decode_sample(sample)
             assert id_from_key(sample["__key__"]) == record.id
             records[record.id] = (record, split)
@@ -140,7 +138,7 @@ def test_odd_ids_and_a_level_named_a_gt_b_round_trip(tmp_path: Path) -> None:
     assert ("Foot > wear", "Boots") in counted
     # the shard pipeline serves the original ids and the paths as tuples
     loader = build_shard_pipeline(
-        shard_urls(manifest, str(out), "train"), lambda im: torch.zeros(3, 4, 4), tree, 4, training=False
+        manifest.shard_urls(out, "train"), lambda im: torch.zeros(3, 4, 4), tree, 4, training=False
     )
     served = {
         pid: path

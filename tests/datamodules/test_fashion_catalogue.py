@@ -10,7 +10,7 @@ import pytest
 import webdataset as wds
 
 from clipita_core.tree import CategoryTree
-from datamodules.sharding import load_manifest, shard_catalogue, shard_urls
+from datamodules.sharding import load_manifest, shard_catalogue
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION = REPO.parent / "shared/datasets/fashion-product-images"
@@ -44,7 +44,7 @@ def test_shard_the_fashion_catalogue(tmp_path: Path) -> None:
     unseen = {tuple(p) for p in manifest["unseen_categories"]}
     assert len(unseen) == 24  # ceil(0.2 * 120 leaves)
     for split in ("train", "val"):
-        for sample in wds.WebDataset(shard_urls(manifest, str(out), split), shardshuffle=False):
+        for sample in wds.WebDataset(manifest.shard_urls(out, split), shardshuffle=False):
             meta = json.loads(sample["json"])
             assert tuple(meta["category"]) not in unseen, f"unseen leaf {meta['category']} in {split}"
             assert meta["split"] == split

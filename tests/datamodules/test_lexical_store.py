@@ -179,7 +179,6 @@ def test_raw_image_batches_carry_the_token_stores_rows(catalogue, tmp_path, text
     """The raw path (images decoded from the shards: what fine-tuning trains and tests on) tokenizes each product's
     title + attribute values itself; its ``lexical_tokens`` are the token store's rows for the same products."""
     from datamodules.shard_pipeline import build_shard_pipeline
-    from datamodules.sharding import shard_urls
 
     shard_dir = catalogue / "shards" / "seed0"
     manifest = load_manifest(str(shard_dir))
@@ -200,7 +199,7 @@ def test_raw_image_batches_carry_the_token_stores_rows(catalogue, tmp_path, text
 
     for split in ("train", "test"):
         store = rows(splits[split].batch(np.arange(len(splits[split]))))
-        urls = shard_urls(manifest, str(shard_dir), split)
+        urls = manifest.shard_urls(shard_dir, split)
         raw: dict[str, list[int]] = {}
         for batch in build_shard_pipeline(
             urls, transform, tree, 7, training=False, tokenizer=tokenizer, attribute_names=names

@@ -25,7 +25,6 @@ from datamodules.sharding import (
     choose_unseen,
     load_manifest,
     shard_catalogue,
-    shard_urls,
     write_shards,
 )
 
@@ -101,7 +100,7 @@ def read_back(manifest: dict, shard_dir: Path) -> dict[str, dict]:
     """Every record in the shards, read with webdataset: id -> {json, jpg, split}."""
     out: dict[str, dict] = {}
     for split in SPLITS:
-        urls = shard_urls(manifest, str(shard_dir), split)
+        urls = manifest.shard_urls(shard_dir, split)
         if not urls:
             continue
         for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
@@ -374,10 +373,10 @@ def test_manifest_missing_keys_is_named(shard_copy) -> None:
 
 def test_shard_urls(shard_copy) -> None:
     manifest, out = shard_copy
-    urls = shard_urls(manifest, str(out), "train")
+    urls = manifest.shard_urls(out, "train")
     assert urls and all(Path(u).parent == out and Path(u).exists() for u in urls)
     with pytest.raises(ValueError, match="unknown split 'dev'"):
-        shard_urls(manifest, str(out), "dev")
+        manifest.shard_urls(out, "dev")
 
 
 # ------------------------------------------------------------------------------------------------ property test
@@ -452,7 +451,7 @@ def test_property_writer_never_crashes_and_accounts_for_every_row(rows, seed) ->
         # what is in the tar files is exactly what the manifest says was sharded
         ids_in_tars = []
         for split in SPLITS:
-            for url in shard_urls(manifest, str(root / "out"), split):
+            for url in manifest.shard_urls(root / "out", split):
                 with tarfile.open(url) as tar:
                     ids_in_tars += [
                         m.name.rsplit(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".json")
