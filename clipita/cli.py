@@ -52,33 +52,13 @@ def _load(target: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def make_cli(args: list[str] | None = None, run: bool = True):
-    """Build (and by default run) the LightningCLI over ``ClipItaModule`` and ``CatalogueDataModule``."""
-    from lightning.pytorch.cli import LightningCLI
+def make_cli(args: list[str] | None = None) -> None:
+    """Run a LightningCLI subcommand (fit/validate/test/predict) over ``ClipItaModule`` and
+    ``CatalogueDataModule``: the ``clipita`` command's own; apps build objects with :func:`clipita.factory.build`,
+    which parses with the same parser (:class:`clipita.factory.ConfigParserCLI`)."""
+    from clipita.factory import CLI_KWARGS, ConfigParserCLI, cli_classes
 
-    from datamodules.catalogue_datamodule import CatalogueDataModule
-    from lightning_modules.clip_ita_module import ClipItaModule
-
-    class ClipitaCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:
-            parser.add_argument(
-                "--test_after_fit",
-                type=bool,
-                default=False,
-                help="after fit, evaluate the best checkpoint on the test split and print its metrics",
-            )
-            parser.add_argument(
-                "--refit_after_choice",
-                type=bool,
-                default=False,
-                help="after fit, train again on every training leaf (data.pseudo_novel_fraction 0) keeping the "
-                "scorer the fit chose on its pseudo-novel validation (clipita.experiment.refit_after_choice)",
-            )
-            # the DataModule gets the network's frozen towers (jsonargparse instantiates the model first)
-            parser.link_arguments(
-                "model", "data.encoders", compute_fn=lambda module: module.net, apply_on="instantiate"
-            )
-
+    class ClipitaCLI(ConfigParserCLI):
         def check_catalogue(self) -> None:
             """A model reading a modality the whole catalogue lacks stops here, before any image is encoded."""
             from clipita.modalities import check_modalities
@@ -122,7 +102,7 @@ def make_cli(args: list[str] | None = None, run: bool = True):
                 from clipita.refit import fit_args, refit_after_choice
 
                 tokens = fit_args(sys.argv[1:] if args is None else args, self.subcommand)
-                trainer, model, datamodule = refit_after_choice(make_cli, tokens, model, trainer, datamodule)
+                trainer, model, datamodule = refit_after_choice(tokens, model, trainer, datamodule)
             if config.get("test_after_fit"):
                 ckpt = (
                     "best"
@@ -131,15 +111,7 @@ def make_cli(args: list[str] | None = None, run: bool = True):
                 )
                 trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
 
-    return ClipitaCLI(
-        ClipItaModule,
-        CatalogueDataModule,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"default_root_dir": "runs"},
-        parser_kwargs={"prog": "clipita"},
-    )
+    ClipitaCLI(*cli_classes(), args=args, **CLI_KWARGS)
 
 
 def usage() -> str:

@@ -50,12 +50,11 @@ def encode(
     """
     import lightning as L
 
-    from clipita.cli import make_cli
+    from clipita.factory import build
     from datamodules.feature_encoding import EncodeJob
 
-    cli = make_cli(["--config", fit_config, *(overrides or [])], run=False)
-    dm = cli.datamodule
-    image_encoder, text_encoder = dm.towers()  # the model's network, linked by the CLI
+    dm = build(["--config", fit_config, *(overrides or [])]).datamodule
+    image_encoder, text_encoder = dm.towers()  # the model's network, linked by the factory
     manifest = dm.ensure_shards(wait=_launcher_rank() != 0)
     job = EncodeJob(
         str(dm.shard_dir),

@@ -45,7 +45,7 @@ class RunResult:
 def read_fit_config(path: str | Path | None) -> dict[str, Any]:
     """A ``clipita fit`` YAML as a plain dict (``{}`` for None): the one place the apps read a fit config's text.
 
-    Objects are built from it only through :func:`clipita.cli.make_cli`, exactly as ``clipita fit`` builds them.
+    Objects are built from it only through :func:`clipita.factory.build`, exactly as ``clipita fit`` builds them.
     """
     if path is None:
         return {}
@@ -110,21 +110,21 @@ def fit_and_test(
         test: evaluate on the test split after fitting (after the refit, with ``refit_after_choice``: the result
             is the refit's, the choosing fit is ``result.choice_run``).
     """
-    from clipita.cli import make_cli
+    from clipita.factory import build, config_args
     from clipita.modalities import check_modalities
     from clipita.refit import refit_after_choice
 
-    args = (["--config", config] if config else []) + list(overrides)
-    cli = make_cli(args, run=False)
-    trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
+    args = config_args(config, overrides)
+    built = build(args)
+    trainer, module, datamodule = built.trainer, built.module, built.datamodule
     check_modalities(module, datamodule, wait=trainer.global_rank != 0)  # before any image is encoded
     for callback in callbacks:
         trainer.callbacks.append(callback)
     trainer.fit(module, datamodule=datamodule)
     choice_run = None
-    if cli.config.get("refit_after_choice"):
+    if built.config.get("refit_after_choice"):
         choice_run = RunResult(module, datamodule, trainer, val=_scalars(trainer.callback_metrics, "val/"))
-        trainer, module, datamodule = refit_after_choice(make_cli, args, module, trainer, datamodule)
+        trainer, module, datamodule = refit_after_choice(args, module, trainer, datamodule)
         if trainer is choice_run.trainer:
             choice_run = None
     result = RunResult(module, datamodule, trainer, val=_scalars(trainer.callback_metrics, "val/"))

@@ -12,7 +12,7 @@ give. ``clipita fit`` and :func:`clipita.experiment.fit_and_test` both call :fun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -60,16 +60,16 @@ def fit_args(args: Sequence[str], subcommand: str | None = None) -> list[str]:
 
 
 def refit_after_choice(
-    make_cli: Callable[..., Any], args: Sequence[str], module: Any, trainer: Any, datamodule: Any
+    args: Sequence[str], module: Any, trainer: Any, datamodule: Any
 ) -> tuple[Any, Any, Any]:
     """Train again on every training leaf, keeping the scorer the fit just made chose; returns the new
     ``(trainer, module, datamodule)``.
 
-    ``make_cli`` is :func:`clipita.cli.make_cli` (handed in: the CLI calls this too, and imports this module);
-    ``args`` are the first fit's command-line tokens (config + overrides, no subcommand); the refit adds
+    The refit's objects come from :func:`clipita.factory.build`; ``args`` are the first fit's command-line tokens (config + overrides, no subcommand); the refit adds
     ``--data.pseudo_novel_fraction 0`` and a ``<version>_refit`` run folder. Its validation still logs
     ``val/chosen/*`` (under the kept weights), so the config's checkpoint monitor works unchanged.
     """
+    from clipita.factory import build
     from clipita.modalities import check_modalities
 
     if not getattr(module.hparams, "choose_scorer", False):
@@ -83,8 +83,8 @@ def refit_after_choice(
             "refit_after_choice: no pseudo-novel leaf was held out (data.pseudo_novel_fraction 0): no refit"
         )
         return trainer, module, datamodule
-    cli = make_cli(list(args) + list(REFIT_OVERRIDES) + refit_version_overrides(trainer), run=False)
-    refit_trainer, refit_module, refit_dm = cli.trainer, cli.model, cli.datamodule
+    built = build(list(args) + list(REFIT_OVERRIDES) + refit_version_overrides(trainer))
+    refit_trainer, refit_module, refit_dm = built.trainer, built.module, built.datamodule
     check_modalities(refit_module, refit_dm, wait=refit_trainer.global_rank != 0)
     refit_module.keep_scorer(record)
     refit_trainer.fit(refit_module, datamodule=refit_dm)

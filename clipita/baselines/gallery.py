@@ -142,13 +142,13 @@ def load_test_gallery(config: str | None, overrides: Sequence[str] = ()) -> Test
         config: a ``clipita fit`` YAML (None for the defaults).
         overrides: ``--key value`` pairs as on the command line, e.g. ``["--data.split_seed", "1"]``.
     """
-    from clipita.cli import make_cli
+    from clipita.factory import build, config_args
 
-    cli = make_cli((["--config", config] if config else []) + list(overrides), run=False)
-    trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
+    built = build(config_args(config, overrides))
+    trainer, module, datamodule = built.trainer, built.module, built.datamodule
     trainer.strategy.connect(
         module
-    )  # the module sees its trainer (the DataModule got the encoders by the CLI link)
+    )  # the module sees its trainer (the DataModule got the encoders by the link)
     datamodule.trainer = trainer
     datamodule.prepare_data()
     datamodule.setup("test")

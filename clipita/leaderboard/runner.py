@@ -105,14 +105,14 @@ class _Runner:
             *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, True),
         ]  # fmt: skip
         if row.checkpoint:
-            from clipita.cli import make_cli
+            from clipita.factory import build
 
             checkpoint = resolve_path(row.checkpoint.format(seed=seed))
-            cli = make_cli(["--config", config, *overrides], run=False)
-            module, datamodule = cli.model, cli.datamodule
+            built = build(["--config", config, *overrides])
+            module, datamodule = built.module, built.datamodule
             check_modalities(module, datamodule)
-            cli.trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
-            logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+            built.trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+            logged = {k: float(v) for k, v in built.trainer.callback_metrics.items() if k.startswith("test/")}
         else:
             run = fit_and_test(config, overrides)
             module, datamodule, logged = run.module, run.datamodule, run.test
