@@ -172,13 +172,13 @@ def measure(config: dict[str, Any], mode: str, warmup: int) -> dict[str, Any]:
 
     import torch
 
-    from clipita.cli import make_cli
+    from clipita.factory import build
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         json.dump(config, handle)  # JSON is YAML
-    cli = make_cli(["--config", handle.name], run=False)
+    cli = build(["--config", handle.name])
     os.unlink(handle.name)
-    trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
+    trainer, module, datamodule = cli.trainer, cli.module, cli.datamodule
     timer = StepTimer(warmup)
     trainer.callbacks.append(timer)
     batch_size = int(config["data"]["batch_size"])

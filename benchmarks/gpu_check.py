@@ -142,19 +142,19 @@ def finetune_check(settings: Settings, work_dir: Path, max_fraction: float) -> d
         precision=settings.precision, image_model=settings.image_model, image_weights=settings.image_weights,
     )  # fmt: skip
     timer = StepTimer(warmup=min(5, settings.finetune_steps // 4))
-    from clipita.cli import make_cli
+    from clipita.factory import build
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         json.dump(config, handle)
     try:
-        cli = make_cli(["--config", handle.name], run=False)
+        cli = build(["--config", handle.name])
     finally:
         os.unlink(handle.name)
-    tower = cli.model.net.image_encoder.backbone
+    tower = cli.module.net.image_encoder.backbone
     before = [p.detach().clone() for p in tower.parameters()]
     cli.trainer.callbacks.append(timer)
     started = time.perf_counter()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.fit(cli.module, datamodule=cli.datamodule)
     seconds = time.perf_counter() - started
     changed = sum(
         not torch.equal(a, b.detach().cpu()) for a, b in zip(before, tower.parameters(), strict=True)
