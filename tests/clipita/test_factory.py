@@ -79,7 +79,7 @@ def test_make_cli_is_called_only_by_the_clipita_command():
     """Apps build objects through clipita.factory.build; the CLI is the command's own (issue 21)."""
     callers = sorted(
         str(path.relative_to(REPO))
-        for package in ("clipita", "clipita_core", "lightning_modules", "datamodules")
+        for package in ("clipita", "clipita_core", "lightning_modules", "datamodules", "benchmarks")
         for path in (REPO / package).rglob("*.py")
         if re.search(r"\bmake_cli\s*\(", path.read_text(encoding="utf-8"))
     )
