@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 from conftest import tiny_overrides
+from ranking_agreement import agrees
 
 from clipita.experiment import fit_and_test
 from clipita.retrieval.index import index
@@ -27,7 +28,6 @@ from lightning_modules.scoring import NOVEL_LEXICAL_WEIGHT, SEEN_LEXICAL_WEIGHT
 
 REPO = Path(__file__).resolve().parents[2]
 TOP = 10
-ATOL = 1e-4  # scores closer than this count as tied (their products may swap places)
 LEXICAL = {SEEN_LEXICAL_WEIGHT: 0.5, NOVEL_LEXICAL_WEIGHT: 1.0}
 
 
@@ -48,21 +48,6 @@ def ranked(result, datamodule, ckpt: Path) -> tuple[list[list[tuple[str, float]]
         for r_, s_ in zip(rows, scores, strict=True)
     ]
     return top, metrics
-
-
-def agrees(expected: list[tuple[str, float]], got: list[tuple[str, float]]) -> bool:
-    """The same scores position by position (to :data:`ATOL`) and the same products wherever a score is apart
-    from its neighbours by more than :data:`ATOL`."""
-    if len(expected) != len(got):
-        return False
-    scores = [s for _, s in expected]
-    for i, ((a, s), (b, t)) in enumerate(zip(expected, got, strict=True)):
-        if abs(s - t) > ATOL:
-            return False
-        tied = (i > 0 and scores[i - 1] - s <= ATOL) or (i + 1 < len(scores) and s - scores[i + 1] <= ATOL)
-        if a != b and not tied:
-            return False
-    return True
 
 
 @pytest.mark.slow

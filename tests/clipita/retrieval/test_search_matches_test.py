@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 from PIL import Image
+from ranking_agreement import agrees
 
 from clipita.experiment import fit_and_test
 from clipita.retrieval.index import index
@@ -31,7 +32,6 @@ from lightning_modules.taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_W
 
 REPO = Path(__file__).resolve().parents[3]
 TOP = 10
-ATOL = 1e-4  # scores closer than this count as tied (their products may swap places)
 # the weights the test forces wherever the choice on a tiny catalogue picked 0 (every term must be live for the test
 # to mean anything: a search that dropped a term whose weight is 0 would still rank as the test)
 FORCED = {
@@ -48,21 +48,6 @@ def rewrite_retrieval(ckpt: Path, out: Path, weights: dict[str, float]) -> Path:
     checkpoint[KEY]["retrieval"] = {**checkpoint[KEY]["retrieval"], **weights}
     torch.save(checkpoint, out)
     return out
-
-
-def agrees(expected: list[tuple[str, float]], got: list[tuple[str, float]]) -> bool:
-    """Two top-k lists of ``(id, score)`` agree: as long, the same scores position by position (to :data:`ATOL`),
-    and the same products wherever a score is apart from its neighbours by more than :data:`ATOL`."""
-    if len(expected) != len(got):
-        return False
-    scores = [s for _, s in expected]
-    for i, ((a, s), (b, t)) in enumerate(zip(expected, got, strict=True)):
-        if abs(s - t) > ATOL:
-            return False
-        tied = (i > 0 and scores[i - 1] - s <= ATOL) or (i + 1 < len(scores) and s - scores[i + 1] <= ATOL)
-        if a != b and not tied:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
