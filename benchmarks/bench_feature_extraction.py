@@ -63,13 +63,14 @@ def main() -> None:
         # the floor's input: every image decoded and transformed once, outside the timing
         import io
 
-        import webdataset as wds
         from PIL import Image
+
+        from datamodules.shard_io import iter_shard_samples
 
         images = [
             encoder.transform(Image.open(io.BytesIO(s["jpg"])).convert("RGB"))
-            for s in wds.WebDataset(
-                [u for split in SPLITS for u in manifest.shard_urls(shard_dir, split)], shardshuffle=False
+            for s in iter_shard_samples(
+                [u for split in SPLITS for u in manifest.shard_urls(shard_dir, split)]
             )
         ]
         batches = [torch.stack(images[i : i + args.batch_size]) for i in range(0, n, args.batch_size)]

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -45,6 +44,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from clipita_core.tree import CategoryTree  # noqa: E402
+from datamodules.records import ShardRecord  # noqa: E402
+from datamodules.shard_io import ShardTarWriter  # noqa: E402
 from datamodules.shard_pipeline import build_shard_pipeline  # noqa: E402
 
 CATEGORY = ("Benchmark", "Images")
@@ -86,14 +87,11 @@ def write_shards(files: list[Path], folder: Path, shard_size: int) -> list[str]:
     urls: list[str] = []
     for start in range(0, len(files), shard_size):
         url = str(folder / f"train-{len(urls):06d}.tar")
-        with wds.TarWriter(url) as sink:
+        with ShardTarWriter(url) as sink:
             for path in files[start : start + shard_size]:
                 product_id = path.stem.replace(".", "_")
-                record = {"id": product_id, "title": product_id, "attributes": {}, "category": list(CATEGORY)}
-                record["split"] = "train"
-                sink.write(
-                    {"__key__": product_id, "jpg": path.read_bytes(), "json": json.dumps(record).encode()}
-                )
+                record = ShardRecord(id=product_id, category=tuple(CATEGORY), title=product_id, split="train")
+                sink.write(record, path.read_bytes())
         urls.append(url)
     return urls
 

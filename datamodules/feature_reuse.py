@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 
 from clipita_core.manifest import Manifest
 from datamodules.features import (
@@ -36,7 +35,8 @@ from datamodules.features import (
     manifest_shards,
     products_fingerprint,
 )
-from datamodules.records import ShardRecord, decode_sample
+from datamodules.records import ShardRecord
+from datamodules.shard_io import iter_shard_records
 
 DIGEST_DTYPE = "S16"
 
@@ -74,10 +74,8 @@ def digest_array(digests: Sequence[bytes]) -> np.ndarray:
 def read_shard_records(url: str) -> tuple[list[ShardRecord], list[dict]]:
     """Every record of one input shard, in order, with its raw sample (images left encoded)."""
     records, samples = [], []
-    for sample in wds.WebDataset(
-        url, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None
-    ):
-        records.append(decode_sample(sample))
+    for record, sample in iter_shard_records(url):
+        records.append(record)
         samples.append(sample)
     return records, samples
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from datamodules.features import FeatureCacheError
+from datamodules.shard_io import iter_shard_records
 
 
 def lexical_texts(
@@ -46,10 +47,8 @@ def product_token_rows(
 def shard_token_rows(tokenizer, urls: Iterable[str], names: Sequence[str]) -> Iterator[np.ndarray]:
     """The token rows of the products of shards (:func:`product_token_rows` of their records; no image is
     decoded), one ``[n, L]`` array per shard: what the raw path counts BM25 statistics from."""
-    from datamodules.feature_reuse import read_shard_records
-
     for url in urls:
-        records, _ = read_shard_records(url)
+        records = [record for record, _ in iter_shard_records(url)]
         titles, attributes = [r.title for r in records], [dict(r.attributes) for r in records]
         yield product_token_rows(tokenizer, titles, attributes, names)
 

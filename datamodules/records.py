@@ -1,6 +1,7 @@
 """THE shard-record codec: how one product is stored in a WebDataset shard and read back.
 
-Every writer and reader of shard tars goes through this module, so the layout lives in one place:
+Every writer and reader of shard tars goes through this module (the tars themselves are opened only by
+:mod:`datamodules.shard_io`), so the layout lives in one place:
 
 - ``__key__``: :func:`shard_key` of the product id, a reversible safe encoding (percent-encoding of the id's
   UTF-8 bytes; every byte outside ``A-Z a-z 0-9 _ -`` becomes ``%XX``). Ids made only of those characters

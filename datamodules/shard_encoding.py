@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 from PIL import Image
 
 from clipita_core.tree import CategoryTree
@@ -38,7 +37,7 @@ from datamodules.features import (
     concat_rows,
 )
 from datamodules.lexical_store import product_token_rows
-from datamodules.records import decode_sample
+from datamodules.shard_io import iter_shard_records
 
 
 @dataclass(frozen=True)
@@ -100,15 +99,13 @@ class ShardBatches(torch.utils.data.IterableDataset):
                 yield copied
                 if not kinds:
                     return
-        samples = wds.WebDataset(
-            url, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None
-        )
         rows: list[dict] = []
         images: list[torch.Tensor] = []
         digests: list[dict[str, bytes]] = []
         seen = 0
-        for sample in samples:
-            record = decode_sample(sample)  # the one record codec: original id, category tuple, title or ""
+        for record, sample in iter_shard_records(
+            url
+        ):  # the record codec: original id, category tuple, title or ""
             rows.append(record)
             digests.append(sample_digests(sample, record, kinds))
             if job.image:

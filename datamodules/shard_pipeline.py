@@ -7,8 +7,8 @@ batch dict the LightningModule consumes. It follows the layout WebDataset's main
 Training (``training=True``)
     Shards are drawn *with replacement* (``wds.ResampledShards``) by every rank and every DataLoader worker
     from its own deterministic random stream, seeded by ``(seed, epoch, rank, worker)``, so the shard order is
-    reproducible for a seed and different every epoch. Shards are read by WebDataset's tar reader. Samples then pass a
-    shuffle buffer (before decoding, so the buffer holds JPEG bytes, not tensors), are decoded, transformed,
+    reproducible for a seed and different every epoch. Shards are read by the shard codec's stage
+    (``shard_io.tar_samples``, WebDataset's tar reader). Samples then pass a shuffle buffer (before decoding, so the buffer holds JPEG bytes, not tensors), are decoded, transformed,
     augmented (``augmentation``, e.g. a random resized crop + flip, seeded per sample) and batched inside the
     workers.
     Because the stream never runs dry, the epoch is cut (WebDataset's ``with_epoch``) to exactly
@@ -49,7 +49,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tarfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -69,6 +68,7 @@ from clipita_core.tree import CategoryTree
 from datamodules.features import LEXICAL_TOKENS
 from datamodules.lexical_store import product_token_rows
 from datamodules.records import decode_sample
+from datamodules.shard_io import ShardDecodeError, count_shard_keys, tar_samples
 from datamodules.training_stream import (
     Augmentation,
     DecodeAugment,
@@ -80,10 +80,6 @@ from datamodules.training_stream import (
 )
 
 ImageTransform = Callable[[Image.Image], Tensor]
-
-
-class ShardDecodeError(RuntimeError):
-    """A shard record could not be decoded; the message names the shard URL and the sample key."""
 
 
 # ----------------------------------------------------------------------------------------------- ranks
@@ -169,13 +165,7 @@ def count_shard_samples(urls: Sequence[str]) -> int:
     for url in urls:
         if not os.path.isfile(url):
             raise ValueError(f"cannot count samples of {url!r}: not a local file; pass epoch_samples")
-        keys: set[str] = set()
-        with tarfile.open(url, mode="r:*") as archive:
-            for member in archive:
-                if member.isreg():
-                    directory, _, name = member.name.rpartition("/")
-                    keys.add(f"{directory}/{name.split('.', 1)[0]}")
-        total += len(keys)
+        total += count_shard_keys(url)
     return total
 
 
@@ -264,23 +254,6 @@ def collate_records(
 
 
 # ----------------------------------------------------------------------------------------------- stages
-
-
-def tar_samples(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Shard URLs -> raw WebDataset samples (``__key__``, ``__url__`` and one bytes entry per extension).
-
-    WebDataset's own tar reader and sample grouping; a truncated or corrupt shard raises ``ShardDecodeError``
-    naming the file instead of a bare ``tarfile`` error.
-
-    Args:
-        src: Iterator of ``{"url": ...}`` dicts (what the shard-list stages yield).
-    """
-    for item in src:
-        url = item["url"]
-        try:
-            yield from wds.tarfile_samples(iter([dict(item)]))
-        except (tarfile.TarError, OSError, ValueError) as err:
-            raise ShardDecodeError(f"cannot read shard {url}: {err}") from err
 
 
 def _split_by_rank(src: Iterator[dict[str, str]], rank: int, world_size: int) -> Iterator[dict[str, str]]:

@@ -23,7 +23,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-import webdataset as wds
 from tqdm.auto import tqdm
 
 from clipita_core.paths import format_path
@@ -49,7 +48,8 @@ from datamodules.manifest import (
     summarize,
 )
 from datamodules.record_spool import SPOOL_PREFIX, RecordSpool
-from datamodules.records import ShardRecord, encode_sample
+from datamodules.records import ShardRecord
+from datamodules.shard_io import ShardTarWriter
 from datamodules.splits import assign_splits, choose_pseudo_novel, choose_unseen, draw_splits
 
 __all__ = [
@@ -282,11 +282,10 @@ def write_shards(  # noqa: C901 - read, split, write, describe
             for shard_no, start in enumerate(range(0, len(lines), shard_size)):
                 name = f"{split}-{shard_no:06d}.tar"
                 chunk = lines[start : start + shard_size]
-                with wds.TarWriter(str(out / name), mtime=0, encoder=False) as sink:
+                with ShardTarWriter(out / name) as sink:
                     for line in chunk:
                         record = spool.read(line)
-                        sample = encode_sample(_shard_record(record, split), _image_bytes(record, limits))
-                        sink.write(sample)
+                        sample = sink.write(_shard_record(record, split), _image_bytes(record, limits))
                         content.update(record.id.encode("utf-8") + b"\0")
                         content.update(sample["json"] + b"\0")
                         content.update(hashlib.sha256(sample["jpg"]).hexdigest().encode("ascii") + b"\n")

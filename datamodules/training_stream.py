@@ -115,7 +115,7 @@ class ShardCycle(torch.utils.data.IterableDataset):
         rank: this process's rank.
         world_size: number of ranks.
         position: the shared epoch.
-        read: shard-URL dicts -> raw samples (``shard_pipeline.tar_samples``).
+        read: shard-URL dicts -> raw samples (``shard_io.tar_samples``).
     """
 
     def __init__(

@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 
 from clipita_core.tree import CategoryTree
-from datamodules.records import decode_sample
+from datamodules.shard_io import iter_shard_records, iter_shard_samples
 
 
 @dataclass
@@ -87,7 +86,7 @@ class TestGallery:
 
     def records(self) -> Iterator[dict]:
         """The raw test records (``__key__``, ``jpg`` bytes, ``json`` bytes) in gallery order."""
-        yield from wds.WebDataset(self.shard_urls, shardshuffle=False, empty_check=False)
+        yield from iter_shard_samples(self.shard_urls)
 
     @classmethod
     def from_modules(cls, module: Any, datamodule: Any) -> TestGallery:
@@ -101,8 +100,7 @@ class TestGallery:
         dataset = datamodule.datasets["test"]
         urls = datamodule.manifest.shard_urls(datamodule.shard_dir, "test")
         titles: dict[str, str] = {}
-        for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-            record = decode_sample(sample)  # the record codec: original id, "" when there is no title
+        for record, _ in iter_shard_records(urls):  # the record codec: original id, "" when there is no title
             titles[record.id] = record.title
         product_ids = list(dataset.product_id)
         missing = [p for p in product_ids if p not in titles]

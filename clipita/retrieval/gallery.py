@@ -23,7 +23,6 @@ import html
 import io
 import json
 import re
-import tarfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from PIL import Image
 
 from clipita_core.paths import format_path
 from clipita_core.tree import CategoryTree
+from datamodules.shard_io import read_members, read_span
 
 from .search import CategoryEncoder, is_relevant, rank_queries
 from .search_index import SearchIndex
@@ -52,15 +52,12 @@ def read_record_jpeg(shard: str | Path, key: str, offset: int = -1, size: int = 
     """
     shard = Path(shard)
     if offset >= 0 and size > 0:
-        with open(shard, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read(size)
+        data = read_span(shard, offset, size)
         if data[:2] == b"\xff\xd8":
             return data
-    with tarfile.open(shard, mode="r:") as archive:
-        for member in archive:
-            if member.isreg() and member.name.rpartition("/")[2] == f"{key}.jpg":
-                return archive.extractfile(member).read()
+    found = read_members(shard, [f"{key}.jpg"])
+    if found:
+        return found[f"{key}.jpg"]
     raise KeyError(f"no image for record {key!r} in shard {shard}")
 
 

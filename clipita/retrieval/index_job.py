@@ -107,11 +107,12 @@ class IndexShardBatches(torch.utils.data.IterableDataset):
             yield split.batch(np.arange(start, min(hi, start + self.batch_size)))
 
     def _raw_batches(self, job: IndexShard) -> Iterator[dict[str, Any]]:
-        from datamodules.shard_pipeline import collate_records, decode_record, tar_samples
+        from datamodules.shard_io import iter_shard_samples
+        from datamodules.shard_pipeline import collate_records, decode_record
 
         url = str(Path(self.shard_dir) / job.name)
         records: list[dict[str, Any]] = []
-        for sample in tar_samples(iter([{"url": url}])):
+        for sample in iter_shard_samples(url):
             records.append(decode_record(sample, self.transform))
             if len(records) == self.batch_size:
                 yield collate_records(records, self.tree, **self.lexical)

@@ -133,7 +133,7 @@ def test_fast_tar_reader_agrees_with_tarfile(tmp_path, monkeypatch):
 
     import webdataset as wds
 
-    import clipita.retrieval.shard_metadata as index_module
+    import datamodules.shard_io as shard_io
     from clipita.retrieval.shard_metadata import read_shard_metadata
 
     shard = tmp_path / "test-000000.tar"
@@ -157,10 +157,10 @@ def test_fast_tar_reader_agrees_with_tarfile(tmp_path, monkeypatch):
     fast = read_shard_metadata(shard)
 
     def refuse(handle):
-        raise index_module._NotSimpleTar
+        raise shard_io._NotSimpleTar
         yield
 
-    monkeypatch.setattr(index_module, "_fast_tar_members", refuse)
+    monkeypatch.setattr(shard_io, "_fast_tar_members", refuse)
     assert fast == read_shard_metadata(shard)  # the tarfile path
     assert [r["key"] for r in fast] == keys and [r["id"] for r in fast] == ["id0", "id1", "id2", "id3"]
     assert all(r["jpg_size"] > 700 for r in fast)
