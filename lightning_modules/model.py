@@ -400,7 +400,7 @@ class ClipIta(nn.Module):
     def encode_product_for_retrieval(self, batch: dict) -> torch.Tensor:
         """The vector a product is indexed with: ``encode_product``, then its image-only embedding when
         ``image_evidence`` is on, then its normalised frozen title embedding when ``route_novel_categories`` is on
-        (``[B, k * embed_dim]``, ``k`` = 1 to 3); :meth:`encode_query` writes the matching query blocks."""
+        (``[B, k * embed_dim]``, ``k`` = 1 to 3); ``Scorer.encode_query`` writes the matching query blocks."""
         views = (
             self.encode_product_views(batch)
             if self.image_evidence
