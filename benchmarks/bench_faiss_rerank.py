@@ -36,9 +36,9 @@ from clipita.retrieval.index import index
 from clipita.retrieval.search import CategoryEncoder, rank_queries, resolve_category
 from clipita.retrieval.search_index import SearchIndex
 from clipita_core.paths import format_path
+from clipita_core.weights import NOVEL_LEXICAL_WEIGHT, SEEN_LEXICAL_WEIGHT
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.checkpointing import KEY
-from lightning_modules.scoring import NOVEL_LEXICAL_WEIGHT, SEEN_LEXICAL_WEIGHT
 
 REPO = Path(__file__).resolve().parents[1]
 K = 10
@@ -88,7 +88,7 @@ def measure(folder: Path, ckpt: str | Path, depths: list[int]) -> dict:
     paths = [resolve_category(q, idx.tree) for q in queries]  # as rank_queries resolves them
     alone = idx.faiss_index().search(encoder.encode(queries, paths).numpy(), K)[1]
     out = {
-        "lexical_weights": encoder.net.lexical_weights(),
+        "lexical_weights": encoder.net.scorer.weights.pair("lexical"),
         "exact_ms_per_query": exact_ms,
         "faiss_alone": compare(torch.from_numpy(alone)),
         "dense candidates": {},

@@ -18,7 +18,8 @@ A checkpoint is a Lightning ``.ckpt`` whose module is :class:`~lightning_modules
     fusion, ``attribute_names``, ``category_text``, ``route_novel_categories``...).
     ``trained_categories``: every category path (a list of names, root first) with a training product: the model's
     trained set; queries outside it are *novel* (see :mod:`lightning_modules.model`).
-    ``retrieval``: a free-form dict of retrieval decisions, restored into ``ClipIta.retrieval``: the scorer's
+    ``retrieval``: the scorer's weights, :class:`clipita_core.weights.RetrievalWeights` as a dict
+    (``RetrievalWeights.to_dict``; restored into ``net.scorer.weights``, with its one policy for old records): the
     signal weights (``seen_/novel_`` ``title_weight``, ``image_weight``, ``lexical_weight``) and the validation
     evidence they were chosen on (``scorer_choice``; see :mod:`lightning_modules.scorer_choice`), and with fine-tuned
     towers the WiSE-FT mixing coefficient ``wise_ft_alpha`` and its evidence (:mod:`lightning_modules.wise_ft`;
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from clipita_core.weights import RetrievalWeights
 
 from .model import ClipIta
 
@@ -82,7 +85,7 @@ def write_checkpoint(
         "version": VERSION,
         "net_config": net.config,
         "trained_categories": [list(p) for p in net.trained_categories],
-        "retrieval": dict(net.retrieval),
+        "retrieval": net.scorer.weights.to_dict(),
         "frozen": list(frozen),
     }
     data = _plain_options(checkpoint.get("datamodule_hyper_parameters"))
@@ -161,7 +164,7 @@ def restore_net_metadata(net: ClipIta, record: dict) -> None:
     """Put what the record says about retrieval into a network built from its config."""
     net.attribute_names = list(record["net_config"].get("attribute_names", []))
     net.set_trained_categories(record.get("trained_categories", []))
-    net.retrieval = dict(record.get("retrieval", {}))
+    net.scorer.weights = RetrievalWeights.from_dict(record.get("retrieval"))
 
 
 def restore_module_state(checkpoint: dict, net: ClipIta, own_state: dict, prefix: str = NET_PREFIX) -> None:

@@ -10,15 +10,16 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from clipita_core.weights import TREE, weight_key
+
 from .checkpointing import init_from_checkpoint, restore_module_state, write_checkpoint
 from .fine_tuning import FineTuning
 from .losses import LOSSES, InfoNCELoss
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
 from .param_groups import check_layer_decay, parameter_groups
-from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals, weight_key
-from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
-from .wise_ft import ALPHA_KEY, EVIDENCE_KEY, WiseFTSelection
+from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals
+from .wise_ft import EVIDENCE_KEY, WiseFTSelection
 from .wise_ft import describe as describe_wise_ft
 
 TrainLevel = Literal["leaf", "random"]
@@ -309,7 +310,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
     def _eval_start(self, stage: str) -> None:
         if stage == "test":
             self.apply_wise_ft()
-            if ALPHA_KEY in self.net.retrieval:
+            if self.net.scorer.weights.wise_ft_alpha is not None:
                 self.print(describe_wise_ft(self.net.retrieval))
         metric = self.metrics[stage]
         metric.reset()
@@ -322,7 +323,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
             self.scorer_selection.start(self.net, self.category_texts, self.category_paths, features)
         if self._choosing_wise_ft(stage):
             self.wise_ft.start(self.net, self.query_embeddings)
-        if stage == "test" and CHOICE_KEY in self.net.retrieval:
+        if stage == "test" and CHOICE_KEY in self.net.scorer.weights.evidence:
             self.print(f"test scores with the {describe(self.net.retrieval)}")
 
     def _eval_step(self, stage: str, batch: dict) -> None:
@@ -358,25 +359,21 @@ class ClipItaModule(FineTuning, L.LightningModule):
         record = selection.compute(titles_present=int(titles.item()), kept=self.kept_retrieval)
         record[CHOICE_KEY]["epoch"] = int(self.current_epoch)
         if self.kept_retrieval is None:
-            self.net.retrieval.update(record)
-        shown = self.net.retrieval
-        for signal in selection.points[0]:
-            for side in ("novel", "seen"):
-                key = weight_key(side, signal)
-                if key in shown:
-                    self.log(f"val/scorer_{key}", float(shown[key]), sync_dist=False)
-        for key in (NOVEL_PARENT_WEIGHT, DESCENDANT_WEIGHT):
-            if key in shown:
-                self.log(f"val/scorer_{key}", float(shown[key]), sync_dist=False)
+            self.net.scorer.weights = self.net.scorer.weights.merged(record)
+        shown = self.net.scorer.weights
+        keys = [weight_key(side, signal) for signal in selection.points[0] for side in ("novel", "seen")]
+        for key in [*keys, *TREE]:
+            if getattr(shown, key) is not None:
+                self.log(f"val/scorer_{key}", getattr(shown, key), sync_dist=False)
         for name in ("all", "seen", "novel"):
             value = record[CHOICE_KEY].get(f"val_chosen_map@10_{name}")
             if value is not None:
                 self.log(f"val/chosen/{name}/map@10", value, sync_dist=False)
 
     def on_fit_end(self) -> None:
-        if self.scorer_selection is not None and CHOICE_KEY in self.net.retrieval:
+        if self.scorer_selection is not None and CHOICE_KEY in self.net.scorer.weights.evidence:
             self.print(describe(self.net.retrieval))
-        if EVIDENCE_KEY in self.net.retrieval:
+        if EVIDENCE_KEY in self.net.scorer.weights.evidence:
             self.print(describe_wise_ft(self.net.retrieval))
 
     def _eval_end(self, stage: str) -> None:
@@ -384,8 +381,9 @@ class ClipItaModule(FineTuning, L.LightningModule):
             self._choose_scorer()
         if self._choosing_wise_ft(stage):
             novel = self.net.novel_mask(self.category_texts, self.category_paths)
-            self.net.retrieval.update(self.wise_ft.compute(novel, self.current_epoch))
-            self.log("val/wise_ft_alpha", float(self.net.retrieval[ALPHA_KEY]), sync_dist=False)
+            weights = self.net.scorer.weights.merged(self.wise_ft.compute(novel, self.current_epoch))
+            self.net.scorer.weights = weights
+            self.log("val/wise_ft_alpha", weights.alpha, sync_dist=False)
         if stage == "test":
             self.restore_fine_tuned()
         values = self.metrics[stage].compute()

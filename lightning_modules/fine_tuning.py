@@ -46,7 +46,7 @@ class FineTuning:
         """Serve the WiSE-FT mix recorded in ``net.retrieval`` (test, predict), keeping the fine-tuned weights to
         put back by :meth:`restore_fine_tuned`."""
         self.restore_fine_tuned()
-        if self.wise_ft is not None and float(self.net.retrieval.get(ALPHA_KEY, 1.0)) != 1.0:
+        if self.wise_ft is not None and self.net.scorer.weights.alpha != 1.0:
             self._fine_tuned = tower_state(self.net)
             pretrained = {k: v.to(self.device) for k, v in self.wise_ft.pretrained.items()}
             apply_wise_ft(self.net, pretrained)

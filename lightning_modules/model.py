@@ -20,15 +20,16 @@ the trained part of the score is itself a convex mix ``(1 - v) * fused + v * ima
 
     (1 - w) * (1 - v) * <category, fused> + (1 - w) * v * <category, image-only> + w * <name, title>,
 
-still one dot product of a query vector with a product's retrieval vector (:meth:`ClipIta.encode_query`,
+still one dot product of a query vector with a product's retrieval vector (:meth:`Scorer.encode_query <.scoring.Scorer.encode_query>`,
 :meth:`ClipIta.encode_product_for_retrieval`). ``w = 0, v = 1`` is CLIP-I's scorer: the image alone against the
 category tower, which is what a catalogue whose titles are noise should fall back to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, final
 
 import torch
@@ -37,6 +38,7 @@ from torch import nn
 
 from clipita_core.paths import CategoryText, category_text_of
 from clipita_core.vocabulary import Modality, attribute_texts
+from clipita_core.weights import RetrievalWeights
 
 from .components.attribute_pooling import AttributePooling, PoolingType
 from .components.fusion import FUSIONS, check_modalities, create_fusion
@@ -45,7 +47,7 @@ from .components.projection_head import HEAD, HeadConfig, HeadType, create_head
 from .components.text_encoder import TextEncoder
 from .defaults import signature_defaults
 from .lexical import LexicalSignal
-from .scoring import RetrievalScorer
+from .scoring import LexicalQuery, Scorer
 
 # The tower options are declared once, by the encoders: ClipIta's ``image_*`` / ``text_*`` options are the
 # encoders' own (``image_model`` = ImageEncoder's ``model_name``, ``text_max_length`` = TextEncoder's
@@ -77,7 +79,7 @@ def _plain(value: Any) -> Any:
 
 
 @final  # jsonargparse: a group of plain options (--model.net.embed_dim), not a class_path choice
-class ClipIta(RetrievalScorer, nn.Module):
+class ClipIta(nn.Module):
     """The retrieval model. Training, evaluation, prediction, indexing and search all go through
     ``encode_product`` / ``encode_product_for_retrieval`` and ``encode_query_texts``.
 
@@ -139,7 +141,7 @@ class ClipIta(RetrievalScorer, nn.Module):
         route_novel_categories: at retrieval time, score a novel category (not in :attr:`trained_categories`) by the
             zero-shot match of its name with the products' frozen title embeddings, and a trained one by the model.
             Done with one dot product: retrieval vectors are ``[product, title]`` and query vectors ``[category, 0]``
-            (trained) or ``[0, name]`` (novel); see :meth:`encode_product_for_retrieval` / :meth:`encode_query`.
+            (trained) or ``[0, name]`` (novel); see :meth:`encode_product_for_retrieval` / ``Scorer.encode_query``.
             The mix of each side is a retrieval decision in :attr:`retrieval` (``seen_title_weight``,
             ``novel_title_weight``; chosen on validation by ``model.choose_scorer``).
         image_evidence: also embed each product from its image alone, by its own projection head trained against
@@ -261,7 +263,36 @@ class ClipIta(RetrievalScorer, nn.Module):
         self.trained_categories: list[tuple[str, ...]] = []
         self._trained_paths: set[tuple[str, ...]] = set()
         self._trained_texts: set[str] = set()
-        self.retrieval: dict[str, Any] = {}  # free-form retrieval decisions kept in checkpoints
+        self.scorer = Scorer(self)  # the scorer and its weights (kept in checkpoints as the retrieval record)
+
+    @property
+    def retrieval(self) -> Mapping[str, Any]:
+        """The scorer's weights as the checkpoint record's ``retrieval`` dict (read-only; assign a record to change
+        them: ``net.retrieval = {**net.retrieval, "seen_title_weight": 0.25}``; typed: ``net.scorer.weights``)."""
+        return MappingProxyType(self.scorer.weights.to_dict())
+
+    @retrieval.setter
+    def retrieval(self, record: Mapping[str, Any]) -> None:
+        self.scorer.weights = RetrievalWeights.from_dict(record)
+
+    def score(
+        self,
+        queries: torch.Tensor,
+        products: torch.Tensor,
+        lexical: LexicalQuery | None = None,
+        lexical_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[Q, B]`` scores of queries against products: :meth:`Scorer.score <.scoring.Scorer.score>`."""
+        return self.scorer.score(queries, products, lexical, lexical_tokens)
+
+    def lexical_query(
+        self,
+        texts: Sequence[str],
+        paths: Sequence[Sequence[str] | None] | None = None,
+        weights: tuple[float, float] | None = None,
+    ) -> LexicalQuery | None:
+        """The lexical side of queries for :meth:`score`: :meth:`Scorer.lexical_query <.scoring.Scorer.lexical_query>`."""
+        return self.scorer.lexical_query(texts, paths, weights)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -369,7 +400,7 @@ class ClipIta(RetrievalScorer, nn.Module):
     def encode_product_for_retrieval(self, batch: dict) -> torch.Tensor:
         """The vector a product is indexed with: ``encode_product``, then its image-only embedding when
         ``image_evidence`` is on, then its normalised frozen title embedding when ``route_novel_categories`` is on
-        (``[B, k * embed_dim]``, ``k`` = 1 to 3); :meth:`encode_query` writes the matching query blocks."""
+        (``[B, k * embed_dim]``, ``k`` = 1 to 3); ``Scorer.encode_query`` writes the matching query blocks."""
         views = (
             self.encode_product_views(batch)
             if self.image_evidence
@@ -413,8 +444,10 @@ class ClipIta(RetrievalScorer, nn.Module):
         novel = self.novel_mask(texts, paths)
         if text_features is None:
             text_features = self.text_encoder(list(texts))
-        queries = self.encode_query(text_features, novel, title_weights, image_only_weights)
-        return self.add_taxonomy(queries, paths, novel, title_weights, image_only_weights, taxonomy_weights)
+        queries = self.scorer.encode_query(text_features, novel, title_weights, image_only_weights)
+        return self.scorer.add_taxonomy(
+            queries, paths, novel, title_weights, image_only_weights, taxonomy_weights
+        )
 
     def category_text_of(self, path: Sequence[str]) -> str:
         """A category's query text in this model's :attr:`category_text` style."""

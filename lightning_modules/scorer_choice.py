@@ -44,9 +44,10 @@ from typing import Any
 
 import torch
 
+from clipita_core.weights import DEFAULTS, DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT, weight_key
+
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
-from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 
 DEFAULT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 TAXONOMY_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)  # tree-term weights tried (taxonomy_scoring)
@@ -57,17 +58,10 @@ SIGNALS: tuple[str, ...] = (
     "image",
 )  # the 1-SE rule's preference order (module docstring)
 NOVEL_DEFAULTS = {
-    "title": 1.0,
-    "lexical": 0.0,
-    "image": 0.0,
-}  # a novel query's weights without novel evidence
+    s: DEFAULTS[weight_key("novel", s)] for s in SIGNALS
+}  # a novel query's weights without evidence
 SIGNAL_NAMES = {"title": "title weight", "lexical": "lexical weight", "image": "image-only weight"}
 Point = dict[str, float]
-
-
-def weight_key(side: str, signal: str) -> str:
-    """The retrieval-record key of a chosen weight: ``seen_title_weight``, ``novel_image_weight``, ..."""
-    return f"{side}_{signal}_weight"
 
 
 def network_signals(net: ClipIta) -> list[str]:
@@ -258,7 +252,7 @@ def describe(record: dict[str, Any]) -> str:
 
     def weights(side: str) -> str:
         return ", ".join(
-            f"{SIGNAL_NAMES[s]} {record.get(weight_key(side, s), NOVEL_DEFAULTS[s] if side == 'novel' else 0.0):g}"
+            f"{SIGNAL_NAMES[s]} {record.get(weight_key(side, s), DEFAULTS[weight_key(side, s)]):g}"
             for s in signals
         )
 
@@ -339,7 +333,7 @@ class ScorerSelection(torch.nn.Module):
                 )
                 for p in self.points
             ]
-            parent, descendants = net.taxonomy_weights()
+            parent, descendants = net.scorer.weights.taxonomy
             for t in [(w, descendants) for w in self.taxonomy_grid] + [
                 (parent, w) for w in self.taxonomy_grid
             ]:
@@ -358,7 +352,7 @@ class ScorerSelection(torch.nn.Module):
         ):
             vocab, idf = net.lexical.query_weights(list(texts))
             weight = torch.tensor([p.get("lexical", 0.0) for p in self.points]).repeat_interleave(q)
-            seen_l, novel_l = net.lexical_weights()
+            seen_l, novel_l = net.scorer.weights.pair("lexical")
             current = torch.where(self.novel, novel_l, seen_l).to(weight.dtype)
             weight = torch.cat([weight, current.repeat(2 * len(self.taxonomy_grid))])
             self.lexical = (net.lexical, vocab, idf, weight.to(queries))

@@ -1,6 +1,8 @@
-"""How a query's score mixes the retrieval signals: the query side of :class:`~lightning_modules.model.ClipIta`.
+"""How a query's score mixes the retrieval signals: :class:`Scorer`, owned by a
+:class:`~lightning_modules.model.ClipIta` as ``net.scorer``.
 
-The weights live in ``ClipIta.retrieval`` (the retrieval record, kept in checkpoints; chosen on validation by
+The weights are the scorer's :class:`~clipita_core.weights.RetrievalWeights` (``net.scorer.weights``; on disk the
+checkpoint record's ``retrieval`` dict, read and written through ``ClipIta.retrieval``; chosen on validation by
 :mod:`lightning_modules.scorer_choice`); the score of a query ``q`` against a product ``p`` is
 
     (1 - w) * (1 - v) * <category(q), fused(p)> + (1 - w) * v * <category(q), image(p)> + w * <name(q), title(p)>
@@ -9,56 +11,81 @@ The weights live in ``ClipIta.retrieval`` (the retrieval record, kept in checkpo
 with ``w`` the title weight (``route_novel_categories``), ``v`` the image-only weight (``image_evidence``) and ``l``
 the lexical weight (``lexical_signal``), each with a seen and a novel value. Two tree terms may be added to the
 dense query vector (:mod:`lightning_modules.taxonomy_scoring`): a novel query borrows its closest trained ancestor's
-vector (``novel_parent_weight``) and an inner node the mean of its trained descendants' (``descendant_weight``). The dense part is one dot product of
-:meth:`RetrievalScorer.encode_query` with ``ClipIta.encode_product_for_retrieval``; :meth:`RetrievalScorer.score`
-adds the lexical part.
+vector (``novel_parent_weight``) and an inner node the mean of its trained descendants' (``descendant_weight``).
+The dense part is one dot product of :meth:`Scorer.encode_query` with ``ClipIta.encode_product_for_retrieval``;
+:meth:`Scorer.score` adds the lexical part.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from .taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT, TaxonomyRows, apply_taxonomy
+from clipita_core.weights import RetrievalWeights
 
-NOVEL_TITLE_WEIGHT = "novel_title_weight"  # retrieval-record keys
-SEEN_TITLE_WEIGHT = "seen_title_weight"
-NOVEL_IMAGE_WEIGHT = "novel_image_weight"
-SEEN_IMAGE_WEIGHT = "seen_image_weight"
-NOVEL_LEXICAL_WEIGHT = "novel_lexical_weight"
-SEEN_LEXICAL_WEIGHT = "seen_lexical_weight"
+from .taxonomy_scoring import TaxonomyRows, apply_taxonomy
+
+if TYPE_CHECKING:
+    from .components.text_encoder import TextEncoder
+    from .lexical import LexicalSignal
+
 LexicalQuery = tuple[
     torch.Tensor, torch.Tensor, torch.Tensor
 ]  # (vocabulary [V], idf weights [Q, V], weight [Q])
 
 
-class RetrievalScorer:
-    """The query side of the scorer, mixed into :class:`~lightning_modules.model.ClipIta` (which provides
-    ``retrieval``, ``route_novel_categories``, ``image_evidence``, ``lexical``, ``novel_mask`` and
-    ``encode_category``)."""
+class ScoredNetwork(Protocol):
+    """What :class:`Scorer` reads of its network (:class:`~lightning_modules.model.ClipIta`)."""
 
-    retrieval: dict[str, Any]
+    route_novel_categories: bool
+    image_evidence: bool
+    lexical: LexicalSignal | None
+    trained_categories: list[tuple[str, ...]]
+    category_text: str
+    text_encoder: TextEncoder
 
-    def _weights(self, seen_key: str, novel_key: str, seen_default: float, novel_default: float):
-        seen = float(self.retrieval.get(seen_key, seen_default))
-        novel = float(self.retrieval.get(novel_key, novel_default))
-        for name, w in ((seen_key, seen), (novel_key, novel)):
-            if not 0.0 <= w <= 1.0:
-                raise ValueError(f"retrieval {name} must be in [0, 1], got {w}")
-        return seen, novel
+    def novel_mask(
+        self, texts: Sequence[str], paths: Sequence[Sequence[str] | None] | None = None
+    ) -> torch.Tensor: ...
+
+    def encode_category(self, text_features: torch.Tensor, normalize: bool = True) -> torch.Tensor: ...
+
+    def category_text_of(self, path: Sequence[str]) -> str: ...
+
+
+class Scorer:
+    """The scorer of a :class:`~lightning_modules.model.ClipIta`, owned by it as ``net.scorer``: its
+    :class:`~clipita_core.weights.RetrievalWeights` (:attr:`weights`) and the query side of the score. It reads the
+    network's towers and switches (``route_novel_categories``, ``image_evidence``, ``lexical``, ``novel_mask``,
+    ``encode_category``, the text tower and ``trained_categories``); the network calls it, never the other way round
+    for anything but those."""
+
+    def __init__(self, net: ScoredNetwork, weights: RetrievalWeights | None = None) -> None:
+        self.net = net
+        self.weights = RetrievalWeights() if weights is None else weights
+        self._trained_features_cache: tuple | None = None
 
     def title_weights(self) -> tuple[float, float]:
-        """``(seen, novel)``: the weight of the frozen title match in a trained / a novel query's score, from
-        :attr:`retrieval` (defaults 0.0 and 1.0: trained queries by the towers, novel ones by the title match)."""
-        return self._weights(SEEN_TITLE_WEIGHT, NOVEL_TITLE_WEIGHT, 0.0, 1.0)
+        """``(seen, novel)``: the weight of the frozen title match in a trained / a novel query's score (defaults
+        0.0 and 1.0: trained queries by the towers, novel ones by the title match)."""
+        return self.weights.pair("title")
 
     def lexical_weights(self) -> tuple[float, float]:
         """``(seen, novel)``: the weight of the normalised BM25 term added to a trained / a novel query's dense
-        score, from :attr:`retrieval` (defaults 0.0: none)."""
-        return self._weights(SEEN_LEXICAL_WEIGHT, NOVEL_LEXICAL_WEIGHT, 0.0, 0.0)
+        score (defaults 0.0: none)."""
+        return self.weights.pair("lexical")
+
+    def image_only_weights(self) -> tuple[float, float]:
+        """``(seen, novel)``: the share of the image-only tower in the trained part of a trained / a novel query's
+        score (defaults 0.0: the fused towers)."""
+        return self.weights.pair("image")
+
+    def taxonomy_weights(self) -> tuple[float, float]:
+        """``(novel_parent_weight, descendant_weight)`` (defaults 0.0: no tree terms)."""
+        return self.weights.taxonomy
 
     def lexical_query(
         self,
@@ -69,13 +96,13 @@ class RetrievalScorer:
         """The lexical side of queries for :meth:`score`: ``(vocabulary [V], idf weights [Q, V], weight [Q])``, or
         None when the scorer has no lexical term (no ``lexical_signal``, no corpus statistics, or both weights 0).
         ``weights`` overrides :meth:`lexical_weights` (``(seen, novel)``)."""
-        if self.lexical is None or not self.lexical.fitted:
+        if self.net.lexical is None or not self.net.lexical.fitted:
             return None
         seen, novel = self.lexical_weights() if weights is None else weights
         if seen == 0 and novel == 0:
             return None
-        vocab, idf = self.lexical.query_weights(list(texts))
-        mask = self.novel_mask(texts, paths).to(idf.device)
+        vocab, idf = self.net.lexical.query_weights(list(texts))
+        mask = self.net.novel_mask(texts, paths).to(idf.device)
         return vocab, idf, torch.where(mask, novel, seen).to(idf.dtype)
 
     def score(
@@ -93,26 +120,18 @@ class RetrievalScorer:
         if lexical is None or lexical_tokens is None:
             return dense
         vocab, idf, weight = lexical
-        bm25 = self.lexical.scores((vocab, idf), lexical_tokens.to(dense.device))
+        bm25 = self.net.lexical.scores((vocab, idf), lexical_tokens.to(dense.device))
         return dense + weight.to(dense)[:, None] * bm25.to(dense)
-
-    def taxonomy_weights(self) -> tuple[float, float]:
-        """``(novel_parent_weight, descendant_weight)`` from :attr:`retrieval` (defaults 0.0: no tree terms)."""
-        parent = float(self.retrieval.get(NOVEL_PARENT_WEIGHT, 0.0))
-        descendants = float(self.retrieval.get(DESCENDANT_WEIGHT, 0.0))
-        if parent < 0 or descendants < 0:
-            raise ValueError(f"retrieval tree weights must be >= 0, got {parent}, {descendants}")
-        return parent, descendants
 
     def trained_text_features(self) -> torch.Tensor:
         """Text-tower features of the trained categories' names (cached while the text tower is frozen)."""
-        key = (tuple(self.trained_categories), self.category_text)
-        cache = getattr(self, "_trained_features_cache", None)
-        if cache is not None and cache[0] == key and not self.text_encoder.trainable:
+        key = (tuple(self.net.trained_categories), self.net.category_text)
+        cache = self._trained_features_cache
+        if cache is not None and cache[0] == key and not self.net.text_encoder.trainable:
             return cache[1]
-        texts = [self.category_text_of(p) for p in self.trained_categories]
-        features = self.text_encoder(texts)
-        if not self.text_encoder.trainable:
+        texts = [self.net.category_text_of(p) for p in self.net.trained_categories]
+        features = self.net.text_encoder(texts)
+        if not self.net.text_encoder.trainable:
             self._trained_features_cache = (key, features.detach())
         return features
 
@@ -129,20 +148,15 @@ class RetrievalScorer:
         or ``taxonomy_weights``); the borrowed vectors are the trained categories as seen queries under the same
         signal weights. Unchanged without paths, without a trained set or with both weights 0."""
         parent, descendants = self.taxonomy_weights() if taxonomy_weights is None else taxonomy_weights
-        if (parent == 0 and descendants == 0) or paths is None or not self.trained_categories:
+        if (parent == 0 and descendants == 0) or paths is None or not self.net.trained_categories:
             return queries
-        rows = TaxonomyRows.of(paths, self.trained_categories)
+        rows = TaxonomyRows.of(paths, self.net.trained_categories)
         if not rows.needs_trained_queries:
             return queries
         trained = self.encode_query(
             self.trained_text_features().to(queries.device), None, title_weights, image_only_weights
         )
         return apply_taxonomy(queries, trained, rows, novel, parent, descendants)
-
-    def image_only_weights(self) -> tuple[float, float]:
-        """``(seen, novel)``: the share of the image-only tower in the trained part of a trained / a novel query's
-        score, from :attr:`retrieval` (defaults 0.0: the fused towers)."""
-        return self._weights(SEEN_IMAGE_WEIGHT, NOVEL_IMAGE_WEIGHT, 0.0, 0.0)
 
     def encode_query(
         self,
@@ -159,8 +173,8 @@ class RetrievalScorer:
         fused towers, the image-only towers and the title match (see the module docstring), with ``w`` =
         :meth:`title_weights` and ``v`` = :meth:`image_only_weights` (seen or novel), or ``title_weights`` /
         ``image_only_weights`` when given (the validation grid of :mod:`.scorer_choice`)."""
-        category = self.encode_category(text_features)
-        if not self.route_novel_categories and not self.image_evidence:
+        category = self.net.encode_category(text_features)
+        if not self.net.route_novel_categories and not self.net.image_evidence:
             return category
         novel = (
             torch.zeros(len(category), dtype=torch.bool, device=category.device)
@@ -173,12 +187,12 @@ class RetrievalScorer:
 
         zero = torch.zeros(len(category), 1, dtype=category.dtype, device=category.device)
         w = per_query(self.title_weights() if title_weights is None else title_weights)
-        w = w if self.route_novel_categories else zero
+        w = w if self.net.route_novel_categories else zero
         v = per_query(self.image_only_weights() if image_only_weights is None else image_only_weights)
-        v = v if self.image_evidence else zero
+        v = v if self.net.image_evidence else zero
         blocks = [(1 - w) * (1 - v) * category]
-        if self.image_evidence:
+        if self.net.image_evidence:
             blocks.append((1 - w) * v * category)
-        if self.route_novel_categories:
+        if self.net.route_novel_categories:
             blocks.append(w * F.normalize(text_features.to(category.dtype), dim=-1))
         return torch.cat(blocks, dim=-1)

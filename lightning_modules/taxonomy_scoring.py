@@ -32,8 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-NOVEL_PARENT_WEIGHT = "novel_parent_weight"  # retrieval-record keys
-DESCENDANT_WEIGHT = "descendant_weight"
+from clipita_core.weights import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 
 
 @dataclass(frozen=True)

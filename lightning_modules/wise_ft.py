@@ -35,11 +35,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from clipita_core.weights import WISE_FT_ALPHA
+
 from .metrics import CategoryRetrievalMetrics
 from .scorer_choice import best_point, check_grid
 
-ALPHA_KEY = "wise_ft_alpha"  # in ClipIta.retrieval: the chosen mix
-EVIDENCE_KEY = "wise_ft"  # in ClipIta.retrieval: the validation evidence
+ALPHA_KEY = WISE_FT_ALPHA  # in the retrieval record: the chosen mix (RetrievalWeights.wise_ft_alpha)
+EVIDENCE_KEY = "wise_ft"  # in the retrieval record: the validation evidence (RetrievalWeights.evidence)
 TOWERS = ("image_encoder", "text_encoder")
 State = dict[str, torch.Tensor]
 
@@ -86,7 +88,8 @@ def check_mixable(net: nn.Module) -> None:
 def apply_wise_ft(net: nn.Module, pretrained: State) -> float:
     """Apply the mix recorded in ``net.retrieval`` (if any) to ``net``'s towers, taken as the fine-tuned weights;
     returns the ``alpha`` applied (1.0: nothing changed)."""
-    alpha = float(getattr(net, "retrieval", {}).get(ALPHA_KEY, 1.0))
+    scorer = getattr(net, "scorer", None)
+    alpha = 1.0 if scorer is None else scorer.weights.alpha
     if alpha != 1.0:
         set_mix(net, pretrained, tower_state(net), alpha)
     return alpha

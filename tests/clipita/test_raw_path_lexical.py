@@ -22,9 +22,9 @@ from ranking_agreement import agrees
 
 from clipita.experiment import fit_and_test
 from clipita.retrieval.index import index
+from clipita_core.weights import NOVEL_LEXICAL_WEIGHT, SEEN_LEXICAL_WEIGHT
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.checkpointing import KEY, data_options
-from lightning_modules.scoring import NOVEL_LEXICAL_WEIGHT, SEEN_LEXICAL_WEIGHT
 
 REPO = Path(__file__).resolve().parents[2]
 TOP = 10

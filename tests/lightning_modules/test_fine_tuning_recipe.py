@@ -8,6 +8,7 @@ import pytest
 import torch
 from synthetic_catalogue import SyntheticDataModule, tiny_net, trainer
 
+from clipita_core.weights import RetrievalWeights
 from lightning_modules import ClipItaModule, InfoNCELoss, load_model
 from lightning_modules.components.encoder_blocks import timm_layout
 from lightning_modules.components.image_encoder import ImageEncoder
@@ -161,6 +162,9 @@ def test_wise_ft_is_chosen_kept_in_the_checkpoint_and_applied_by_load_model(tmp_
 
     loaded = load_model(ckpt)
     assert loaded.retrieval[ALPHA_KEY] == alpha
+    assert (
+        RetrievalWeights.from_dict(record).to_dict() == dict(record) == dict(loaded.retrieval)
+    )  # the real record
     for key in moved:
         expected = torch.lerp(pretrained[key], fine_tuned[key], alpha)
         assert torch.allclose(loaded.state_dict()[key], expected, atol=1e-6), key

@@ -146,7 +146,7 @@ def test_routing_scores_novel_categories_by_the_zero_shot_title_match():
     novel = torch.tensor([False, True, False])
     with torch.no_grad():
         products = model.encode_product_for_retrieval(batch)
-        queries = model.encode_query(names, novel)
+        queries = model.scorer.encode_query(names, novel)
         scores = queries @ products.T
         trained = model.encode_category(names) @ model.encode_product(batch).T
     zero_shot = F.normalize(names, dim=-1) @ F.normalize(batch["title_features"], dim=-1).T

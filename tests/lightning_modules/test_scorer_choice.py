@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from synthetic_catalogue import TREE, UNSEEN_PATHS, SyntheticDataModule, tiny_net, trainer
 
+from clipita_core.weights import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 from lightning_modules import ClipItaModule, HierarchicalInfoNCELoss, load_model
 from lightning_modules.scorer_choice import (
     CHOICE_KEY,
@@ -17,7 +18,6 @@ from lightning_modules.scorer_choice import (
     describe,
     grid_points,
 )
-from lightning_modules.taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
 
 # the network options of the adaptive recipe, in one place (model.net.* of experiments/clip_ita_adaptive.yaml)
 ADAPTIVE_NET = dict(
@@ -86,15 +86,14 @@ def test_query_is_the_convex_mix_of_towers_and_title_match() -> None:
         default = net.encode_query_paths(paths)
         d = default.shape[1] // 2
         assert torch.count_nonzero(default[0, d:]) == 0 and torch.count_nonzero(default[1, :d]) == 0
-        net.retrieval.update({"seen_title_weight": 0.25, "novel_title_weight": 0.0})
+        net.retrieval = {**net.retrieval, "seen_title_weight": 0.25, "novel_title_weight": 0.0}
         mixed = net.encode_query_paths(paths)
         names = torch.nn.functional.normalize(net.text_encoder([p[-1] for p in paths]), dim=-1)
         category = net.encode_category_texts([p[-1] for p in paths])
     assert torch.allclose(mixed[0], torch.cat([0.75 * category[0], 0.25 * names[0]]), atol=1e-6)
     assert torch.allclose(mixed[1], torch.cat([category[1], torch.zeros_like(names[1])]), atol=1e-6)
-    net.retrieval["novel_title_weight"] = 1.5
     with pytest.raises(ValueError, match="novel_title_weight"):
-        net.encode_query_paths(paths)
+        net.retrieval = {**net.retrieval, "novel_title_weight": 1.5}
 
 
 def test_choice_is_kept_in_the_checkpoint_and_used_by_load_model(tmp_path) -> None:
@@ -124,7 +123,10 @@ def test_choice_is_kept_in_the_checkpoint_and_used_by_load_model(tmp_path) -> No
         )
         assert torch.allclose(loaded.encode_query_paths(TREE.paths), test_queries, atol=1e-6)
         # a different choice changes the vectors: the record is really what scores
-        loaded.retrieval["novel_title_weight"] = 1.0 - loaded.retrieval["novel_title_weight"]
+        loaded.retrieval = {
+            **loaded.retrieval,
+            "novel_title_weight": 1.0 - loaded.retrieval["novel_title_weight"],
+        }
         assert not torch.allclose(loaded.encode_query_paths(TREE.paths), test_queries)
 
 
@@ -183,14 +185,13 @@ def test_image_only_block_makes_the_score_a_convex_mix_and_can_equal_clip_i() ->
         category = net.encode_category_texts([p[-1] for p in paths])
         names = torch.nn.functional.normalize(net.text_encoder([p[-1] for p in paths]), dim=-1)
         title = torch.nn.functional.normalize(batch["title_features"], dim=-1)
-        net.retrieval.update(
-            {
-                "seen_title_weight": 0.0,
-                "seen_image_weight": 1.0,
-                "novel_title_weight": 0.5,
-                "novel_image_weight": 0.5,
-            }
-        )
+        net.retrieval = {
+            **net.retrieval,
+            "seen_title_weight": 0.0,
+            "seen_image_weight": 1.0,
+            "novel_title_weight": 0.5,
+            "novel_image_weight": 0.5,
+        }
         scores = net.encode_query_paths(paths) @ products.T
     # seen: w = 0, v = 1 is CLIP-I's scorer, the image alone against the category tower
     assert torch.allclose(scores[0], category[0] @ views["image"].T, atol=1e-5)
@@ -200,9 +201,8 @@ def test_image_only_block_makes_the_score_a_convex_mix_and_can_equal_clip_i() ->
         + 0.5 * names[1] @ title.T
     )
     assert torch.allclose(scores[1], expected, atol=1e-5)
-    net.retrieval["seen_image_weight"] = -0.1
     with pytest.raises(ValueError, match="seen_image_weight"):
-        net.encode_query_paths(paths)
+        net.retrieval = {**net.retrieval, "seen_image_weight": -0.1}
 
 
 def test_image_evidence_weights_are_chosen_logged_and_restored(tmp_path) -> None:
@@ -252,7 +252,7 @@ def test_lexical_weights_are_chosen_and_scored_through_clip_ita_score(tmp_path) 
         assert record[key] in record[CHOICE_KEY]["grid"]
         assert float(run.callback_metrics[f"val/scorer_{key}"]) == record[key]
     # the synthetic titles name their leaf: BM25 alone finds a novel leaf's product first
-    net.retrieval.update({"novel_title_weight": 0.0, "novel_lexical_weight": 1.0})
+    net.retrieval = {**net.retrieval, "novel_title_weight": 0.0, "novel_lexical_weight": 1.0}
     run.test(module, datamodule=dm, verbose=False)
     texts, paths = module.category_texts, module.category_paths
     with torch.no_grad():
@@ -266,8 +266,7 @@ def test_lexical_weights_are_chosen_and_scored_through_clip_ita_score(tmp_path) 
     assert torch.equal(ranking[:, 0], expected.argmax(dim=1))
     sandals = paths.index(("Shoes", "Sandals"))
     assert dm.eval_batch["product_id"][int(ranking[sandals, 0])] == "p3-4"  # the Sandals product
-    net.retrieval["novel_lexical_weight"] = 0.0
-    net.retrieval["seen_lexical_weight"] = 0.0
+    net.retrieval = {**net.retrieval, "novel_lexical_weight": 0.0, "seen_lexical_weight": 0.0}
     assert net.lexical_query(texts, paths) is None  # no lexical term: the dense dot product alone
 
 
@@ -285,11 +284,11 @@ def test_tree_terms_are_chosen_on_validation_kept_and_change_the_right_queries(t
     assert loaded.retrieval == retrieval
     with torch.no_grad():
         assert torch.allclose(loaded.encode_query_paths(TREE.paths), module.query_embeddings(), atol=1e-6)
-        loaded.retrieval.update({NOVEL_PARENT_WEIGHT: 0.0, DESCENDANT_WEIGHT: 0.0})
+        loaded.retrieval = {**loaded.retrieval, NOVEL_PARENT_WEIGHT: 0.0, DESCENDANT_WEIGHT: 0.0}
         base = loaded.encode_query_paths(TREE.paths)
-        loaded.retrieval.update({NOVEL_PARENT_WEIGHT: 0.5, DESCENDANT_WEIGHT: 0.0})
+        loaded.retrieval = {**loaded.retrieval, NOVEL_PARENT_WEIGHT: 0.5, DESCENDANT_WEIGHT: 0.0}
         parent = loaded.encode_query_paths(TREE.paths)
-        loaded.retrieval.update({NOVEL_PARENT_WEIGHT: 0.0, DESCENDANT_WEIGHT: 0.5})
+        loaded.retrieval = {**loaded.retrieval, NOVEL_PARENT_WEIGHT: 0.0, DESCENDANT_WEIGHT: 0.5}
         descendants = loaded.encode_query_paths(TREE.paths)
     novel = loaded.novel_mask([p[-1] for p in TREE.paths], TREE.paths)
     trained = set(loaded.trained_categories)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from clipita.retrieval.search_index import SearchIndex
 from clipita_core.index_info import INDEX_JSON, INDEX_VERSION, IndexShard
 from datamodules.features import LEXICAL_TOKENS
 from lightning_modules.lexical import LexicalSignal, document_statistics
-from lightning_modules.scoring import RetrievalScorer
+from lightning_modules.scoring import Scorer
 
 pytest.importorskip("faiss")
 
@@ -74,17 +75,15 @@ def build(folder: Path, seed: int = 0) -> tuple[SearchIndex, torch.Tensor]:
     return SearchIndex.load(folder), queries
 
 
-def model_scorer(index: SearchIndex) -> RetrievalScorer:
-    """``ClipIta.score`` (the scorer mixin) over a BM25 signal with the index's corpus statistics."""
+def model_scorer(index: SearchIndex) -> Scorer:
+    """``ClipIta.score`` (its :class:`Scorer`) over a BM25 signal with the index's corpus statistics."""
     signal = LexicalSignal(num_buckets=BUCKETS)
     rows = np.asarray(index.array(LEXICAL_TOKENS))
     signal.set_statistics(document_statistics([r[r >= 0] for r in rows], BUCKETS))
-    scorer = RetrievalScorer()
-    scorer.lexical = signal
-    return scorer
+    return Scorer(SimpleNamespace(lexical=signal))  # the scorer reads only the network's lexical signal here
 
 
-def lexical_side(scorer: RetrievalScorer, weight: list[float], common: bool = True) -> tuple:
+def lexical_side(scorer: Scorer, weight: list[float], common: bool = True) -> tuple:
     """Each query's lexical side in ``ClipIta.lexical_query``'s form (``qtf * idf / sum(qtf * idf * (k1 + 1))``):
     its rare word, and with ``common`` one common word (held by many products)."""
     vocab = torch.arange(BUCKETS)
@@ -92,8 +91,8 @@ def lexical_side(scorer: RetrievalScorer, weight: list[float], common: bool = Tr
     for q in range(Q):
         counts[q, COMMON + q] = 1.0
         counts[q, q % COMMON] = float(common)
-    idf = counts * scorer.lexical.idf(vocab)[None, :]
-    return vocab, idf / (idf.sum(dim=1, keepdim=True) * (scorer.lexical.k1 + 1)), torch.tensor(weight)
+    idf = counts * scorer.net.lexical.idf(vocab)[None, :]
+    return vocab, idf / (idf.sum(dim=1, keepdim=True) * (scorer.net.lexical.k1 + 1)), torch.tensor(weight)
 
 
 def test_lexical_term_is_the_bm25_part_of_the_model_score(tmp_path):
@@ -103,14 +102,14 @@ def test_lexical_term_is_the_bm25_part_of_the_model_score(tmp_path):
     vectors = torch.from_numpy(np.asarray(index.embeddings))
     tokens = torch.from_numpy(np.asarray(index.array(LEXICAL_TOKENS))).long()
     full = scorer.score(queries, vectors, query, tokens)
-    torch.testing.assert_close(LexicalTerm(scorer.lexical, query)(tokens), full - queries @ vectors.T)
+    torch.testing.assert_close(LexicalTerm(scorer.net.lexical, query)(tokens), full - queries @ vectors.T)
 
 
 def test_lexical_candidates_are_the_best_by_the_bm25_term(tmp_path):
     index, _ = build(tmp_path / "idx")
     scorer = model_scorer(index)
     weight = [1.0] * (Q - 1) + [0.0]  # the last query has no BM25 term: no lexical candidates
-    term = LexicalTerm(scorer.lexical, lexical_side(scorer, weight))
+    term = LexicalTerm(scorer.net.lexical, lexical_side(scorer, weight))
     tokens = index.array(LEXICAL_TOKENS)
     expected = term(torch.from_numpy(np.asarray(tokens)).long())
     for depth in (5, 30, N):
@@ -135,7 +134,7 @@ def test_faiss_with_lexical_candidates_equals_exact_at_a_small_depth(tmp_path):
     index, queries = build(tmp_path / "idx")
     scorer = model_scorer(index)
     query = lexical_side(scorer, [1.0] * Q, common=False)  # a forced BM25 weight; the rare words only
-    lexical = LexicalTerm(scorer.lexical, query)
+    lexical = LexicalTerm(scorer.net.lexical, query)
 
     def score(q, vectors, tokens):
         return scorer.score(q, vectors, query, tokens)
@@ -159,7 +158,7 @@ def test_zero_lexical_weights_leave_faiss_as_it_was(tmp_path):
     index, queries = build(tmp_path / "idx")
     scorer = model_scorer(index)
     query = lexical_side(scorer, [0.0] * Q)
-    lexical = LexicalTerm(scorer.lexical, query)
+    lexical = LexicalTerm(scorer.net.lexical, query)
     assert len(lexical.vocab) == 0
 
     def score(q, vectors, tokens):

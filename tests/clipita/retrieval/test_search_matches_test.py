@@ -19,16 +19,17 @@ from clipita.experiment import fit_and_test
 from clipita.retrieval.index import index
 from clipita.retrieval.search import CategoryEncoder, Searcher
 from clipita_core.paths import format_path
-from lightning_modules.checkpointing import KEY
-from lightning_modules.scoring import (
+from clipita_core.weights import (
+    DESCENDANT_WEIGHT,
     NOVEL_IMAGE_WEIGHT,
     NOVEL_LEXICAL_WEIGHT,
+    NOVEL_PARENT_WEIGHT,
     NOVEL_TITLE_WEIGHT,
     SEEN_IMAGE_WEIGHT,
     SEEN_LEXICAL_WEIGHT,
     SEEN_TITLE_WEIGHT,
 )
-from lightning_modules.taxonomy_scoring import DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGHT
+from lightning_modules.checkpointing import KEY
 
 REPO = Path(__file__).resolve().parents[3]
 TOP = 10
