@@ -25,8 +25,8 @@ def _launcher_rank() -> int:
 def encode(
     fit_config: str,
     overrides: list[str] | None = None,
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
     devices: int | str = 1,
     num_nodes: int = 1,
     strategy: str = "auto",
@@ -41,8 +41,9 @@ def encode(
         fit_config: a ``clipita fit`` YAML (e.g. ``experiments/clip_ita.yaml``); its ``model`` section names the
             encoders and its ``data`` section the catalogue and ``work_dir``.
         overrides: extra ``--key value`` overrides, as for ``clipita fit`` (e.g. ``["--data.work_dir", "w"]``).
-        batch_size: images per encoder forward pass (a batch never spans two shards).
-        num_workers: image-decoding worker processes per rank.
+        batch_size: images per encoder forward pass (a batch never spans two shards); default: the config's
+            ``data.encode_batch_size``, as a fit's own encoding uses.
+        num_workers: image-decoding worker processes per rank; default: the config's ``data.num_workers``.
         devices: devices per node (the Trainer's ``devices``; with ``strategy: ddp`` one rank each).
         num_nodes: nodes (the Trainer's ``num_nodes``).
         strategy: the Trainer's strategy (``ddp`` for several ranks; ``auto`` picks it when devices > 1).
@@ -62,8 +63,8 @@ def encode(
         str(dm.features_root),
         image_encoder,
         text_encoder,
-        batch_size=batch_size,
-        num_workers=num_workers,
+        batch_size=dm.hparams.encode_batch_size if batch_size is None else batch_size,
+        num_workers=dm.hparams.num_workers if num_workers is None else num_workers,
         tokenizer=dm.lexical_tokenizer(),  # the model's lexical signal, when it has one: token ids are stored too
     )
     trainer = L.Trainer(
