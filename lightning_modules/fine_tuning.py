@@ -8,7 +8,9 @@ validation is what test and predict serve (:mod:`lightning_modules.wise_ft`).
 
 from __future__ import annotations
 
-from .wise_ft import ALPHA_KEY, apply_wise_ft, set_mix, tower_state
+from clipita_core.weights import WISE_FT_ALPHA
+
+from .wise_ft import apply_wise_ft, set_mix, tower_state
 
 
 class FineTuning:
@@ -39,7 +41,7 @@ class FineTuning:
             and self.wise_ft is not None
             and bool(self.category_texts)
             and not (trainer is not None and trainer.sanity_checking)
-            and ALPHA_KEY not in (self.kept_retrieval or {})
+            and WISE_FT_ALPHA not in (self.kept_retrieval or {})
         )
 
     def apply_wise_ft(self) -> None:

@@ -20,7 +20,7 @@ fine-tuned model (``alpha`` from 1 down):
 2. among them, the chosen ``alpha`` is the first within one standard error of the best on the *pseudo-novel*
    validation queries (fewer of them than ``min_queries``: ``alpha = 1``).
 
-The choice and its evidence go into ``ClipIta.retrieval`` (:data:`ALPHA_KEY`, :data:`EVIDENCE_KEY`), hence into the
+The choice and its evidence go into ``ClipIta.retrieval`` (:data:`WISE_FT_ALPHA`, :data:`EVIDENCE_KEY`), hence into the
 checkpoint; the checkpoint's ``state_dict`` keeps the fine-tuned weights and
 :func:`lightning_modules.checkpointing.load_model` applies the mix, the pretrained side being the tower rebuilt from
 its name (so WiSE-FT needs named pretrained weights, not ``image_weights: none``). The LightningModule's test and
@@ -40,7 +40,6 @@ from clipita_core.weights import WISE_FT_ALPHA
 from .metrics import CategoryRetrievalMetrics
 from .scorer_choice import best_point, check_grid
 
-ALPHA_KEY = WISE_FT_ALPHA  # in the retrieval record: the chosen mix (RetrievalWeights.wise_ft_alpha)
 EVIDENCE_KEY = "wise_ft"  # in the retrieval record: the validation evidence (RetrievalWeights.evidence)
 TOWERS = ("image_encoder", "text_encoder")
 State = dict[str, torch.Tensor]
@@ -177,7 +176,7 @@ class WiseFTSelection:
                 self.metrics[i].update(vectors, batch["category_ids"])
 
     def compute(self, novel: torch.Tensor, epoch: int | None = None) -> dict[str, Any]:
-        """``{ALPHA_KEY: alpha, EVIDENCE_KEY: evidence}`` from the epoch's per-query mAP@10 (``novel``: ``[Q]``, the
+        """``{WISE_FT_ALPHA: alpha, EVIDENCE_KEY: evidence}`` from the epoch's per-query mAP@10 (``novel``: ``[Q]``, the
         network's novel mask over the query rows)."""
         ap = torch.stack([m.compute_per_query()["map@10"].cpu() for m in self.metrics])  # [A, Q]
         novel = novel.cpu()
@@ -204,7 +203,7 @@ class WiseFTSelection:
         }
         if epoch is not None:
             evidence["epoch"] = int(epoch)
-        return {ALPHA_KEY: float(alpha), EVIDENCE_KEY: evidence}
+        return {WISE_FT_ALPHA: float(alpha), EVIDENCE_KEY: evidence}
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -221,4 +220,4 @@ def describe(record: dict[str, Any]) -> str:
         return "–" if v is None else f"{v:.3f}"
 
     per = ", ".join(f"{a:g}: seen {show(s)} novel {show(n)}" for a, s, n in rows)
-    return f"WiSE-FT alpha {record.get(ALPHA_KEY, 1.0):g} chosen ({evidence.get('reason', 'default')}; val mAP@10 {per})"
+    return f"WiSE-FT alpha {record.get(WISE_FT_ALPHA, 1.0):g} chosen ({evidence.get('reason', 'default')}; val mAP@10 {per})"

@@ -15,8 +15,8 @@ from clipita.experiment import fit_and_test
 from clipita.retrieval.index import index
 from clipita.retrieval.search import Searcher
 from clipita_core.paths import format_path
+from clipita_core.weights import WISE_FT_ALPHA
 from lightning_modules import load_model
-from lightning_modules.wise_ft import ALPHA_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 TOP = 10
@@ -54,7 +54,7 @@ def test_fine_tuned_checkpoint_restores_its_towers_and_search_ranks_as_its_test(
     ckpt = result.best_checkpoint
     assert ckpt and Path(ckpt).is_file()
     trained = result.module.net
-    assert ALPHA_KEY in trained.retrieval, "WiSE-FT chose no mix"
+    assert WISE_FT_ALPHA in trained.retrieval, "WiSE-FT chose no mix"
 
     # the checkpoint holds the fine-tuned tower; load_model serves it (mixed by the chosen alpha)
     state = torch.load(ckpt, weights_only=True)["state_dict"]
@@ -64,7 +64,7 @@ def test_fine_tuned_checkpoint_restores_its_towers_and_search_ranks_as_its_test(
     top = [k for k, p in trained.image_encoder.backbone.named_parameters() if p.requires_grad]
     assert top
     loaded = load_model(ckpt)
-    alpha = loaded.retrieval[ALPHA_KEY]
+    alpha = loaded.retrieval[WISE_FT_ALPHA]
     for key in top:
         fine_tuned = state[f"net.image_encoder.backbone.{key}"]
         assert not torch.equal(fine_tuned, pretrained[key]), f"{key} did not train"

@@ -8,11 +8,11 @@ import pytest
 import torch
 from synthetic_catalogue import SyntheticDataModule, tiny_net, trainer
 
-from clipita_core.weights import RetrievalWeights
+from clipita_core.weights import WISE_FT_ALPHA, RetrievalWeights
 from lightning_modules import ClipItaModule, InfoNCELoss, load_model
 from lightning_modules.components.encoder_blocks import timm_layout
 from lightning_modules.components.image_encoder import ImageEncoder
-from lightning_modules.wise_ft import ALPHA_KEY, EVIDENCE_KEY, choose_alpha, tower_state
+from lightning_modules.wise_ft import EVIDENCE_KEY, choose_alpha, tower_state
 
 
 @pytest.mark.parametrize("blocks,layers", [(2, 1), (-1, 0)], ids=["top-blocks", "whole-image-tower"])
@@ -153,7 +153,7 @@ def test_wise_ft_is_chosen_kept_in_the_checkpoint_and_applied_by_load_model(tmp_
     pretrained = tower_state(net)
     module, ckpt = fit_stage(tmp_path, net, wise_ft=True, wise_ft_grid=[0.0, 0.5, 1.0], encoder_lr=0.05)
     record = module.net.retrieval
-    alpha = record[ALPHA_KEY]
+    alpha = record[WISE_FT_ALPHA]
     assert alpha in (0.0, 0.5, 1.0) and record[EVIDENCE_KEY]["novel_queries"] > 0
     assert len(record[EVIDENCE_KEY]["val_novel_map@10"]) == 3
     fine_tuned = tower_state(module.net)  # training leaves the fine-tuned weights in the module
@@ -161,7 +161,7 @@ def test_wise_ft_is_chosen_kept_in_the_checkpoint_and_applied_by_load_model(tmp_
     assert moved, "fine-tuning left the tower as pretrained"
 
     loaded = load_model(ckpt)
-    assert loaded.retrieval[ALPHA_KEY] == alpha
+    assert loaded.retrieval[WISE_FT_ALPHA] == alpha
     assert (
         RetrievalWeights.from_dict(record).to_dict() == dict(record) == dict(loaded.retrieval)
     )  # the real record
@@ -171,7 +171,7 @@ def test_wise_ft_is_chosen_kept_in_the_checkpoint_and_applied_by_load_model(tmp_
 
     # the same mix whatever alpha was chosen: force one and load again
     checkpoint = torch.load(ckpt, weights_only=True)
-    checkpoint["clipita"]["retrieval"][ALPHA_KEY] = 0.5
+    checkpoint["clipita"]["retrieval"][WISE_FT_ALPHA] = 0.5
     torch.save(checkpoint, tmp_path / "half.ckpt")
     half = load_model(tmp_path / "half.ckpt")
     key = moved[0]
