@@ -105,3 +105,20 @@ def table(root: Path, titles: bool, attributes: bool, per_leaf: int = 12) -> Pat
         "name": name,
     }
     return write_schema(root, schema)
+
+
+def adaptive_overrides(schema: Path, tmp_path: Path) -> dict[str, object]:
+    """The tiny adaptive fit both shape tests run: one epoch of a random test tower, a third of the seen leaves
+    pseudo-novel, no refit."""
+    return {
+        "data.catalogue": str(schema),
+        "data.work_dir": str(tmp_path / "work"),
+        "data.pseudo_novel_fraction": 0.34,
+        "model.net.image_model": "test_efficientnet",
+        "model.net.image_weights": "none",
+        "model.net.image_size": 32,
+        "trainer.max_epochs": 1,
+        "trainer.logger.init_args.save_dir": str(tmp_path / "runs"),
+        "trainer.enable_model_summary": False,
+        "refit_after_choice": False,
+    }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from catalogue_shapes import LEAVES, folder_tree, table
+from catalogue_shapes import LEAVES, adaptive_overrides, folder_tree, table
 from conftest import tiny_overrides
 
 from clipita import modalities
@@ -77,18 +77,7 @@ def test_the_adaptive_recipe_fits_indexes_and_searches_every_shape(shape, tmp_pa
     monkeypatch.chdir(tmp_path)
     make, kept = SHAPES[shape]
     schema = make(tmp_path / "cat")
-    overrides = {
-        "data.catalogue": str(schema),
-        "data.work_dir": str(tmp_path / "work"),
-        "data.pseudo_novel_fraction": 0.34,
-        "model.net.image_model": "test_efficientnet",
-        "model.net.image_weights": "none",
-        "model.net.image_size": 32,
-        "trainer.max_epochs": 1,
-        "trainer.logger.init_args.save_dir": str(tmp_path / "runs"),
-        "trainer.enable_model_summary": False,
-        "refit_after_choice": False,
-    }
+    overrides = adaptive_overrides(schema, tmp_path)
     logged: list[str] = []
     monkeypatch.setattr(modalities, "rank_zero_info", logged.append)  # what `clipita fit` logs on rank 0
     main(["fit", "--config", ADAPTIVE, *tiny_overrides(overrides)])

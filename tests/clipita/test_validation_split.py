@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from catalogue_shapes import TEST_ONLY, folder_tree
+from catalogue_shapes import TEST_ONLY, adaptive_overrides, folder_tree
 from conftest import tiny_overrides
 
 from clipita.experiment import fit_and_test
@@ -23,20 +23,7 @@ def test_the_adaptive_choice_never_sees_a_test_only_leaf(tmp_path, monkeypatch):
     schema = folder_tree(tmp_path / "cat", metadata=True, split_folders=True, test_only=True)
     result = fit_and_test(
         ADAPTIVE,
-        tiny_overrides(
-            {
-                "data.catalogue": str(schema),
-                "data.work_dir": str(tmp_path / "work"),
-                "data.pseudo_novel_fraction": 0.34,
-                "model.net.image_model": "test_efficientnet",
-                "model.net.image_weights": "none",
-                "model.net.image_size": 32,
-                "trainer.max_epochs": 1,
-                "trainer.logger.init_args.save_dir": str(tmp_path / "runs"),
-                "trainer.enable_model_summary": False,
-                "refit_after_choice": False,
-            }
-        ),
+        tiny_overrides(adaptive_overrides(schema, tmp_path)),
         test=False,
     )
     manifest = result.datamodule.manifest
