@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clipita.retrieval.search_index import half_precision_copy, half_scan_topk  # noqa: E402
-from lightning_modules.metrics.retrieval_functional import running_topk  # noqa: E402
+from lightning_modules.metrics.ranking import running_topk  # noqa: E402
 
 
 def peak_rss_gb() -> float:

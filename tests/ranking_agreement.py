@@ -1,4 +1,5 @@
-"""Whether two top-k lists agree up to ties: the one comparison the search == test checks use."""
+"""The reference ranking (a plain-Python full sort under the tie rule) and whether two top-k lists agree up to ties:
+the one comparison the search == test checks use."""
 
 from __future__ import annotations
 
@@ -18,3 +19,8 @@ def agrees(expected: list[tuple[str, float]], got: list[tuple[str, float]], atol
         if a != b and not tied:
             return False
     return True
+
+
+def reference_order(scores) -> list[list[int]]:
+    """Full ranking of each row of a ``[Q, N]`` score tensor by (score desc, index asc), in plain Python."""
+    return [sorted(range(len(row)), key=lambda i: (-row[i], i)) for row in scores.tolist()]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from clipita_core.index_info import FAISS_NAME
-from lightning_modules.metrics.retrieval_functional import select_topk, truncate_ranking
+from lightning_modules.metrics.ranking import select_topk, truncate_ranking
 from lightning_modules.scoring import LexicalQuery
 
 FaissKind = Literal["hnsw", "ivf"]

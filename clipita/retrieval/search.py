@@ -7,7 +7,7 @@ any text works: a category of the catalogue tree, one held out of training, or o
 written as a path (``"A > B > C"``) is encoded the way the model was trained: by its last name when the model's
 ``category_text`` is ``leaf``, as the whole path when it is ``path``.
 
-Ranking is an exact dot product over all products with :func:`~lightning_modules.metrics.retrieval_functional.running_topk`
+Ranking is an exact dot product over all products with :func:`~lightning_modules.metrics.ranking.running_topk`
 (chunked over the index's memory-mapped, read-only per-shard arrays; ties by lower product row; ``--scan float16``
 scans the shards' float16 arrays and re-ranks a shortlist in float32), or, with ``--faiss``, through the FAISS index
 that ``clipita index --faiss true`` built, as a candidate generator: its best ``--faiss_depth`` products by the dense

@@ -30,7 +30,7 @@ from clipita_core.index_info import PRODUCTS_NAME, IndexInfo
 from clipita_core.index_info import read as read_index_info
 from clipita_core.paths import CategoryPath
 from datamodules.features import LEXICAL_TOKENS
-from lightning_modules.metrics.retrieval_functional import running_topk, select_topk, truncate_ranking
+from lightning_modules.metrics.ranking import running_topk, select_topk, truncate_ranking
 
 from .faiss_index import LexicalTerm, ScoreFn, faiss_depth, rerank_topk, with_lexical_candidates
 from .index_shards import EMBEDDING, EMBEDDING16, PRODUCTS, IndexShards, ShardedRows

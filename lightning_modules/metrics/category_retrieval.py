@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from .ranking import PAD_INDEX, score_chunk, select_topk, truncate_ranking
 from .retrieval_functional import (
-    PAD_INDEX,
     APNormalization,
     average_precision_at_k,
     ndcg_at_k,
@@ -25,9 +25,6 @@ from .retrieval_functional import (
     r_precision,
     recall_at_k,
     reciprocal_rank,
-    score_chunk,
-    select_topk,
-    truncate_ranking,
 )
 
 Relevance = Literal["hierarchical", "strict"]
@@ -82,10 +79,9 @@ class CategoryRetrievalMetrics(Metric):
     relevant products the gallery holds, ``[Q]``) and the number of products seen. ``update`` scores a batch in
     chunks of ``chunk_size`` products (and blocks of ``query_chunk_size`` queries), takes each chunk's exact top
     ``max_rank`` -- skipping, block-wise, products below the current ``max_rank``-th score, which cannot enter
-    (:func:`.retrieval_functional.select_topk`) -- and merges. Equal scores rank by
-    product index, lower first: the index is the arrival order unless ``product_index`` is given, so the result does
-    not depend on how products were batched (see :mod:`.retrieval_functional` for the tie rule and how it relates to
-    torchmetrics).
+    (:func:`.ranking.select_topk`) -- and merges. Equal scores rank by product index, lower first: the index is the
+    arrival order unless ``product_index`` is given, so the result does not depend on how products were batched (see
+    :mod:`.ranking` for the tie rule and :mod:`.retrieval_functional` for how it relates to torchmetrics).
 
     **Distributed.** Buffers are reduced with ``cat`` and merged in ``compute`` (the states of ``n`` ranks arrive
     stacked, ``[n, Q, max_rank]``, and are re-ranked into one ``[Q, max_rank]``); counts with ``sum``.

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .retrieval_functional import PAD_INDEX
+from .ranking import PAD_INDEX
 
 
 def node_ancestors(product_category_ids: Tensor, num_nodes: int | None = None) -> Tensor:

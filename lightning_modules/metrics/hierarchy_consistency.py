@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .retrieval_functional import PAD_INDEX
+from .ranking import PAD_INDEX
 
 
 def hierarchy_consistency(
