@@ -3,10 +3,11 @@ rule) and the metric math it is computed with, paired significance tests and the
 
 from __future__ import annotations
 
-from .category_retrieval import CategoryRetrievalMetrics, product_leaves, relevant_categories
+from .category_retrieval import CategoryRetrievalMetrics
 from .error_analysis import error_analysis, node_ancestors
 from .hierarchy_consistency import hierarchy_consistency, macro_over_trees, per_tree_consistency
 from .ranking import PAD_INDEX, ranking_order, running_topk, score_chunk, select_topk, truncate_ranking
+from .relevance import product_leaves, relevant_categories
 from .retrieval_functional import (
     average_precision_at_k,
     hits_at_k,

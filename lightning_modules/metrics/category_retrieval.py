@@ -1,21 +1,21 @@
 """Category-to-image retrieval metrics (the CLIP-ITA protocol) as one streaming, DDP-safe torchmetrics Metric.
 
-Why one file over ~400 lines: it is a single torchmetrics ``Metric`` whose state (streaming top-k buffers, relevant
-counts) and update/compute rules only make sense together; the ranking math it calls lives in
-:mod:`.retrieval_functional`.
+The ranking it keeps is :mod:`.ranking`'s, the metric math :mod:`.retrieval_functional`'s and the relevance rule
+:mod:`.relevance`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from .ranking import PAD_INDEX, score_chunk, select_topk, truncate_ranking
+from .relevance import Relevance, count_relevant, relevant_categories
 from .retrieval_functional import (
     APNormalization,
     average_precision_at_k,
@@ -27,35 +27,6 @@ from .retrieval_functional import (
     reciprocal_rank,
 )
 
-Relevance = Literal["hierarchical", "strict"]
-
-
-def product_leaves(category_ids: Tensor) -> Tensor:
-    """The deepest category of each product: the last non-padding entry of ``category_ids`` (``-1`` if none).
-
-    Example:
-        >>> product_leaves(torch.tensor([[0, 2, 5], [1, 3, -1]])).tolist()
-        [5, 3]
-    """
-    depth = (category_ids >= 0).sum(dim=1)
-    leaf = category_ids.gather(1, (depth - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-    return torch.where(depth > 0, leaf, torch.full_like(leaf, -1))
-
-
-def relevant_categories(category_ids: Tensor, relevance: Relevance = "hierarchical") -> Tensor:
-    """``[B, L']`` the categories each product is relevant to (``-1`` = none), under a relevance definition.
-
-    Args:
-        category_ids: ``[B, L]`` ancestor table ids per product, root first, ``-1`` padded (the batch key).
-        relevance: ``"hierarchical"`` -- the product's category and all its ancestors (``L' = L``);
-            ``"strict"`` -- only its deepest category (``L' = 1``).
-    """
-    if relevance == "hierarchical":
-        return category_ids
-    if relevance == "strict":
-        return product_leaves(category_ids).unsqueeze(1)
-    raise ValueError(f"unknown relevance {relevance!r}; expected 'hierarchical' or 'strict'")
-
 
 class CategoryRetrievalMetrics(Metric):
     """Category-to-image retrieval over a whole gallery: P@k, mAP@k, R-precision, MRR, nDCG, Recall, per setting.
@@ -65,14 +36,8 @@ class CategoryRetrievalMetrics(Metric):
     product of their embedding with the query's; metrics are averaged over the queries of a group (``all``,
     ``general`` = top level, ``level-N``, ``specific`` = leaves, ``specific_unseen``, ...).
 
-    **Relevance.** A product ``p`` is relevant to query ``q`` when
-
-    * ``hierarchical`` (default): ``q`` is ``p``'s category *or any ancestor of it*, i.e. ``q in category_ids[p]``.
-      "Apparel" retrieves shirts and shoes alike;
-    * ``strict``: ``q`` is exactly ``p``'s deepest category (its leaf).
-
-    On leaf queries the two coincide. On internal-node queries strict counts only products *labelled at that node*
-    (catalogues whose paths stop early), usually few or none -- queries left with ``R = 0`` are excluded.
+    **Relevance** (:mod:`.relevance`): ``hierarchical`` (default) -- a product is relevant to its category and every
+    ancestor of it -- or ``strict`` -- to its deepest category only. Queries with ``R = 0`` are excluded.
 
     **Streaming state** (independent of the gallery size). Per query the metric keeps the best ``max_rank`` products
     seen so far -- their scores, product indices and relevance flags, ``[Q, max_rank]`` each -- plus ``R`` (how many
@@ -332,20 +297,7 @@ class CategoryRetrievalMetrics(Metric):
     def _count(self, relevant_to: Tensor) -> None:
         """Add the chunk's relevant products per query to ``R``."""
         qids = self.query_ids.to(relevant_to.device)
-        self.num_relevant += self._count_relevant(relevant_to, qids, self._histogram_size)
-
-    @staticmethod
-    def _count_relevant(relevant_to: Tensor, qids: Tensor, size: int) -> Tensor:
-        """``[Q]`` relevant products in this chunk: a histogram of the categories products are relevant to.
-
-        ``size`` is ``max(query_ids) + 2``; the last bin collects padding and categories that are not queries.
-        """
-        ids = relevant_to.reshape(-1)
-        ids = torch.where((ids >= 0) & (ids < size - 1), ids, torch.full_like(ids, size - 1))
-        hist = torch.zeros(size, dtype=torch.long, device=ids.device).scatter_add_(
-            0, ids, torch.ones_like(ids)
-        )
-        return hist[qids]
+        self.num_relevant += count_relevant(relevant_to, qids, self._histogram_size)
 
     # ---------------------------------------------------------------------------------------- merge / forward
     def _folded(self) -> tuple[Tensor, Tensor, Tensor]:
