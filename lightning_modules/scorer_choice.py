@@ -24,7 +24,8 @@ With ``lexical_signal`` a third weight ``l`` (``seen_lexical_weight`` / ``novel_
 ``l * bm25n(q, p)``, a normalised BM25 match of the query text with the product's title and attributes
 (:meth:`ClipIta.score`).
 
-The rule is the *one-standard-error rule* over the points in a fixed preference order (:func:`best_point`): the
+The rule is the *one-standard-error rule* over the points in a fixed preference order
+(:func:`.one_standard_error.best_point`): the
 best mean wins unless a point earlier in the order is within one standard error of it; the order is lexicographic
 in (title weight, lexical weight, image-only weight), smallest first. So the rule prefers, in this order, (1) not to
 lean on the frozen title match and (2) not to add the BM25 match, the signals a catalogue's text can make pure
@@ -38,7 +39,6 @@ defaults. The choice and its evidence go into ``ClipIta.retrieval``, hence into 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +48,7 @@ from clipita_core.weights import DEFAULTS, DESCENDANT_WEIGHT, NOVEL_PARENT_WEIGH
 
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
+from .one_standard_error import best_point, check_grid
 
 DEFAULT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 TAXONOMY_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)  # tree-term weights tried (taxonomy_scoring)
@@ -84,52 +85,6 @@ def grid_points(grid: Sequence[float], signals: Sequence[str]) -> list[Point]:
         raise ValueError(f"scorer signals must be a non-empty subset of {list(SIGNALS)}, got {list(signals)}")
     ordered = [s for s in SIGNALS if s in signals]
     return [dict(zip(ordered, combo, strict=True)) for combo in itertools.product(grid, repeat=len(ordered))]
-
-
-def check_grid(grid: Sequence[float]) -> list[float]:
-    """The grid sorted and checked: distinct weights in [0, 1]."""
-    values = sorted(float(w) for w in grid)
-    if not values or len(set(values)) != len(values) or not all(0.0 <= w <= 1.0 for w in values):
-        raise ValueError(f"scorer_grid must be distinct weights in [0, 1], got {list(grid)}")
-    return values
-
-
-def best_point(values: torch.Tensor) -> tuple[int | None, dict[str, Any]]:
-    """The row chosen from per-query values ``[P, n]`` (candidate x query, candidates in preference order): the
-    *one-standard-error rule*.
-
-    The best mean wins unless an earlier candidate (by the preference order: leaning more on the trained towers) is
-    within one standard error of it -- the standard error of the per-query paired difference to the best; then the
-    earliest such candidate wins. A difference the validation queries cannot tell from noise therefore never moves
-    the scorer away from the preferred one (Breiman et al., *Classification and Regression Trees*, 1984, the 1-SE
-    rule). With fewer than two queries the best mean wins (ties: the earlier candidate). None when there is no
-    query.
-    """
-    if values.numel() == 0 or values.shape[1] == 0:
-        return None, {}
-    values = values.double()
-    means = values.mean(dim=1)
-    best = int(torch.argmax(means))  # the first maximum: ties go to the earlier candidate
-    n = values.shape[1]
-    se = [0.0] * values.shape[0]
-    if n >= 2:
-        diffs = values[best] - values
-        se = [float(d.std(unbiased=True) / math.sqrt(n)) for d in diffs]
-    chosen = next(i for i in range(values.shape[0]) if float(means[best] - means[i]) <= se[i] + 1e-12)
-    return chosen, {"best_mean_index": best, "se_to_best": se}
-
-
-def best_weight(grid: Sequence[float], values: torch.Tensor) -> tuple[float | None, dict[str, Any]]:
-    """:func:`best_point` over a sorted grid of one weight (``values`` ``[G, n]``): the smallest weight within one
-    SE of the best mean."""
-    grid = [float(w) for w in grid]
-    index, detail = best_point(values)
-    if index is None:
-        return None, detail
-    return grid[index], {
-        "best_mean_weight": grid[detail["best_mean_index"]],
-        "se_to_best": detail["se_to_best"],
-    }
 
 
 def _means(values: torch.Tensor, g: int) -> list[float | None]:

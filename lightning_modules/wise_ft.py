@@ -12,7 +12,7 @@ How ``alpha`` is chosen (:class:`WiseFTSelection`, ``model.wise_ft: true``): eve
 validation pass, the validation products are embedded under each ``alpha`` of a small grid and ranked for the same
 queries the scorer choice uses (the category table through ``ClipIta.encode_query_texts``, split into the trained
 and the pseudo-novel leaves by ``ClipIta.novel_mask``). With the one-standard-error rule of
-:mod:`lightning_modules.scorer_choice` (:func:`~lightning_modules.scorer_choice.best_point`), preferring the
+:mod:`lightning_modules.one_standard_error` (:func:`~lightning_modules.one_standard_error.best_point`), preferring the
 fine-tuned model (``alpha`` from 1 down):
 
 1. the *allowed* mixes are those whose mAP@10 on the trained validation queries is within one standard error of the
@@ -38,7 +38,7 @@ from torch import nn
 from clipita_core.weights import WISE_FT_ALPHA
 
 from .metrics import CategoryRetrievalMetrics
-from .scorer_choice import best_point, check_grid
+from .one_standard_error import best_point, check_grid
 
 EVIDENCE_KEY = "wise_ft"  # in the retrieval record: the validation evidence (RetrievalWeights.evidence)
 TOWERS = ("image_encoder", "text_encoder")

@@ -13,7 +13,6 @@ from lightning_modules import ClipItaModule, HierarchicalInfoNCELoss, load_model
 from lightning_modules.scorer_choice import (
     CHOICE_KEY,
     TAXONOMY_GRID,
-    best_weight,
     choose,
     describe,
     grid_points,
@@ -57,17 +56,9 @@ def fit(tmp_path, datamodule_class=SyntheticDataModule, epochs: int = 2, module_
     return module, dm, run, tmp_path / "ckpt" / "last.ckpt"
 
 
-def test_one_standard_error_rule_and_fallbacks() -> None:
+def test_choice_and_its_fallbacks() -> None:
     grid = [0.0, 0.5, 1.0]
     clear = torch.tensor([[0.1, 0.2, 0.1, 0.2], [0.3, 0.4, 0.3, 0.4], [0.8, 0.9, 0.8, 0.9]])
-    assert best_weight(grid, clear)[0] == 1.0  # the title match wins on every query
-    noisy = torch.tensor([[0.0, 0.3, 0.0, 0.1], [0.0, 0.0, 0.2, 0.0], [0.1, 0.0, 0.0, 0.4]])
-    weight, detail = best_weight(grid, noisy)
-    assert detail["best_mean_weight"] == 1.0 and weight == 0.0  # best by a margin below one SE: the towers
-    assert (
-        best_weight(grid, torch.tensor([[0.2], [0.4], [0.4]]))[0] == 0.5
-    )  # one query: best, ties to smaller
-    assert best_weight(grid, torch.zeros(3, 0))[0] is None
     record = choose(grid, clear.flip(0), clear, titles_present=10)
     assert (record["seen_title_weight"], record["novel_title_weight"]) == (0.0, 1.0)
     no_titles = choose(grid, clear, clear, titles_present=0)
