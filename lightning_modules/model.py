@@ -1,28 +1,13 @@
 """CLIP-ITA: a product tower fusing image, title and attributes, and a category-name tower, in one embedding space.
 
-Vocabulary (used the same way everywhere in clipita):
+The vocabulary of **unseen** (held out by the split) and **novel** (not trained on by this model) categories is
+:mod:`lightning_modules.trained_categories`'s.
 
-- **unseen** category: held out of training *by the split* (``manifest.json``'s ``unseen_categories``); a property of
-  the data. Evaluation reports ``specific_seen`` / ``specific_unseen`` settings from it.
-- **novel** category: one *this model* has no training product for, i.e. not in :attr:`ClipIta.trained_categories`;
-  a property of the model (it travels in its checkpoint). With ``route_novel_categories`` a novel query is scored by
-  the zero-shot title match instead of the trained heads. Every unseen category is novel to a model trained on that
-  split; a free-text query that names no catalogue category is novel too.
-
-How much a query's score leans on the frozen title match is a retrieval decision kept in :attr:`ClipIta.retrieval`
-(and so in the checkpoint): ``novel_title_weight`` (default 1.0: a novel query is the title match alone) and
-``seen_title_weight`` (default 0.0: a trained query is the trained towers alone). Each is a convex mix, ``(1 - w) *
-trained + w * title``; :mod:`lightning_modules.scorer_choice` chooses them on the validation split.
-
-With ``image_evidence`` the network also trains an image-only product embedding against the same category tower, and
-the trained part of the score is itself a convex mix ``(1 - v) * fused + v * image-only``, with ``v`` =
-``seen_image_weight`` / ``novel_image_weight`` (default 0.0: the fused towers). A query's whole score is then
-
-    (1 - w) * (1 - v) * <category, fused> + (1 - w) * v * <category, image-only> + w * <name, title>,
-
-still one dot product of a query vector with a product's retrieval vector (:meth:`Scorer.encode_query <.scoring.Scorer.encode_query>`,
-:meth:`ClipIta.encode_product_for_retrieval`). ``w = 0, v = 1`` is CLIP-I's scorer: the image alone against the
-category tower, which is what a catalogue whose titles are noise should fall back to.
+How a query's score mixes the trained towers, the image-only tower (``image_evidence``), the frozen title match
+(``route_novel_categories``) and BM25 (``lexical_signal``) is :mod:`lightning_modules.scoring`'s: still one dot
+product of a query vector with a product's retrieval vector (:meth:`ClipIta.encode_product_for_retrieval`). Its
+weights are a retrieval decision kept in :attr:`ClipIta.retrieval` (and so in the checkpoint), chosen on the
+validation split by :mod:`lightning_modules.scorer_choice`.
 """
 
 from __future__ import annotations
@@ -37,36 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipita_core.paths import CategoryText, category_text_of
-from clipita_core.vocabulary import Modality, attribute_texts
+from clipita_core.vocabulary import Modality
 from clipita_core.weights import RetrievalWeights
 
 from .components.attribute_pooling import AttributePooling, PoolingType
 from .components.fusion import FUSIONS, check_modalities, create_fusion
-from .components.image_encoder import ImageEncoder
 from .components.projection_head import HEAD, HeadConfig, HeadType, create_head
-from .components.text_encoder import TextEncoder
-from .defaults import signature_defaults
 from .lexical import LexicalSignal
+from .product_features import modality_features, title_features
 from .scoring import LexicalQuery, Scorer
-
-# The tower options are declared once, by the encoders: ClipIta's ``image_*`` / ``text_*`` options are the
-# encoders' own (``image_model`` = ImageEncoder's ``model_name``, ``text_max_length`` = TextEncoder's
-# ``max_seq_length``...), with the encoders' defaults.
-IMAGE_TOWER = signature_defaults(ImageEncoder)
-TEXT_TOWER = signature_defaults(TextEncoder)
-
-
-def tower_blocks(tower: str, train_all: bool, blocks: int | None) -> int:
-    """The blocks of a tower that train (``-1`` all, ``0`` none, ``N`` the top N) from ``train_<tower>_encoder`` and
-    the block count (which overrides it; both set must agree)."""
-    if blocks is None:
-        return -1 if train_all else 0
-    if train_all and blocks != -1:
-        option = "train_image_blocks" if tower == "image" else "train_text_layers"
-        raise ValueError(
-            f"train_{tower}_encoder: true trains the whole {tower} tower but {option} is {blocks}: set one of them"
-        )
-    return int(blocks)
+from .towers import IMAGE_TOWER, TEXT_TOWER, build_towers
+from .trained_categories import TrainedCategories
 
 
 def _plain(value: Any) -> Any:
@@ -213,23 +179,20 @@ class ClipIta(nn.Module):
             raise ValueError(f"image_evidence needs the 'image' modality, got modalities {modalities}")
         category_text_of(("x",), category_text)  # validates the style
         self.category_text = category_text
-        # the towers first, image then text: the same parameter-init order as before (seeded runs reproduce)
-        image_encoder = None
-        if "image" in modalities or always_build_image_encoder:
-            image_encoder = ImageEncoder(
-                image_model,
-                image_weights,
-                image_size,
-                tuple(image_mean),
-                tuple(image_std),
-                train_blocks=tower_blocks("image", train_image_encoder, train_image_blocks),
-                gradient_checkpointing=gradient_checkpointing,
-            )
-        text_encoder = TextEncoder(
+        image_encoder, text_encoder = build_towers(
+            "image" in modalities or always_build_image_encoder,
+            image_model,
+            image_weights,
+            image_size,
+            image_mean,
+            image_std,
             text_model,
             text_max_length,
-            train_layers=tower_blocks("text", train_text_encoder, train_text_layers),
-            gradient_checkpointing=gradient_checkpointing,
+            train_image_encoder,
+            train_text_encoder,
+            train_image_blocks,
+            train_text_layers,
+            gradient_checkpointing,
         )
         if zero_shot_weight > 0 and embed_dim != text_encoder.output_dim:
             raise ValueError(
@@ -260,9 +223,7 @@ class ClipIta(nn.Module):
         self.image_evidence = image_evidence
         self.image_head = create_head(head, dims["image"], embed_dim) if image_evidence else None
         self.lexical = LexicalSignal() if lexical_signal else None
-        self.trained_categories: list[tuple[str, ...]] = []
-        self._trained_paths: set[tuple[str, ...]] = set()
-        self._trained_texts: set[str] = set()
+        self.trained = TrainedCategories((), category_text)
         self.scorer = Scorer(self)  # the scorer and its weights (kept in checkpoints as the retrieval record)
 
     @property
@@ -301,78 +262,35 @@ class ClipIta(nn.Module):
         return {**self._init_args, "attribute_names": list(self.attribute_names)}
 
     # ------------------------------------------------------------------------------------------ trained set
+    @property
+    def trained_categories(self) -> list[tuple[str, ...]]:
+        """The categories this model is trained on (sorted paths; kept in checkpoints)."""
+        return self.trained.paths
+
     def set_trained_categories(self, paths: Iterable[Sequence[str]]) -> None:
         """The categories this model is trained on: every category (any level) with a training product."""
-        self.trained_categories = sorted({tuple(p) for p in paths})
-        self._trained_paths = set(self.trained_categories)
-        self._trained_texts = {category_text_of(p, self.category_text) for p in self.trained_categories}
+        self.trained = TrainedCategories(paths, self.category_text)
 
     def novel_mask(
         self, texts: Sequence[str], paths: Sequence[Sequence[str] | None] | None = None
     ) -> torch.Tensor:
-        """``[Q]`` True where a query is novel: its category path (when given) or else its text is not in the trained
-        set. A model with no trained set (never set up on a catalogue) calls nothing novel."""
-        if paths is not None and len(paths) != len(texts):
-            raise ValueError(f"{len(texts)} query texts but {len(paths)} paths")
-        if not self.trained_categories:
-            return torch.zeros(len(texts), dtype=torch.bool)
-        novel = []
-        for i, text in enumerate(texts):
-            path = None if paths is None else paths[i]
-            if path is not None:
-                novel.append(tuple(path) not in self._trained_paths)
-            else:
-                novel.append(text not in self._trained_texts)
-        return torch.tensor(novel, dtype=torch.bool)
+        """``[Q]`` True where a query is novel to this model: :meth:`TrainedCategories.novel_mask
+        <.trained_categories.TrainedCategories.novel_mask>`."""
+        return self.trained.novel_mask(texts, paths)
 
     # ----------------------------------------------------------------------------------------------- features
-    def image_features(self, batch: dict) -> torch.Tensor:
-        if "image_features" in batch:
-            return batch["image_features"]
-        return self.image_encoder(batch["image"])
-
-    def title_features(self, batch: dict) -> torch.Tensor:
-        if "title_features" in batch:
-            return batch["title_features"]
-        return self.text_encoder(list(batch["title"]))
-
-    def raw_attribute_features(self, attributes: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embed every ``name: value`` pair: ``[B, A, D]`` and the presence mask ``[B, A]``."""
-        names = self.attribute_names or sorted({k for a in attributes for k in a})
-        texts = [attribute_texts(a, names) for a in attributes]
-        mask = torch.tensor([[t != "" for t in row] for row in texts], dtype=torch.bool)
-        flat = [t for row in texts for t in row if t]
-        emb = self.text_encoder(flat)
-        out = emb.new_zeros(len(texts), len(names), self.text_encoder.output_dim)
-        out[mask.to(out.device)] = emb
-        return out, mask.to(out.device)
-
-    def attribute_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        if "attribute_features" in batch:
-            feats, mask = batch["attribute_features"], batch["attribute_mask"]
-        else:
-            feats, mask = self.raw_attribute_features(batch["attributes"])
-        return self.attribute_pooling(feats, mask), mask.any(dim=1)
-
     def modality_features(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Per-modality encoder features and a per-product presence flag for each."""
-        features: dict[str, torch.Tensor] = {}
-        present: dict[str, torch.Tensor] = {}
-        if "image" in self.modalities:
-            features["image"] = self.image_features(batch)
-        if "title" in self.modalities:
-            features["title"] = self.title_features(batch)
-            if batch.get("title_mask") is not None:  # False = the product has no title (a zero vector)
-                present["title"] = batch["title_mask"].to(features["title"].device).bool()
-        if "attributes" in self.modalities:
-            features["attributes"], present["attributes"] = self.attribute_features(batch)
-        dtype = next(self.fusion.parameters()).dtype
-        features = {m: f.to(dtype) for m, f in features.items()}
-        n = next(iter(features.values())).shape[0]
-        device = next(iter(features.values())).device
-        for m in features:
-            present.setdefault(m, torch.ones(n, dtype=torch.bool, device=device))
-        return features, present
+        """Per-modality encoder features and a per-product presence flag for each, in the fusion's dtype
+        (:func:`.product_features.modality_features`)."""
+        return modality_features(
+            batch,
+            self.modalities,
+            self.image_encoder,
+            self.text_encoder,
+            self.attribute_names,
+            self.attribute_pooling,
+            next(self.fusion.parameters()).dtype,
+        )
 
     # ------------------------------------------------------------------------------------------------ towers
     def encode_product(self, batch: dict, normalize: bool = True) -> torch.Tensor:
@@ -383,7 +301,11 @@ class ClipIta(nn.Module):
     def _fused(self, batch: dict, features: dict, present: dict, normalize: bool = True) -> torch.Tensor:
         out = self.fusion(features, present)
         if self.zero_shot_weight > 0:
-            title = features["title"] if "title" in features else self.title_features(batch).to(out.dtype)
+            title = (
+                features["title"]
+                if "title" in features
+                else title_features(batch, self.text_encoder).to(out.dtype)
+            )
             out = F.normalize(out, dim=-1) + self.zero_shot_weight * F.normalize(title, dim=-1)
         return F.normalize(out, dim=-1) if normalize else out
 
@@ -411,7 +333,7 @@ class ClipIta(nn.Module):
         if self.image_evidence:
             blocks.append(views["image"])
         if self.route_novel_categories:
-            blocks.append(F.normalize(self.title_features(batch).to(product.dtype), dim=-1))
+            blocks.append(F.normalize(title_features(batch, self.text_encoder).to(product.dtype), dim=-1))
         return torch.cat(blocks, dim=-1) if len(blocks) > 1 else product
 
     def encode_query_texts(

@@ -6,6 +6,7 @@ import torch
 from lightning_modules import ClipIta, create_model
 from lightning_modules.components import AttributePooling, check_modalities
 from lightning_modules.losses import MultiPositiveInfoNCELoss
+from lightning_modules.product_features import raw_attribute_features
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,8 @@ def test_raw_inputs_and_cached_features_give_the_same_embedding():
             "image_features": model.image_encoder(raw["image"]),
             "title_features": model.text_encoder(raw["title"]),
         }
-        cached["attribute_features"], cached["attribute_mask"] = model.raw_attribute_features(
-            raw["attributes"]
+        cached["attribute_features"], cached["attribute_mask"] = raw_attribute_features(
+            raw["attributes"], model.attribute_names, model.text_encoder
         )
         assert cached["attribute_mask"].tolist() == [[True, False], [False, False]]
         assert torch.allclose(model.encode_product(raw), model.encode_product(cached), atol=1e-5)
