@@ -17,7 +17,7 @@ import pytest
 import torch
 import webdataset as wds
 from PIL import Image
-from test_index_search import build_tiny_index
+from tiny_retrieval import build_tiny_index
 
 from clipita.cli import main as clipita
 from clipita.retrieval.gallery import default_categories, make_thumbnail, read_record_jpeg, render_html
