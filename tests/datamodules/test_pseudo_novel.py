@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_sharding import build_catalogue, read_back
+from shop_catalogue import build_catalogue, read_back
 
 from clipita_core.tree import CategoryTree
 from datamodules.catalogue import RawRecord

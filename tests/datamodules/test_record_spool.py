@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from test_sharding import build_catalogue
+from shop_catalogue import build_catalogue
 
 from datamodules.catalogue import RawRecord
 from datamodules.record_spool import SPOOL_PREFIX, RecordSpool

@@ -1,4 +1,5 @@
-"""Catalogue -> shards: round trip, nothing lost, reproducible splits, unseen categories, manifest validation."""
+"""Catalogue -> shards (``datamodules.sharding``): round trip, nothing lost, the manifest written, reruns, bad
+arguments, and a property test over random rows."""
 
 from __future__ import annotations
 
@@ -9,114 +10,27 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import webdataset as wds
+from catalogue_files import csv_line
 from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis_profiles import ci_settings
 from PIL import Image
+from shop_catalogue import LEAVES, SPLITS, build_catalogue, jpeg, read_back, shard_shop
 
 from clipita_core.tree import CategoryTree
 from datamodules.catalogue import CatalogueSchema
-from datamodules.records import id_from_key
 from datamodules.sharding import (
     CatalogueError,
-    ManifestError,
     NoProductsError,
-    choose_unseen,
     load_manifest,
     shard_catalogue,
     write_shards,
 )
 
-SPLITS = ("train", "val", "test")
-LEAVES = [
-    ("Apparel", "Shirts"),
-    ("Apparel", "Jeans"),
-    ("Footwear", "Shoes"),
-    ("Footwear", "Boots"),
-    ("Bags", "Totes"),
-]
-
-
-def jpeg(seed: int, size: tuple[int, int] = (10, 8)) -> bytes:
-    image = Image.new("RGB", size, (seed * 37 % 256, seed * 91 % 256, seed * 53 % 256))
-    image.putpixel((seed % size[0], 0), (255, 255, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def csv_line(cells: list[str]) -> str:
-    return ",".join('"' + c.replace('"', '""') + '"' for c in cells) + "\n"
-
-
-def build_catalogue(root: Path, per_leaf: int = 8, bad_rows: bool = True) -> tuple[Path, dict[str, dict]]:
-    """A small CSV catalogue + schema YAML; returns (yaml path, id -> expected fields incl. image bytes)."""
-    (root / "data" / "images").mkdir(parents=True)
-    rows: list[list[str]] = []
-    expected: dict[str, dict] = {}
-    n = 0
-    for top, leaf in LEAVES:
-        for k in range(per_leaf):
-            n += 1
-            pid = f"sku{n:03d}"
-            colour = ["Red", "Blue", ""][k % 3]
-            rows.append([pid, f"{leaf} number {k} ünïcode", top, leaf, colour])
-            data = jpeg(n)
-            (root / "data" / "images" / f"{pid}.jpg").write_bytes(data)
-            expected[pid] = {
-                "title": f"{leaf} number {k} ünïcode",
-                "category": [top, leaf],
-                "attributes": {"colour": colour} if colour else {},
-                "jpg": data,
-            }
-    if bad_rows:
-        rows.append(["missing1", "No image", "Apparel", "Shirts", "Red"])
-        rows.append(["sku001", "Duplicate", "Apparel", "Shirts", "Red"])
-        rows.append(["broken", "Corrupt image", "Apparel", "Shirts", "Red"])
-        (root / "data" / "images" / "broken.jpg").write_bytes(jpeg(3)[:40])
-        # ids with a dot and no title are ordinary products now
-        for pid, title, seed in (("B00.123", "Dotted id", 1), ("notitle", "", 2)):
-            rows.append([pid, title, "Apparel", "Shirts", "Red"])
-            (root / "data" / "images" / f"{pid}.jpg").write_bytes(jpeg(seed))
-            expected[pid] = {
-                "title": title,
-                "category": ["Apparel", "Shirts"],
-                "attributes": {"colour": "Red"},
-                "jpg": jpeg(seed),
-            }
-    text = csv_line(["id", "title", "top", "leaf", "colour"]) + "".join(csv_line(r) for r in rows)
-    (root / "data" / "products.csv").write_text(text, encoding="utf-8")
-    yaml_path = root / "shop.yaml"
-    yaml_path.write_text(
-        "name: shop\ntable: data/products.csv\nimage_root: data/images\ntitle_column: title\n"
-        "category_columns: [top, leaf]\nattribute_columns: [colour]\n",
-        encoding="utf-8",
-    )
-    return yaml_path, expected
-
-
-def read_back(manifest: dict, shard_dir: Path) -> dict[str, dict]:
-    """Every record in the shards, read with webdataset: id -> {json, jpg, split}."""
-    out: dict[str, dict] = {}
-    for split in SPLITS:
-        urls = manifest.shard_urls(shard_dir, split)
-        if not urls:
-            continue
-        for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-            key = id_from_key(sample["__key__"])
-            assert key not in out, f"{key} written twice"
-            out[key] = {"json": json.loads(sample["json"]), "jpg": sample["jpg"], "split": split}
-    return out
-
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[str, dict]]:
-    root = tmp_path_factory.mktemp("shop")
-    yaml_path, expected = build_catalogue(root)
-    out = root / "shards"
-    manifest = shard_catalogue(str(yaml_path), str(out), shard_size=7, seed=3, progress=False)
-    return manifest, out, expected
+    return shard_shop(tmp_path_factory)
 
 
 def test_round_trip_records_and_jpeg_bytes_are_identical(sharded) -> None:
@@ -172,90 +86,11 @@ def test_manifest_contents(sharded) -> None:
     assert load_manifest(str(out)) == manifest
 
 
-def test_unseen_leaves_only_in_test(sharded) -> None:
-    manifest, out, _ = sharded
-    unseen = {tuple(p) for p in manifest["unseen_categories"]}
-    assert len(unseen) == 1  # ceil(0.2 * 5 leaves)
-    records = read_back(manifest, out)
-    unseen_splits = {r["split"] for r in records.values() if tuple(r["json"]["category"]) in unseen}
-    assert unseen_splits == {"test"}
-    for split in ("train", "val"):
-        for name in manifest["splits"][split]["per_category"]:
-            assert tuple(name.split(" > ")) not in unseen
-    seen_train = {tuple(r["json"]["category"]) for r in records.values() if r["split"] == "train"}
-    assert seen_train == set(LEAVES) - unseen  # every seen leaf keeps products in train
-
-
 def test_shards_are_not_sorted_by_category(sharded) -> None:
     manifest, out, _ = sharded
     records = read_back(manifest, out)
     train = [tuple(r["json"]["category"]) for r in records.values() if r["split"] == "train"]
     assert train != sorted(train)
-
-
-def split_of(manifest: dict, out: Path) -> dict[str, str]:
-    return {pid: rec["split"] for pid, rec in read_back(manifest, out).items()}
-
-
-def test_splits_reproducible_by_seed(tmp_path: Path) -> None:
-    yaml_path, _ = build_catalogue(tmp_path, per_leaf=12)
-    runs = {}
-    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
-        manifest = shard_catalogue(
-            str(yaml_path), str(tmp_path / name), shard_size=10, seed=seed, progress=False
-        )
-        runs[name] = (manifest, split_of(manifest, tmp_path / name))
-    (ma, sa), (mb, sb), (mc, sc) = runs["a"], runs["b"], runs["c"]
-    assert sa == sb and ma["content_hash"] == mb["content_hash"]
-    assert ma["unseen_categories"] == mb["unseen_categories"]
-    for split in SPLITS:  # byte-identical shards
-        for name in ma["splits"][split]["shards"]:
-            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert sc != sa and mc["content_hash"] != ma["content_hash"]
-
-
-def test_split_fractions_roughly_respected(tmp_path: Path) -> None:
-    yaml_path, expected = build_catalogue(tmp_path, per_leaf=60, bad_rows=False)
-    manifest = shard_catalogue(
-        str(yaml_path),
-        str(tmp_path / "out"),
-        unseen_fraction=0.0,
-        val_fraction=0.2,
-        test_fraction=0.1,
-        progress=False,
-    )
-    assert manifest["unseen_categories"] == []
-    counts = {s: manifest["splits"][s]["count"] for s in SPLITS}
-    assert abs(counts["val"] / len(expected) - 0.2) < 0.07
-    assert abs(counts["test"] / len(expected) - 0.1) < 0.07
-
-
-def test_choose_unseen_bounds() -> None:
-    import random
-
-    leaves = [("L", str(i)) for i in range(10)]
-    assert len(choose_unseen(leaves, 0.2, random.Random(0))) == 2
-    assert len(choose_unseen(leaves, 0.01, random.Random(0))) == 1  # at least one
-    assert len(choose_unseen(leaves, 0.99, random.Random(0))) == 9  # never all
-    assert len(choose_unseen(leaves, 0.25, random.Random(0))) == 3  # rounded up
-    assert choose_unseen(leaves[:1], 0.5, random.Random(0)) == []
-    assert choose_unseen(leaves, 0.0, random.Random(0)) == []
-
-
-def test_single_product_leaf_goes_to_train(tmp_path: Path) -> None:
-    yaml_path, _ = build_catalogue(tmp_path, per_leaf=1, bad_rows=False)
-    for seed in range(5):
-        manifest = shard_catalogue(
-            str(yaml_path),
-            str(tmp_path / "out"),
-            seed=seed,
-            val_fraction=0.4,
-            test_fraction=0.4,
-            progress=False,
-        )
-        unseen = len(manifest["unseen_categories"])
-        assert manifest["splits"]["train"]["count"] == 5 - unseen
-        assert manifest["splits"]["test"]["count"] == unseen
 
 
 def test_on_error_fail_names_the_record(tmp_path: Path) -> None:
@@ -311,78 +146,12 @@ def test_bad_arguments(tmp_path: Path, bad: int) -> None:
         )
 
 
-# ------------------------------------------------------------------------------------------------ manifest checks
-
-
-@pytest.fixture
-def shard_copy(tmp_path: Path) -> tuple[dict, Path]:
-    yaml_path, _ = build_catalogue(tmp_path, bad_rows=False)
-    out = tmp_path / "out"
-    return shard_catalogue(str(yaml_path), str(out), shard_size=10, progress=False), out
-
-
-def test_missing_manifest(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="no manifest.json in"):
-        load_manifest(str(tmp_path))
-
-
-def test_deleted_shard_is_named(shard_copy) -> None:
-    manifest, out = shard_copy
-    name = manifest["splits"]["train"]["shards"][1]
-    (out / name).unlink()
-    with pytest.raises(ManifestError, match=f"{name}.* is missing"):
-        load_manifest(str(out))
-
-
-def test_truncated_shard_is_named(shard_copy) -> None:
-    manifest, out = shard_copy
-    name = manifest["splits"]["train"]["shards"][0]
-    data = (out / name).read_bytes()
-    (out / name).write_bytes(data[:-1024])
-    with pytest.raises(ManifestError, match=f"{name}.* has .* bytes"):
-        load_manifest(str(out))
-
-
-def test_altered_shard_same_size_is_named(shard_copy) -> None:
-    manifest, out = shard_copy
-    name = manifest["splits"]["test"]["shards"][0]
-    data = bytearray((out / name).read_bytes())
-    data[700] ^= 0xFF
-    (out / name).write_bytes(bytes(data))
-    with pytest.raises(ManifestError, match=f"{name}.* sha256"):
-        load_manifest(str(out))
-    load_manifest(str(out), check_hashes=False)  # sizes alone still match
-
-
-def test_corrupt_manifest_json_is_named(shard_copy) -> None:
-    _, out = shard_copy
-    text = (out / "manifest.json").read_text()
-    (out / "manifest.json").write_text(text[: len(text) // 2])
-    with pytest.raises(ManifestError, match="manifest.json.* is not valid JSON"):
-        load_manifest(str(out))
-
-
-def test_manifest_missing_keys_is_named(shard_copy) -> None:
-    _, out = shard_copy
-    manifest = json.loads((out / "manifest.json").read_text())
-    del manifest["splits"]
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ManifestError, match=r"manifest.json.* lacks required keys \['splits'\]"):
-        load_manifest(str(out))
-
-
-def test_shard_urls(shard_copy) -> None:
-    manifest, out = shard_copy
-    urls = manifest.shard_urls(out, "train")
-    assert urls and all(Path(u).parent == out and Path(u).exists() for u in urls)
-    with pytest.raises(ValueError, match="unknown split 'dev'"):
-        manifest.shard_urls(out, "dev")
-
-
-# ------------------------------------------------------------------------------------------------ property test
-
 ID_POOL = ["a", "b", "c", "dup", "dup", "x.y", "x/y", "x\\y", "", "  ", " pad ", "ünï", "日本", "..", "-"]
+
+
 text_no_surrogates = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
 row_strategy = st.tuples(
     st.one_of(
         st.sampled_from(ID_POOL), text_no_surrogates, st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True)
@@ -465,31 +234,3 @@ def test_property_writer_never_crashes_and_accounts_for_every_row(rows, seed) ->
             pid, title, levels, image = by_row[row]
             assert image == "ok" and all(level.strip() for level in levels)
             assert pid.strip()
-
-
-def test_image_checks_in_worker_processes_change_nothing(tmp_path: Path, monkeypatch) -> None:
-    """Checked by 2 worker processes, a window of 4 records at a time (window boundaries inside the bad rows), the
-    catalogue reads as the same records with the same problems, and shards into byte-identical output."""
-    from datamodules.catalogue import read_catalogue
-    from datamodules.catalogue import reader as reader_module
-
-    yaml_path, _ = build_catalogue(tmp_path)
-    schema = CatalogueSchema.from_yaml(str(yaml_path))
-    monkeypatch.setattr(reader_module, "CHECK_WINDOW", 4)
-    alone = list(read_catalogue(schema))
-    workers = list(read_catalogue(schema, num_workers=2))
-    assert workers == alone and any(r.problems for r in alone)
-    one = shard_catalogue(str(yaml_path), str(tmp_path / "one"), shard_size=5, progress=False)
-    two = shard_catalogue(str(yaml_path), str(tmp_path / "two"), shard_size=5, progress=False, num_workers=2)
-    assert one == two
-
-
-def test_a_corrupt_images_reason_is_the_same_in_every_run(tmp_path: Path) -> None:
-    """PIL names an unidentifiable in-memory file by its address; the reason (and so the manifest) must not."""
-    from datamodules.catalogue import check_image
-
-    path = tmp_path / "broken.jpg"
-    path.write_bytes(b"\xff\xd8garbage")
-    first, second = check_image(str(path))[2], check_image(str(path))[2]
-    assert first.kind == "corrupt_image" and first.message == second.message
-    assert "0x" not in first.message and "broken.jpg" in first.message
