@@ -1,9 +1,9 @@
-"""``clipita sweep``: search-space sampling, the sweep YAML, and real sweeps on the tiny sample catalogue."""
+"""``clipita sweep`` (``clipita.sweep.command``): its help, and real sweeps on the tiny sample catalogue
+(failing, pruned, resumed, DDP, interrupted and killed trials; the base config pinned)."""
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -12,286 +12,13 @@ import pytest
 import yaml
 from conftest import tiny_config
 from optuna.trial import TrialState
+from sweep_files import ALL, QUICKSTART, REPO, write_sweep
 
 from clipita.cli import main
 from clipita.sweep.command import sweep
-from clipita.sweep.report import write_best_config
-from clipita.sweep.space import (
-    SearchSpace,
-    SearchSpaceError,
-    format_override_value,
-    to_overrides,
-)
-from clipita.sweep.spec import load_sweep_spec, make_pruner, make_sampler
-from clipita.sweep.study import make_storage
+from clipita.sweep.spec import load_sweep_spec
 
-REPO = Path(__file__).resolve().parents[3]
-QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 TINY = tiny_config({"trainer.max_epochs": 3, "trainer.enable_model_summary": False, "test_after_fit": False})
-ALL = ["image", "title", "attributes"]
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def write_sweep(path: Path, **spec) -> Path:
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
-def sample_many(space: SearchSpace, n: int, fixed: dict | None = None) -> list[dict]:
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    out = []
-    for _ in range(n):
-        trial = study.ask()
-        out.append(space.sample(trial, fixed or {}))
-        study.tell(trial, 0.0)
-    return out
-
-
-# ------------------------------------------------------------------------------------------- search space
-def test_fusion_weights_are_sampled_on_the_simplex():
-    space = SearchSpace.from_spec({"model.net.fusion_weights": {"type": "simplex", "keys": ALL}})
-    draws = [v["model.net.fusion_weights"] for v in sample_many(space, 400)]
-    for w in draws:
-        assert set(w) == set(ALL)
-        assert all(x >= 0 for x in w.values())
-        assert math.isclose(sum(w.values()), 1.0, abs_tol=1e-9)
-    # a flat Dirichlet: every component has mean 1/3 and reaches both ends of the simplex
-    for key in ALL:
-        values = [w[key] for w in draws]
-        assert abs(sum(values) / len(values) - 1 / 3) < 0.05
-        assert min(values) < 0.05 and max(values) > 0.8
-    assert to_overrides({"model.net.fusion_weights": draws[0]})[1].startswith('{"image": ')
-
-
-def test_log_scales_spread_over_decades():
-    space = SearchSpace.from_spec(
-        {
-            "model.lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
-            "model.net.hidden_dim": {"type": "int", "low": 16, "high": 1024, "log": True},
-            "model.loss.init_args.lambda_weight": {"type": "float", "low": 0.0, "high": 1.0},
-        }
-    )
-    dists = space.distributions()
-    assert (
-        dists["model.lr"].log
-        and dists["model.net.hidden_dim"].log
-        and not dists["model.loss.init_args.lambda_weight"].log
-    )
-    draws = sample_many(space, 400)
-    lrs = [d["model.lr"] for d in draws]
-    assert all(1e-5 <= x <= 1e-1 for x in lrs)
-    below_geometric_middle = sum(x < 1e-3 for x in lrs) / len(lrs)  # log-uniform: half; uniform: ~1%
-    assert 0.4 < below_geometric_middle < 0.6
-    dims = [d["model.net.hidden_dim"] for d in draws]
-    assert all(isinstance(x, int) and 16 <= x <= 1024 for x in dims)
-    assert 0.35 < sum(x < 128 for x in dims) / len(dims) < 0.65
-
-
-def test_conditional_entries_and_list_choices():
-    space = SearchSpace.from_spec(
-        {
-            "model.net.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
-            "model.net.fusion_weights": {
-                "type": "simplex",
-                "keys": ALL,
-                "when": {"model.net.fusion": "weighted_sum"},
-            },
-            "model.net.modalities": {"type": "categorical", "choices": [ALL, ["image", "attributes"]]},
-        }
-    )
-    for values in sample_many(space, 60):
-        assert ("model.net.fusion_weights" in values) == (values["model.net.fusion"] == "weighted_sum")
-        assert values["model.net.modalities"] in (ALL, ["image", "attributes"])
-    fixed = optuna.trial.FixedTrial({"model.net.fusion": "concat", "model.net.modalities": json.dumps(ALL)})
-    assert to_overrides(space.sample(fixed)) == [
-        "--model.net.fusion",
-        "concat",
-        "--model.net.modalities",
-        '["image", "title", "attributes"]',
-    ]
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [(1e-5, "1.0e-05"), (0.07, "0.07"), (True, "true"), (None, "null"), (512, "512"), ({"a": 1}, '{"a": 1}')],
-)
-def test_override_values_read_back_as_yaml(value, text):
-    assert format_override_value(value) == text
-    assert yaml.safe_load(text) == value
-
-
-@pytest.mark.parametrize(
-    ("spec", "needle"),
-    [
-        ({"model.lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
-        ({"model.lr": {"type": "float", "low": 1.0, "high": 0.1}}, "low 1.0 > high 0.1"),
-        ({"model.lr": {"type": "uniform", "low": 0, "high": 1}}, "type must be one of"),
-        ({"model.lr": {"type": "float", "low": 0, "high": 1, "lgo": True}}, "unknown option(s) ['lgo']"),
-        (
-            {"model.net.fusion_weights": {"type": "simplex", "keys": ["image"]}},
-            "a list of >= 2 distinct names",
-        ),
-        (
-            {
-                "model.net.fusion_weights": {
-                    "type": "simplex",
-                    "keys": ALL,
-                    "when": {"model.net.fusion": "weighted_sum"},
-                }
-            },
-            "'when' names 'model.net.fusion'",
-        ),
-        ({"model.loss": {"type": "categorical", "choices": []}}, "non-empty 'choices'"),
-    ],
-)
-def test_bad_search_spaces_name_the_entry(spec, needle):
-    with pytest.raises(SearchSpaceError) as info:
-        SearchSpace.from_spec(spec)
-    assert needle in str(info.value)
-
-
-def test_sweep_yaml_defaults_enqueue_and_factories(tmp_path):
-    path = write_sweep(
-        tmp_path / "s.yaml",
-        base_config=str(QUICKSTART),
-        search_space={
-            "model.net.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
-            "model.net.fusion_weights": {
-                "type": "simplex",
-                "keys": ALL,
-                "when": {"model.net.fusion": "weighted_sum"},
-            },
-        },
-        enqueue=[
-            {
-                "model.net.fusion": "weighted_sum",
-                "model.net.fusion_weights": {"image": 2, "title": 1, "attributes": 1},
-            }
-        ],
-    )
-    spec = load_sweep_spec(str(path))
-    assert (spec.metric, spec.direction, spec.sampler["name"], spec.pruner["name"]) == (
-        "val/map@10",
-        "maximize",
-        "tpe",
-        "median",
-    )
-    assert spec.study_name == "s" and spec.storage is None
-    # an enqueued simplex point comes back exactly (after normalisation) through the sampler's parameters
-    params = spec.enqueue_params()[0]
-    values = spec.search_space.sample(optuna.trial.FixedTrial(params))
-    assert values["model.net.fusion_weights"] == pytest.approx(
-        {"image": 0.5, "title": 0.25, "attributes": 0.25}
-    )
-    assert isinstance(make_sampler({"name": "cmaes", "seed": 0}).wrapped, optuna.samplers.CmaEsSampler)
-    assert isinstance(make_sampler({"name": "tpe"}), optuna.samplers.TPESampler)
-    assert isinstance(make_pruner({"name": "threshold", "lower": 0.1}), optuna.pruners.ThresholdPruner)
-    with pytest.raises(SearchSpaceError, match="unknown key"):
-        load_sweep_spec(str(write_sweep(tmp_path / "bad.yaml", base_config=str(QUICKSTART), trials=3)))
-
-
-def test_seeded_workers_sharing_a_study_do_not_duplicate_trials(tmp_path):
-    """Two workers with the same sampler seed on one storage: distinct trials, yet one worker is reproducible."""
-    space = SearchSpace.from_spec({"model.lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True}})
-    block = {"name": "tpe", "seed": 0, "n_startup_trials": 10}
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    workers = [
-        optuna.create_study(storage=storage, study_name="s", sampler=make_sampler(block), load_if_exists=True)
-        for _ in range(2)
-    ]
-    for _ in range(3):
-        for study in workers:  # interleaved, as two processes would
-            trial = study.ask()
-            study.tell(trial, space.sample(trial)["model.lr"])
-    lrs = [t.params["model.lr"] for t in workers[0].trials]
-    assert len(set(lrs)) == 6
-    alone = optuna.create_study(sampler=make_sampler(block))
-    for _ in range(6):
-        trial = alone.ask()
-        alone.tell(trial, space.sample(trial)["model.lr"])
-    assert [t.params["model.lr"] for t in alone.trials] == lrs  # trial n is seeded with seed + n
-
-
-def test_cmaes_samples_float_and_int_parameters():
-    pytest.importorskip("cmaes")
-    space = SearchSpace.from_spec(
-        {
-            "model.loss.init_args.temperature": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
-            "model.net.hidden_dim": {"type": "int", "low": 128, "high": 1024, "step": 128},
-        }
-    )
-    study = optuna.create_study(sampler=make_sampler({"name": "cmaes", "seed": 0, "n_startup_trials": 2}))
-    study.optimize(
-        lambda t: -abs(math.log(space.sample(t)["model.loss.init_args.temperature"] / 0.05)), n_trials=8
-    )
-    assert len(study.trials) == 8 and all(t.state == TrialState.COMPLETE for t in study.trials)
-
-
-def test_journal_storage(tmp_path):
-    storage = make_storage(f"journal:{tmp_path / 'j' / 'study.log'}")
-    study = optuna.create_study(storage=storage, study_name="j", direction="maximize")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    again = optuna.load_study(study_name="j", storage=make_storage(f"journal:{tmp_path / 'j' / 'study.log'}"))
-    assert len(again.trials) == 2
-
-
-def test_best_yaml_merges_base_overrides_and_best_values(tmp_path, capsys):
-    path = write_sweep(
-        tmp_path / "s.yaml",
-        base_config=str(QUICKSTART),
-        overrides={"trainer.max_epochs": 4},
-        search_space={
-            "model.net.fusion": {"type": "categorical", "choices": ["concat", "weighted_sum"]},
-            "model.net.fusion_weights": {
-                "type": "simplex",
-                "keys": ALL,
-                "when": {"model.net.fusion": "weighted_sum"},
-            },
-            "model.loss.init_args.temperature": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
-        },
-    )
-    spec = load_sweep_spec(str(path))
-    study = optuna.create_study(direction="maximize")
-    dists = spec.search_space.distributions()
-    for value, params in [
-        (0.5, {"model.net.fusion": "concat", "model.loss.init_args.temperature": 0.1}),
-        (
-            0.7,
-            {
-                "model.net.fusion": "weighted_sum",
-                "model.net.fusion_weights.image": 0.2,
-                "model.net.fusion_weights.title": 0.5,
-                "model.net.fusion_weights.attributes": 0.9,
-                "model.loss.init_args.temperature": 0.03,
-            },
-        ),
-    ]:
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params,
-                distributions={k: dists[k] for k in params},
-                value=value,
-                user_attrs={"best_epoch": 2},
-            )
-        )
-    best = write_best_config(spec, study, tmp_path / "best.yaml", "memory")
-    config = yaml.safe_load(best.read_text())
-    assert config["trainer"]["max_epochs"] == 4
-    net = config["model"]["net"]
-    assert net["fusion"] == "weighted_sum" and config["model"]["loss"]["init_args"]["temperature"] == 0.03
-    assert sum(net["fusion_weights"].values()) == pytest.approx(1.0)
-    assert net["image_size"] == 128  # untouched base keys survive
-    assert config["model"]["loss"]["class_path"] == "lightning_modules.losses.InfoNCELoss"
-    assert config["trainer"]["logger"]["init_args"]["name"] == "s_best"  # its own versioned run folder
-    assert "dirpath" not in config["trainer"]["callbacks"][0]["init_args"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(best), "--print_config"])
-    assert exit_info.value.code == 0
-    printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["net"]["fusion"] == "weighted_sum"
-    assert printed["model"]["net"]["fusion_weights"] == pytest.approx(net["fusion_weights"])
-    assert printed["model"]["loss"]["init_args"]["temperature"] == 0.03
 
 
 def test_sweep_help_documents_options(capsys):
@@ -311,7 +38,6 @@ def test_sweep_help_documents_options(capsys):
         assert option in out, option
 
 
-# ------------------------------------------------------------------------------- real sweeps, tiny sample
 BAD_MODALITIES = ["image", "colour"]
 
 
