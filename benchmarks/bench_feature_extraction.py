@@ -59,7 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         shard_dir, manifest = build_shards(folder, args.limit)
-        n = manifest["sharded"]
+        n = manifest.sharded
         # the floor's input: every image decoded and transformed once, outside the timing
         import io
 

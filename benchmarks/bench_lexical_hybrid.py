@@ -46,6 +46,7 @@ from clipita.baselines.bm25 import bm25_texts
 from clipita.baselines.gallery import load_test_gallery
 from clipita.baselines.harness import evaluate_scores
 from clipita.baselines.title_zero_shot import title_zero_shot_scores
+from clipita_core.manifest import Manifest
 from clipita_core.tree import CategoryTree
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
@@ -66,9 +67,9 @@ def rrf(a: torch.Tensor, b: torch.Tensor, k: float = 60.0) -> torch.Tensor:
     return 1.0 / (k + competition_ranks(a).float()) + 1.0 / (k + competition_ranks(b).float())
 
 
-def split_of(store, manifest: dict, split: str, tree: CategoryTree) -> FeatureSplit:
-    info = manifest["splits"][split]
-    return FeatureSplit([store], [(n, int(info["shard_files"][n]["count"])) for n in info["shards"]], tree)
+def split_of(store, manifest: Manifest, split: str, tree: CategoryTree) -> FeatureSplit:
+    info = manifest.split(split)
+    return FeatureSplit([store], [(n, int(info.shard_files[n].count)) for n in info.shards], tree)
 
 
 def main() -> None:
@@ -91,7 +92,7 @@ def main() -> None:
     gallery = load_test_gallery(args.config, overrides)
     shard_dir = Path(args.work_dir) / "shards" / f"seed{args.split_seed}"
     manifest = load_manifest(str(shard_dir), check_hashes=False)
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    tree = CategoryTree.from_json(manifest.tree_paths)
     print(
         f"gallery: {gallery.num_products} test products, {gallery.num_queries} queries ({time.perf_counter() - started:.0f}s)"
     )

@@ -29,7 +29,7 @@ def child(catalogue: str, out: str, workers: int) -> None:
     seconds = time.perf_counter() - start
     print(
         "RESULT "
-        + json.dumps({"seconds": seconds, "products": manifest["sharded"], "hash": manifest["content_hash"]})
+        + json.dumps({"seconds": seconds, "products": manifest.sharded, "hash": manifest.content_hash})
     )
 
 

@@ -90,8 +90,8 @@ def main() -> None:
     schema, given, leaves = generate(out / "catalogue", args.products)
     print(f"generated {given} products, {leaves} leaves in {time.perf_counter() - started:.0f} s")
     manifest = shard_catalogue(str(schema), str(out / "shards"), progress=False)
-    print(f"sharded {manifest['sharded']} of {given} (skipped {len(manifest['skipped'])})")
-    assert manifest["sharded"] == given and manifest["modalities"]["title"]["present"] == 0
+    print(f"sharded {manifest.sharded} of {given} (skipped {len(manifest.skipped)})")
+    assert manifest.sharded == given and manifest.modalities["title"]["present"] == 0
 
     from clipita.leaderboard import leaderboard
 

@@ -103,7 +103,7 @@ def stage_shard(args) -> dict:
     start = time.perf_counter()
     manifest = shard_catalogue(str(catalog), str(Path(args.work) / "shards"), shard_size=args.shard_size,
                                progress=False)  # fmt: skip
-    return {"seconds": time.perf_counter() - start, "products": manifest["sharded"]}
+    return {"seconds": time.perf_counter() - start, "products": manifest.sharded}
 
 
 def stage_encode(args) -> dict:
@@ -128,7 +128,7 @@ def stage_encode(args) -> dict:
     encode_features(shard_dir, manifest, Path(args.work) / f"features-{args.tag}", image, text, batch_size=128,
                     num_workers=args.workers, rank=args.rank, world_size=args.world, barrier=barrier,
                     progress=False)  # fmt: skip
-    return {"seconds": time.perf_counter() - start, "products": manifest["sharded"]}
+    return {"seconds": time.perf_counter() - start, "products": manifest.sharded}
 
 
 def _split(args, split: str):
@@ -148,10 +148,10 @@ def _split(args, split: str):
         )
         store.require_complete()
         stores.append(store)
-    info = manifest["splits"][split]
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    info = manifest.split(split)
+    tree = CategoryTree.from_json(manifest.tree_paths)
     return (
-        FeatureSplit(stores, [(n, info["shard_files"][n]["count"]) for n in info["shards"]], tree),
+        FeatureSplit(stores, [(n, info.shard_files[n].count) for n in info.shards], tree),
         tree,
         info,
     )

@@ -1,9 +1,9 @@
 """``manifest.json``, typed: what a shard folder holds (``clipita shard`` writes it; ARCHITECTURE.md has the format).
 
 :class:`Manifest` is a read-only typed view over the JSON object: readers use its accessors (``manifest.count("train")``,
-``manifest.tree_paths``, ``manifest.shard_urls(folder, "test")``), never string keys. :meth:`Manifest.to_dict` gives the
-object back exactly as read or built (same keys, same order), so :meth:`Manifest.write` writes the same bytes the writer
-always wrote. It is also a ``Mapping`` so code outside the libraries that inspects the raw JSON keeps working.
+``manifest.tree_paths``, ``manifest.shard_urls(folder, "test")``), never string keys: it is not a ``Mapping``.
+:meth:`Manifest.to_dict` gives the object back exactly as read or built (same keys, same order), so
+:meth:`Manifest.write` writes the same bytes the writer always wrote.
 
 One policy for old versions: every version up to :data:`MANIFEST_VERSION` is read, keys added after a version was
 first written read as their documented default (e.g. ``modalities_present`` from ``attribute_names``); a newer version is
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ class SplitInfo:
 
 
 @dataclass(frozen=True, eq=False)
-class Manifest(Mapping[str, Any]):
+class Manifest:
     """The typed, read-only ``manifest.json``. Build it with :meth:`from_dict` or :meth:`read`, never by hand."""
 
     _data: dict[str, Any]
@@ -155,20 +155,9 @@ class Manifest(Mapping[str, Any]):
         """Write the manifest to ``path``."""
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
-    # -- Mapping (read-only access to the raw JSON, for code outside the libraries) --------------------------------
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Manifest):
-            return self._data == other._data
-        return isinstance(other, Mapping) and self._data == dict(other)
+        """Two manifests are equal when their JSON objects are."""
+        return isinstance(other, Manifest) and self._data == other._data
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -176,6 +165,11 @@ class Manifest(Mapping[str, Any]):
     @property
     def version(self) -> int:
         return int(self._data["version"])
+
+    @property
+    def created_by(self) -> str | None:
+        """The command that wrote the manifest (``clipita shard``)."""
+        return self._data.get("created_by")
 
     @property
     def content_hash(self) -> str:

@@ -43,8 +43,8 @@ def test_adaptive_recipe_chooses_stores_and_serves_the_same_scorer(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     result = fit_adaptive(tmp_path, "signal")
     manifest = result.datamodule.manifest
-    held = {tuple(p) for p in manifest["pseudo_novel_categories"]}
-    assert held and not held & {tuple(p) for p, _ in manifest["splits"]["train"]["category_counts"]}
+    held = set(manifest.pseudo_novel_categories)
+    assert held and not held & set(manifest.split("train").category_paths)
     assert "val/specific_novel/map@10" in result.val and "val/chosen/all/map@10" in result.val
     net = result.module.net
     assert not held & set(net.trained_categories)  # novel to the model

@@ -25,6 +25,7 @@ from PIL import Image
 from clipita.leaderboard import leaderboard
 from clipita.modalities import MissingModalityError, check_modalities, missing_modality_message
 from clipita.retrieval.search import resolve_category
+from clipita_core.manifest import Manifest
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "experiments" / "quickstart.yaml")
@@ -167,8 +168,8 @@ def statuses(paths: dict[str, str]) -> dict[str, str]:
     return {row["name"]: row["status"] for row in document["rows"]}
 
 
-def read_manifest(shard_dir: Path) -> dict:
-    return json.loads((shard_dir / "manifest.json").read_text(encoding="utf-8"))
+def read_manifest(shard_dir: Path) -> Manifest:
+    return Manifest.read(shard_dir / "manifest.json")
 
 
 # -------------------------------------------------------------------------------------------- fast checks
@@ -263,8 +264,8 @@ def test_a_titleless_table_trains_clip_i_and_clip_ia(titleless_work, tmp_path, m
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((tmp_path / "runs").rglob("last.ckpt"))
     manifest = read_manifest(titleless_work / "shards" / "seed0")
-    assert manifest["sharded"] == manifest["input_rows"] == 160  # every titleless product is sharded
-    assert manifest["modalities"]["title"]["present"] == 0
+    assert manifest.sharded == manifest.input_rows == 160  # every titleless product is sharded
+    assert manifest.modalities["title"]["present"] == 0
 
 
 @pytest.mark.slow
@@ -297,9 +298,9 @@ def test_folder_tree_products_have_no_title_and_its_leaderboard_text_rows_are_no
     result = run_clipita(["shard", str(schema), str(shards)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(shards)
-    assert manifest["sharded"] == 8 * 12
-    assert manifest["modalities"]["title"] == {"present": 0, "missing": 96}  # file names never become titles
-    assert manifest["modalities_present"] == ["image"]
+    assert manifest.sharded == 8 * 12
+    assert manifest.modalities["title"] == {"present": 0, "missing": 96}  # file names never become titles
+    assert manifest.modalities_present == ["image"]
 
     rows = [
         {"name": "random", "baseline": "random"},
@@ -327,8 +328,8 @@ def test_folder_tree_with_split_folders_trains_on_its_own_split(tmp_path):
     result = fit(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(tmp_path / "work" / "shards" / "seed0")
-    assert manifest["split_source"] == "folders"
-    assert {s: manifest["splits"][s]["count"] for s in ("train", "val", "test")} == {
+    assert manifest.split_source == "folders"
+    assert {s: manifest.count(s) for s in ("train", "val", "test")} == {
         "train": 64,
         "val": 16,
         "test": 16,

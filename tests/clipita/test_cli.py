@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import yaml
 from conftest import tiny_overrides
 
 from clipita.cli import main
+from clipita_core.manifest import Manifest
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
@@ -225,6 +225,6 @@ def test_a_folder_tree_catalogue_shards_and_trains(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    manifest = json.loads((tmp_path / "work" / "shards" / "seed0" / "manifest.json").read_text())
-    assert manifest["sharded"] == 48 and not manifest["skipped"]
+    manifest = Manifest.read(tmp_path / "work" / "shards" / "seed0" / "manifest.json")
+    assert manifest.sharded == 48 and not manifest.skipped
     assert "test retrieval metrics" in result.stdout

@@ -36,11 +36,11 @@ def features(work_dir: Path) -> dict[str, dict[str, np.ndarray]]:
         store = FeatureStore(folder, meta, manifest_shards(manifest))
         assert store.is_complete()
         stores.append(store)
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    tree = CategoryTree.from_json(manifest.tree_paths)
     out = {}
     for split in SPLITS:
-        info = manifest["splits"][split]
-        dataset = FeatureSplit(stores, [(n, info["shard_files"][n]["count"]) for n in info["shards"]], tree)
+        info = manifest.split(split)
+        dataset = FeatureSplit(stores, [(n, info.shard_files[n].count) for n in info.shards], tree)
         out[split] = dataset.batch(np.arange(len(dataset)))
     return out
 

@@ -35,9 +35,9 @@ def test_refit_after_choice_trains_on_every_leaf_and_keeps_the_choice(tmp_path, 
     )
     first = result.choice_run
     assert first is not None and first.trainer is not result.trainer
-    held = {tuple(p) for p in first.datamodule.manifest["pseudo_novel_categories"]}
+    held = set(first.datamodule.manifest.pseudo_novel_categories)
     assert held and not held & set(first.module.net.trained_categories)
-    assert not result.datamodule.manifest.get("pseudo_novel_categories")
+    assert not result.datamodule.manifest.pseudo_novel_categories
     dm = result.datamodule
     every_leaf = {tuple(dm.tree.paths[i]) for i in dm.train_category_ids}
     assert held <= every_leaf

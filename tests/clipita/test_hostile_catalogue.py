@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 from hypothesis_profiles import ci_settings
 
 from clipita.cli import main
+from clipita_core.manifest import Manifest
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_SECONDS = 30  # per shard case; a FIFO read without the checks blocks forever
@@ -188,11 +189,11 @@ def check_shard(spec: dict) -> None:
             )
             assert f"all {rows:,} rows were skipped" in lines[0]
             return
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        assert manifest["input_rows"] == rows
-        assert manifest["sharded"] + len(manifest["skipped"]) == rows
-        skipped = {s["row"]: s for s in manifest["skipped"]}
-        assert len(skipped) == len(manifest["skipped"])  # one entry per row
+        manifest = Manifest.read(out / "manifest.json")
+        assert manifest.input_rows == rows
+        assert manifest.sharded + len(manifest.skipped) == rows
+        skipped = {s["row"]: s for s in manifest.skipped}
+        assert len(skipped) == len(manifest.skipped)  # one entry per row
         for row, expected in built.expected.items():
             if expected is None:
                 assert row not in skipped, f"row {row} should be sharded: {skipped.get(row)}"
@@ -293,8 +294,8 @@ def test_a_hostile_catalogue_fits_indexes_and_searches(tmp_path):
         case,
     )
     assert fit.returncode == 0 and "Traceback" not in fit.stderr, fit.stderr[-3000:]
-    manifest = json.loads((work / "shards" / "seed0" / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["sharded"] == len(good_ids) and manifest["input_rows"] == len(rows)
+    manifest = Manifest.read(work / "shards" / "seed0" / "manifest.json")
+    assert manifest.sharded == len(good_ids) and manifest.input_rows == len(rows)
     ckpt = next((case / "runs").rglob("last.ckpt"))
     opened = (case / "opens.log").read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     assert len(opened) > 100  # the hook saw the imports

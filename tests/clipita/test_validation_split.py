@@ -27,8 +27,8 @@ def test_the_adaptive_choice_never_sees_a_test_only_leaf(tmp_path, monkeypatch):
         test=False,
     )
     manifest = result.datamodule.manifest
-    assert {tuple(p) for p in manifest["unseen_categories"]} == TEST_ONLY
-    held = manifest["pseudo_novel_categories"]
+    assert set(manifest.unseen_categories) == TEST_ONLY
+    held = manifest.pseudo_novel_categories
     assert len(held) == 2
     evidence = result.module.net.retrieval[CHOICE_KEY]
     # validation = the val folders of the six trained leaves (2 each) + the pseudo-novel leaves' train products (8)

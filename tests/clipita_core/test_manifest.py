@@ -4,6 +4,7 @@ documented defaults, and a newer version is refused with one line."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,10 @@ def test_typed_accessors_and_old_defaults(tmp_path: Path) -> None:
     assert m.modalities_present == ["image", "title", "attributes"]
     assert m.modalities == {} and m.leakage == {} and m.reader == {}
     assert (m.split_source, m.moved_to_test, m.fractions, m.catalogue_name) == ("drawn", 0, {}, None)
+    assert (
+        m.created_by is None
+        and Manifest.from_dict(minimal(created_by="clipita shard")).created_by == "clipita shard"
+    )
     new = Manifest.from_dict(
         minimal(modalities_present=["image"], attribute_names=[], pseudo_novel_categories=[["A", "x"]],
                 split_source="folders", moved_to_test=3, schema={"name": "shop"}, leakage={"flagged": True})
@@ -134,3 +139,14 @@ def test_missing_keys_and_split_entries_are_named() -> None:
 def test_missing_file_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match=r"no manifest.json in .*: run `clipita shard` first"):
         Manifest.read(tmp_path / "manifest.json")
+
+
+def test_one_way_to_read_it_the_typed_accessors() -> None:
+    """The manifest is read through its accessors only: it is no Mapping, and not equal to its own JSON dict."""
+    data = minimal()
+    m = Manifest.from_dict(data)
+    assert not isinstance(m, Mapping)
+    with pytest.raises(TypeError):
+        m["sharded"]  # type: ignore[index]
+    assert not hasattr(m, "get") and not hasattr(m, "keys")
+    assert m != data and m.to_dict() == data and m == Manifest.from_dict(data)

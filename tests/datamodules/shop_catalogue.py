@@ -12,6 +12,7 @@ import webdataset as wds
 from catalogue_files import csv_line
 from PIL import Image
 
+from clipita_core.manifest import Manifest
 from datamodules.records import id_from_key
 from datamodules.sharding import shard_catalogue
 
@@ -81,7 +82,7 @@ def build_catalogue(root: Path, per_leaf: int = 8, bad_rows: bool = True) -> tup
     return yaml_path, expected
 
 
-def read_back(manifest: dict, shard_dir: Path) -> dict[str, dict]:
+def read_back(manifest: Manifest, shard_dir: Path) -> dict[str, dict]:
     """Every record in the shards, read with webdataset: id -> {json, jpg, split}."""
     out: dict[str, dict] = {}
     for split in SPLITS:
@@ -95,7 +96,7 @@ def read_back(manifest: dict, shard_dir: Path) -> dict[str, dict]:
     return out
 
 
-def shard_shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[str, dict]]:
+def shard_shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path, dict[str, dict]]:
     """The shop sharded once (shard size 7, seed 3): (manifest, shard folder, id -> expected fields)."""
     root = tmp_path_factory.mktemp("shop")
     yaml_path, expected = build_catalogue(root)

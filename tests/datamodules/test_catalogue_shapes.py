@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis_profiles import ci_settings
 from PIL import Image
 
+from clipita_core.manifest import Manifest
 from clipita_core.tree import CategoryTree
 from datamodules.catalogue import CatalogueFileNotFoundError, CatalogueSchema
 from datamodules.feature_encoding import encode_features
@@ -71,7 +72,7 @@ def titleless_table(root: Path, per_leaf: int = 6, ids=None) -> tuple[Path, list
     return write_table(root, rows, ["id", "image", "top", "leaf"], schema), rows
 
 
-def read_shards(manifest: dict, out: Path) -> dict[str, tuple[ShardRecord, str]]:
+def read_shards(manifest: Manifest, out: Path) -> dict[str, tuple[ShardRecord, str]]:
     records = {}
     for split in ("train", "val", "test"):
         if not manifest.shard_urls(out, split):
@@ -116,10 +117,10 @@ def test_record_codec_round_trip() -> None:
 def test_titleless_table_shards_every_product(tmp_path: Path) -> None:
     catalog, rows = titleless_table(tmp_path)
     manifest = shard_catalogue(str(catalog), str(tmp_path / "out"), shard_size=7, progress=False)
-    assert manifest["sharded"] == manifest["input_rows"] == len(rows) and not manifest["skipped"]
-    assert manifest["modalities"]["title"] == {"present": 0, "missing": len(rows)}
-    assert manifest["modalities_present"] == ["image"]
-    assert not manifest["leakage"]["flagged"]
+    assert manifest.sharded == manifest.input_rows == len(rows) and not manifest.skipped
+    assert manifest.modalities["title"] == {"present": 0, "missing": len(rows)}
+    assert manifest.modalities_present == ["image"]
+    assert not manifest.leakage["flagged"]
     assert all(not r.has_title for r, _ in read_shards(manifest, tmp_path / "out").values())
 
 
@@ -128,13 +129,13 @@ def test_odd_ids_and_a_level_named_a_gt_b_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "out"
     manifest = shard_catalogue(str(catalog), str(out), shard_size=5, unseen_fraction=0.0, progress=False)
     expected = {r["id"].strip(): (r["top"], r["leaf"]) for r in rows if r["id"].strip()}
-    assert manifest["sharded"] == len(expected)  # " " is the one empty id
+    assert manifest.sharded == len(expected)  # " " is the one empty id
     records = read_shards(manifest, out)
     assert {pid: r.category for pid, (r, _) in records.items()} == expected
     # the tree keeps "Foot > wear" as one name, and the split counts carry the paths themselves
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    tree = CategoryTree.from_json(manifest.tree_paths)
     assert ("Foot > wear",) in tree and ("Foot > wear", "Boots") in tree and ("Foot",) not in tree
-    counted = {tuple(p) for s in manifest["splits"].values() for p, _ in s["category_counts"]}
+    counted = {p for s in manifest.splits.values() for p in s.category_paths}
     assert ("Foot > wear", "Boots") in counted
     # the shard pipeline serves the original ids and the paths as tuples
     loader = build_shard_pipeline(
@@ -146,7 +147,7 @@ def test_odd_ids_and_a_level_named_a_gt_b_round_trip(tmp_path: Path) -> None:
         for pid, path in zip(batch["product_id"], batch["category_path"], strict=True)
     }
     assert served and all(expected[pid] == path for pid, path in served.items())
-    assert len(served) == manifest["splits"]["train"]["count"]
+    assert len(served) == manifest.count("train")
 
 
 def test_feature_cache_serves_title_mask_and_tuple_paths(tmp_path: Path) -> None:
@@ -160,15 +161,15 @@ def test_feature_cache_serves_title_mask_and_tuple_paths(tmp_path: Path) -> None
     (tmp_path / "products.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out"
     manifest = shard_catalogue(str(catalog), str(out), unseen_fraction=0.0, progress=False)
-    assert 0 < manifest["modalities"]["title"]["present"] < manifest["sharded"]
+    assert 0 < manifest.modalities["title"]["present"] < manifest.sharded
     stores = encode_features(
         str(out), manifest, tmp_path / "features", None, TextEncoder(), num_workers=0, progress=False
     )
-    info = manifest["splits"]["train"]
+    info = manifest.split("train")
     split = FeatureSplit(
         stores,
-        [(name, int(info["shard_files"][name]["count"])) for name in info["shards"]],
-        CategoryTree.from_json(manifest["tree"]["paths"]),
+        [(name, int(info.shard_files[name].count)) for name in info.shards],
+        CategoryTree.from_json(manifest.tree_paths),
     )
     records = read_shards(manifest, out)
     rows = split.batch(list(range(len(split))))
@@ -206,12 +207,12 @@ def test_folder_tree_has_no_titles(tmp_path: Path) -> None:
     tree = folder_tree(tmp_path)
     schema = CatalogueSchema(layout="folder_tree", image_root=str(tree), name="fruit")
     manifest = write_shards(schema, str(tmp_path / "out"), progress=False)
-    assert manifest["sharded"] == 12 and manifest["modalities"]["title"]["present"] == 0
+    assert manifest.sharded == 12 and manifest.modalities["title"]["present"] == 0
     assert all(
         r.title == "" and r.id.endswith(".jpg") for r, _ in read_shards(manifest, tmp_path / "out").values()
     )
     # the file names do name the class: reported for ids, but no text leaks and no model reads ids
-    assert manifest["leakage"]["id_flagged"] and not manifest["leakage"]["flagged"]
+    assert manifest.leakage["id_flagged"] and not manifest.leakage["flagged"]
 
 
 def test_split_folders_keep_the_catalogues_split_with_repeated_file_names(tmp_path: Path) -> None:
@@ -222,8 +223,8 @@ def test_split_folders_keep_the_catalogues_split_with_repeated_file_names(tmp_pa
     assert {split for _, split in records.values()} == {"train", "val", "test"}
     assert all(pid.split("/", 1)[0] == split for pid, (_, split) in records.items())
     assert "train/Fruit/Apple/Fuji/Fuji_000.jpg" in records and "val/Fruit/Apple/Fuji/Fuji_000.jpg" in records
-    assert manifest["splits"]["train"]["count"] == 12 and manifest["split_source"] == "folders"
-    assert manifest["unseen_categories"] == [["Fruit", "Pear", "Nashi"]]
+    assert manifest.count("train") == 12 and manifest.split_source == "folders"
+    assert manifest.unseen_categories == [("Fruit", "Pear", "Nashi")]
 
 
 def test_leakage_guard_fires_when_metadata_adds_file_name_titles(tmp_path: Path) -> None:
@@ -237,8 +238,8 @@ def test_leakage_guard_fires_when_metadata_adds_file_name_titles(tmp_path: Path)
         "layout: folder_tree\nimage_root: tree\ntable: meta.csv\nid_column: path\n", encoding="utf-8"
     )
     manifest = shard_catalogue(str(tmp_path / "fruit.yaml"), str(tmp_path / "out"), progress=False)
-    assert manifest["modalities"]["title"]["present"] == 12
-    leakage = manifest["leakage"]
+    assert manifest.modalities["title"]["present"] == 12
+    leakage = manifest.leakage
     assert leakage["flagged"] and leakage["flagged_fields"] == ["title"] and leakage["share"] == 1.0
     assert leakage["leaves_flagged"] == leakage["leaves"] == 3
 

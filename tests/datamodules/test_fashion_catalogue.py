@@ -32,16 +32,16 @@ def test_shard_the_fashion_catalogue(tmp_path: Path) -> None:
     manifest = shard_catalogue(str(SCHEMA), str(out), seed=0, progress=False)
     elapsed = time.perf_counter() - started
 
-    assert manifest["input_rows"] == FASHION_ROWS
-    assert manifest["sharded"] + len(manifest["skipped"]) == FASHION_ROWS
-    assert sum(manifest["splits"][s]["count"] for s in ("train", "val", "test")) == manifest["sharded"]
+    assert manifest.input_rows == FASHION_ROWS
+    assert manifest.sharded + len(manifest.skipped) == FASHION_ROWS
+    assert sum(manifest.count(s) for s in ("train", "val", "test")) == manifest.sharded
 
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    tree = CategoryTree.from_json(manifest.tree_paths)
     assert [len(tree.nodes_at_depth(d)) for d in (1, 2, 3)] == [6, 40, 120]
-    assert manifest["tree"]["levels"] == ["masterCategory", "subCategory", "articleType"]
-    assert manifest["attribute_names"] == ["gender", "baseColour", "season", "year", "usage"]
+    assert manifest.tree_levels == ["masterCategory", "subCategory", "articleType"]
+    assert manifest.attribute_names == ["gender", "baseColour", "season", "year", "usage"]
 
-    unseen = {tuple(p) for p in manifest["unseen_categories"]}
+    unseen = set(manifest.unseen_categories)
     assert len(unseen) == 24  # ceil(0.2 * 120 leaves)
     for split in ("train", "val"):
         for sample in wds.WebDataset(manifest.shard_urls(out, split), shardshuffle=False):

@@ -60,16 +60,16 @@ def _batches(stores, shard_dir):
     manifest = load_manifest(str(shard_dir))
     out = {}
     for split in SPLITS:
-        info = manifest["splits"][split]
-        shards = [(n, info["shard_files"][n]["count"]) for n in info["shards"]]
-        features = FeatureSplit(stores, shards, CategoryTree.from_json(manifest["tree"]["paths"]))
+        info = manifest.split(split)
+        shards = [(n, info.shard_files[n].count) for n in info.shards]
+        features = FeatureSplit(stores, shards, CategoryTree.from_json(manifest.tree_paths))
         out[split] = features.batch(np.arange(len(features)))
     return out
 
 
 def test_another_split_seed_copies_every_row_and_runs_no_encoder(catalogue, tmp_path):
     seed0, seed1 = catalogue / "shards" / "seed0", catalogue / "shards" / "seed1"
-    assert load_manifest(str(seed0))["splits"]["test"] != load_manifest(str(seed1))["splits"]["test"]
+    assert load_manifest(str(seed0)).split("test") != load_manifest(str(seed1)).split("test")
     root = tmp_path / "features"
     image, text = _encoders()
     first = _encode(seed0, root, image, text)

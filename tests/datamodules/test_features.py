@@ -33,9 +33,9 @@ def sharded(tmp_path_factory):
 
 
 def _split(stores, manifest, split):
-    info = manifest["splits"][split]
-    shards = [(n, info["shard_files"][n]["count"]) for n in info["shards"]]
-    return FeatureSplit(stores, shards, CategoryTree.from_json(manifest["tree"]["paths"]))
+    info = manifest.split(split)
+    shards = [(n, info.shard_files[n].count) for n in info.shards]
+    return FeatureSplit(stores, shards, CategoryTree.from_json(manifest.tree_paths))
 
 
 def test_cache_is_built_once_per_shard_and_reused(sharded, encoders, tmp_path):
@@ -56,14 +56,14 @@ def test_cache_is_built_once_per_shard_and_reused(sharded, encoders, tmp_path):
 
     val = _split(stores, manifest, "val")
     batch = val.batch(np.arange(len(val)))
-    assert len(val) == manifest["splits"]["val"]["count"]
+    assert len(val) == manifest.count("val")
     assert batch["image_features"].shape == (len(val), image_encoder.output_dim)
     assert batch["attribute_features"].shape[:2] == batch["attribute_mask"].shape
     assert not batch["attribute_mask"].all()  # the sample leaves some attributes out
     assert batch["title_mask"].all() and batch["title_mask"].dtype == torch.bool
     assert batch["category_ids"].shape == (
         len(val),
-        CategoryTree.from_json(manifest["tree"]["paths"]).max_depth,
+        CategoryTree.from_json(manifest.tree_paths).max_depth,
     )
 
 
@@ -93,7 +93,7 @@ def test_cache_is_not_complete_while_a_shard_is_missing(sharded, encoders, tmp_p
     encode_features(*args, batch_size=8, num_workers=0, rank=0, world_size=2, progress=False)
     assert all(s.is_complete() for s in stores.values())
     # a feature shard that disappears makes the cache incomplete again (and the next encode rewrites only it)
-    victim = stores["text"].path(manifest["splits"]["train"]["shards"][0], "title")
+    victim = stores["text"].path(manifest.split("train").shards[0], "title")
     victim.unlink()
     assert not stores["text"].is_complete()
     with pytest.raises(FeatureCacheError, match="incomplete"):
@@ -115,10 +115,10 @@ def test_positional_reads_serve_the_same_batches_as_arrays_in_memory(sharded, en
     )
     for split in SPLITS:
         dataset = _split(stores, manifest, split)
-        info = manifest["splits"][split]
+        info = manifest.split(split)
         # the old path: every array of the split loaded whole, rows taken by index
         whole = {
-            key: np.concatenate([np.load(store.path(n, key)) for n in info["shards"]])
+            key: np.concatenate([np.load(store.path(n, key)) for n in info.shards])
             for store in stores
             for key in store.arrays
         }
@@ -140,7 +140,7 @@ def test_positional_reads_serve_the_same_batches_as_arrays_in_memory(sharded, en
             np.testing.assert_array_equal(
                 batch["attribute_features"].numpy(), whole["attributes"][rows].astype(np.float32)
             )
-            ids = np.concatenate([np.load(stores[0].path(n, "ids")) for n in info["shards"]])
+            ids = np.concatenate([np.load(stores[0].path(n, "ids")) for n in info.shards])
             assert batch["product_id"] == ids[rows].tolist()
         assert seen == len(dataset)
 

@@ -60,21 +60,19 @@ def _encode(shard_dir, root, text_encoder, tokenizer):
 
 def _splits(stores, shard_dir) -> dict[str, FeatureSplit]:
     manifest = load_manifest(str(shard_dir))
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    tree = CategoryTree.from_json(manifest.tree_paths)
     out = {}
     for split in SPLITS:
-        info = manifest["splits"][split]
-        out[split] = FeatureSplit(
-            stores, [(n, info["shard_files"][n]["count"]) for n in info["shards"]], tree
-        )
+        info = manifest.split(split)
+        out[split] = FeatureSplit(stores, [(n, info.shard_files[n].count) for n in info.shards], tree)
     return out
 
 
 def _expected_rows(shard_dir, split, tokenizer) -> dict[str, list[int]]:
     manifest = load_manifest(str(shard_dir))
-    names = manifest.get("attribute_names", [])
+    names = manifest.attribute_names
     out = {}
-    for shard in manifest["splits"][split]["shards"]:
+    for shard in manifest.split(split).shards:
         records, _ = read_shard_records(str(shard_dir / shard))
         texts = lexical_texts([r.title for r in records], [dict(r.attributes) for r in records], names)
         for record, row in zip(records, LexicalSignal.tokenize(tokenizer, texts), strict=True):
@@ -182,10 +180,10 @@ def test_raw_image_batches_carry_the_token_stores_rows(catalogue, tmp_path, text
 
     shard_dir = catalogue / "shards" / "seed0"
     manifest = load_manifest(str(shard_dir))
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    tree = CategoryTree.from_json(manifest.tree_paths)
     tokenizer = LexicalSignal(num_buckets=4096)
     splits = _splits(_encode(shard_dir, tmp_path / "features", text_encoder, tokenizer), shard_dir)
-    names = manifest["attribute_names"]
+    names = manifest.attribute_names
     assert names, "the sample must have attributes for this test to cover their values"
 
     def rows(batch) -> dict[str, list[int]]:

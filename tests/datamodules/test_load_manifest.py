@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from shop_catalogue import build_catalogue
 
+from clipita_core.manifest import Manifest
 from datamodules.sharding import (
     ManifestError,
     load_manifest,
@@ -17,7 +18,7 @@ from datamodules.sharding import (
 
 
 @pytest.fixture
-def shard_copy(tmp_path: Path) -> tuple[dict, Path]:
+def shard_copy(tmp_path: Path) -> tuple[Manifest, Path]:
     yaml_path, _ = build_catalogue(tmp_path, bad_rows=False)
     out = tmp_path / "out"
     return shard_catalogue(str(yaml_path), str(out), shard_size=10, progress=False), out
@@ -30,7 +31,7 @@ def test_missing_manifest(tmp_path: Path) -> None:
 
 def test_deleted_shard_is_named(shard_copy) -> None:
     manifest, out = shard_copy
-    name = manifest["splits"]["train"]["shards"][1]
+    name = manifest.split("train").shards[1]
     (out / name).unlink()
     with pytest.raises(ManifestError, match=f"{name}.* is missing"):
         load_manifest(str(out))
@@ -38,7 +39,7 @@ def test_deleted_shard_is_named(shard_copy) -> None:
 
 def test_truncated_shard_is_named(shard_copy) -> None:
     manifest, out = shard_copy
-    name = manifest["splits"]["train"]["shards"][0]
+    name = manifest.split("train").shards[0]
     data = (out / name).read_bytes()
     (out / name).write_bytes(data[:-1024])
     with pytest.raises(ManifestError, match=f"{name}.* has .* bytes"):
@@ -47,7 +48,7 @@ def test_truncated_shard_is_named(shard_copy) -> None:
 
 def test_altered_shard_same_size_is_named(shard_copy) -> None:
     manifest, out = shard_copy
-    name = manifest["splits"]["test"]["shards"][0]
+    name = manifest.split("test").shards[0]
     data = bytearray((out / name).read_bytes())
     data[700] ^= 0xFF
     (out / name).write_bytes(bytes(data))

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from shop_catalogue import build_catalogue, read_back
 
+from clipita_core.manifest import Manifest
 from clipita_core.tree import CategoryTree
 from datamodules.catalogue import RawRecord
 from datamodules.sharding import shard_catalogue
@@ -85,21 +86,20 @@ def test_shards_hold_pseudo_novel_leaves_out_of_train(tmp_path: Path) -> None:
     manifest = shard_catalogue(
         str(yaml_path), str(out), shard_size=50, seed=1, progress=False, pseudo_novel_fraction=0.4
     )
-    held = [tuple(p) for p in manifest["pseudo_novel_categories"]]
-    assert len(held) == 2 and manifest["fractions"]["pseudo_novel"] == 0.4
-    assert manifest["unseen_categories"] == plain["unseen_categories"]
-    assert not set(held) & {tuple(p) for p in manifest["unseen_categories"]}
+    held = manifest.pseudo_novel_categories
+    assert len(held) == 2 and manifest.fractions["pseudo_novel"] == 0.4
+    assert manifest.unseen_categories == plain.unseen_categories
+    assert not set(held) & set(manifest.unseen_categories)
     records = read_back(manifest, out)
     by_split: dict[str, set] = {s: set() for s in ("train", "val", "test")}
     for record in records.values():
         by_split[record["split"]].add(tuple(record["json"]["category"]))
     assert not set(held) & by_split["train"]
     assert set(held) <= by_split["val"]
-    assert manifest["splits"]["test"]["category_counts"] == plain["splits"]["test"]["category_counts"]
+    assert manifest.split("test").category_counts == plain.split("test").category_counts
     plain_test = sorted(k for k, r in read_back(plain, tmp_path / "plain").items() if r["split"] == "test")
     assert sorted(k for k, r in records.items() if r["split"] == "test") == plain_test
-    on_disk = json.loads((out / "manifest.json").read_text())
-    assert [tuple(p) for p in on_disk["pseudo_novel_categories"]] == held
+    assert Manifest.read(out / "manifest.json").pseudo_novel_categories == held
     with pytest.raises(ValueError, match="pseudo_novel_fraction"):
         shard_catalogue(str(yaml_path), str(tmp_path / "bad"), pseudo_novel_fraction=1.0, progress=False)
 

@@ -89,7 +89,7 @@ def test_sharding_leaves_no_spool_and_clears_a_killed_runs_spool(tmp_path: Path,
     stale = out / f"{SPOOL_PREFIX}killed.jsonl"
     stale.write_text("[1]\n")
     manifest = shard_catalogue(str(yaml_path), str(out), shard_size=5, progress=False)
-    assert manifest["sharded"] == len(expected)
+    assert manifest.sharded == len(expected)
     assert not list(out.glob(f"{SPOOL_PREFIX}*"))
     with pytest.raises(CatalogueError):
         shard_catalogue(str(yaml_path), str(tmp_path / "failed"), on_error="fail", progress=False)

@@ -101,16 +101,16 @@ def test_any_schema_file_shards_or_fails_with_a_catalogue_error(fields):
         except CatalogueError as err:  # includes NoProductsError: no row survived
             assert str(err)  # says what is wrong
             return
-        assert manifest["sharded"] >= 1  # zero surviving products is an error, never a quiet success
-        assert manifest["sharded"] + len(manifest["skipped"]) == manifest["input_rows"]
-        schema = manifest["schema"]
+        assert manifest.sharded >= 1  # zero surviving products is an error, never a quiet success
+        assert manifest.sharded + len(manifest.skipped) == manifest.input_rows
+        schema = manifest.schema
         if schema["layout"] == "folder_tree":
             # rows are the image files under image_root (the YAML, tables and other files are not rows), and a
             # file name never becomes a title: text only comes from a metadata table that matched
             root = Path(schema["image_root"])
             images = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-            assert manifest["input_rows"] == len(images)
+            assert manifest.input_rows == len(images)
             if not schema["table"]:
-                assert manifest["modalities"]["title"]["present"] == 0
+                assert manifest.modalities["title"]["present"] == 0
         else:
-            assert manifest["input_rows"] == len(ROWS)
+            assert manifest.input_rows == len(ROWS)

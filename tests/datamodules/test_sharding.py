@@ -17,6 +17,7 @@ from hypothesis_profiles import ci_settings
 from PIL import Image
 from shop_catalogue import LEAVES, SPLITS, build_catalogue, jpeg, read_back, shard_shop
 
+from clipita_core.manifest import Manifest
 from clipita_core.tree import CategoryTree
 from datamodules.catalogue import CatalogueSchema
 from datamodules.sharding import (
@@ -29,7 +30,7 @@ from datamodules.sharding import (
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[str, dict]]:
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path, dict[str, dict]]:
     return shard_shop(tmp_path_factory)
 
 
@@ -51,38 +52,38 @@ def test_round_trip_records_and_jpeg_bytes_are_identical(sharded) -> None:
 
 def test_nothing_lost_sharded_plus_skipped_is_input(sharded, capsys) -> None:
     manifest, out, expected = sharded
-    assert manifest["input_rows"] == len(expected) + 3
-    assert manifest["sharded"] == len(expected)
-    assert manifest["sharded"] + len(manifest["skipped"]) == manifest["input_rows"]
-    assert sum(manifest["splits"][s]["count"] for s in SPLITS) == manifest["sharded"]
+    assert manifest.input_rows == len(expected) + 3
+    assert manifest.sharded == len(expected)
+    assert manifest.sharded + len(manifest.skipped) == manifest.input_rows
+    assert sum(manifest.count(s) for s in SPLITS) == manifest.sharded
     for s in SPLITS:
-        assert sum(manifest["splits"][s]["per_category"].values()) == manifest["splits"][s]["count"]
-    skipped = {(e["row"], e["id"]): e for e in manifest["skipped"]}
+        assert sum(manifest.split(s).per_category.values()) == manifest.count(s)
+    skipped = {(e["row"], e["id"]): e for e in manifest.skipped}
     n = len(expected)
     n -= 2  # the last two good rows come after the bad ones
     assert set(skipped) == {(n + 1, "missing1"), (n + 2, "sku001"), (n + 3, "broken")}
     assert "missing image file" in skipped[(n + 1, "missing1")]["reason"]
     assert "duplicate id 'sku001' (first seen in row 1)" in skipped[(n + 2, "sku001")]["reason"]
     assert "corrupt or truncated image" in skipped[(n + 3, "broken")]["reason"]
-    assert manifest["skipped_by_kind"] == {"corrupt_image": 1, "duplicate_id": 1, "missing_image": 1}
-    assert manifest["modalities"]["title"] == {"present": len(expected) - 1, "missing": 1}
+    assert manifest.skipped_by_kind == {"corrupt_image": 1, "duplicate_id": 1, "missing_image": 1}
+    assert manifest.modalities["title"] == {"present": len(expected) - 1, "missing": 1}
 
 
 def test_manifest_contents(sharded) -> None:
     manifest, out, _ = sharded
-    assert manifest["version"] == 1 and manifest["created_by"] == "clipita shard" and manifest["seed"] == 3
-    assert manifest["schema"]["name"] == "shop"
-    assert manifest["attribute_names"] == ["colour"]
-    assert manifest["tree"]["levels"] == ["top", "leaf"]
-    tree = CategoryTree.from_json(manifest["tree"]["paths"])
+    assert manifest.version == 1 and manifest.created_by == "clipita shard" and manifest.seed == 3
+    assert manifest.schema["name"] == "shop"
+    assert manifest.attribute_names == ["colour"]
+    assert manifest.tree_levels == ["top", "leaf"]
+    tree = CategoryTree.from_json(manifest.tree_paths)
     assert len(tree.nodes_at_depth(1)) == 3 and len(tree.nodes_at_depth(2)) == 5
-    assert len(manifest["content_hash"]) == 64
-    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert len(manifest.content_hash) == 64
+    assert json.loads((out / "manifest.json").read_text()) == manifest.to_dict()
     for split in SPLITS:
-        info = manifest["splits"][split]
-        assert info["shards"] == [f"{split}-{i:06d}.tar" for i in range(len(info["shards"]))]
-        assert all(f["count"] <= 7 for f in info["shard_files"].values())
-        assert sum(f["count"] for f in info["shard_files"].values()) == info["count"]
+        info = manifest.split(split)
+        assert list(info.shards) == [f"{split}-{i:06d}.tar" for i in range(len(info.shards))]
+        assert all(f.count <= 7 for f in info.shard_files.values())
+        assert sum(f.count for f in info.shard_files.values()) == info.count
     assert load_manifest(str(out)) == manifest
 
 
@@ -108,7 +109,7 @@ def test_rerun_replaces_old_shards(tmp_path: Path) -> None:
     shard_catalogue(str(yaml_path), str(out), shard_size=2, progress=False)
     (out / "unrelated.txt").write_text("keep me")
     manifest = shard_catalogue(str(yaml_path), str(out), shard_size=1000, progress=False)
-    listed = {name for s in SPLITS for name in manifest["splits"][s]["shards"]}
+    listed = {name for s in SPLITS for name in manifest.split(s).shards}
     assert {p.name for p in out.glob("*.tar")} == listed
     assert (out / "unrelated.txt").exists()
 
@@ -128,7 +129,7 @@ def test_png_images_are_stored_as_jpeg(tmp_path: Path) -> None:
     schema = CatalogueSchema(layout="folder_tree", image_root=str(root), name="tree")
     manifest = write_shards(schema, str(tmp_path / "out"), unseen_fraction=0.0, progress=False)
     records = read_back(manifest, tmp_path / "out")
-    assert len(records) == 5 and manifest["tree"]["levels"] == ["level_1", "level_2"]
+    assert len(records) == 5 and manifest.tree_levels == ["level_1", "level_2"]
     for rec in records.values():
         with Image.open(io.BytesIO(rec["jpg"])) as im:
             assert im.format == "JPEG"
@@ -211,12 +212,12 @@ def test_property_writer_never_crashes_and_accounts_for_every_row(rows, seed) ->
             assert "no product" in str(err) and not (root / "out").exists()
             return
 
-        event(f"sharded some: {manifest['sharded'] > 0}; skipped some: {bool(manifest['skipped'])}")
-        assert manifest["input_rows"] == len(rows)
-        assert manifest["sharded"] + len(manifest["skipped"]) == len(rows)
-        skipped_rows = [e["row"] for e in manifest["skipped"]]
+        event(f"sharded some: {manifest.sharded > 0}; skipped some: {bool(manifest.skipped)}")
+        assert manifest.input_rows == len(rows)
+        assert manifest.sharded + len(manifest.skipped) == len(rows)
+        skipped_rows = [e["row"] for e in manifest.skipped]
         assert len(set(skipped_rows)) == len(skipped_rows)
-        assert all(e["reason"] for e in manifest["skipped"])
+        assert all(e["reason"] for e in manifest.skipped)
         # what is in the tar files is exactly what the manifest says was sharded
         ids_in_tars = []
         for split in SPLITS:
@@ -225,7 +226,7 @@ def test_property_writer_never_crashes_and_accounts_for_every_row(rows, seed) ->
                     ids_in_tars += [
                         m.name.rsplit(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".json")
                     ]
-        assert len(ids_in_tars) == len(set(ids_in_tars)) == manifest["sharded"]
+        assert len(ids_in_tars) == len(set(ids_in_tars)) == manifest.sharded
         load_manifest(str(root / "out"))
         # rows that must never be sharded
         by_row = dict(enumerate(rows, start=1))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from shop_catalogue import LEAVES, SPLITS, build_catalogue, read_back, shard_shop
 
+from clipita_core.manifest import Manifest
 from datamodules.sharding import (
     choose_unseen,
     shard_catalogue,
@@ -16,25 +17,25 @@ from datamodules.sharding import (
 
 
 @pytest.fixture(scope="module")
-def sharded(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict[str, dict]]:
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path, dict[str, dict]]:
     return shard_shop(tmp_path_factory)
 
 
 def test_unseen_leaves_only_in_test(sharded) -> None:
     manifest, out, _ = sharded
-    unseen = {tuple(p) for p in manifest["unseen_categories"]}
+    unseen = {tuple(p) for p in manifest.unseen_categories}
     assert len(unseen) == 1  # ceil(0.2 * 5 leaves)
     records = read_back(manifest, out)
     unseen_splits = {r["split"] for r in records.values() if tuple(r["json"]["category"]) in unseen}
     assert unseen_splits == {"test"}
     for split in ("train", "val"):
-        for name in manifest["splits"][split]["per_category"]:
+        for name in manifest.split(split).per_category:
             assert tuple(name.split(" > ")) not in unseen
     seen_train = {tuple(r["json"]["category"]) for r in records.values() if r["split"] == "train"}
     assert seen_train == set(LEAVES) - unseen  # every seen leaf keeps products in train
 
 
-def split_of(manifest: dict, out: Path) -> dict[str, str]:
+def split_of(manifest: Manifest, out: Path) -> dict[str, str]:
     return {pid: rec["split"] for pid, rec in read_back(manifest, out).items()}
 
 
@@ -47,12 +48,12 @@ def test_splits_reproducible_by_seed(tmp_path: Path) -> None:
         )
         runs[name] = (manifest, split_of(manifest, tmp_path / name))
     (ma, sa), (mb, sb), (mc, sc) = runs["a"], runs["b"], runs["c"]
-    assert sa == sb and ma["content_hash"] == mb["content_hash"]
-    assert ma["unseen_categories"] == mb["unseen_categories"]
+    assert sa == sb and ma.content_hash == mb.content_hash
+    assert ma.unseen_categories == mb.unseen_categories
     for split in SPLITS:  # byte-identical shards
-        for name in ma["splits"][split]["shards"]:
+        for name in ma.split(split).shards:
             assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert sc != sa and mc["content_hash"] != ma["content_hash"]
+    assert sc != sa and mc.content_hash != ma.content_hash
 
 
 def test_split_fractions_roughly_respected(tmp_path: Path) -> None:
@@ -65,8 +66,8 @@ def test_split_fractions_roughly_respected(tmp_path: Path) -> None:
         test_fraction=0.1,
         progress=False,
     )
-    assert manifest["unseen_categories"] == []
-    counts = {s: manifest["splits"][s]["count"] for s in SPLITS}
+    assert manifest.unseen_categories == []
+    counts = {s: manifest.count(s) for s in SPLITS}
     assert abs(counts["val"] / len(expected) - 0.2) < 0.07
     assert abs(counts["test"] / len(expected) - 0.1) < 0.07
 
@@ -93,6 +94,6 @@ def test_single_product_leaf_goes_to_train(tmp_path: Path) -> None:
             test_fraction=0.4,
             progress=False,
         )
-        unseen = len(manifest["unseen_categories"])
-        assert manifest["splits"]["train"]["count"] == 5 - unseen
-        assert manifest["splits"]["test"]["count"] == unseen
+        unseen = len(manifest.unseen_categories)
+        assert manifest.count("train") == 5 - unseen
+        assert manifest.count("test") == unseen

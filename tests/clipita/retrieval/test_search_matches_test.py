@@ -94,7 +94,7 @@ def test_search_returns_the_test_ranking_under_every_scorer_term(adaptive_run, t
         for rows, scores in zip(test_rows, test_scores, strict=True)
     ]
     assert all(len(e) == min(TOP, len(test_ids)) for e in expected)
-    unseen = set(map(tuple, result.datamodule.manifest["unseen_categories"]))
+    unseen = set(result.datamodule.manifest.unseen_categories)
     assert unseen, "the sample must hold leaves out of training for this test to mean anything"
 
     index(ckpt=str(ckpt), output_dir=str(tmp_path / "index"), faiss=True, accelerator="cpu", progress=False)
