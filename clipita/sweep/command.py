@@ -18,6 +18,8 @@ from typing import Any
 
 import optuna
 
+from clipita_core.registry import Registry
+
 from .report import write_report
 from .space import SearchSpaceError
 from .spec import PRUNERS, SAMPLERS, SweepSpec, load_sweep_spec
@@ -25,6 +27,14 @@ from .study import default_storage, has_waiting, make_storage, open_study, trial
 from .trial import JOIN_ENV, join_trial, run_trial
 
 BASE_SNAPSHOT = "base_config.yaml"
+
+
+def _check(option: str, registry: Registry, name: str) -> None:
+    """``name`` is registered in ``registry``, else the registry's one message, naming the option."""
+    try:
+        registry.check(name)
+    except ValueError as err:
+        raise SearchSpaceError(f"{option}: {err}") from None
 
 
 def apply_cli(
@@ -54,14 +64,12 @@ def apply_cli(
     if best_config is not None:
         spec.best_config = best_config
     if sampler is not None and sampler != spec.sampler["name"]:
-        if sampler not in SAMPLERS:
-            raise SearchSpaceError(f"--sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+        _check("--sampler", SAMPLERS, sampler)
         spec.sampler = {"name": sampler, **({"seed": spec.sampler["seed"]} if "seed" in spec.sampler else {})}
     if seed is not None:
         spec.sampler["seed"] = seed
     if pruner is not None and pruner != spec.pruner["name"]:
-        if pruner not in PRUNERS:
-            raise SearchSpaceError(f"--pruner must be one of {list(PRUNERS)}, got {pruner!r}")
+        _check("--pruner", PRUNERS, pruner)
         spec.pruner = {"name": pruner}
     searched = {p.key for p in spec.search_space.params}
     for key, value in (overrides or {}).items():
@@ -104,10 +112,11 @@ def sweep(
         storage: ``sqlite:///path.db``, an RDB URL such as ``postgresql+psycopg2://user:pw@host:5432/db``, or
             ``journal:<path>`` (a JournalStorage log file). Default: ``sqlite:///<output_dir>/<study_name>/study.db``.
         study_name: the study's name in the storage (default: the sweep YAML's file name).
-        sampler: ``tpe`` (default), ``cmaes`` (float/int parameters only; others fall back to random), ``random``
-            or ``gp``.
-        pruner: ``median`` (default), ``percentile``, ``hyperband``, ``successive_halving``, ``threshold`` or
-            ``none``.
+        sampler: the study's sampler, a name in ``SAMPLERS`` (``clipita/sweep/spec.py``; the choices are listed
+            below); default: the YAML's ``sampler``, else ``tpe``. ``cmaes`` samples float/int parameters only
+            (others fall back to random).
+        pruner: the study's pruner, a name in ``PRUNERS`` (idem); default: the YAML's ``pruner``, else
+            ``median``.
         seed: the sampler's seed; trial n is sampled with ``seed + n`` (reproducible with one worker, no duplicates
             across workers).
         output_dir: parent folder of the per-study folder (default ``runs/sweeps``).

@@ -5,9 +5,8 @@
       trainer.max_epochs: 15
     search_space: {...}                           # see lightning_modules/sweeping/space.py
     objective: {metric: val/map@10, direction: maximize, reduce: best}
-    sampler: {name: tpe, seed: 0}                 # tpe | cmaes | random | gp, other keys go to the sampler
-    pruner: {name: median, n_warmup_steps: 3}     # median | percentile | hyperband | successive_halving |
-                                                  # threshold | none, other keys go to the pruner
+    sampler: {name: tpe, seed: 0}                 # a name in SAMPLERS (below), other keys go to the sampler
+    pruner: {name: median, n_warmup_steps: 3}     # a name in PRUNERS (below), other keys go to the pruner
     n_trials: 30                                  # the study's total (trials already in it count)
     storage: null                                 # default sqlite:///<output_dir>/<study_name>/study.db
     study_name: null                              # default: the sweep YAML's file name
@@ -203,8 +202,10 @@ def _named(block: Any, default: str, allowed: Registry, what: str) -> dict[str, 
         block = {"name": block}
     block = dict(block)
     block.setdefault("name", default)
-    if block["name"] not in allowed:
-        raise SearchSpaceError(f"{what}.name must be one of {list(allowed)}, got {block['name']!r}")
+    try:
+        allowed.check(block["name"])
+    except ValueError as err:  # the registry's one message, naming the key
+        raise SearchSpaceError(f"{what}.name: {err}") from None
     return block
 
 

@@ -4,17 +4,20 @@ makes (seeded workers, CMA-ES)."""
 from __future__ import annotations
 
 import math
+import re
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 from sweep_files import ALL, QUICKSTART, write_sweep
 
+from clipita.cli import main
+from clipita.sweep.command import apply_cli
 from clipita.sweep.space import (
     SearchSpace,
     SearchSpaceError,
 )
-from clipita.sweep.spec import load_sweep_spec, make_pruner, make_sampler
+from clipita.sweep.spec import PRUNERS, SAMPLERS, load_sweep_spec, make_pruner, make_sampler
 
 
 def test_sweep_yaml_defaults_enqueue_and_factories(tmp_path):
@@ -92,3 +95,33 @@ def test_cmaes_samples_float_and_int_parameters():
         lambda t: -abs(math.log(space.sample(t)["model.loss.init_args.temperature"] / 0.05)), n_trials=8
     )
     assert len(study.trials) == 8 and all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_sampler_and_pruner_names_and_messages_come_from_their_registries(tmp_path):
+    space = {"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
+    path = write_sweep(
+        tmp_path / "s.yaml", base_config=str(QUICKSTART), search_space=space, sampler="annealing"
+    )
+    expected = f"unknown sampler 'annealing'; expected one of {list(SAMPLERS.names)}"
+    with pytest.raises(SearchSpaceError, match=re.escape(f"sampler.name: {expected}")):
+        load_sweep_spec(str(path))
+    SAMPLERS.add("annealing", optuna.samplers.RandomSampler)  # one registry line makes it a valid name
+    try:
+        spec = load_sweep_spec(str(path))
+        assert spec.sampler["name"] == "annealing"
+        assert isinstance(make_sampler(spec.sampler), optuna.samplers.RandomSampler)
+    finally:
+        SAMPLERS.remove("annealing")
+    with pytest.raises(
+        SearchSpaceError, match=re.escape("--pruner: unknown pruner 'sometimes'; expected one of")
+    ):
+        apply_cli(spec, pruner="sometimes")
+    assert apply_cli(spec, pruner=PRUNERS.names[-1]).pruner == {"name": PRUNERS.names[-1]}
+
+
+def test_sweep_help_lists_every_registered_sampler_and_pruner(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # the help wraps lines
+    for name in (*SAMPLERS.names, *PRUNERS.names):
+        assert f"'{name}'" in out, name
