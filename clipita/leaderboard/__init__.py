@@ -5,7 +5,9 @@ A leaderboard config (``experiments/leaderboards/<name>.yaml``)::
 
     name: fashion
     base_config: experiments/clip_ita.yaml      # data + frozen text encoder the baselines are scored with
-    split_seeds: [0, 1, 2]                      # held-out splits (seen/unseen leaves change with the seed)
+    split_seeds: [3, 4, 5]                      # held-out splits reported on (seen/unseen leaves change with the seed)
+    design_seeds: [0, 1, 2]                     # the seeds decisions were measured on; the report names both and warns
+                                                # in bold when a reported seed is a design seed (not held out)
     vary_training_seed: true                    # also --seed_everything <split seed> for trained rows
     shared_overrides: [--trainer.enable_progress_bar, "false"]   # every row, every seed
     reference: CLIP-ITA                         # significance marks are against this row

@@ -75,6 +75,8 @@ def leaderboard(
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
     if report_only:
         run = load_run(out_dir / RUN_FILE)
+        if run.spec.design_seeds is None:  # a run saved before seed roles: the config's declaration
+            run.spec.design_seeds = spec.design_seeds
         paths = write_report(run, out_dir)
         print(f"leaderboard {run.spec.name}: report re-rendered from {out_dir / RUN_FILE}")
         return {k: str(v) for k, v in paths.items()}

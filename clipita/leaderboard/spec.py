@@ -69,6 +69,7 @@ class LeaderboardSpec:
     name: str
     rows: list[RowSpec]
     split_seeds: list[int] = field(default_factory=lambda: [0])
+    design_seeds: list[int] | None = None  # the split seeds decisions were measured on (None: not declared)
     base_config: str | None = None
     shared_overrides: list[str] = field(default_factory=list)
     reference: str | None = None
@@ -82,6 +83,16 @@ class LeaderboardSpec:
     ordering_settings: list[str] | None = None
     description: str = ""
     source: str = ""
+
+    def seed_roles(self) -> dict[str, list[int]]:
+        """``report`` (split seeds no decision used), ``design`` (declared design seeds) and ``tuned`` (reported
+        seeds that are design seeds: their numbers are no held-out estimate)."""
+        design = list(self.design_seeds or [])
+        return {
+            "report": [s for s in self.split_seeds if s not in design],
+            "design": design,
+            "tuned": [s for s in self.split_seeds if s in design],
+        }
 
     def row(self, name: str) -> RowSpec:
         for row in self.rows:
@@ -129,7 +140,7 @@ def load_spec(path: str) -> LeaderboardSpec:
         raise ValueError(f"{file}: a leaderboard config needs a non-empty 'rows' list")
     known = {
         "name", "description", "rows", "split_seeds", "base_config", "shared_overrides", "reference",
-        "vary_training_seed", "significance", "paper_ordering",
+        "vary_training_seed", "significance", "paper_ordering", "design_seeds",
     }  # fmt: skip
     unknown = set(raw) - known
     if unknown:
@@ -176,12 +187,18 @@ def load_spec(path: str) -> LeaderboardSpec:
                 f"{file}: row {row.name!r}: with several split seeds the checkpoint path needs a '{{seed}}' "
                 "placeholder (a model trained on one split must not be tested on another split's test set)"
             )
+    design = raw.get("design_seeds")
+    if design is not None:
+        if not isinstance(design, list) or len({int(s) for s in design}) != len(design):
+            raise ValueError(f"{file}: design_seeds must be a list of distinct integers, got {design!r}")
+        design = [int(s) for s in design]
     sig = dict(raw.get("significance") or {})
     ordering = dict(raw.get("paper_ordering") or {})
     spec = LeaderboardSpec(
         name=str(raw.get("name") or file.stem),
         rows=rows,
         split_seeds=seeds,
+        design_seeds=design,
         base_config=raw.get("base_config"),
         shared_overrides=_string_list(raw.get("shared_overrides"), "shared_overrides"),
         reference=raw.get("reference"),
