@@ -17,7 +17,7 @@ from .run import RUN_FILE, LeaderboardRun, load_run, save_run
 from .runner import _Runner
 
 # (key, column label, ceiling key shown beside it)
-from .spec import TESTED_METRICS, load_spec
+from .spec import TESTED_METRICS, init_from_chain, load_spec
 from .statistics import settings_of
 
 
@@ -49,7 +49,8 @@ def leaderboard(
         leaderboard_config: a leaderboard YAML, or its name under ``experiments/leaderboards/`` (e.g. ``fashion``).
         output_dir: where the report goes (default ``results/<name>``).
         split_seeds: replace the config's split seeds, e.g. ``[0]`` for a quick look.
-        rows: run only these rows (by name); the reference row is always kept.
+        rows: run only these rows (by name); the reference row, and the rows they start from (``init_from``), are
+            always kept.
         overrides: extra ``--key value`` tokens for every row after the config's own, e.g.
             ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
         runs_dir: where trained rows write logs and checkpoints (default ``runs/leaderboards/<name>``).
@@ -70,7 +71,7 @@ def leaderboard(
     if rows:
         for name in rows:
             spec.row(name)
-        keep = set(rows) | ({spec.reference} if spec.reference else set())
+        keep = set(init_from_chain(spec, list(rows))) | ({spec.reference} if spec.reference else set())
         spec.rows = [r for r in spec.rows if r.name in keep]
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
     if report_only:

@@ -82,13 +82,17 @@ def _numpy_per_query(per_query: dict[str, torch.Tensor]) -> dict[str, np.ndarray
 
 
 def _context(
-    seed: int, groups: dict[str, torch.Tensor], datamodule: Any, product_ids: Sequence[str]
+    seed: int,
+    groups: dict[str, torch.Tensor],
+    datamodule: Any,
+    product_ids: Sequence[str],
+    category_ids: torch.Tensor,
 ) -> SeedContext:
     return SeedContext(
         seed=seed,
         paths=[tuple(p) for p in datamodule.tree.paths],
         groups={k: torch.as_tensor(v).cpu().numpy().astype(bool) for k, v in groups.items()},
-        category_ids=datamodule.datasets["test"].category_ids.cpu().numpy(),
+        category_ids=torch.as_tensor(category_ids).cpu().numpy(),
         product_ids=list(product_ids),
     )
 

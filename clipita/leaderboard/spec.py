@@ -49,6 +49,7 @@ class RowSpec:
     fit: str | None = None
     overrides: list[str] = field(default_factory=list)
     checkpoint: str | None = None
+    init_from: str | None = None  # a fit row starting from an earlier row's choice run on the same split seed
 
     @property
     def kind(self) -> str:
@@ -130,6 +131,36 @@ def _string_list(value: Any, what: str) -> list[str]:
     return [str(v).lower() if isinstance(v, bool) else str(v) for v in value]
 
 
+def _check_init_from(file: Path, row: RowSpec, earlier: list[RowSpec]) -> None:
+    """``init_from`` names a fit row above this one (its choice run on the same split seed must exist first)."""
+    if not row.fit or row.checkpoint:
+        raise ValueError(
+            f"{file}: row {row.name!r}: 'init_from' needs a 'fit' row that trains (no 'checkpoint')"
+        )
+    source = next((r for r in earlier if r.name == row.init_from), None)
+    if source is None:
+        raise ValueError(
+            f"{file}: row {row.name!r} starts from row {row.init_from!r} (init_from), which is not a row above it; "
+            "list the row it starts from earlier in 'rows'"
+        )
+    if not source.fit or source.checkpoint:
+        raise ValueError(
+            f"{file}: row {row.name!r} starts from row {source.name!r} (init_from), which trains nothing here "
+            "(a baseline or a checkpoint row); init_from needs a 'fit' row"
+        )
+
+
+def init_from_chain(spec: LeaderboardSpec, names: list[str]) -> list[str]:
+    """``names`` and every row they start from (``init_from``, transitively)."""
+    out = list(names)
+    for name in names:
+        source = spec.row(name).init_from
+        while source and source not in out:
+            out.append(source)
+            source = spec.row(source).init_from
+    return out
+
+
 def load_spec(path: str) -> LeaderboardSpec:
     """Parse and check a leaderboard YAML; errors name the offending key."""
     from clipita.baselines import BASELINES
@@ -149,7 +180,7 @@ def load_spec(path: str) -> LeaderboardSpec:
     for i, item in enumerate(raw["rows"]):
         if not isinstance(item, dict) or "name" not in item:
             raise ValueError(f"{file}: rows[{i}] needs a 'name'")
-        extra = set(item) - {"name", "baseline", "options", "fit", "overrides", "checkpoint"}
+        extra = set(item) - {"name", "baseline", "options", "fit", "overrides", "checkpoint", "init_from"}
         if extra:
             raise ValueError(f"{file}: rows[{i}] ({item['name']}) has unknown keys {sorted(extra)}")
         row = RowSpec(
@@ -159,6 +190,7 @@ def load_spec(path: str) -> LeaderboardSpec:
             fit=item.get("fit"),
             overrides=_string_list(item.get("overrides"), f"rows[{i}].overrides"),
             checkpoint=item.get("checkpoint"),
+            init_from=None if item.get("init_from") is None else str(item["init_from"]),
         )
         if bool(row.baseline) == bool(row.fit):
             raise ValueError(f"{file}: row {row.name!r} needs exactly one of 'baseline' or 'fit'")
@@ -171,6 +203,8 @@ def load_spec(path: str) -> LeaderboardSpec:
             raise ValueError(
                 f"{file}: row {row.name!r}: 'checkpoint' needs the 'fit' config it was trained with"
             )
+        if row.init_from is not None:
+            _check_init_from(file, row, rows)
         rows.append(row)
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
