@@ -12,16 +12,40 @@ from typing import Any
 
 import torch
 
+from .public import public_block
 from .report import significance_floor, write_report
 from .run import RUN_FILE, LeaderboardRun, load_run, save_run
 from .runner import _Runner
 
 # (key, column label, ceiling key shown beside it)
-from .spec import TESTED_METRICS, init_from_chain, load_spec
+from .spec import TESTED_METRICS, LeaderboardSpec, init_from_chain, load_spec
 from .statistics import settings_of
 
 
 # --------------------------------------------------------------------------------------------------- command
+def _public_only(
+    spec: LeaderboardSpec, out_dir: Path, runs: Path, split_seeds: list[int] | None
+) -> dict[str, str]:
+    """The public-protocol block of a finished run, from its kept checkpoints, into its report."""
+    if not spec.public_rows:
+        raise ValueError(f"{spec.source}: public_only needs a 'public_block: {{rows: [...]}}' in the config")
+    if not (out_dir / RUN_FILE).is_file():
+        raise FileNotFoundError(
+            f"public_only re-uses a finished run: {out_dir / RUN_FILE} does not exist (pass the run's --output_dir)"
+        )
+    run = load_run(out_dir / RUN_FILE)
+    if run.spec.design_seeds is None:  # a run saved before seed roles: the config's declaration
+        run.spec.design_seeds = spec.design_seeds
+    seeds = [int(s) for s in split_seeds] if split_seeds else list(run.spec.split_seeds)
+    run.public = public_block(spec, runs, seeds)
+    save_run(run, out_dir / RUN_FILE)
+    paths = write_report(run, out_dir)
+    print(
+        f"leaderboard {spec.name}: public-protocol block from {runs} on split seeds {seeds} -> {paths['public']}"
+    )
+    return {k: str(v) for k, v in paths.items()}
+
+
 def _command(leaderboard_config: str, **options: Any) -> str:
     parts = ["clipita", "leaderboard", leaderboard_config]
     for key, value in options.items():
@@ -40,6 +64,7 @@ def leaderboard(
     runs_dir: str | None = None,
     num_threads: int | None = None,
     report_only: bool = False,
+    public_only: bool = False,
 ) -> dict[str, str]:
     """Run a leaderboard: every row on every split seed, then write the tables, statistics and plots.
 
@@ -57,6 +82,10 @@ def leaderboard(
         num_threads: torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs.
         report_only: do not run anything: re-render the report from ``<output_dir>/leaderboard_run.json`` (kept by
             the last full run), e.g. after changing the report code.
+        public_only: train nothing: compute the public-protocol block (the config's ``public_block`` rows) from the
+            checkpoints a previous run kept under ``runs_dir``, on the split seeds of ``<output_dir>/
+            leaderboard_run.json`` (or ``split_seeds``), and re-render the report with it. A normal run computes the
+            block at its end.
 
     Returns:
         ``{kind: path}`` of the files written (markdown, json, csv, per_category, plots).
@@ -73,6 +102,7 @@ def leaderboard(
             spec.row(name)
         keep = set(init_from_chain(spec, list(rows))) | ({spec.reference} if spec.reference else set())
         spec.rows = [r for r in spec.rows if r.name in keep]
+        spec.public_rows = [n for n in spec.public_rows if n in keep]
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
     if report_only:
         run = load_run(out_dir / RUN_FILE)
@@ -82,6 +112,8 @@ def leaderboard(
         print(f"leaderboard {run.spec.name}: report re-rendered from {out_dir / RUN_FILE}")
         return {k: str(v) for k, v in paths.items()}
     runs = Path(runs_dir) if runs_dir else Path("runs") / "leaderboards" / spec.name
+    if public_only:
+        return _public_only(spec, out_dir, runs, split_seeds)
     command = _command(
         leaderboard_config, output_dir=output_dir, split_seeds=split_seeds, rows=rows, overrides=overrides,
         runs_dir=runs_dir, num_threads=num_threads,
@@ -104,6 +136,8 @@ def leaderboard(
         print(f"[leaderboard {spec.name}] partial report after split seeds {done}: {out_dir}")
 
     run = stamp(_Runner(spec, overrides or [], runs).run(spec.rows, on_seed=write_partial))
+    if spec.public_rows:
+        run.public = public_block(spec, runs, spec.split_seeds)
     family = len(settings_of(run)) * len(TESTED_METRICS)
     floor = significance_floor(spec, family)
     if floor is not None and floor >= spec.alpha:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .consistency import consistency_section, consistency_summary
 from .plots import plot_errors, plot_metrics, plot_per_category
+from .public import PUBLIC_FILE, public_section
 from .run import LeaderboardRun
 
 # (key, column label, ceiling key shown beside it)
@@ -236,6 +237,7 @@ def write_markdown(
     for setting in [s for s in ("all", "specific_seen", "specific_unseen") if s in settings_of(run)]:
         lines += [f"### {setting}", "", *_error_rows(run, errors, setting), ""]
     lines += consistency_section(run, consistency or {})
+    lines += public_section(run.public)
     lines += [
         "## Per category",
         "",
@@ -393,6 +395,10 @@ def write_report(
         "paper_ordering": ordering,
         "test_gallery_size": {str(s): len(c.product_ids) for s, c in run.contexts.items()},
     }
+    if run.public:
+        document["public_protocol"] = PUBLIC_FILE
+        paths["public"] = out / PUBLIC_FILE
+        paths["public"].write_text(json.dumps(_json_safe(run.public), indent=2, ensure_ascii=False))
     run.report = _json_safe(document)
     paths["json"].write_text(json.dumps(run.report, indent=2, ensure_ascii=False, allow_nan=False))
     return paths

@@ -84,6 +84,7 @@ class LeaderboardSpec:
     ordering_settings: list[str] | None = None
     description: str = ""
     source: str = ""
+    public_rows: list[str] = field(default_factory=list)  # rows of the public-protocol block (.public)
 
     def seed_roles(self) -> dict[str, list[int]]:
         """``report`` (split seeds no decision used), ``design`` (declared design seeds) and ``tuned`` (reported
@@ -150,6 +151,24 @@ def _check_init_from(file: Path, row: RowSpec, earlier: list[RowSpec]) -> None:
         )
 
 
+def _public_rows(file: Path, block: Any, rows: list[RowSpec]) -> list[str]:
+    """``public_block: {rows: [...]}``: trained rows (their kept checkpoints are what the block scores)."""
+    if block is None:
+        return []
+    if not isinstance(block, dict) or set(block) != {"rows"} or not isinstance(block["rows"], list):
+        raise ValueError(f"{file}: public_block must be {{rows: [<row name>, ...]}}, got {block!r}")
+    by_name = {r.name: r for r in rows}
+    for name in block["rows"]:
+        row = by_name.get(str(name))
+        if row is None:
+            raise ValueError(f"{file}: public_block row {name!r} is not a row; rows: {list(by_name)}")
+        if not row.fit or row.checkpoint:
+            raise ValueError(
+                f"{file}: public_block row {name!r} must be a 'fit' row (the block scores its kept checkpoints)"
+            )
+    return [str(n) for n in block["rows"]]
+
+
 def init_from_chain(spec: LeaderboardSpec, names: list[str]) -> list[str]:
     """``names`` and every row they start from (``init_from``, transitively)."""
     out = list(names)
@@ -172,6 +191,7 @@ def load_spec(path: str) -> LeaderboardSpec:
     known = {
         "name", "description", "rows", "split_seeds", "base_config", "shared_overrides", "reference",
         "vary_training_seed", "significance", "paper_ordering", "design_seeds",
+        "public_block",
     }  # fmt: skip
     unknown = set(raw) - known
     if unknown:
@@ -246,6 +266,7 @@ def load_spec(path: str) -> LeaderboardSpec:
         ordering_settings=ordering.get("settings"),
         description=str(raw.get("description", "")),
         source=str(file),
+        public_rows=_public_rows(file, raw.get("public_block"), rows),
     )
     if spec.reference is not None:
         spec.row(spec.reference)
