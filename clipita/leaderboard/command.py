@@ -15,14 +15,31 @@ import torch
 from .public import public_block
 from .report import significance_floor, write_report
 from .run import RUN_FILE, LeaderboardRun, load_run, save_run
-from .runner import _Runner
+from .runner import _Runner, choice_checkpoint
 
 # (key, column label, ceiling key shown beside it)
-from .spec import TESTED_METRICS, LeaderboardSpec, init_from_chain, load_spec
+from .spec import TESTED_METRICS, LeaderboardSpec, RowSpec, load_spec
 from .statistics import settings_of
 
 
 # --------------------------------------------------------------------------------------------------- command
+def _check_kept_sources(spec: LeaderboardSpec, runs: Path) -> None:
+    """A row starting from a row not run here (``init_from``, ``--rows``) needs that row's kept choice runs."""
+    ran = {r.name for r in spec.rows}
+    for row in spec.rows:
+        if row.init_from and row.init_from not in ran:
+            missing = [
+                str(p)
+                for p in (choice_checkpoint(runs, RowSpec(row.init_from), s) for s in spec.split_seeds)
+                if not p.is_file()
+            ]
+            if missing:
+                raise FileNotFoundError(
+                    f"row {row.name!r} starts from row {row.init_from!r} (init_from), which is not run here and "
+                    f"has no kept choice run: {missing[0]} does not exist (add {row.init_from!r} to --rows)"
+                )
+
+
 def _public_only(
     spec: LeaderboardSpec, out_dir: Path, runs: Path, split_seeds: list[int] | None
 ) -> dict[str, str]:
@@ -74,8 +91,8 @@ def leaderboard(
         leaderboard_config: a leaderboard YAML, or its name under ``experiments/leaderboards/`` (e.g. ``fashion``).
         output_dir: where the report goes (default ``results/<name>``).
         split_seeds: replace the config's split seeds, e.g. ``[0]`` for a quick look.
-        rows: run only these rows (by name); the reference row, and the rows they start from (``init_from``), are
-            always kept.
+        rows: run only these rows (by name); the reference row is always kept. A row that starts from a row not
+            run here (``init_from``) starts from that row's choice runs kept under ``runs_dir`` by an earlier run.
         overrides: extra ``--key value`` tokens for every row after the config's own, e.g.
             ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
         runs_dir: where trained rows write logs and checkpoints (default ``runs/leaderboards/<name>``).
@@ -100,7 +117,7 @@ def leaderboard(
     if rows:
         for name in rows:
             spec.row(name)
-        keep = set(init_from_chain(spec, list(rows))) | ({spec.reference} if spec.reference else set())
+        keep = set(rows) | ({spec.reference} if spec.reference else set())
         spec.rows = [r for r in spec.rows if r.name in keep]
         spec.public_rows = [n for n in spec.public_rows if n in keep]
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
@@ -114,6 +131,7 @@ def leaderboard(
     runs = Path(runs_dir) if runs_dir else Path("runs") / "leaderboards" / spec.name
     if public_only:
         return _public_only(spec, out_dir, runs, split_seeds)
+    _check_kept_sources(spec, runs)
     command = _command(
         leaderboard_config, output_dir=output_dir, split_seeds=split_seeds, rows=rows, overrides=overrides,
         runs_dir=runs_dir, num_threads=num_threads,

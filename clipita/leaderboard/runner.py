@@ -141,7 +141,7 @@ class _Runner:
             logging = run_folder_overrides(read_fit_config(config), self.runs_dir, row.slug, f"seed{seed}")
         stage = []
         if row.init_from:  # stage 2 starts from the other row's choice run on this split seed (not its refit)
-            source = choice_checkpoint(self.runs_dir, self.spec.row(row.init_from), seed)
+            source = choice_checkpoint(self.runs_dir, RowSpec(row.init_from), seed)  # run here or kept
             if not source.is_file():
                 raise FileNotFoundError(
                     f"row {row.name!r} starts from row {row.init_from!r} (init_from), but {source} does not exist"

@@ -169,17 +169,6 @@ def _public_rows(file: Path, block: Any, rows: list[RowSpec]) -> list[str]:
     return [str(n) for n in block["rows"]]
 
 
-def init_from_chain(spec: LeaderboardSpec, names: list[str]) -> list[str]:
-    """``names`` and every row they start from (``init_from``, transitively)."""
-    out = list(names)
-    for name in names:
-        source = spec.row(name).init_from
-        while source and source not in out:
-            out.append(source)
-            source = spec.row(source).init_from
-    return out
-
-
 def load_spec(path: str) -> LeaderboardSpec:
     """Parse and check a leaderboard YAML; errors name the offending key."""
     from clipita.baselines import BASELINES

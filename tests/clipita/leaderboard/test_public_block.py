@@ -94,7 +94,9 @@ def test_public_block_on_the_sample_then_again_from_the_kept_checkpoints(tmp_pat
     spec["public_block"] = {"rows": ["probe", "tuned"]}
     config.write_text(yaml.safe_dump(spec))
     runs, out = tmp_path / "runs", tmp_path / "out"
-    paths = leaderboard(str(config), output_dir=str(out), runs_dir=str(runs), rows=["tuned"])  # keeps probe
+    with pytest.raises(FileNotFoundError, match="'tuned' starts from row 'probe'"):  # nothing kept yet
+        leaderboard(str(config), output_dir=str(out), runs_dir=str(runs), rows=["tuned"])
+    paths = leaderboard(str(config), output_dir=str(out), runs_dir=str(runs))
     for seed in (
         0,
         1,
@@ -156,3 +158,11 @@ def test_public_block_on_the_sample_then_again_from_the_kept_checkpoints(tmp_pat
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*.ckpt")} == stamps
     assert json.loads(Path(again["public"]).read_text())["rows"] == document["rows"]
     assert f"## {PUBLIC_TITLE}" in Path(again["markdown"]).read_text()
+
+    # the tuned row alone starts from the probe's kept choice run (the probe does not train again)
+    probe = {p: t for p, t in stamps.items() if "probe" in p.parts}
+    leaderboard(
+        str(config), output_dir=str(tmp_path / "out2"), runs_dir=str(runs), rows=["tuned"], split_seeds=[1]
+    )
+    assert {p: p.stat().st_mtime_ns for p in probe} == probe
+    assert (runs / "tuned" / "seed1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns > max(stamps.values())
