@@ -12,16 +12,57 @@ from typing import Any
 
 import torch
 
+from .public import public_block
 from .report import significance_floor, write_report
 from .run import RUN_FILE, LeaderboardRun, load_run, save_run
-from .runner import _Runner
+from .runner import _Runner, choice_checkpoint
 
 # (key, column label, ceiling key shown beside it)
-from .spec import TESTED_METRICS, load_spec
+from .spec import TESTED_METRICS, LeaderboardSpec, RowSpec, load_spec
 from .statistics import settings_of
 
 
 # --------------------------------------------------------------------------------------------------- command
+def _check_kept_sources(spec: LeaderboardSpec, runs: Path) -> None:
+    """A row starting from a row not run here (``init_from``, ``--rows``) needs that row's kept choice runs."""
+    ran = {r.name for r in spec.rows}
+    for row in spec.rows:
+        if row.init_from and row.init_from not in ran:
+            missing = [
+                str(p)
+                for p in (choice_checkpoint(runs, RowSpec(row.init_from), s) for s in spec.split_seeds)
+                if not p.is_file()
+            ]
+            if missing:
+                raise FileNotFoundError(
+                    f"row {row.name!r} starts from row {row.init_from!r} (init_from), which is not run here and "
+                    f"has no kept choice run: {missing[0]} does not exist (add {row.init_from!r} to --rows)"
+                )
+
+
+def _public_only(
+    spec: LeaderboardSpec, out_dir: Path, runs: Path, split_seeds: list[int] | None
+) -> dict[str, str]:
+    """The public-protocol block of a finished run, from its kept checkpoints, into its report."""
+    if not spec.public_rows:
+        raise ValueError(f"{spec.source}: public_only needs a 'public_block: {{rows: [...]}}' in the config")
+    if not (out_dir / RUN_FILE).is_file():
+        raise FileNotFoundError(
+            f"public_only re-uses a finished run: {out_dir / RUN_FILE} does not exist (pass the run's --output_dir)"
+        )
+    run = load_run(out_dir / RUN_FILE)
+    if run.spec.design_seeds is None:  # a run saved before seed roles: the config's declaration
+        run.spec.design_seeds = spec.design_seeds
+    seeds = [int(s) for s in split_seeds] if split_seeds else list(run.spec.split_seeds)
+    run.public = public_block(spec, runs, seeds)
+    save_run(run, out_dir / RUN_FILE)
+    paths = write_report(run, out_dir)
+    print(
+        f"leaderboard {spec.name}: public-protocol block from {runs} on split seeds {seeds} -> {paths['public']}"
+    )
+    return {k: str(v) for k, v in paths.items()}
+
+
 def _command(leaderboard_config: str, **options: Any) -> str:
     parts = ["clipita", "leaderboard", leaderboard_config]
     for key, value in options.items():
@@ -40,6 +81,7 @@ def leaderboard(
     runs_dir: str | None = None,
     num_threads: int | None = None,
     report_only: bool = False,
+    public_only: bool = False,
 ) -> dict[str, str]:
     """Run a leaderboard: every row on every split seed, then write the tables, statistics and plots.
 
@@ -49,13 +91,18 @@ def leaderboard(
         leaderboard_config: a leaderboard YAML, or its name under ``experiments/leaderboards/`` (e.g. ``fashion``).
         output_dir: where the report goes (default ``results/<name>``).
         split_seeds: replace the config's split seeds, e.g. ``[0]`` for a quick look.
-        rows: run only these rows (by name); the reference row is always kept.
+        rows: run only these rows (by name); the reference row is always kept. A row that starts from a row not
+            run here (``init_from``) starts from that row's choice runs kept under ``runs_dir`` by an earlier run.
         overrides: extra ``--key value`` tokens for every row after the config's own, e.g.
             ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
         runs_dir: where trained rows write logs and checkpoints (default ``runs/leaderboards/<name>``).
         num_threads: torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs.
         report_only: do not run anything: re-render the report from ``<output_dir>/leaderboard_run.json`` (kept by
             the last full run), e.g. after changing the report code.
+        public_only: train nothing: compute the public-protocol block (the config's ``public_block`` rows) from the
+            checkpoints a previous run kept under ``runs_dir``, on the split seeds of ``<output_dir>/
+            leaderboard_run.json`` (or ``split_seeds``), and re-render the report with it. A normal run computes the
+            block at its end.
 
     Returns:
         ``{kind: path}`` of the files written (markdown, json, csv, per_category, plots).
@@ -72,13 +119,19 @@ def leaderboard(
             spec.row(name)
         keep = set(rows) | ({spec.reference} if spec.reference else set())
         spec.rows = [r for r in spec.rows if r.name in keep]
+        spec.public_rows = [n for n in spec.public_rows if n in keep]
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
     if report_only:
         run = load_run(out_dir / RUN_FILE)
+        if run.spec.design_seeds is None:  # a run saved before seed roles: the config's declaration
+            run.spec.design_seeds = spec.design_seeds
         paths = write_report(run, out_dir)
         print(f"leaderboard {run.spec.name}: report re-rendered from {out_dir / RUN_FILE}")
         return {k: str(v) for k, v in paths.items()}
     runs = Path(runs_dir) if runs_dir else Path("runs") / "leaderboards" / spec.name
+    if public_only:
+        return _public_only(spec, out_dir, runs, split_seeds)
+    _check_kept_sources(spec, runs)
     command = _command(
         leaderboard_config, output_dir=output_dir, split_seeds=split_seeds, rows=rows, overrides=overrides,
         runs_dir=runs_dir, num_threads=num_threads,
@@ -101,6 +154,8 @@ def leaderboard(
         print(f"[leaderboard {spec.name}] partial report after split seeds {done}: {out_dir}")
 
     run = stamp(_Runner(spec, overrides or [], runs).run(spec.rows, on_seed=write_partial))
+    if spec.public_rows:
+        run.public = public_block(spec, runs, spec.split_seeds)
     family = len(settings_of(run)) * len(TESTED_METRICS)
     floor = significance_floor(spec, family)
     if floor is not None and floor >= spec.alpha:

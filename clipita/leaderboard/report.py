@@ -12,6 +12,7 @@ import numpy as np
 
 from .consistency import consistency_section, consistency_summary
 from .plots import plot_errors, plot_metrics, plot_per_category
+from .public import PUBLIC_FILE, public_section
 from .run import LeaderboardRun
 
 # (key, column label, ceiling key shown beside it)
@@ -74,6 +75,41 @@ def leakage_warning(run: LeaderboardRun) -> list[str]:
 
 
 LEAK_MARK = "⚠"
+
+
+def seed_roles_lines(spec: LeaderboardSpec) -> list[str]:
+    """The header lines saying which split seeds the numbers are on and what role each seed has (issue 19.6: every
+    constant chosen from measurements is chosen on validation or on design seeds; reports use report seeds)."""
+    roles = spec.seed_roles()
+    if spec.design_seeds is None:
+        return [
+            "- seed roles: not declared (no `design_seeds` in the config): whether decisions were tuned on these "
+            "split seeds is not stated"
+        ]
+    lines = []
+    if roles["report"]:
+        lines.append(
+            f"- reported on **report seeds {roles['report']}**: split seeds no decision used (no grid, default, "
+            "recipe value or sweep winner was chosen on them)"
+        )
+    lines.append(
+        f"- design seeds: {roles['design']} (the split seeds every decision was measured on; not reported here)"
+        if not roles["tuned"]
+        else f"- design seeds: {roles['design']} (the split seeds every decision was measured on)"
+    )
+    return lines
+
+
+def tuned_seeds_warning(spec: LeaderboardSpec) -> list[str]:
+    """A bold warning when reported split seeds are design seeds (numbers decisions were tuned on)."""
+    tuned = spec.seed_roles()["tuned"]
+    if not tuned:
+        return []
+    return [
+        f"**Warning: split seeds {tuned} are design seeds: these numbers are design-seed numbers (decisions were "
+        "tuned on them): not a held-out estimate.**",
+        "",
+    ]
 
 
 def markdown_table(run: LeaderboardRun, summary: dict, tests: dict, setting: str) -> str:
@@ -148,6 +184,7 @@ def write_markdown(
     lines = [f"# Leaderboard: {spec.name}", ""]
     if run.partial:
         lines += [f"**{run.partial}**", ""]
+    lines += tuned_seeds_warning(spec)
     if spec.description:
         lines += [spec.description.strip(), ""]
     gallery = ", ".join(f"seed {s}: {len(c.product_ids)}" for s, c in sorted(run.contexts.items()))
@@ -157,6 +194,7 @@ def write_markdown(
         f"- started {run.started}; wall time {run.wall_s:.0f} s ({run.wall_s / 60:.1f} min)"
         + (f" on {run.environment.get('device', '')}" if run.environment else ""),
         f"- split seeds: {seeds} (mean ± sample std over seeds; each seed re-draws the test split and the unseen leaves)",
+        *seed_roles_lines(spec),
         f"- test gallery (products): {gallery}",
         f"- reference for significance: **{spec.reference}**",
         "",
@@ -199,6 +237,7 @@ def write_markdown(
     for setting in [s for s in ("all", "specific_seen", "specific_unseen") if s in settings_of(run)]:
         lines += [f"### {setting}", "", *_error_rows(run, errors, setting), ""]
     lines += consistency_section(run, consistency or {})
+    lines += public_section(run.public)
     lines += [
         "## Per category",
         "",
@@ -325,6 +364,8 @@ def write_report(
         "wall_time_s": run.wall_s,
         "environment": run.environment,
         "split_seeds": spec.split_seeds,
+        "design_seeds": spec.design_seeds,
+        "seed_roles": spec.seed_roles(),
         "reference": spec.reference,
         "significance": {
             "test": spec.test,
@@ -354,6 +395,10 @@ def write_report(
         "paper_ordering": ordering,
         "test_gallery_size": {str(s): len(c.product_ids) for s, c in run.contexts.items()},
     }
+    if run.public:
+        document["public_protocol"] = PUBLIC_FILE
+        paths["public"] = out / PUBLIC_FILE
+        paths["public"].write_text(json.dumps(_json_safe(run.public), indent=2, ensure_ascii=False))
     run.report = _json_safe(document)
     paths["json"].write_text(json.dumps(run.report, indent=2, ensure_ascii=False, allow_nan=False))
     return paths

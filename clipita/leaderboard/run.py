@@ -71,6 +71,7 @@ class LeaderboardRun:
     partial: str = ""
     leakage: dict[str, Any] = field(default_factory=dict)  # the shard manifest's leakage guard report
     row_text: dict[str, list[str]] = field(default_factory=dict)  # row -> product text fields it reads
+    public: dict[str, Any] = field(default_factory=dict)  # the public-protocol block (.public.public_block)
 
     @property
     def ran(self) -> list[str]:
@@ -82,13 +83,17 @@ def _numpy_per_query(per_query: dict[str, torch.Tensor]) -> dict[str, np.ndarray
 
 
 def _context(
-    seed: int, groups: dict[str, torch.Tensor], datamodule: Any, product_ids: Sequence[str]
+    seed: int,
+    groups: dict[str, torch.Tensor],
+    datamodule: Any,
+    product_ids: Sequence[str],
+    category_ids: torch.Tensor,
 ) -> SeedContext:
     return SeedContext(
         seed=seed,
         paths=[tuple(p) for p in datamodule.tree.paths],
         groups={k: torch.as_tensor(v).cpu().numpy().astype(bool) for k, v in groups.items()},
-        category_ids=datamodule.datasets["test"].category_ids.cpu().numpy(),
+        category_ids=torch.as_tensor(category_ids).cpu().numpy(),
         product_ids=list(product_ids),
     )
 
@@ -142,6 +147,7 @@ def save_run(run: LeaderboardRun, path: str | Path) -> None:
         "partial": run.partial,
         "leakage": run.leakage,
         "row_text": run.row_text,
+        "public": run.public,
     }
     np.savez_compressed(path.with_suffix(".npz"), **arrays)
     path.write_text(json.dumps(document, indent=1, ensure_ascii=False))
@@ -178,6 +184,6 @@ def load_run(path: str | Path) -> LeaderboardRun:
         }
     for key in ("not_run", "command", "started", "wall_s", "environment", "partial"):
         setattr(run, key, document[key])
-    for key in ("leakage", "row_text"):  # absent from runs saved before the leakage guard
+    for key in ("leakage", "row_text", "public"):  # absent from runs saved before these were kept
         setattr(run, key, document.get(key) or {})
     return run

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from clipita.experiment import read_fit_config, run_folder_overrides
 from datamodules.leakage import TEXT_FIELDS  # the product text a row can read
@@ -17,6 +20,41 @@ from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_pe
 
 # (key, column label, ceiling key shown beside it)
 from .spec import ERROR_KS, LeaderboardSpec, RowSpec, resolve_path
+
+
+def _test_products(datamodule: Any) -> tuple[list[str], Any]:
+    """The test split's product ids and ancestor-id rows in the order the test ranked them: the feature rows', or
+    on the raw-image path (a trained tower) the test loader's (shard order when it has no workers)."""
+    if "test" in datamodule.datasets:
+        test = datamodule.datasets["test"]
+        return list(test.product_id), test.category_ids
+    from clipita.retrieval.shard_metadata import products_frame
+
+    if datamodule.hparams.num_workers:
+        batches = list(datamodule.test_dataloader())
+        ids = [str(i) for b in batches for i in b["product_id"]]
+        return ids, torch.cat([b["category_ids"] for b in batches])
+    frame = products_frame(datamodule.manifest, datamodule.shard_dir, ["test"])
+    paths = [json.loads(p) for p in frame["category_path"]]
+    return [str(i) for i in frame["id"]], torch.as_tensor(datamodule.tree.ancestor_matrix(paths))
+
+
+def run_folder(runs_dir: Path, row: RowSpec, seed: int) -> Path:
+    """A trained row's run folder on one split seed (its choice run's, with ``refit_after_choice``):
+    ``<runs_dir>/<row slug>/seed<seed>`` (:func:`clipita.experiment.run_folder_overrides`)."""
+    return Path(runs_dir) / row.slug / f"seed{seed}"
+
+
+def refit_folder(runs_dir: Path, row: RowSpec, seed: int) -> Path:
+    """The refit's sibling run folder (``<version>_refit``, :func:`clipita.refit.refit_version_overrides`)."""
+    return Path(runs_dir) / row.slug / f"seed{seed}_refit"
+
+
+def choice_checkpoint(runs_dir: Path, row: RowSpec, seed: int) -> Path:
+    """The last checkpoint of a row's choice run on one split seed: what a row with ``init_from`` starts from
+    (experiments/clip_ita_finetune.yaml: stage 2 starts from stage 1's choice run, never from its refit, which
+    trained on the pseudo-novel leaves stage 2 validates on)."""
+    return run_folder(runs_dir, row, seed) / "checkpoints" / "last.ckpt"
 
 
 def _manifest_leakage(datamodule: Any) -> dict[str, Any]:
@@ -98,11 +136,20 @@ class _Runner:
                 str(self.runs_dir / "tests"),
             ]
         else:  # a fresh run folder per row and seed (a previous leaderboard run's checkpoints are replaced)
-            shutil.rmtree(self.runs_dir / row.slug / f"seed{seed}", ignore_errors=True)
+            for folder in (run_folder(self.runs_dir, row, seed), refit_folder(self.runs_dir, row, seed)):
+                shutil.rmtree(folder, ignore_errors=True)
             logging = run_folder_overrides(read_fit_config(config), self.runs_dir, row.slug, f"seed{seed}")
+        stage = []
+        if row.init_from:  # stage 2 starts from the other row's choice run on this split seed (not its refit)
+            source = choice_checkpoint(self.runs_dir, RowSpec(row.init_from), seed)  # run here or kept
+            if not source.is_file():
+                raise FileNotFoundError(
+                    f"row {row.name!r} starts from row {row.init_from!r} (init_from), but {source} does not exist"
+                )
+            stage = ["--model.init_from", str(source)]
         overrides = [
             *logging,
-            *self.spec.shared_overrides, *row.overrides, *self.overrides, *self.seed_overrides(seed, True),
+            *self.spec.shared_overrides, *row.overrides, *stage, *self.overrides, *self.seed_overrides(seed, True),
         ]  # fmt: skip
         if row.checkpoint:
             from clipita.factory import build
@@ -120,7 +167,7 @@ class _Runner:
         self.leakage = self.leakage or _manifest_leakage(datamodule)
         per_query = _numpy_per_query(module.per_query["test"])
         top = module.rankings["test"][:, : max(ERROR_KS)].cpu().numpy()
-        context = _context(seed, module.settings, datamodule, datamodule.datasets["test"].product_id)
+        context = _context(seed, module.settings, datamodule, *_test_products(datamodule))
         per_query = add_consistency(
             per_query, module.rankings["test"], context.paths, context.groups["specific"]
         )

@@ -49,6 +49,7 @@ class RowSpec:
     fit: str | None = None
     overrides: list[str] = field(default_factory=list)
     checkpoint: str | None = None
+    init_from: str | None = None  # a fit row starting from an earlier row's choice run on the same split seed
 
     @property
     def kind(self) -> str:
@@ -69,6 +70,7 @@ class LeaderboardSpec:
     name: str
     rows: list[RowSpec]
     split_seeds: list[int] = field(default_factory=lambda: [0])
+    design_seeds: list[int] | None = None  # the split seeds decisions were measured on (None: not declared)
     base_config: str | None = None
     shared_overrides: list[str] = field(default_factory=list)
     reference: str | None = None
@@ -82,6 +84,17 @@ class LeaderboardSpec:
     ordering_settings: list[str] | None = None
     description: str = ""
     source: str = ""
+    public_rows: list[str] = field(default_factory=list)  # rows of the public-protocol block (.public)
+
+    def seed_roles(self) -> dict[str, list[int]]:
+        """``report`` (split seeds no decision used), ``design`` (declared design seeds) and ``tuned`` (reported
+        seeds that are design seeds: their numbers are no held-out estimate)."""
+        design = list(self.design_seeds or [])
+        return {
+            "report": [s for s in self.split_seeds if s not in design],
+            "design": design,
+            "tuned": [s for s in self.split_seeds if s in design],
+        }
 
     def row(self, name: str) -> RowSpec:
         for row in self.rows:
@@ -119,6 +132,43 @@ def _string_list(value: Any, what: str) -> list[str]:
     return [str(v).lower() if isinstance(v, bool) else str(v) for v in value]
 
 
+def _check_init_from(file: Path, row: RowSpec, earlier: list[RowSpec]) -> None:
+    """``init_from`` names a fit row above this one (its choice run on the same split seed must exist first)."""
+    if not row.fit or row.checkpoint:
+        raise ValueError(
+            f"{file}: row {row.name!r}: 'init_from' needs a 'fit' row that trains (no 'checkpoint')"
+        )
+    source = next((r for r in earlier if r.name == row.init_from), None)
+    if source is None:
+        raise ValueError(
+            f"{file}: row {row.name!r} starts from row {row.init_from!r} (init_from), which is not a row above it; "
+            "list the row it starts from earlier in 'rows'"
+        )
+    if not source.fit or source.checkpoint:
+        raise ValueError(
+            f"{file}: row {row.name!r} starts from row {source.name!r} (init_from), which trains nothing here "
+            "(a baseline or a checkpoint row); init_from needs a 'fit' row"
+        )
+
+
+def _public_rows(file: Path, block: Any, rows: list[RowSpec]) -> list[str]:
+    """``public_block: {rows: [...]}``: trained rows (their kept checkpoints are what the block scores)."""
+    if block is None:
+        return []
+    if not isinstance(block, dict) or set(block) != {"rows"} or not isinstance(block["rows"], list):
+        raise ValueError(f"{file}: public_block must be {{rows: [<row name>, ...]}}, got {block!r}")
+    by_name = {r.name: r for r in rows}
+    for name in block["rows"]:
+        row = by_name.get(str(name))
+        if row is None:
+            raise ValueError(f"{file}: public_block row {name!r} is not a row; rows: {list(by_name)}")
+        if not row.fit or row.checkpoint:
+            raise ValueError(
+                f"{file}: public_block row {name!r} must be a 'fit' row (the block scores its kept checkpoints)"
+            )
+    return [str(n) for n in block["rows"]]
+
+
 def load_spec(path: str) -> LeaderboardSpec:
     """Parse and check a leaderboard YAML; errors name the offending key."""
     from clipita.baselines import BASELINES
@@ -129,7 +179,8 @@ def load_spec(path: str) -> LeaderboardSpec:
         raise ValueError(f"{file}: a leaderboard config needs a non-empty 'rows' list")
     known = {
         "name", "description", "rows", "split_seeds", "base_config", "shared_overrides", "reference",
-        "vary_training_seed", "significance", "paper_ordering",
+        "vary_training_seed", "significance", "paper_ordering", "design_seeds",
+        "public_block",
     }  # fmt: skip
     unknown = set(raw) - known
     if unknown:
@@ -138,7 +189,7 @@ def load_spec(path: str) -> LeaderboardSpec:
     for i, item in enumerate(raw["rows"]):
         if not isinstance(item, dict) or "name" not in item:
             raise ValueError(f"{file}: rows[{i}] needs a 'name'")
-        extra = set(item) - {"name", "baseline", "options", "fit", "overrides", "checkpoint"}
+        extra = set(item) - {"name", "baseline", "options", "fit", "overrides", "checkpoint", "init_from"}
         if extra:
             raise ValueError(f"{file}: rows[{i}] ({item['name']}) has unknown keys {sorted(extra)}")
         row = RowSpec(
@@ -148,6 +199,7 @@ def load_spec(path: str) -> LeaderboardSpec:
             fit=item.get("fit"),
             overrides=_string_list(item.get("overrides"), f"rows[{i}].overrides"),
             checkpoint=item.get("checkpoint"),
+            init_from=None if item.get("init_from") is None else str(item["init_from"]),
         )
         if bool(row.baseline) == bool(row.fit):
             raise ValueError(f"{file}: row {row.name!r} needs exactly one of 'baseline' or 'fit'")
@@ -160,6 +212,8 @@ def load_spec(path: str) -> LeaderboardSpec:
             raise ValueError(
                 f"{file}: row {row.name!r}: 'checkpoint' needs the 'fit' config it was trained with"
             )
+        if row.init_from is not None:
+            _check_init_from(file, row, rows)
         rows.append(row)
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
@@ -176,12 +230,18 @@ def load_spec(path: str) -> LeaderboardSpec:
                 f"{file}: row {row.name!r}: with several split seeds the checkpoint path needs a '{{seed}}' "
                 "placeholder (a model trained on one split must not be tested on another split's test set)"
             )
+    design = raw.get("design_seeds")
+    if design is not None:
+        if not isinstance(design, list) or len({int(s) for s in design}) != len(design):
+            raise ValueError(f"{file}: design_seeds must be a list of distinct integers, got {design!r}")
+        design = [int(s) for s in design]
     sig = dict(raw.get("significance") or {})
     ordering = dict(raw.get("paper_ordering") or {})
     spec = LeaderboardSpec(
         name=str(raw.get("name") or file.stem),
         rows=rows,
         split_seeds=seeds,
+        design_seeds=design,
         base_config=raw.get("base_config"),
         shared_overrides=_string_list(raw.get("shared_overrides"), "shared_overrides"),
         reference=raw.get("reference"),
@@ -195,6 +255,7 @@ def load_spec(path: str) -> LeaderboardSpec:
         ordering_settings=ordering.get("settings"),
         description=str(raw.get("description", "")),
         source=str(file),
+        public_rows=_public_rows(file, raw.get("public_block"), rows),
     )
     if spec.reference is not None:
         spec.row(spec.reference)

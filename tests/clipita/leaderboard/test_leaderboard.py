@@ -222,7 +222,7 @@ def test_report_only_re_renders_a_saved_run(synthetic_run, tmp_path):
 
 def test_load_spec_reads_the_shipped_configs():
     spec = load_spec("fashion")
-    assert spec.split_seeds == [0, 1, 2] and spec.reference == "CLIP-ITA"
+    assert spec.split_seeds == [3, 4, 5] and spec.design_seeds == [0, 1, 2] and spec.reference == "CLIP-ITA"
     names = [r.name for r in spec.rows]
     for name in ("random", "BM25", "title zero-shot", "CLIP-I", "CLIP-IA", "CLIP-ITA"):
         assert name in names
