@@ -120,7 +120,7 @@ class _Runner:
         self.leakage = self.leakage or _manifest_leakage(datamodule)
         per_query = _numpy_per_query(module.per_query["test"])
         top = module.rankings["test"][:, : max(ERROR_KS)].cpu().numpy()
-        context = _context(seed, module.settings, datamodule, datamodule.datasets["test"].product_id)
+        context = _context(seed, module.protocol.settings, datamodule, datamodule.datasets["test"].product_id)
         per_query = add_consistency(
             per_query, module.rankings["test"], context.paths, context.groups["specific"]
         )
