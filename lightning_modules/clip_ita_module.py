@@ -145,7 +145,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         ] = {}  # stage -> {metric: [Q]} of the last evaluation
         self.rankings: dict[str, torch.Tensor] = {}  # stage -> [Q, max_rank] product indices (error analysis)
         self.protocol: EvalProtocol | None = None
-        self.protocol_given = protocol is not None  # else setup reads the DataModule's
+        self._protocol_given = protocol is not None  # else setup reads the DataModule's
         if protocol is not None:
             self.set_protocol(protocol)
 
@@ -172,7 +172,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is None:
             return
-        if not self.protocol_given:
+        if not self._protocol_given:
             self.set_protocol(dm.protocol(self.net.category_text))
         statistics = dm.lexical_statistics  # BM25 statistics of the training split: feature-store data
         if self.net.lexical is not None and statistics is not None:
