@@ -40,7 +40,6 @@ class ClipItaModule(FineTuning, L.LightningModule):
 
     Args:
         net: the retrieval network (its options: see :class:`ClipIta`).
-        protocol: the evaluation protocol (no config option; default: the DataModule's, in :meth:`setup`).
         loss: the contrastive objective, a loss registered in ``LOSSES`` (``lightning_modules/losses/``; each
             class's own help: ``--model.loss.help NAME``). Default: ``InfoNCELoss()`` (one-hot targets, the paper).
         lr: AdamW learning rate of heads, fusion and the temperature.
@@ -80,6 +79,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
             by test, predict and ``load_model``). Needs a fine-tuned tower with named pretrained weights; pair it
             with ``data.pseudo_novel_fraction``. Each validation epoch embeds the validation products once per mix.
         wise_ft_grid: the mixes tried (``alpha`` in [0, 1]; 1 = the fine-tuned towers, preferred).
+        protocol: the evaluation protocol (no config option; default: the DataModule's, in :meth:`setup`).
 
     Validation reports ``specific_seen`` (leaves the network trained on) and ``specific_novel`` (leaves it did not:
     the pseudo-novel ones) beside the other groups; with ``choose_scorer`` also ``val/scorer_*_title_weight`` (the
