@@ -39,7 +39,8 @@ class RunResult:
 
     @property
     def settings(self) -> dict[str, torch.Tensor]:
-        return self.module.settings
+        """The test's settings (:attr:`EvalProtocol.settings <clipita_core.protocol.EvalProtocol.settings>`)."""
+        return {k: torch.from_numpy(v) for k, v in self.module.protocol.settings.items()}
 
 
 def read_fit_config(path: str | Path | None) -> dict[str, Any]:

@@ -26,7 +26,17 @@ CLI_KWARGS: dict[str, Any] = {
 
 
 class ConfigParserCLI(LightningCLI):
-    """The fit config's parser: LightningCLI's, plus the project's two fit options and the encoder link."""
+    """The fit config's parser: LightningCLI's, plus the project's two fit options and the encoder link; the
+    module's ``protocol`` is no option (the DataModule builds it from the shards: ``ClipItaModule.setup``)."""
+
+    def add_core_arguments_to_parser(self, parser) -> None:
+        """LightningCLI's own (Trainer, module, DataModule), the module's arguments less ``protocol``."""
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+        parser.add_class_arguments(
+            self._model_class, "model", fail_untyped=False, sub_configs=True, skip={"protocol"}
+        )
+        parser.add_lightning_class_args(self._datamodule_class, "data")
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clipita_core.manifest import Manifest
+from clipita_core.paths import CategoryText
+from clipita_core.protocol import EvalProtocol
 from clipita_core.tree import CategoryTree
 from clipita_core.vocabulary import SPLITS
 from datamodules.augmentation import make_augmentation
@@ -21,11 +21,11 @@ from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
 from datamodules.lexical_store import document_counts, shard_token_rows
 from datamodules.manifest import load_manifest
-from datamodules.sharding import shard_catalogue
+from datamodules.sample_catalogue.generate import cached_sample_catalogue, sample_key
+from datamodules.shard_request import request_matches, shard_for_request, wait_for_shards
 from datamodules.splits import SPLIT_RULES
 
 SAMPLE = "sample"
-REQUEST_NAME = "shard_request.json"
 
 
 class CatalogueDataModule(L.LightningDataModule):
@@ -138,33 +138,13 @@ class CatalogueDataModule(L.LightningDataModule):
         self._train_stream_state: dict | None = None  # a checkpoint's position, for the next training loader
 
     # ---------------------------------------------------------------------------------------------- building
-    def _sample_key(self) -> dict | None:
-        """What the built-in sample is generated from (None for a catalogue of the user's): its cache key."""
-        if self.hparams.catalogue != SAMPLE:
-            return None
-        key: dict[str, Any] = {"num_products": self.hparams.sample_products, "seed": 0}
-        if self.hparams.sample_titles != "signal":  # the default keeps the key older samples were made with
-            key["titles"] = self.hparams.sample_titles
-        return key
-
     def catalogue_path(self) -> str:
-        want = self._sample_key()
-        if want is None:
-            return self.hparams.catalogue
-        from datamodules.sample_catalogue import generate_sample_catalogue
-
-        titles = self.hparams.sample_titles
-        folder = self.work_dir / ("sample_catalogue" if titles == "signal" else f"sample_catalogue_{titles}")
-        yaml_path = folder / "catalogue.yaml"
-        marker = folder / "generated.json"
-        if not (yaml_path.is_file() and marker.is_file() and json.loads(marker.read_text()) == want):
-            yaml_path = Path(
-                generate_sample_catalogue(
-                    str(folder), num_products=self.hparams.sample_products, seed=0, titles=titles
-                )
-            )
-            marker.write_text(json.dumps(want))
-        return str(yaml_path)
+        """The catalogue schema sharded: the user's, or the built-in sample's (generated under ``work_dir`` when
+        missing or made with other options)."""
+        h = self.hparams
+        if h.catalogue != SAMPLE:
+            return h.catalogue
+        return cached_sample_catalogue(self.work_dir, h.sample_products, h.sample_titles)
 
     def _shard_request(self, catalogue: str) -> dict:
         h = self.hparams
@@ -178,16 +158,13 @@ class CatalogueDataModule(L.LightningDataModule):
             **({"pseudo_novel_fraction": h.pseudo_novel_fraction} if h.get("pseudo_novel_fraction") else {}),
             "split_rules": SPLIT_RULES,  # shards split under older rules are split again
         }
-        sample = self._sample_key()
-        if sample is not None:  # a regenerated sample (another size or title mode) is another catalogue
-            request["sample"] = sample
+        if h.catalogue == SAMPLE:  # a regenerated sample (another size or title mode) is another catalogue
+            request["sample"] = sample_key(h.sample_products, h.sample_titles)
         return request
 
     def shards_ready(self) -> bool:
-        request_file = self.shard_dir / REQUEST_NAME
-        if not request_file.is_file():
-            return False
-        return json.loads(request_file.read_text()) == self._shard_request(self.catalogue_path())
+        """Whether :attr:`shard_dir` holds the shards of this DataModule's request (:mod:`datamodules.shard_request`)."""
+        return request_matches(self.shard_dir, self._shard_request(self.catalogue_path()))
 
     def ensure_shards(self, wait: bool = False, timeout_s: float = 24 * 3600) -> Manifest:
         """Shard the catalogue unless shards made with the same request are already there and intact.
@@ -195,29 +172,10 @@ class CatalogueDataModule(L.LightningDataModule):
         ``wait=True`` (ranks other than 0 of a job launched all at once) waits for rank 0's shards instead.
         """
         if wait:
-            deadline = time.monotonic() + timeout_s
-            while not self.shards_ready():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no shards appeared in {str(self.shard_dir)!r} for {timeout_s:.0f}s")
-                time.sleep(2)
+            wait_for_shards(self.shards_ready, self.shard_dir, timeout_s)
         catalogue = self.catalogue_path()
         request = self._shard_request(catalogue)
-        request_file = self.shard_dir / REQUEST_NAME
-        if request_file.is_file() and json.loads(request_file.read_text()) == request:
-            return load_manifest(str(self.shard_dir), check_hashes=False)
-        manifest = shard_catalogue(
-            catalogue,
-            str(self.shard_dir),
-            shard_size=request["shard_size"],
-            seed=request["seed"],
-            val_fraction=request["val_fraction"],
-            test_fraction=request["test_fraction"],
-            unseen_fraction=request["unseen_fraction"],
-            pseudo_novel_fraction=request.get("pseudo_novel_fraction", 0.0),
-            num_workers=self.hparams.num_workers,  # the loaders' workers decode the catalogue's images too
-        )
-        request_file.write_text(json.dumps(request, indent=2))
-        return manifest
+        return shard_for_request(catalogue, self.shard_dir, request, self.hparams.num_workers)
 
     def towers(self) -> tuple[Any, Any]:
         """``(image_encoder, text_encoder)`` of the ``encoders`` object (a clear error when none was given)."""
@@ -320,22 +278,10 @@ class CatalogueDataModule(L.LightningDataModule):
     def attribute_names(self) -> list[str]:
         return self.manifest.attribute_names if self.manifest is not None else []
 
-    @property
-    def unseen_category_ids(self) -> list[int]:
-        return [self.tree.index(p) for p in self.manifest.unseen_categories]
-
-    @property
-    def pseudo_novel_category_ids(self) -> list[int]:
-        """Table ids of the leaves held out of training for validation (``[]`` without pseudo-novel validation)."""
-        return [self.tree.index(p) for p in self.manifest.pseudo_novel_categories]
-
-    @property
-    def train_category_ids(self) -> list[int]:
-        """Table ids of every category (any level) that has a product in the train split."""
-        seen: set[int] = set()
-        for path in self.manifest.split("train").category_paths:
-            seen.update(self.tree.ancestor_ids(path))
-        return sorted(seen)
+    def protocol(self, text_style: CategoryText) -> EvalProtocol:
+        """The evaluation protocol of this split (its queries in ``text_style``, settings, and seen / novel /
+        unseen categories), built from the manifest (:meth:`EvalProtocol.from_manifest`)."""
+        return EvalProtocol.from_manifest(self.read_catalogue(), text_style)
 
     @property
     def modalities_present(self) -> list[str]:

@@ -4,25 +4,27 @@ retrieval metrics."""
 from __future__ import annotations
 
 import os
-from typing import Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from clipita_core.protocol import EvalProtocol
 from clipita_core.weights import TREE, weight_key
 
 from .checkpointing import init_from_checkpoint, restore_module_state, write_checkpoint
 from .fine_tuning import FineTuning
+from .finite_inputs import check_finite
 from .losses import LOSSES, InfoNCELoss
+from .lr_schedule import Schedule, warmup_schedule
 from .metrics import CategoryRetrievalMetrics
 from .model import ClipIta
 from .param_groups import check_layer_decay, parameter_groups
+from .query_table import QueryTable
 from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals
+from .training_targets import TrainLevel, training_targets
 from .wise_ft import EVIDENCE_KEY, WiseFTSelection
 from .wise_ft import describe as describe_wise_ft
-
-TrainLevel = Literal["leaf", "random"]
 
 
 class ClipItaModule(FineTuning, L.LightningModule):
@@ -30,8 +32,11 @@ class ClipItaModule(FineTuning, L.LightningModule):
 
     The network and the loss are built from their own signatures (``model.net.*``: :class:`ClipIta`'s arguments;
     ``model.loss``: a ``class_path`` + ``init_args`` of :class:`~lightning_modules.losses.InfoNCELoss` or a subclass)
-    and handed in; this module owns the optimisation and the evaluation protocol only. Their configs travel in the
-    checkpoint (:mod:`lightning_modules.checkpointing`), not in ``hparams``.
+    and handed in; this module owns the optimisation and the evaluation. Their configs travel in the checkpoint
+    (:mod:`lightning_modules.checkpointing`), not in ``hparams``. The evaluation protocol
+    (:class:`~clipita_core.protocol.EvalProtocol`: the queries, settings and seen / novel / unseen categories of a
+    split) is taken like the network: given here, or else read from the DataModule in :meth:`setup` (``clipita
+    fit``, where it exists only once the catalogue is sharded).
 
     Args:
         net: the retrieval network (its options: see :class:`ClipIta`).
@@ -74,6 +79,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
             by test, predict and ``load_model``). Needs a fine-tuned tower with named pretrained weights; pair it
             with ``data.pseudo_novel_fraction``. Each validation epoch embeds the validation products once per mix.
         wise_ft_grid: the mixes tried (``alpha`` in [0, 1]; 1 = the fine-tuned towers, preferred).
+        protocol: the evaluation protocol (no config option; default: the DataModule's, in :meth:`setup`).
 
     Validation reports ``specific_seen`` (leaves the network trained on) and ``specific_novel`` (leaves it did not:
     the pseudo-novel ones) beside the other groups; with ``choose_scorer`` also ``val/scorer_*_title_weight`` (the
@@ -88,7 +94,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         encoder_lr: float = 1e-5,
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
-        scheduler: Literal["cosine", "none"] = "cosine",
+        scheduler: Schedule = "cosine",
         train_category_level: TrainLevel = "random",
         eval_max_rank: int = 1000,
         choose_scorer: bool = False,
@@ -100,9 +106,10 @@ class ClipItaModule(FineTuning, L.LightningModule):
         init_from: str | None = None,
         wise_ft: bool = False,
         wise_ft_grid: list[float] = [0.0, 0.25, 0.5, 0.75, 1.0],  # noqa: B006 - jsonargparse schema default
+        protocol: EvalProtocol | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss"])
+        self.save_hyperparameters(ignore=["net", "loss", "protocol"])
         if lr <= 0 or encoder_lr <= 0:
             raise ValueError(f"learning rates must be > 0, got lr={lr}, encoder_lr={encoder_lr}")
         check_layer_decay(layer_decay)
@@ -132,16 +139,15 @@ class ClipItaModule(FineTuning, L.LightningModule):
                 for stage in ("val", "test")
             }
         )
-        self.category_texts: list[str] = []
-        self.category_paths: list[tuple[str, ...]] = []
-        self.register_buffer("category_text_features", torch.zeros(0), persistent=False)
-        self.register_buffer("seen_category_ids", torch.zeros(0, dtype=torch.long), persistent=False)
-        self.settings: dict[str, torch.Tensor] = {}
-        self.val_settings: dict[str, torch.Tensor] = {}
+        self.queries = QueryTable()  # the protocol's queries, encoded for the network (set_protocol)
         self.per_query: dict[
             str, dict[str, torch.Tensor]
         ] = {}  # stage -> {metric: [Q]} of the last evaluation
         self.rankings: dict[str, torch.Tensor] = {}  # stage -> [Q, max_rank] product indices (error analysis)
+        self.protocol: EvalProtocol | None = None
+        self._protocol_given = protocol is not None  # else setup reads the DataModule's
+        if protocol is not None:
+            self.set_protocol(protocol)
 
     def _scorer_selection(self, net: ClipIta) -> ScorerSelection | None:
         """The validation-time chooser of ``net``'s signal weights (None without ``choose_scorer`` or signals)."""
@@ -156,92 +162,40 @@ class ClipItaModule(FineTuning, L.LightningModule):
         signal left out, e.g. the title match without titles, is not chosen)."""
         self.net = net
         self.scorer_selection = self._scorer_selection(net)
+        if self.protocol is not None:  # the new network's trained set, attribute order and query features
+            self.set_protocol(self.protocol)
 
-    # --------------------------------------------------------------------------------------------- the tree
+    # ----------------------------------------------------------------------------------------- the protocol
     def setup(self, stage: str) -> None:
         if self._trainer is not None:
             self.check_batch_source()
-        dm = self.trainer.datamodule if self.trainer else None
-        if dm is None or getattr(dm, "tree", None) is None:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is None:
             return
-        self.net.attribute_names = dm.attribute_names
-        self.set_category_table(dm.tree.texts(self.net.category_text), dm.tree, dm.unseen_category_ids)
-        self.seen_category_ids = torch.as_tensor(dm.train_category_ids, dtype=torch.long, device=self.device)
-        self.net.set_trained_categories(dm.tree.paths[i] for i in dm.train_category_ids)
-        statistics = getattr(dm, "lexical_statistics", None)
-        if self.net.lexical is not None and statistics is not None:  # BM25 statistics of the training split
+        if not self._protocol_given:
+            self.set_protocol(dm.protocol(self.net.category_text))
+        statistics = dm.lexical_statistics  # BM25 statistics of the training split: feature-store data
+        if self.net.lexical is not None and statistics is not None:
             if float(statistics["avg_len"]) > 0:
                 self.net.lexical.set_statistics(statistics)
             else:  # no title or attribute text in training (a folder tree, an image-only table): no BM25 term
                 rank_zero_info("lexical signal off: the training products have no title or attribute text")
-        self.val_settings = self.validation_groups()
 
-    def validation_groups(self) -> dict[str, torch.Tensor]:
-        """The test's settings, with the leaves split by what the *network* trained on: ``specific_seen``
-        (trained leaves) and ``specific_novel`` (leaves it never trained on that have validation products: the
-        pseudo-novel ones). The test's unseen leaves have no validation product in any split mode (the split puts
-        them in test only: ``datamodules.splits.test_only``), so no choice made on validation sees them."""
-        groups = {k: v for k, v in self.settings.items() if k not in ("specific_seen", "specific_unseen")}
-        if "specific" in groups and self.category_paths:
-            novel = self.net.novel_mask(self.category_texts, self.category_paths)
-            groups["specific_seen"] = groups["specific"] & ~novel
-            groups["specific_novel"] = groups["specific"] & novel
-        return groups
-
-    def set_category_table(self, texts: list[str], tree, unseen_ids: list[int] = ()) -> None:
-        """Encode every category name once (frozen text tower) and name the settings of the evaluation."""
-        self.category_texts = list(texts)
-        self.category_paths = [tuple(p) for p in tree.paths]
-        with torch.no_grad():
-            self.category_text_features = self.net.text_encoder(self.category_texts).to(self.device)
-        depth = torch.as_tensor(tree.depth)
-        leaves = torch.zeros(len(tree), dtype=torch.bool)
-        leaves[tree.leaves] = True
-        unseen = torch.zeros(len(tree), dtype=torch.bool)
-        unseen[list(unseen_ids)] = True
-        groups = {"all": torch.ones(len(tree), dtype=torch.bool), "general": depth == 1, "specific": leaves}
-        for d in range(2, tree.max_depth):
-            groups[f"level-{d}"] = depth == d
-        if unseen.any():
-            groups["specific_seen"] = leaves & ~unseen
-            groups["specific_unseen"] = leaves & unseen
-        self.settings = groups
-
-    def category_embeddings(self, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Embeddings of category-table rows ``ids`` (all rows when None)."""
-        if self.net.text_encoder.trainable:
-            texts = self.category_texts if ids is None else [self.category_texts[i] for i in ids.tolist()]
-            return self.net.encode_category_texts(texts)
-        features = self.category_text_features if ids is None else self.category_text_features[ids]
-        return self.net.encode_category(features)
-
-    def training_targets(self, category_ids: torch.Tensor) -> torch.Tensor:
-        """The category each product is paired with this step: its leaf, or a uniformly drawn level of its path.
-
-        Under DDP every rank holds the same generator state (reseeded alike each epoch), so each draws the uniforms of
-        the whole global batch and keeps its own block of them (the sampler's block; the gathered loss's order): the
-        levels are those a one-process run with the global batch draws, and no two ranks share draws."""
-        depth = (category_ids >= 0).sum(dim=1)
-        if self.hparams.train_category_level == "leaf":
-            level = depth - 1
-        else:
-            rank, world_size = (self.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
-            n = depth.shape[0]
-            draws = torch.rand(n * world_size, device=depth.device)[rank * n : (rank + 1) * n]
-            level = (draws * depth).long()
-        return category_ids.gather(1, level.unsqueeze(1)).squeeze(1)
+    def set_protocol(self, protocol: EvalProtocol) -> None:
+        """Evaluate on ``protocol``: encode every query text once (frozen text tower), take its settings (validation
+        splits the leaves by what the network trains on: :attr:`EvalProtocol.validation_settings`), and give the
+        network its trained set (the seen categories) and the catalogue's attribute order."""
+        if protocol.text_style != self.net.category_text:
+            raise ValueError(
+                f"the protocol's queries are {protocol.text_style!r} texts but model.net.category_text is "
+                f"{self.net.category_text!r}: build the protocol with the network's style"
+            )
+        self.protocol = protocol
+        self.net.attribute_names = list(protocol.attribute_names)
+        self.queries.fill(protocol, self.net)
+        self.net.set_trained_categories(protocol.seen_paths)
 
     # -------------------------------------------------------------------------------------------------- steps
-    @staticmethod
-    def check_finite(batch: dict, stage: str) -> None:
-        """Fail with the product ids when an input holds NaN/inf (a degenerate image, a broken cache row)."""
-        for key in ("image", "image_features", "title_features", "attribute_features"):
-            x = batch.get(key)
-            if torch.is_tensor(x) and x.is_floating_point() and not torch.isfinite(x).all():
-                bad = (~torch.isfinite(x.flatten(1))).any(dim=1).nonzero().flatten().tolist()
-                ids = [batch["product_id"][i] for i in bad]
-                raise FloatingPointError(f"{stage}: non-finite values in {key!r} of products {ids[:20]}")
-
     def on_train_epoch_start(self) -> None:
         """Set the sampler's epoch from ``current_epoch``: Lightning's own ``set_epoch`` counts *finished* epochs,
         which lags by one after resuming from a checkpoint written at validation end. The loader's iterator is made
@@ -262,15 +216,16 @@ class ClipItaModule(FineTuning, L.LightningModule):
         return self.net.encode_product(batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        self.check_finite(batch, "train")
+        check_finite(batch, "train")
         views = self.net.encode_product_views(batch)
         products = views["product"]
-        targets = self.training_targets(batch["category_ids"])
-        categories = self.category_embeddings(targets)
+        rank, world_size = (self.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
+        targets = training_targets(batch["category_ids"], self.hparams.train_category_level, rank, world_size)
+        categories = self.queries.category_embeddings(self.net, targets)
         extra = {}
         if getattr(self.loss, "table_weight", 0) > 0:  # every category seen in training, as negatives
-            ids = self.seen_category_ids
-            extra = {"table_embeddings": self.category_embeddings(ids), "table_ids": ids}
+            ids = self.queries.seen_ids
+            extra = {"table_embeddings": self.queries.category_embeddings(self.net, ids), "table_ids": ids}
 
         def contrastive(view: torch.Tensor) -> torch.Tensor:
             return self.loss(
@@ -293,19 +248,12 @@ class ClipItaModule(FineTuning, L.LightningModule):
         return loss
 
     def query_embeddings(self) -> torch.Tensor:
-        """Retrieval vectors of every category-table row, by the network's one query encoder
-        (:meth:`ClipIta.encode_query_texts`): rows outside its trained set are novel."""
-        features = None if self.net.text_encoder.trainable else self.category_text_features
-        return self.net.encode_query_texts(self.category_texts, self.category_paths, text_features=features)
+        """Retrieval vectors of every query (:meth:`QueryTable.query_vectors`)."""
+        return self.queries.query_vectors(self.net)
 
     def _choosing(self, stage: str) -> bool:
-        trainer = self._trainer
-        return (
-            stage == "val"
-            and self.scorer_selection is not None
-            and bool(self.category_texts)
-            and not (trainer is not None and trainer.sanity_checking)
-        )
+        sanity = self._trainer is not None and self.trainer.sanity_checking
+        return stage == "val" and self.scorer_selection is not None and not sanity
 
     def _eval_start(self, stage: str) -> None:
         if stage == "test":
@@ -314,20 +262,23 @@ class ClipItaModule(FineTuning, L.LightningModule):
                 self.print(describe_wise_ft(self.net.retrieval))
         metric = self.metrics[stage]
         metric.reset()
-        groups = self.val_settings if stage == "val" and self.val_settings else self.settings
+        if self.protocol is None:
+            raise ValueError("no evaluation protocol: pass model protocol=... or evaluate with a DataModule")
+        settings = self.protocol.validation_settings if stage == "val" else self.protocol.settings
+        texts, paths = self.queries.texts, self.queries.paths
         with torch.no_grad():
-            metric.set_queries(self.query_embeddings(), {k: v.to(self.device) for k, v in groups.items()})
-            self.lexical_query = self.net.lexical_query(self.category_texts, self.category_paths)
+            masks = {k: torch.from_numpy(v).to(self.device) for k, v in settings.items()}
+            metric.set_queries(self.query_embeddings(), masks)
+            self.lexical_query = self.net.lexical_query(texts, paths)
         if self._choosing(stage):
-            features = None if self.net.text_encoder.trainable else self.category_text_features
-            self.scorer_selection.start(self.net, self.category_texts, self.category_paths, features)
+            self.scorer_selection.start(self.net, texts, paths, self.queries.frozen_features(self.net))
         if self._choosing_wise_ft(stage):
             self.wise_ft.start(self.net, self.query_embeddings)
         if stage == "test" and CHOICE_KEY in self.net.scorer.weights.evidence:
             self.print(f"test scores with the {describe(self.net.retrieval)}")
 
     def _eval_step(self, stage: str, batch: dict) -> None:
-        self.check_finite(batch, stage)
+        check_finite(batch, stage)
         vectors = self.net.encode_product_for_retrieval(batch)
         metric, tokens = self.metrics[stage], batch.get("lexical_tokens")
         if (
@@ -380,7 +331,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         if self._choosing(stage):
             self._choose_scorer()
         if self._choosing_wise_ft(stage):
-            novel = self.net.novel_mask(self.category_texts, self.category_paths)
+            novel = self.net.novel_mask(self.queries.texts, self.queries.paths)
             weights = self.net.scorer.weights.merged(self.wise_ft.compute(novel, self.current_epoch))
             self.net.scorer.weights = weights
             self.log("val/wise_ft_alpha", weights.alpha, sync_dist=False)
@@ -434,16 +385,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         if h.scheduler == "none" and h.warmup_steps == 0:
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
-
-        def factor(step: int) -> float:
-            if step < h.warmup_steps:
-                return (step + 1) / h.warmup_steps
-            if h.scheduler == "none":
-                return 1.0
-            progress = (step - h.warmup_steps) / max(1, total - h.warmup_steps)
-            return 0.5 * (1.0 + torch.cos(torch.tensor(min(1.0, progress) * torch.pi)).item())
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = warmup_schedule(optimizer, h.scheduler, h.warmup_steps, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------------- checkpoints

@@ -3,7 +3,7 @@ validation is what test and predict serve (:mod:`lightning_modules.wise_ft`).
 
 :class:`FineTuning` is a base of :class:`~lightning_modules.clip_ita_module.ClipItaModule`; it reads the module's
 ``net``, ``wise_ft`` (a :class:`~lightning_modules.wise_ft.WiseFTSelection` or None), ``kept_retrieval`` and
-``category_texts``.
+``queries``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class FineTuning:
         return (
             stage == "val"
             and self.wise_ft is not None
-            and bool(self.category_texts)
+            and bool(self.queries.texts)
             and not (trainer is not None and trainer.sanity_checking)
             and WISE_FT_ALPHA not in (self.kept_retrieval or {})
         )

@@ -90,11 +90,11 @@ class TestGallery:
 
     @classmethod
     def from_modules(cls, module: Any, datamodule: Any) -> TestGallery:
-        """Read the gallery off a set-up ``ClipItaModule`` (category table set) and ``CatalogueDataModule``.
+        """Read the gallery off a ``ClipItaModule`` given its protocol and a set-up ``CatalogueDataModule``.
 
         Args:
-            module: the LightningModule after ``set_category_table`` (its ``settings`` and
-                ``category_text_features`` are the queries).
+            module: the LightningModule after ``set_protocol`` (its protocol's settings and its query table's
+                frozen text features are the queries).
             datamodule: the DataModule after ``setup`` (its ``datasets["test"]`` is the gallery).
         """
         dataset = datamodule.datasets["test"]
@@ -109,9 +109,9 @@ class TestGallery:
         metric = module.metrics["test"]
         return cls(
             tree=datamodule.tree,
-            query_texts=list(module.category_texts),
-            query_text_features=module.category_text_features.detach().float().cpu(),
-            settings={k: v.cpu() for k, v in module.settings.items()},
+            query_texts=list(module.queries.texts),
+            query_text_features=module.queries.text_features.detach().float().cpu(),
+            settings={k: torch.from_numpy(v) for k, v in module.protocol.settings.items()},
             product_ids=product_ids,
             titles=[titles[p] for p in product_ids],
             category_ids=dataset.category_ids.clone(),
@@ -134,7 +134,7 @@ def load_test_gallery(config: str | None, overrides: Sequence[str] = ()) -> Test
     """Build the module and DataModule of a ``clipita fit`` config and read their test gallery, without training.
 
     The DataModule shards (or reuses shards) and loads the feature cache exactly as ``clipita fit`` would; the
-    module encodes the category names with its frozen text tower. Nothing is fitted.
+    module takes its protocol (and encodes the category names with its frozen text tower). Nothing is fitted.
 
     Args:
         config: a ``clipita fit`` YAML (None for the defaults).
@@ -143,15 +143,11 @@ def load_test_gallery(config: str | None, overrides: Sequence[str] = ()) -> Test
     from clipita.factory import build, config_args
 
     built = build(config_args(config, overrides))
-    trainer, module, datamodule = built.trainer, built.module, built.datamodule
-    trainer.strategy.connect(
-        module
-    )  # the module sees its trainer (the DataModule got the encoders by the link)
-    datamodule.trainer = trainer
+    module, datamodule = built.module, built.datamodule  # the DataModule got the network's towers by the link
+    datamodule.trainer = (
+        built.trainer
+    )  # its features are encoded on the Trainer's device, as in `clipita fit`
     datamodule.prepare_data()
     datamodule.setup("test")
-    module.net.attribute_names = datamodule.attribute_names
-    module.set_category_table(
-        datamodule.tree.texts(module.net.category_text), datamodule.tree, datamodule.unseen_category_ids
-    )
+    module.set_protocol(datamodule.protocol(module.net.category_text))
     return TestGallery.from_modules(module, datamodule)

@@ -16,7 +16,7 @@ def title_zero_shot_chunks(gallery: TestGallery, chunk_size: int = 65536) -> Ite
     gallery order (the title features are streamed from the feature store: memory independent of the gallery).
 
     Both come from the same frozen text tower the models use (all-MiniLM-L6-v2 offline): the category side is the
-    module's ``category_text_features`` (``category_text`` style, ``leaf`` names by default), the product side the
+    query table's frozen text features (``category_text`` style, ``leaf`` names by default), the product side the
     cached ``title_features``.
 
     Args:

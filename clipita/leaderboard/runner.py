@@ -167,7 +167,7 @@ class _Runner:
         self.leakage = self.leakage or _manifest_leakage(datamodule)
         per_query = _numpy_per_query(module.per_query["test"])
         top = module.rankings["test"][:, : max(ERROR_KS)].cpu().numpy()
-        context = _context(seed, module.settings, datamodule, *_test_products(datamodule))
+        context = _context(seed, module.protocol.settings, datamodule, *_test_products(datamodule))
         per_query = add_consistency(
             per_query, module.rankings["test"], context.paths, context.groups["specific"]
         )

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from .drawing import draw_product
-from .generate import TITLE_MODES, TitleMode, generate_sample_catalogue
+from .generate import TITLE_MODES, TitleMode, cached_sample_catalogue, generate_sample_catalogue, sample_key
 from .taxonomy import LEAVES, SAMPLE_ATTRIBUTES, SAMPLE_COLUMNS, LeafSpec, leaf_pattern, sample_category_paths
 from .text import make_attributes, make_noise_title, make_title
 
@@ -36,6 +36,7 @@ __all__ = [
     "TITLE_MODES",
     "LeafSpec",
     "TitleMode",
+    "cached_sample_catalogue",
     "draw_product",
     "generate_sample_catalogue",
     "leaf_pattern",
@@ -43,4 +44,5 @@ __all__ = [
     "make_noise_title",
     "make_title",
     "sample_category_paths",
+    "sample_key",
 ]

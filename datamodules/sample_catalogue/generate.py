@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -112,3 +113,26 @@ def generate_sample_catalogue(
     schema_path = out / "catalogue.yaml"
     schema_path.write_text(_schema_yaml(titles), encoding="utf-8")
     return schema_path
+
+
+def sample_key(num_products: int, titles: TitleMode = "signal") -> dict:
+    """What a generated sample is made from (its cache key; seed 0). The default title mode keeps the key older
+    samples were made with."""
+    key: dict = {"num_products": num_products, "seed": 0}
+    if titles != "signal":
+        key["titles"] = titles
+    return key
+
+
+def cached_sample_catalogue(work_dir: str | Path, num_products: int, titles: TitleMode = "signal") -> str:
+    """The sample catalogue's ``catalogue.yaml`` under ``work_dir`` (one folder per title mode), generated unless the
+    one there was generated from the same :func:`sample_key` (its ``generated.json`` marker)."""
+    want = sample_key(num_products, titles)
+    folder = Path(work_dir) / ("sample_catalogue" if titles == "signal" else f"sample_catalogue_{titles}")
+    yaml_path, marker = folder / "catalogue.yaml", folder / "generated.json"
+    if not (yaml_path.is_file() and marker.is_file() and json.loads(marker.read_text()) == want):
+        yaml_path = Path(
+            generate_sample_catalogue(str(folder), num_products=num_products, seed=0, titles=titles)
+        )
+        marker.write_text(json.dumps(want))
+    return str(yaml_path)

@@ -56,7 +56,7 @@ def test_adaptive_recipe_chooses_stores_and_serves_the_same_scorer(tmp_path, mon
     with torch.no_grad():
         test_queries = result.module.query_embeddings()
         assert torch.allclose(
-            loaded.encode_query_texts(result.module.category_texts, result.module.category_paths),
+            loaded.encode_query_texts(result.module.queries.texts, result.module.queries.paths),
             test_queries,
         )
 

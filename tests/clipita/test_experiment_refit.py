@@ -39,7 +39,7 @@ def test_refit_after_choice_trains_on_every_leaf_and_keeps_the_choice(tmp_path, 
     assert held and not held & set(first.module.net.trained_categories)
     assert not result.datamodule.manifest.pseudo_novel_categories
     dm = result.datamodule
-    every_leaf = {tuple(dm.tree.paths[i]) for i in dm.train_category_ids}
+    every_leaf = set(dm.protocol("leaf").seen_paths)
     assert held <= every_leaf
     # the same test split, so the refit's numbers compare with the choosing fit's
     assert list(dm.datasets["test"].product_id) == list(first.datamodule.datasets["test"].product_id)

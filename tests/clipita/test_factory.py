@@ -87,3 +87,12 @@ def test_make_cli_is_called_only_by_the_clipita_command():
     cli_text = (REPO / "clipita" / "cli.py").read_text(encoding="utf-8")
     calls = re.findall(r"^(?!\s*def ).*\bmake_cli\s*\(", cli_text, flags=re.MULTILINE)
     assert len(calls) == 1, calls  # main's, and no other
+
+
+def test_the_evaluation_protocol_is_no_config_option(capsys):
+    """The module takes a protocol like its network, but a fit config never sets it: the DataModule builds it from
+    the shards (``ClipItaModule.setup``)."""
+    assert "protocol" not in printed_config([], capsys)["model"]
+    with pytest.raises(SystemExit):
+        build(["--model.protocol", "null"])
+    assert build([]).module.protocol is None

@@ -1,5 +1,5 @@
 """A tiny in-memory catalogue for library tests: a category tree, feature or raw batches, and a DataModule that
-gives ``ClipItaModule.setup`` what the real one does (tree, attribute names, unseen and training categories)."""
+gives ``ClipItaModule.setup`` what the real one does (the evaluation protocol, the lexical statistics)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from clipita_core.protocol import EvalProtocol
 from clipita_core.tree import CategoryTree
 from lightning_modules import ClipIta
 
@@ -19,6 +20,13 @@ UNSEEN_PATHS = [
 ]  # no training product: novel to the trained model
 TREE = CategoryTree.from_paths(TRAIN_PATHS + UNSEEN_PATHS)
 ATTRIBUTES = ["colour", "gender"]
+UNSEEN_IDS = [TREE.index(p) for p in UNSEEN_PATHS]
+TRAIN_IDS = sorted({i for p in TRAIN_PATHS for i in TREE.ancestor_ids(p)})
+
+
+def synthetic_protocol(text_style: str = "leaf") -> EvalProtocol:
+    """The synthetic catalogue's evaluation protocol (what a manifest of it would give)."""
+    return EvalProtocol(TREE, text_style, TRAIN_IDS, (), UNSEEN_IDS, tuple(ATTRIBUTES))
 
 
 def tiny_net(**overrides) -> ClipIta:
@@ -69,10 +77,10 @@ class SyntheticDataModule(L.LightningDataModule):
             train = [as_features(net, b) for b in train]
             evaluation = as_features(net, evaluation)
         self.train_batches, self.eval_batch = train, evaluation
-        self.tree = TREE
-        self.attribute_names = list(ATTRIBUTES)
-        self.unseen_category_ids = [TREE.index(p) for p in UNSEEN_PATHS]
-        self.train_category_ids = sorted({i for p in TRAIN_PATHS for i in TREE.ancestor_ids(p)})
+        self.lexical_statistics: dict | None = None  # no lexical signal (see LexicalDataModule)
+
+    def protocol(self, text_style: str) -> EvalProtocol:
+        return synthetic_protocol(text_style)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_batches, batch_size=None)

@@ -122,13 +122,13 @@ def test_zero_shot_weight_mixes_in_the_title_embedding():
 
 
 def test_non_finite_inputs_are_reported_with_their_product_ids():
-    from lightning_modules.clip_ita_module import ClipItaModule
+    from lightning_modules.finite_inputs import check_finite
 
     batch = {"product_id": ["a", "b", "c"], "image_features": torch.randn(3, 8)}
-    ClipItaModule.check_finite(batch, "train")
+    check_finite(batch, "train")
     batch["image_features"][1, 3] = float("nan")
     with pytest.raises(FloatingPointError, match=r"image_features.*\['b'\]"):
-        ClipItaModule.check_finite(batch, "train")
+        check_finite(batch, "train")
 
 
 def test_routing_scores_novel_categories_by_the_zero_shot_title_match():

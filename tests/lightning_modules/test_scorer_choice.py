@@ -110,7 +110,7 @@ def test_choice_is_kept_in_the_checkpoint_and_used_by_load_model(tmp_path) -> No
     with torch.no_grad():
         test_queries = module.query_embeddings()
         assert torch.allclose(
-            loaded.encode_query_texts(module.category_texts, module.category_paths), test_queries
+            loaded.encode_query_texts(module.queries.texts, module.queries.paths), test_queries
         )
         assert torch.allclose(loaded.encode_query_paths(TREE.paths), test_queries, atol=1e-6)
         # a different choice changes the vectors: the record is really what scores
@@ -245,7 +245,7 @@ def test_lexical_weights_are_chosen_and_scored_through_clip_ita_score(tmp_path) 
     # the synthetic titles name their leaf: BM25 alone finds a novel leaf's product first
     net.retrieval = {**net.retrieval, "novel_title_weight": 0.0, "novel_lexical_weight": 1.0}
     run.test(module, datamodule=dm, verbose=False)
-    texts, paths = module.category_texts, module.category_paths
+    texts, paths = module.queries.texts, module.queries.paths
     with torch.no_grad():
         expected = net.score(
             net.encode_query_texts(texts, paths),
