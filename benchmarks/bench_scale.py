@@ -224,9 +224,10 @@ def stage_index(args) -> dict:
     import torch
 
     from clipita.retrieval.index import finish_index
-    from clipita.retrieval.index_job import IndexJob, IndexShardBatches, index_loader, plan
+    from clipita.retrieval.index_job import IndexJob, IndexShardBatches, plan
     from clipita.retrieval.index_shards import IndexShards, manifest_index_shards
     from clipita_core.index_info import IndexInfo
+    from datamodules.shard_jobs import shard_loader
     from datamodules.sharding import load_manifest
 
     torch.set_num_threads(1)
@@ -249,7 +250,7 @@ def stage_index(args) -> dict:
 
         def predict_dataloader(self):
             jobs = plan(shards, self.trainer.global_rank, self.trainer.world_size)
-            return index_loader(IndexShardBatches(jobs, 256, features, shard_dir), args.workers)
+            return shard_loader(IndexShardBatches(jobs, 256, features, shard_dir), args.workers)
 
     class Net(torch.nn.Module):
         def encode_product_for_retrieval(self, batch):
