@@ -16,13 +16,14 @@ from clipita_core.manifest import Manifest
 from clipita_core.tree import CategoryTree
 from clipita_core.vocabulary import SPLITS
 from datamodules.augmentation import make_augmentation
+from datamodules.catalogue import CatalogueSchema
 from datamodules.epoch_sampler import EpochSeededSampler
 from datamodules.feature_encoding import encode_features
 from datamodules.feature_split import FeatureSplit
 from datamodules.lexical_store import document_counts, shard_token_rows
 from datamodules.manifest import load_manifest
-from datamodules.sharding import shard_catalogue
-from datamodules.splits import SPLIT_RULES
+from datamodules.sharding import write_shards
+from datamodules.splits import SPLIT_DEFAULTS, SPLIT_RULES, SplitOptions, split_options_doc
 
 SAMPLE = "sample"
 REQUEST_NAME = "shard_request.json"
@@ -51,19 +52,7 @@ class CatalogueDataModule(L.LightningDataModule):
         use_features: train on cached frozen-encoder features (seconds on a CPU) instead of raw images/text. Needs
             frozen encoders; set False to fine-tune encoders on raw shards.
         shard_size: products per shard.
-        split_seed: seed of the product split and of the unseen-category choice.
-        val_fraction: share of each seen category's products in ``val``.
-        test_fraction: share of each seen category's products in ``test``.
-        unseen_fraction: share of leaf categories held out of training (all their products go to ``test``). With a
-            folder tree's own ``split_folders`` no leaf is drawn: the leaves with no ``train`` product are the
-            unseen ones, and their ``val`` products go to ``test`` too. In every split mode the ``val`` split holds
-            no product of an unseen leaf (:mod:`datamodules.splits`), so nothing chosen on validation (scorer
-            weights, tree terms, mixing coefficients) has seen a test category.
-        pseudo_novel_fraction: share of the remaining (seen) leaves held out of training as validation-only
-            categories: their products go to ``val`` (and their usual share to ``test``), never to ``train``, so
-            validation measures categories the model never trained on (``val/specific_novel/...``). The unseen
-            leaves and the ``test`` split are the same as with 0 (the default; old configs are unchanged). Shards
-            with a fraction > 0 live beside the plain ones (``shards/seed<N>-pn<fraction>``).
+        {split_options}
         sample_products: size of the built-in sample catalogue.
         sample_titles: titles of the built-in sample: ``signal`` (they name the category, with noise), ``noise``
             (no category signal) or ``none`` (no titles).
@@ -96,11 +85,11 @@ class CatalogueDataModule(L.LightningDataModule):
         num_workers: int = 0,
         use_features: bool = True,
         shard_size: int = 1000,
-        split_seed: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        unseen_fraction: float = 0.2,
-        pseudo_novel_fraction: float = 0.0,
+        split_seed: int = SPLIT_DEFAULTS.seed,
+        val_fraction: float = SPLIT_DEFAULTS.val_fraction,
+        test_fraction: float = SPLIT_DEFAULTS.test_fraction,
+        unseen_fraction: float = SPLIT_DEFAULTS.unseen_fraction,
+        pseudo_novel_fraction: float = SPLIT_DEFAULTS.pseudo_novel_fraction,
         sample_products: int = 600,
         sample_titles: Literal["signal", "noise", "none"] = "signal",
         encode_batch_size: int = 64,
@@ -122,8 +111,10 @@ class CatalogueDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["encoders"])  # a network is no hyperparameter (nor checkpoint data)
         self.encoders = encoders
         self.work_dir = Path(work_dir)
-        if not 0.0 <= pseudo_novel_fraction < 1.0:
-            raise ValueError(f"pseudo_novel_fraction must be in [0, 1), got {pseudo_novel_fraction}")
+        # the split options, checked (a bad fraction fails here, not when the catalogue is sharded)
+        self.split_options = SplitOptions(
+            split_seed, val_fraction, test_fraction, unseen_fraction, pseudo_novel_fraction
+        )
         make_augmentation(augmentation, crop_min_scale)  # a bad name or scale fails here, not in a worker
         if sample_titles not in ("signal", "noise", "none"):
             raise ValueError(f"sample_titles must be 'signal', 'noise' or 'none', got {sample_titles!r}")
@@ -167,15 +158,15 @@ class CatalogueDataModule(L.LightningDataModule):
         return str(yaml_path)
 
     def _shard_request(self, catalogue: str) -> dict:
-        h = self.hparams
+        split = self.split_options
         request = {
             "catalogue": str(Path(catalogue).resolve()),
-            "shard_size": h.shard_size,
-            "seed": h.split_seed,
-            "val_fraction": h.val_fraction,
-            "test_fraction": h.test_fraction,
-            "unseen_fraction": h.unseen_fraction,
-            **({"pseudo_novel_fraction": h.pseudo_novel_fraction} if h.get("pseudo_novel_fraction") else {}),
+            "shard_size": self.hparams.shard_size,
+            "seed": split.seed,
+            "val_fraction": split.val_fraction,
+            "test_fraction": split.test_fraction,
+            "unseen_fraction": split.unseen_fraction,
+            **({"pseudo_novel_fraction": split.pseudo_novel_fraction} if split.pseudo_novel_fraction else {}),
             "split_rules": SPLIT_RULES,  # shards split under older rules are split again
         }
         sample = self._sample_key()
@@ -205,15 +196,11 @@ class CatalogueDataModule(L.LightningDataModule):
         request_file = self.shard_dir / REQUEST_NAME
         if request_file.is_file() and json.loads(request_file.read_text()) == request:
             return load_manifest(str(self.shard_dir), check_hashes=False)
-        manifest = shard_catalogue(
-            catalogue,
+        manifest = write_shards(
+            CatalogueSchema.from_yaml(catalogue),
             str(self.shard_dir),
             shard_size=request["shard_size"],
-            seed=request["seed"],
-            val_fraction=request["val_fraction"],
-            test_fraction=request["test_fraction"],
-            unseen_fraction=request["unseen_fraction"],
-            pseudo_novel_fraction=request.get("pseudo_novel_fraction", 0.0),
+            split_options=self.split_options,
             num_workers=self.hparams.num_workers,  # the loaders' workers decode the catalogue's images too
         )
         request_file.write_text(json.dumps(request, indent=2))
@@ -443,3 +430,7 @@ class CatalogueDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", training=False)
+
+
+# the split options' help (``--data.split_seed`` ...), declared once on SplitOptions
+CatalogueDataModule.__doc__ = split_options_doc(CatalogueDataModule.__doc__, {"seed": "split_seed"})
