@@ -18,7 +18,7 @@ from clipita_core.vocabulary import SPLITS
 from datamodules.augmentation import make_augmentation
 from datamodules.catalogue import CatalogueSchema
 from datamodules.epoch_sampler import EpochSeededSampler
-from datamodules.feature_encoding import encode_features
+from datamodules.feature_encoding import ENCODE_DEFAULTS, EncodeOptions, encode_features
 from datamodules.feature_split import FeatureSplit
 from datamodules.lexical_store import document_counts, shard_token_rows
 from datamodules.manifest import load_manifest
@@ -56,13 +56,15 @@ class CatalogueDataModule(L.LightningDataModule):
         sample_products: size of the built-in sample catalogue.
         sample_titles: titles of the built-in sample: ``signal`` (they name the category, with noise), ``noise``
             (no category signal) or ``none`` (no titles).
-        encode_batch_size: images per forward pass when building the feature cache.
+        encode_batch_size: images per encoder forward pass when building the feature cache
+            (:class:`datamodules.feature_encoding.EncodeOptions`, also ``clipita encode``'s default).
         epoch_samples: raw-shard training only: samples per epoch across all ranks (default: the train split size).
         sampler: ``random`` (uniform shuffling) or ``category_balanced`` (products drawn with probability
             proportional to ``count(leaf) ** -balance_power``, so rare categories are seen as often as common ones
             when ``balance_power = 1``). Feature path only.
         balance_power: strength of the category balancing (0 = uniform over products).
-        encode_workers: image-decoding worker processes per rank while building the feature cache.
+        encode_workers: image-decoding worker processes per rank while building the feature cache (also
+            ``clipita encode``'s default).
         augmentation: raw-shard training only: ``crop_flip`` (a random resized crop of at least ``crop_min_scale``
             of the image's area, resized back to the tower's ``image_size``, and a horizontal flip; drawn per
             sample from ``(split_seed, epoch, rank, worker, sample)``, so a resumed run augments as the
@@ -92,11 +94,11 @@ class CatalogueDataModule(L.LightningDataModule):
         pseudo_novel_fraction: float = SPLIT_DEFAULTS.pseudo_novel_fraction,
         sample_products: int = 600,
         sample_titles: Literal["signal", "noise", "none"] = "signal",
-        encode_batch_size: int = 64,
+        encode_batch_size: int = ENCODE_DEFAULTS.batch_size,
         epoch_samples: int | None = None,
         sampler: Literal["random", "category_balanced"] = "random",
         balance_power: float = 0.5,
-        encode_workers: int = 2,
+        encode_workers: int = ENCODE_DEFAULTS.num_workers,
         augmentation: Literal["crop_flip", "none"] = "crop_flip",
         crop_min_scale: float = 0.8,
         encoders: Any = None,
@@ -216,6 +218,12 @@ class CatalogueDataModule(L.LightningDataModule):
             )
         return getattr(holder, "image_encoder", None), holder.text_encoder
 
+    @property
+    def encode_options(self) -> EncodeOptions:
+        """How this DataModule encodes its feature cache (``data.encode_batch_size``, ``data.encode_workers``): what
+        a fit's setup and ``clipita encode`` both use."""
+        return EncodeOptions(self.hparams.encode_batch_size, self.hparams.encode_workers)
+
     def lexical_tokenizer(self) -> Any:
         """The encoders' lexical signal (its ``tokenize``), or None when the model has none."""
         return getattr(self.encoders, "lexical", None)
@@ -289,8 +297,8 @@ class CatalogueDataModule(L.LightningDataModule):
                 str(self.features_root),
                 image_encoder,
                 text_encoder,
-                batch_size=self.hparams.encode_batch_size,
-                num_workers=self.hparams.encode_workers,
+                batch_size=self.encode_options.batch_size,
+                num_workers=self.encode_options.num_workers,
                 rank=rank,
                 world_size=world_size,
                 barrier=barrier,

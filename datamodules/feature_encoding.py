@@ -17,6 +17,7 @@ encoders (``make_stores``), the shard plan (``plan``: which rank encodes which s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,25 @@ from datamodules.features import FeatureStore
 from datamodules.lexical_store import tokenizer_key
 from datamodules.shard_encoding import ShardBatches, ShardJob, encode_batch, write_feature_shard
 from datamodules.shard_jobs import ShardPredictJob, rank_share, run_in_process, shard_loader
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How the feature cache is encoded: the one declaration of the encode options and their defaults. The
+    DataModule's ``data.encode_batch_size`` / ``data.encode_workers`` (what a fit's own encoding and ``clipita
+    encode`` both use: ``CatalogueDataModule.encode_options``) and the job's ``batch_size`` / ``num_workers``
+    default to these.
+
+    Attributes:
+        batch_size: images per encoder forward pass (a batch never spans two shards).
+        num_workers: image-decoding worker processes per rank.
+    """
+
+    batch_size: int = 64
+    num_workers: int = 2
+
+
+ENCODE_DEFAULTS = EncodeOptions()
 
 
 def plan(stores: dict[str, FeatureStore], rank: int, world_size: int) -> list[ShardJob]:
@@ -85,8 +105,8 @@ class EncodeJob(ShardPredictJob):
         features_root: str | Path,
         image_encoder,
         text_encoder,
-        batch_size: int = 64,
-        num_workers: int = 2,
+        batch_size: int = ENCODE_DEFAULTS.batch_size,
+        num_workers: int = ENCODE_DEFAULTS.num_workers,
         reuse: bool = True,
         tokenizer=None,
     ) -> None:
@@ -146,8 +166,8 @@ def encode_features(
     features_root: str | Path,
     image_encoder,
     text_encoder,
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int = ENCODE_DEFAULTS.batch_size,
+    num_workers: int = ENCODE_DEFAULTS.num_workers,
     rank: int = 0,
     world_size: int = 1,
     barrier: Callable[[], None] | None = None,
