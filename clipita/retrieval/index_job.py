@@ -96,8 +96,8 @@ class IndexShardBatches(ShardItems):
             yield split.batch(np.arange(start, min(hi, start + self.batch_size)))
 
     def _raw_batches(self, job: IndexShard) -> Iterator[dict[str, Any]]:
+        from datamodules.raw_batches import collate_records, decode_record
         from datamodules.shard_io import iter_shard_samples
-        from datamodules.shard_pipeline import collate_records, decode_record
 
         url = str(Path(self.shard_dir) / job.name)
         records: list[dict[str, Any]] = []
