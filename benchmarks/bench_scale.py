@@ -68,7 +68,7 @@ def towers(text: str):
     torch.set_num_threads(1)
     from lightning_modules.components import ImageEncoder, TextEncoder
 
-    image = ImageEncoder(model_name="test_efficientnet", weights="none", image_size=32).eval()
+    image = ImageEncoder(image_model="test_efficientnet", image_weights="none", image_size=32).eval()
     return image, (TextEncoder() if text == "minilm" else HashText())
 
 

@@ -49,9 +49,8 @@ from .defaults import signature_defaults
 from .lexical import LexicalSignal
 from .scoring import LexicalQuery, Scorer
 
-# The tower options are declared once, by the encoders: ClipIta's ``image_*`` / ``text_*`` options are the
-# encoders' own (``image_model`` = ImageEncoder's ``model_name``, ``text_max_length`` = TextEncoder's
-# ``max_seq_length``...), with the encoders' defaults.
+# The tower options are declared once, by the encoders: ClipIta's tower options are the encoders' own, under the
+# same names (``image_model``, ``text_max_length``, ``train_image_blocks``...), with the encoders' defaults.
 IMAGE_TOWER = signature_defaults(ImageEncoder)
 TEXT_TOWER = signature_defaults(TextEncoder)
 
@@ -166,17 +165,17 @@ class ClipIta(nn.Module):
     def __init__(
         self,
         modalities: list[Modality] = ["image", "title", "attributes"],  # noqa: B006 - jsonargparse schema default
-        image_model: str = IMAGE_TOWER["model_name"],
-        image_weights: str = IMAGE_TOWER["weights"],
+        image_model: str = IMAGE_TOWER["image_model"],
+        image_weights: str = IMAGE_TOWER["image_weights"],
         image_size: int = IMAGE_TOWER["image_size"],
-        image_mean: tuple[float, float, float] = IMAGE_TOWER["mean"],
-        image_std: tuple[float, float, float] = IMAGE_TOWER["std"],
-        text_model: str = TEXT_TOWER["model_name"],
-        text_max_length: int = TEXT_TOWER["max_seq_length"],
-        train_image_encoder: bool = IMAGE_TOWER["trainable"],
-        train_text_encoder: bool = TEXT_TOWER["trainable"],
-        train_image_blocks: int | None = IMAGE_TOWER["train_blocks"],
-        train_text_layers: int | None = TEXT_TOWER["train_layers"],
+        image_mean: tuple[float, float, float] = IMAGE_TOWER["image_mean"],
+        image_std: tuple[float, float, float] = IMAGE_TOWER["image_std"],
+        text_model: str = TEXT_TOWER["text_model"],
+        text_max_length: int = TEXT_TOWER["text_max_length"],
+        train_image_encoder: bool = IMAGE_TOWER["train_image_encoder"],
+        train_text_encoder: bool = TEXT_TOWER["train_text_encoder"],
+        train_image_blocks: int | None = IMAGE_TOWER["train_image_blocks"],
+        train_text_layers: int | None = TEXT_TOWER["train_text_layers"],
         gradient_checkpointing: bool = IMAGE_TOWER["gradient_checkpointing"],
         embed_dim: int = 256,
         fusion: FUSIONS.literal = "concat",  # the names registered when the parser is built
@@ -222,13 +221,13 @@ class ClipIta(nn.Module):
                 image_size,
                 tuple(image_mean),
                 tuple(image_std),
-                train_blocks=tower_blocks("image", train_image_encoder, train_image_blocks),
+                train_image_blocks=tower_blocks("image", train_image_encoder, train_image_blocks),
                 gradient_checkpointing=gradient_checkpointing,
             )
         text_encoder = TextEncoder(
             text_model,
             text_max_length,
-            train_layers=tower_blocks("text", train_text_encoder, train_text_layers),
+            train_text_layers=tower_blocks("text", train_text_encoder, train_text_layers),
             gradient_checkpointing=gradient_checkpointing,
         )
         if zero_shot_weight > 0 and embed_dim != text_encoder.output_dim:
