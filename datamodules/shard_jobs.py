@@ -14,7 +14,8 @@ A job reads an ordered list of input shards and writes one output shard per inpu
 3. **Writing.** The main process collects a shard's outputs and writes its output shard when the last one is in
    (:class:`ShardCollector`).
 4. **Assembly.** After a barrier over all ranks, global rank 0 assembles the result (marks the cache complete,
-   writes ``index.json``), then a last barrier (:meth:`ShardPredictJob.finish`).
+   writes ``index.json``), then, when the other ranks read that result next, a last barrier
+   (:meth:`ShardPredictJob.finish`).
 
 A job supplies only what differs (:class:`ShardPredictJob`): the items of one input shard (a :class:`ShardItems`
 subclass), what one item computes (:meth:`~ShardPredictJob.encode_item`), what a finished shard writes
@@ -147,6 +148,10 @@ class ShardPredictJob(L.LightningModule):
         name: names the barriers (``<name>-written``, ``<name>-assembled``).
     """
 
+    # whether the other ranks wait for rank 0's assembly (a job whose ranks read the assembled result next); a
+    # job whose result only rank 0 returns leaves them free (a long assembly cannot time their barrier out)
+    wait_for_assembly = True
+
     def __init__(self, name: str) -> None:
         super().__init__()
         self.job_name = name
@@ -180,8 +185,9 @@ class ShardPredictJob(L.LightningModule):
         self.finish(self.trainer.is_global_zero, self.trainer.strategy.barrier)
 
     def finish(self, is_global_zero: bool, barrier: Callable[[str], None] | None) -> None:
-        """Every rank's shards written (barrier), then rank 0 assembles, then a barrier. An error of rank 0's
-        assembly is raised after the last barrier, so the other ranks never wait for it."""
+        """Every rank's shards written (barrier), then rank 0 assembles, then a barrier (with
+        :attr:`wait_for_assembly`). An error of rank 0's assembly is raised after the last barrier, so the other
+        ranks never wait for it."""
         self.collector.check_finished()
         if barrier is not None:
             barrier(f"{self.job_name}-written")
@@ -191,7 +197,7 @@ class ShardPredictJob(L.LightningModule):
                 self.assemble()
             except Exception as err:  # noqa: BLE001 - re-raised below, once the other ranks are released
                 error = err
-        if barrier is not None:
+        if barrier is not None and self.wait_for_assembly:
             barrier(f"{self.job_name}-assembled")
         if error is not None:
             raise error

@@ -123,6 +123,10 @@ class IndexJob(ShardPredictJob):
             ``products.parquet``, FAISS index and ``index.json``); its result is kept as :attr:`assembled`.
     """
 
+    wait_for_assembly = (
+        False  # only rank 0 returns the index: the other ranks need not wait for its FAISS build
+    )
+
     def __init__(self, net: torch.nn.Module, assemble: Callable[[], Any] | None = None) -> None:
         super().__init__("index")
         self.net = net

@@ -120,3 +120,13 @@ def test_an_assembly_error_is_raised_after_the_last_barrier(tmp_path):
     with pytest.raises(ValueError, match="assembly failed"):
         run_in_process(CopyJob(tmp_path, SHARDS, fail=True), 0, 2, lambda: barriers.append(1), progress=False)
     assert len(barriers) == 2  # the other ranks are released before rank 0 raises
+
+
+def test_a_job_whose_result_only_rank_0_returns_does_not_hold_the_other_ranks(tmp_path):
+    barriers = []
+    job = CopyJob(tmp_path, SHARDS)
+    job.wait_for_assembly = (
+        False  # as clipita index: the other ranks return as soon as every shard is written
+    )
+    run_in_process(job, 1, 2, lambda: barriers.append(1), progress=False)
+    assert len(barriers) == 1 and job.assembled is None
