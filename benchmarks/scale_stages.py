@@ -57,7 +57,7 @@ def towers(text: str):
     torch.set_num_threads(1)
     from lightning_modules.components import ImageEncoder, TextEncoder
 
-    image = ImageEncoder(model_name="test_efficientnet", weights="none", image_size=32).eval()
+    image = ImageEncoder(image_model="test_efficientnet", image_weights="none", image_size=32).eval()
     return image, (TextEncoder() if text == "minilm" else HashText())
 
 
@@ -213,7 +213,8 @@ def stage_index(args) -> dict:
     import torch
 
     from clipita.retrieval.index import finish_index
-    from clipita.retrieval.index_job import IndexJob, IndexShardBatches, index_loader, plan
+    from clipita.retrieval.index_job import IndexJob, IndexShardBatches, plan
+    from datamodules.shard_jobs import shard_loader
     from clipita.retrieval.index_shards import IndexShards, manifest_index_shards
     from clipita_core.index_info import IndexInfo
     from datamodules.sharding import load_manifest
@@ -238,7 +239,7 @@ def stage_index(args) -> dict:
 
         def predict_dataloader(self):
             jobs = plan(shards, self.trainer.global_rank, self.trainer.world_size)
-            return index_loader(IndexShardBatches(jobs, 256, features, shard_dir), args.workers)
+            return shard_loader(IndexShardBatches(jobs, 256, features, shard_dir), args.workers)
 
     class Net(torch.nn.Module):
         def encode_product_for_retrieval(self, batch):

@@ -43,7 +43,8 @@ def encode(
         overrides: extra ``--key value`` overrides, as for ``clipita fit`` (e.g. ``["--data.work_dir", "w"]``).
         batch_size: images per encoder forward pass (a batch never spans two shards); default: the config's
             ``data.encode_batch_size``, as a fit's own encoding uses.
-        num_workers: image-decoding worker processes per rank; default: the config's ``data.num_workers``.
+        num_workers: image-decoding worker processes per rank; default: the config's ``data.encode_workers``, as
+            a fit's own encoding uses.
         devices: devices per node (the Trainer's ``devices``; with ``strategy: ddp`` one rank each).
         num_nodes: nodes (the Trainer's ``num_nodes``).
         strategy: the Trainer's strategy (``ddp`` for several ranks; ``auto`` picks it when devices > 1).
@@ -63,8 +64,8 @@ def encode(
         str(dm.features_root),
         image_encoder,
         text_encoder,
-        batch_size=dm.hparams.encode_batch_size if batch_size is None else batch_size,
-        num_workers=dm.hparams.num_workers if num_workers is None else num_workers,
+        batch_size=dm.encode_options.batch_size if batch_size is None else batch_size,
+        num_workers=dm.encode_options.num_workers if num_workers is None else num_workers,
         tokenizer=dm.lexical_tokenizer(),  # the model's lexical signal, when it has one: token ids are stored too
     )
     trainer = L.Trainer(

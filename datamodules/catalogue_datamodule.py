@@ -17,13 +17,13 @@ from clipita_core.tree import CategoryTree
 from clipita_core.vocabulary import SPLITS
 from datamodules.augmentation import make_augmentation
 from datamodules.epoch_sampler import EpochSeededSampler
-from datamodules.feature_encoding import encode_features
+from datamodules.feature_encoding import ENCODE_DEFAULTS, EncodeOptions, encode_features
 from datamodules.feature_split import FeatureSplit
 from datamodules.lexical_store import document_counts, shard_token_rows
 from datamodules.manifest import load_manifest
 from datamodules.sample_catalogue.generate import cached_sample_catalogue, sample_key
 from datamodules.shard_request import request_matches, shard_for_request, wait_for_shards
-from datamodules.splits import SPLIT_RULES
+from datamodules.splits import SPLIT_DEFAULTS, SPLIT_RULES, SplitOptions, split_options_doc
 
 SAMPLE = "sample"
 
@@ -51,29 +51,19 @@ class CatalogueDataModule(L.LightningDataModule):
         use_features: train on cached frozen-encoder features (seconds on a CPU) instead of raw images/text. Needs
             frozen encoders; set False to fine-tune encoders on raw shards.
         shard_size: products per shard.
-        split_seed: seed of the product split and of the unseen-category choice.
-        val_fraction: share of each seen category's products in ``val``.
-        test_fraction: share of each seen category's products in ``test``.
-        unseen_fraction: share of leaf categories held out of training (all their products go to ``test``). With a
-            folder tree's own ``split_folders`` no leaf is drawn: the leaves with no ``train`` product are the
-            unseen ones, and their ``val`` products go to ``test`` too. In every split mode the ``val`` split holds
-            no product of an unseen leaf (:mod:`datamodules.splits`), so nothing chosen on validation (scorer
-            weights, tree terms, mixing coefficients) has seen a test category.
-        pseudo_novel_fraction: share of the remaining (seen) leaves held out of training as validation-only
-            categories: their products go to ``val`` (and their usual share to ``test``), never to ``train``, so
-            validation measures categories the model never trained on (``val/specific_novel/...``). The unseen
-            leaves and the ``test`` split are the same as with 0 (the default; old configs are unchanged). Shards
-            with a fraction > 0 live beside the plain ones (``shards/seed<N>-pn<fraction>``).
+        {split_options}
         sample_products: size of the built-in sample catalogue.
         sample_titles: titles of the built-in sample: ``signal`` (they name the category, with noise), ``noise``
             (no category signal) or ``none`` (no titles).
-        encode_batch_size: images per forward pass when building the feature cache.
+        encode_batch_size: images per encoder forward pass when building the feature cache
+            (:class:`datamodules.feature_encoding.EncodeOptions`, also ``clipita encode``'s default).
         epoch_samples: raw-shard training only: samples per epoch across all ranks (default: the train split size).
         sampler: ``random`` (uniform shuffling) or ``category_balanced`` (products drawn with probability
             proportional to ``count(leaf) ** -balance_power``, so rare categories are seen as often as common ones
             when ``balance_power = 1``). Feature path only.
         balance_power: strength of the category balancing (0 = uniform over products).
-        encode_workers: image-decoding worker processes per rank while building the feature cache.
+        encode_workers: image-decoding worker processes per rank while building the feature cache (also
+            ``clipita encode``'s default).
         augmentation: raw-shard training only: ``crop_flip`` (a random resized crop of at least ``crop_min_scale``
             of the image's area, resized back to the tower's ``image_size``, and a horizontal flip; drawn per
             sample from ``(split_seed, epoch, rank, worker, sample)``, so a resumed run augments as the
@@ -96,18 +86,18 @@ class CatalogueDataModule(L.LightningDataModule):
         num_workers: int = 0,
         use_features: bool = True,
         shard_size: int = 1000,
-        split_seed: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        unseen_fraction: float = 0.2,
-        pseudo_novel_fraction: float = 0.0,
+        split_seed: int = SPLIT_DEFAULTS.seed,
+        val_fraction: float = SPLIT_DEFAULTS.val_fraction,
+        test_fraction: float = SPLIT_DEFAULTS.test_fraction,
+        unseen_fraction: float = SPLIT_DEFAULTS.unseen_fraction,
+        pseudo_novel_fraction: float = SPLIT_DEFAULTS.pseudo_novel_fraction,
         sample_products: int = 600,
         sample_titles: Literal["signal", "noise", "none"] = "signal",
-        encode_batch_size: int = 64,
+        encode_batch_size: int = ENCODE_DEFAULTS.batch_size,
         epoch_samples: int | None = None,
         sampler: Literal["random", "category_balanced"] = "random",
         balance_power: float = 0.5,
-        encode_workers: int = 2,
+        encode_workers: int = ENCODE_DEFAULTS.num_workers,
         augmentation: Literal["crop_flip", "none"] = "crop_flip",
         crop_min_scale: float = 0.8,
         encoders: Any = None,
@@ -122,8 +112,10 @@ class CatalogueDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["encoders"])  # a network is no hyperparameter (nor checkpoint data)
         self.encoders = encoders
         self.work_dir = Path(work_dir)
-        if not 0.0 <= pseudo_novel_fraction < 1.0:
-            raise ValueError(f"pseudo_novel_fraction must be in [0, 1), got {pseudo_novel_fraction}")
+        # the split options, checked (a bad fraction fails here, not when the catalogue is sharded)
+        self.split_options = SplitOptions(
+            split_seed, val_fraction, test_fraction, unseen_fraction, pseudo_novel_fraction
+        )
         make_augmentation(augmentation, crop_min_scale)  # a bad name or scale fails here, not in a worker
         if sample_titles not in ("signal", "noise", "none"):
             raise ValueError(f"sample_titles must be 'signal', 'noise' or 'none', got {sample_titles!r}")
@@ -147,15 +139,15 @@ class CatalogueDataModule(L.LightningDataModule):
         return cached_sample_catalogue(self.work_dir, h.sample_products, h.sample_titles)
 
     def _shard_request(self, catalogue: str) -> dict:
-        h = self.hparams
+        h, split = self.hparams, self.split_options
         request = {
             "catalogue": str(Path(catalogue).resolve()),
             "shard_size": h.shard_size,
-            "seed": h.split_seed,
-            "val_fraction": h.val_fraction,
-            "test_fraction": h.test_fraction,
-            "unseen_fraction": h.unseen_fraction,
-            **({"pseudo_novel_fraction": h.pseudo_novel_fraction} if h.get("pseudo_novel_fraction") else {}),
+            "seed": split.seed,
+            "val_fraction": split.val_fraction,
+            "test_fraction": split.test_fraction,
+            "unseen_fraction": split.unseen_fraction,
+            **({"pseudo_novel_fraction": split.pseudo_novel_fraction} if split.pseudo_novel_fraction else {}),
             "split_rules": SPLIT_RULES,  # shards split under older rules are split again
         }
         if h.catalogue == SAMPLE:  # a regenerated sample (another size or title mode) is another catalogue
@@ -186,6 +178,12 @@ class CatalogueDataModule(L.LightningDataModule):
                 "network) to build the feature cache or to transform raw images; pass encoders=<network>"
             )
         return getattr(holder, "image_encoder", None), holder.text_encoder
+
+    @property
+    def encode_options(self) -> EncodeOptions:
+        """How this DataModule encodes its feature cache (``data.encode_batch_size``, ``data.encode_workers``): what
+        a fit's setup and ``clipita encode`` both use."""
+        return EncodeOptions(self.hparams.encode_batch_size, self.hparams.encode_workers)
 
     def lexical_tokenizer(self) -> Any:
         """The encoders' lexical signal (its ``tokenize``), or None when the model has none."""
@@ -260,8 +258,8 @@ class CatalogueDataModule(L.LightningDataModule):
                 str(self.features_root),
                 image_encoder,
                 text_encoder,
-                batch_size=self.hparams.encode_batch_size,
-                num_workers=self.hparams.encode_workers,
+                batch_size=self.encode_options.batch_size,
+                num_workers=self.encode_options.num_workers,
                 rank=rank,
                 world_size=world_size,
                 barrier=barrier,
@@ -389,3 +387,7 @@ class CatalogueDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", training=False)
+
+
+# the split options' help (``--data.split_seed`` ...), declared once on SplitOptions
+CatalogueDataModule.__doc__ = split_options_doc(CatalogueDataModule.__doc__, {"seed": "split_seed"})

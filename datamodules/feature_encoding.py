@@ -1,51 +1,65 @@
-"""Encoding the feature store: every rank encodes its share of the input shards, each with several decoding workers.
+"""Encoding the feature store: the encode job of the sharded predict-job runner (:mod:`datamodules.shard_jobs`).
 
-Shard ``i`` of the manifest goes to rank ``i % world_size`` (fixed whatever is already done, so ranks that look at
-the folder at different moments still agree), and within a rank to decoding worker ``j % num_workers`` of the
-rank's list. A batch never spans two shards; when a shard's last batch is encoded its feature shard is written
+Every rank encodes its share of the input shards (shard ``i`` of the manifest goes to rank ``i % world_size``), each
+with several decoding workers; a shard's feature shards are written when its last batch is encoded
 (``FeatureStore.write_shard``) and finished shards are skipped on the next run. The cache is marked complete by
 global rank 0 after a barrier, and only when every shard is there.
 
-The same code runs as a Lightning predict job (``EncodeJob``: ``clipita encode`` with the Trainer's
+The same job (:class:`EncodeJob`) runs as a Lightning predict job (``clipita encode`` with the Trainer's
 devices/num_nodes/strategy, so torchrun and SLURM launch it unchanged) and inside the DataModule's ``setup`` on
-every rank of a fit (``encode_features`` with the trainer's rank and barrier).
+every rank of a fit (:func:`encode_features`, with the trainer's rank and barrier).
 
 The per-shard steps (decoding batches, encoding a batch, writing a finished shard) live in
-``datamodules.shard_encoding``; this module holds what the two drivers share on top of them: the stores of a set of
-encoders (``make_stores``), the shard plan (``plan``: which rank encodes which shard) and the drivers themselves.
+``datamodules.shard_encoding``; this module holds what the job adds on top of them: the stores of a set of
+encoders (``make_stores``), the shard plan (``plan``: which rank encodes which shard) and the job itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from tqdm.auto import tqdm
 
 from clipita_core.manifest import Manifest
 from clipita_core.tree import CategoryTree
 from datamodules.feature_reuse import reuse_indexes
 from datamodules.features import FeatureStore
 from datamodules.lexical_store import tokenizer_key
-from datamodules.shard_encoding import ShardBatches, ShardJob, ShardWriter, encode_batch
+from datamodules.shard_encoding import ShardBatches, ShardJob, encode_batch, write_feature_shard
+from datamodules.shard_jobs import ShardPredictJob, rank_share, run_in_process, shard_loader
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How the feature cache is encoded: the one declaration of the encode options and their defaults. The
+    DataModule's ``data.encode_batch_size`` / ``data.encode_workers`` (what a fit's own encoding and ``clipita
+    encode`` both use: ``CatalogueDataModule.encode_options``) and the job's ``batch_size`` / ``num_workers``
+    default to these.
+
+    Attributes:
+        batch_size: images per encoder forward pass (a batch never spans two shards).
+        num_workers: image-decoding worker processes per rank.
+    """
+
+    batch_size: int = 64
+    num_workers: int = 2
+
+
+ENCODE_DEFAULTS = EncodeOptions()
 
 
 def plan(stores: dict[str, FeatureStore], rank: int, world_size: int) -> list[ShardJob]:
     """This rank's shards that still miss a feature shard (the assignment ignores what is done: see module doc)."""
     reference = next(iter(stores.values()))
-    jobs = []
-    for n, (name, count, _) in enumerate(reference.shards):
-        if n % world_size != rank:
-            continue
-        image, text, lexical = (
-            k in stores and not stores[k].shard_done(name) for k in ("image", "text", "lexical")
-        )
-        if image or text or lexical:
-            jobs.append(ShardJob(name, count, image, text, lexical))
-    return jobs
+
+    def missing(name: str) -> list[bool]:
+        return [k in stores and not stores[k].shard_done(name) for k in ("image", "text", "lexical")]
+
+    mine = rank_share(reference.shards, rank, world_size, done=lambda shard: not any(missing(shard[0])))
+    return [ShardJob(name, count, *missing(name)) for name, count, _ in mine]
 
 
 def make_stores(
@@ -71,76 +85,17 @@ def make_stores(
     return stores
 
 
-def _loader(dataset: ShardBatches, num_workers: int) -> torch.utils.data.DataLoader:
-    workers = min(num_workers, len(dataset.jobs))
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None
-    )
+class EncodeJob(ShardPredictJob):
+    """The encode job: the loader's workers decode a rank's missing shards (:class:`ShardBatches`), each batch is
+    encoded (:func:`encode_batch`), a finished shard's feature shards are written (:func:`write_feature_shard`) and
+    global rank 0 marks the stores complete once every rank is done. Under ``Trainer.predict`` the progress bar
+    advances per batch (images and texts together).
 
-
-def encode_features(
-    shard_dir: str,
-    manifest: Manifest,
-    features_root: str | Path,
-    image_encoder,
-    text_encoder,
-    batch_size: int = 64,
-    num_workers: int = 2,
-    rank: int = 0,
-    world_size: int = 1,
-    barrier: Callable[[], None] | None = None,
-    progress: bool = True,
-    reuse: bool = True,
-    tokenizer=None,
-) -> list[FeatureStore]:
-    """Encode this rank's missing feature shards, wait for the other ranks, and return the complete stores.
-
-    Every rank of a job calls this with its ``rank`` and a ``barrier`` over all ranks (None for one process).
-    With ``reuse``, shards whose products another complete store of the same encoders holds are copied from it
-    (``datamodules.feature_reuse``). With a lexical ``tokenizer`` (an object with ``tokenize(texts) ->
-    list[np.ndarray]``, ``num_buckets`` and ``tokenizer_id``), each product's token ids are stored as well.
-    """
-    stores = make_stores(features_root, manifest, image_encoder, text_encoder, tokenizer)
-    if not all(s.is_complete() for s in stores.values()):
-        for store in stores.values():
-            store.prepare()
-        jobs = plan(stores, rank, world_size)
-        if jobs:
-            tree = CategoryTree.from_json(manifest.tree_paths)
-            names = manifest.attribute_names
-            transform = image_encoder.transform if image_encoder is not None else None
-            for encoder in (image_encoder, text_encoder):
-                if encoder is not None:
-                    encoder.eval()
-            dataset = ShardBatches(
-                shard_dir, jobs, transform, batch_size, reuse_indexes(stores, shard_dir, reuse)
-            )
-            writer = ShardWriter(stores)
-            total = sum(j.count for j in jobs)
-            with tqdm(
-                total=total, desc=f"encode rank {rank}", unit=" products", disable=not progress or rank != 0
-            ) as bar:
-                for batch in _loader(dataset, num_workers):
-                    writer.add(
-                        encode_batch(batch, image_encoder, text_encoder, tree, names, tokenizer=tokenizer)
-                    )
-                    bar.update(len(batch["ids"]))
-        if barrier is not None:
-            barrier()
-        if rank == 0:
-            for store in stores.values():
-                store.mark_complete()
-        if barrier is not None:
-            barrier()
-    for store in stores.values():
-        store.require_complete()
-    return list(stores.values())
-
-
-class EncodeJob(L.LightningModule):
-    """``Trainer.predict`` over the feature stores' missing shards: DDP splits shards across ranks, the loader's
-    workers split a rank's shards, ``on_predict_batch_end`` writes finished feature shards, and global rank 0 marks
-    the stores complete after the last barrier. The progress bar advances per batch (images and texts together).
+    Args:
+        reuse: copy the rows of shards whose products another complete store of the same encoders holds
+            (``datamodules.feature_reuse``).
+        tokenizer: a lexical tokenizer (``tokenize(texts) -> list[np.ndarray]``, ``num_buckets``,
+            ``tokenizer_id``): each product's token ids are stored as well.
     """
 
     def __init__(
@@ -150,12 +105,12 @@ class EncodeJob(L.LightningModule):
         features_root: str | Path,
         image_encoder,
         text_encoder,
-        batch_size: int = 64,
-        num_workers: int = 2,
+        batch_size: int = ENCODE_DEFAULTS.batch_size,
+        num_workers: int = ENCODE_DEFAULTS.num_workers,
         reuse: bool = True,
         tokenizer=None,
     ) -> None:
-        super().__init__()
+        super().__init__("encode")
         self.reuse = reuse
         self.shard_dir, self.manifest, self.batch_size, self.num_workers = (
             shard_dir,
@@ -167,28 +122,29 @@ class EncodeJob(L.LightningModule):
         self.stores = make_stores(features_root, manifest, image_encoder, text_encoder, tokenizer)
         self.tree = CategoryTree.from_json(manifest.tree_paths)
         self.attribute_names = manifest.attribute_names
-        self.writer = ShardWriter(self.stores)
 
-    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+    def loader(self, rank: int, world_size: int) -> torch.utils.data.DataLoader:
         for store in self.stores.values():
             store.prepare()
-        jobs = plan(self.stores, self.global_rank, self.trainer.world_size)
-        if not jobs:  # one empty item: under DDP Lightning refuses a rank whose loader is empty, and the
-            # rank must still reach the barriers of on_predict_end
-            return torch.utils.data.DataLoader([{"empty": True}], batch_size=None)
+        jobs = plan(self.stores, rank, world_size)
+        for encoder in (self.image_encoder, self.text_encoder) if jobs else ():
+            if encoder is not None:
+                encoder.eval()
         transform = self.image_encoder.transform if self.image_encoder is not None else None
         reuse = reuse_indexes(self.stores, self.shard_dir, self.reuse) if jobs else {}
-        dataset = ShardBatches(self.shard_dir, jobs, transform, self.batch_size, reuse)
-        return _loader(dataset, self.num_workers)
+        return shard_loader(
+            ShardBatches(self.shard_dir, jobs, transform, self.batch_size, reuse), self.num_workers
+        )
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        return self.loader(self.global_rank, self.trainer.world_size)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # lists and an optional tensor: encode_batch moves the images itself
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        if batch.get("empty"):
-            return None
+    def encode_item(self, item: dict[str, Any]) -> dict[str, Any]:
         return encode_batch(
-            batch,
+            item,
             self.image_encoder,
             self.text_encoder,
             self.tree,
@@ -196,13 +152,50 @@ class EncodeJob(L.LightningModule):
             tokenizer=self.tokenizer,
         )
 
-    def on_predict_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if outputs is not None:
-            self.writer.add(outputs)
+    def write_shard(self, shard: str, parts: list[dict[str, Any]]) -> None:
+        write_feature_shard(self.stores, shard, parts)
 
-    def on_predict_end(self) -> None:
-        self.trainer.strategy.barrier("encode-written")
-        if self.trainer.is_global_zero:
-            for store in self.stores.values():
-                store.mark_complete()
-        self.trainer.strategy.barrier("encode-marked")
+    def assemble(self) -> None:
+        for store in self.stores.values():
+            store.mark_complete()
+
+
+def encode_features(
+    shard_dir: str,
+    manifest: Manifest,
+    features_root: str | Path,
+    image_encoder,
+    text_encoder,
+    batch_size: int = ENCODE_DEFAULTS.batch_size,
+    num_workers: int = ENCODE_DEFAULTS.num_workers,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+    progress: bool = True,
+    reuse: bool = True,
+    tokenizer=None,
+) -> list[FeatureStore]:
+    """Encode this rank's missing feature shards, wait for the other ranks, and return the complete stores: the
+    :class:`EncodeJob` run in this process (:func:`datamodules.shard_jobs.run_in_process`).
+
+    Every rank of a job calls this with its ``rank`` and a ``barrier`` over all ranks (None for one process).
+    With ``reuse``, shards whose products another complete store of the same encoders holds are copied from it
+    (``datamodules.feature_reuse``). With a lexical ``tokenizer`` (an object with ``tokenize(texts) ->
+    list[np.ndarray]``, ``num_buckets`` and ``tokenizer_id``), each product's token ids are stored as well.
+    """
+    job = EncodeJob(
+        shard_dir,
+        manifest,
+        features_root,
+        image_encoder,
+        text_encoder,
+        batch_size,
+        num_workers,
+        reuse,
+        tokenizer,
+    )
+    if not all(s.is_complete() for s in job.stores.values()):
+        run_in_process(job, rank, world_size, barrier, progress)
+    for store in job.stores.values():
+        store.require_complete()
+    return list(job.stores.values())

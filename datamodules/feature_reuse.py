@@ -31,12 +31,12 @@ from datamodules.features import (
     META_NAME,
     PADDED,
     FeatureStore,
-    _atomic_npy,
     manifest_shards,
     products_fingerprint,
 )
 from datamodules.records import ShardRecord
 from datamodules.shard_io import iter_shard_records
+from datamodules.shard_outputs import save_npy
 
 DIGEST_DTYPE = "S16"
 
@@ -105,7 +105,7 @@ def backfill_digests(store: FeatureStore, shard_dir: str | Path) -> int:
         digests = [
             sample_digests(s, r, (store.kind,))[store.kind] for s, r in zip(samples, records, strict=True)
         ]
-        _atomic_npy(target, digest_array(digests))
+        save_npy(target, digest_array(digests))
         written += 1
     return written
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,11 @@ import numpy as np
 
 from clipita_core.manifest import Manifest
 from clipita_core.vocabulary import SPLITS
+from datamodules.shard_outputs import IDS as IDS  # written last; readers import it from here too
+from datamodules.shard_outputs import output_shard_done, write_output_shard, write_text
 
 META_NAME = "meta.json"
 COMPLETE_NAME = "complete.json"
-IDS = "ids"
 DIGEST = "digest"  # per-row product digests (datamodules.feature_reuse), optional
 IMAGE_ARRAYS = ("image",)
 TEXT_ARRAYS = ("title", "title_mask", "attributes", "attribute_mask", "category")
@@ -129,7 +129,7 @@ class FeatureStore:
         return self.folder / f"{Path(shard).stem}.{array}.npy"
 
     def shard_done(self, shard: str) -> bool:
-        return self.path(shard, IDS).is_file() and all(self.path(shard, a).is_file() for a in self.arrays)
+        return output_shard_done(lambda array: self.path(shard, array), self.arrays)
 
     def missing_shards(self) -> list[str]:
         return [name for name, _, _ in self.shards if not self.shard_done(name)]
@@ -142,19 +142,19 @@ class FeatureStore:
             if json.loads(meta_path.read_text()) != self.meta:
                 raise FeatureCacheError(f"{str(meta_path)!r} describes another cache; delete the folder")
             return
-        _atomic_text(meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
+        write_text(meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
 
     def write_shard(self, shard: str, ids: Sequence[str], arrays: dict[str, np.ndarray]) -> None:
         """Write one feature shard: every array under a temporary name, renamed; the ids file last.
 
         ``arrays`` may also hold ``digest`` (the per-row product digests ``feature_reuse`` finds rows by)."""
-        for name in (*self.arrays, *([DIGEST] if DIGEST in arrays else [])):
+        names = (*self.arrays, *([DIGEST] if DIGEST in arrays else []))
+        for name in names:
             if name not in arrays:
                 raise FeatureCacheError(f"feature shard {shard!r} lacks array {name!r}")
             if len(arrays[name]) != len(ids):
                 raise FeatureCacheError(f"feature shard {shard!r}: {name} has {len(arrays[name])} rows")
-            _atomic_npy(self.path(shard, name), arrays[name])
-        _atomic_npy(self.path(shard, IDS), np.asarray(list(ids), dtype=str))
+        write_output_shard(lambda array: self.path(shard, array), ids, {n: arrays[n] for n in names})
 
     def is_complete(self) -> bool:
         marker = self.folder / COMPLETE_NAME
@@ -175,7 +175,7 @@ class FeatureStore:
             "meta": self.meta,
             "shards": [{"name": n, "count": c, "sha256": s} for n, c, s in self.shards],
         }
-        _atomic_text(self.folder / COMPLETE_NAME, json.dumps(body, indent=1, sort_keys=True))
+        write_text(self.folder / COMPLETE_NAME, json.dumps(body, indent=1, sort_keys=True))
         return True
 
     def require_complete(self) -> None:
@@ -185,19 +185,6 @@ class FeatureStore:
             raise FeatureCacheError(
                 f"feature cache {str(self.folder)!r} is incomplete ({detail}); run `clipita encode` again"
             )
-
-
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array))
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def concat_rows(parts: Sequence[np.ndarray], array: str) -> np.ndarray:

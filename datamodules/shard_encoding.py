@@ -1,21 +1,21 @@
 """Encoding one input shard: decode its records into batches, turn a batch into feature rows, write its feature shard.
 
-The three steps a shard goes through, whichever driver runs them (``datamodules.feature_encoding``: a rank-aware
-function and a Lightning predict job):
+The three steps a shard goes through in the encode job (``datamodules.feature_encoding``, run by the sharded
+predict-job runner ``datamodules.shard_jobs``, which splits the shards across ranks and workers and collects a
+shard's batches):
 
-1. :class:`ShardBatches` (an ``IterableDataset``) reads the shards of a rank's :class:`ShardJob` list, split across
-   DataLoader workers *by shard*, so a batch never spans two shards and a shard's batches arrive in order from one
-   worker. With feature reuse (``datamodules.feature_reuse``), a shard whose products a donor store already holds
-   first yields one ``copied`` item with those rows, and only the modalities left are decoded.
+1. :class:`ShardBatches` (the runner's ``ShardItems``) reads the shards of a rank's :class:`ShardJob` list, split
+   across DataLoader workers *by shard*, so a batch never spans two shards and a shard's batches arrive in order
+   from one worker. With feature reuse (``datamodules.feature_reuse``), a shard whose products a donor store
+   already holds first yields one ``copied`` item with those rows, and only the modalities left are decoded.
 2. :func:`encode_batch` runs the frozen towers on one batch (float16 features; each distinct attribute text embedded
    once per batch) and, for a lexical model, stores its token ids; copied rows pass through untouched.
-3. :class:`ShardWriter` collects a shard's encoded batches and, when the last one is in, writes one feature shard
-   per store (``FeatureStore.write_shard``: ids last, so a killed run leaves the shard missing, not half written).
+3. :func:`write_feature_shard` writes, once a shard's last batch is encoded, one feature shard per store
+   (``FeatureStore.write_shard``: ids last, so a killed run leaves the shard missing, not half written).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from datamodules.features import (
 )
 from datamodules.lexical_store import product_token_rows
 from datamodules.shard_io import iter_shard_records
+from datamodules.shard_jobs import ShardItems
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ class ShardJob:
         return [k for k in ("image", "text", "lexical") if getattr(self, k)]
 
 
-class ShardBatches(torch.utils.data.IterableDataset):
-    """Decoded batches of the given shards, split across DataLoader workers by shard (a batch never spans two).
+class ShardBatches(ShardItems):
+    """Decoded batches of the given shards, split across DataLoader workers by shard (a batch never spans two;
+    :class:`datamodules.shard_jobs.ShardItems` marks each shard's last one).
 
     With ``reuse`` (``feature_reuse.reuse_indexes``), a shard whose products are all in a donor store of a modality
     first yields one ``copied`` item holding that modality's rows, read from the donors; only the modalities left
@@ -70,24 +72,11 @@ class ShardBatches(torch.utils.data.IterableDataset):
         batch_size: int,
         reuse: dict[str, DonorIndex] | None = None,
     ) -> None:
-        self.shard_dir, self.jobs, self.transform, self.batch_size = (
-            shard_dir,
-            list(jobs),
-            transform,
-            batch_size,
-        )
+        super().__init__(jobs, batch_size)
+        self.shard_dir, self.transform = shard_dir, transform
         self.reuse = dict(reuse or {})
 
-    def __len__(self) -> int:
-        return sum(max(1, math.ceil(j.count / self.batch_size)) for j in self.jobs)
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for job in self.jobs[worker::workers]:
-            yield from self._shard_batches(job)
-
-    def _shard_batches(self, job: ShardJob):
+    def shard_items(self, job: ShardJob):
         url = str(Path(self.shard_dir) / job.name)
         kinds = job.kinds()
         if any(k in self.reuse for k in kinds):
@@ -95,7 +84,6 @@ class ShardBatches(torch.utils.data.IterableDataset):
             if copied is not None:
                 kinds = [k for k in kinds if k not in copied["copied"]]
                 job = ShardJob(job.name, job.count, "image" in kinds, "text" in kinds, "lexical" in kinds)
-                copied["last"] = not kinds
                 yield copied
                 if not kinds:
                     return
@@ -112,12 +100,12 @@ class ShardBatches(torch.utils.data.IterableDataset):
                 images.append(self._decode(sample, record.id, url))
             seen += 1
             if len(rows) == self.batch_size:
-                yield self._batch(job, rows, images, digests, last=seen == job.count)
+                yield self._batch(job, rows, images, digests)
                 rows, images, digests = [], [], []
         if seen != job.count:
             raise FeatureCacheError(f"shard {url!r} has {seen} records, the manifest says {job.count}")
         if rows or seen == 0:
-            yield self._batch(job, rows, images, digests, last=True)
+            yield self._batch(job, rows, images, digests)
 
     def _copied(self, job: ShardJob, url: str, kinds: Sequence[str]) -> dict[str, Any] | None:
         """One item with the rows of every modality whose products are all in its donor stores (None if none)."""
@@ -141,7 +129,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
             copied[kind] = {**index.gather(names, shard, row), DIGEST: digests}
         if not copied:
             return None
-        batch = self._batch(job, records, [], [], last=False)
+        batch = self._batch(job, records, [], [])
         batch.update(need_image=False, need_text=False, need_lexical=False, copied=copied, digests={})
         return batch
 
@@ -156,12 +144,10 @@ class ShardBatches(torch.utils.data.IterableDataset):
 
     @staticmethod
     def _batch(
-        job: ShardJob, rows: list, images: list[torch.Tensor], digests: list[dict[str, bytes]], last: bool
+        job: ShardJob, rows: list, images: list[torch.Tensor], digests: list[dict[str, bytes]]
     ) -> dict[str, Any]:
         kinds = job.kinds()
         return {
-            "shard": job.name,
-            "last": last,
             "need_image": job.image,
             "need_text": job.text,
             "need_lexical": job.lexical,
@@ -237,29 +223,16 @@ def encode_batch(
     return out
 
 
-class ShardWriter:
-    """Collects a shard's encoded batches (they arrive in order from the one worker that reads the shard) and
-    writes its feature shards when the last one is in."""
-
-    def __init__(self, stores: dict[str, FeatureStore]) -> None:
-        self.stores = stores
-        self.pending: dict[str, list[dict[str, Any]]] = {}
-        self.written: list[str] = []
-
-    def add(self, encoded: dict[str, Any]) -> None:
-        parts = self.pending.setdefault(encoded["shard"], [])
-        parts.append(encoded)
-        if not encoded["last"]:
-            return
-        del self.pending[encoded["shard"]]
-        for kind, store in self.stores.items():
-            names = store.arrays
-            mine = [p for p in parts if names[0] in p["arrays"]]  # copied rows, or the encoded batches
-            if not mine:
-                continue  # this modality's feature shard was already there
-            ids = [i for p in mine for i in p["ids"]]
-            arrays = {a: concat_rows([p["arrays"][a] for p in mine], a) for a in names}
-            if all(f"{kind}.{DIGEST}" in p["arrays"] for p in mine):
-                arrays[DIGEST] = np.concatenate([p["arrays"][f"{kind}.{DIGEST}"] for p in mine])
-            store.write_shard(encoded["shard"], ids, arrays)
-        self.written.append(encoded["shard"])
+def write_feature_shard(stores: dict[str, FeatureStore], shard: str, parts: list[dict[str, Any]]) -> None:
+    """Write a shard's feature shard of every store from its encoded batches, in order (a store whose shard was
+    already there gets no batch of its arrays and is left alone)."""
+    for kind, store in stores.items():
+        names = store.arrays
+        mine = [p for p in parts if names[0] in p["arrays"]]  # copied rows, or the encoded batches
+        if not mine:
+            continue  # this modality's feature shard was already there
+        ids = [i for p in mine for i in p["ids"]]
+        arrays = {a: concat_rows([p["arrays"][a] for p in mine], a) for a in names}
+        if all(f"{kind}.{DIGEST}" in p["arrays"] for p in mine):
+            arrays[DIGEST] = np.concatenate([p["arrays"][f"{kind}.{DIGEST}"] for p in mine])
+        store.write_shard(shard, ids, arrays)

@@ -50,7 +50,15 @@ from datamodules.manifest import (
 from datamodules.record_spool import SPOOL_PREFIX, RecordSpool
 from datamodules.records import ShardRecord
 from datamodules.shard_io import ShardTarWriter
-from datamodules.splits import assign_splits, choose_pseudo_novel, choose_unseen, draw_splits
+from datamodules.splits import (
+    SPLIT_DEFAULTS,
+    SplitOptions,
+    assign_splits,
+    choose_pseudo_novel,
+    choose_unseen,
+    draw_splits,
+    split_options_doc,
+)
 
 __all__ = [
     "CatalogueError",
@@ -186,13 +194,9 @@ def write_shards(  # noqa: C901 - read, split, write, describe
     schema: CatalogueSchema,
     output_dir: str,
     shard_size: int = 1000,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    unseen_fraction: float = 0.2,
+    split_options: SplitOptions = SPLIT_DEFAULTS,
     on_error: Literal["skip", "fail"] = "skip",
     progress: bool = True,
-    pseudo_novel_fraction: float = 0.0,
     num_workers: int = 0,
 ) -> Manifest:
     """Shard the catalogue described by ``schema`` (:func:`shard_catalogue` for a schema given in a YAML file).
@@ -201,17 +205,10 @@ def write_shards(  # noqa: C901 - read, split, write, describe
         schema: The catalogue to shard.
         output_dir: Folder to write the shards and ``manifest.json`` into (created if needed).
         shard_size: Products per tar file.
-        seed: Seed of the unseen-category choice, the split and the order of records in the shards.
-        val_fraction: Share of each seen category's products that goes to ``val`` (not with ``split_folders``).
-        test_fraction: Share of each seen category's products that goes to ``test`` (not with ``split_folders``).
-        unseen_fraction: Share of leaf categories held out entirely (their products all go to ``test``); with
-            ``split_folders`` the unseen leaves are those with no product in ``train`` instead.
+        split_options: How the products are split (:class:`datamodules.splits.SplitOptions`; the seed also orders the
+            records within each split).
         on_error: ``skip`` bad rows (listed in the manifest) or ``fail`` at the first one.
         progress: Show progress bars.
-        pseudo_novel_fraction: Share of the seen leaves held out of training as validation-only categories (their
-            products go to ``val`` and ``test``, never to ``train``; see :mod:`datamodules.splits`). The unseen
-            leaves and the ``test`` split are the same as with 0. Listed in the manifest as
-            ``pseudo_novel_categories``.
         num_workers: Processes decoding the images while the rows are checked (0: this process); the shards and
             manifest are the same whatever the number.
 
@@ -224,15 +221,6 @@ def write_shards(  # noqa: C901 - read, split, write, describe
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
-    if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
-    if not 0.0 <= unseen_fraction < 1.0:
-        raise ValueError(f"unseen_fraction must be in [0, 1), got {unseen_fraction}")
-    if not 0.0 <= pseudo_novel_fraction < 1.0:
-        raise ValueError(f"pseudo_novel_fraction must be in [0, 1), got {pseudo_novel_fraction}")
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     started = time.perf_counter()
@@ -251,11 +239,11 @@ def write_shards(  # noqa: C901 - read, split, write, describe
         splits, unseen, pseudo_novel, tree = draw_splits(
             range(len(spool)),
             schema.split_folders,
-            seed,
-            val_fraction,
-            test_fraction,
-            unseen_fraction,
-            pseudo_novel_fraction,
+            split_options.seed,
+            split_options.val_fraction,
+            split_options.test_fraction,
+            split_options.unseen_fraction,
+            split_options.pseudo_novel_fraction,
             category_of=spool.category,
             split_of=spool.split,
         )
@@ -314,13 +302,8 @@ def write_shards(  # noqa: C901 - read, split, write, describe
             "created_by": "clipita shard",
             "schema": schema.to_dict(),
             "content_hash": content.hexdigest(),
-            "seed": seed,
-            "fractions": {
-                "val": val_fraction,
-                "test": test_fraction,
-                "unseen": unseen_fraction,
-                "pseudo_novel": pseudo_novel_fraction,
-            },
+            "seed": split_options.seed,
+            "fractions": split_options.fractions(),
             "split_source": "folders" if schema.split_folders else "drawn",
             "moved_to_test": moved_to_test,
             "shard_size": shard_size,
@@ -350,16 +333,16 @@ def shard_catalogue(
     catalogue: str,
     output_dir: str,
     shard_size: int = 1000,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    unseen_fraction: float = 0.2,
+    seed: int = SPLIT_DEFAULTS.seed,
+    val_fraction: float = SPLIT_DEFAULTS.val_fraction,
+    test_fraction: float = SPLIT_DEFAULTS.test_fraction,
+    unseen_fraction: float = SPLIT_DEFAULTS.unseen_fraction,
     on_error: Literal["skip", "fail"] = "skip",
     progress: bool = True,
-    pseudo_novel_fraction: float = 0.0,
+    pseudo_novel_fraction: float = SPLIT_DEFAULTS.pseudo_novel_fraction,
     num_workers: int = 0,
 ) -> Manifest:
-    """Turn a catalogue into WebDataset shards ``{split}-NNNNNN.tar`` plus ``manifest.json``.
+    """Turn a catalogue into WebDataset shards ``{split}-NNNNNN.tar`` plus ``manifest.json`` (``clipita shard``).
 
     Every row is checked (image fully decoded, category, id); bad rows are skipped and listed in the
     manifest with their row number, id and reason, so ``sharded + len(skipped) == input_rows``. Earlier shards
@@ -369,14 +352,9 @@ def shard_catalogue(
         catalogue: Catalogue schema YAML file (see ``datamodules.catalogue.CatalogueSchema``).
         output_dir: Folder to write the shards and ``manifest.json`` into (created if needed).
         shard_size: Products per tar file.
-        seed: Seed of the unseen-category choice, the split and the order of records in the shards.
-        val_fraction: Share of each seen category's products that goes to ``val``.
-        test_fraction: Share of each seen category's products that goes to ``test``.
-        unseen_fraction: Share of leaf categories held out entirely (their products all go to ``test``).
+        {split_options}
         on_error: ``skip`` bad rows (listed in the manifest) or ``fail`` at the first one.
         progress: Show progress bars.
-        pseudo_novel_fraction: Share of the seen leaves held out of training as validation-only categories
-            (:func:`write_shards`).
         num_workers: Processes decoding the images while the rows are checked (0: this process); the output is the
             same whatever the number.
 
@@ -390,16 +368,8 @@ def shard_catalogue(
             its row, id and reason).
     """
     schema = CatalogueSchema.from_yaml(catalogue)
-    return write_shards(
-        schema,
-        output_dir,
-        shard_size=shard_size,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        unseen_fraction=unseen_fraction,
-        on_error=on_error,
-        progress=progress,
-        pseudo_novel_fraction=pseudo_novel_fraction,
-        num_workers=num_workers,
-    )
+    split_options = SplitOptions(seed, val_fraction, test_fraction, unseen_fraction, pseudo_novel_fraction)
+    return write_shards(schema, output_dir, shard_size, split_options, on_error, progress, num_workers)
+
+
+shard_catalogue.__doc__ = split_options_doc(shard_catalogue.__doc__)  # the split options' help, declared once

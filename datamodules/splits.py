@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from clipita_core.paths import CategoryPath
@@ -40,6 +41,77 @@ from clipita_core.tree import CategoryTree
 from clipita_core.vocabulary import SPLITS
 
 SPLIT_RULES = 2  # the version of these rules: shards drawn under an older one are drawn again (2: test_only)
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How a catalogue's products are split: the one declaration of the split options, their defaults, their help
+    and their checks. ``clipita shard`` (``seed``, ``val_fraction``, ...) and the DataModule (``data.split_seed``,
+    ``data.val_fraction``, ...) take them as flat options whose defaults and help come from here
+    (:func:`split_options_doc`); the shard writer takes the object.
+
+    Attributes:
+        seed: seed of the unseen-category choice, the product split and the order of records in the shards.
+        val_fraction: share of each seen category's products that goes to ``val`` (not with a folder tree's own
+            ``split_folders``).
+        test_fraction: share of each seen category's products that goes to ``test`` (not with ``split_folders``).
+        unseen_fraction: share of leaf categories held out of training (all their products go to ``test``). With a
+            folder tree's own ``split_folders`` no leaf is drawn: the leaves with no ``train`` product are the
+            unseen ones, and their ``val`` products go to ``test`` too. In every split mode the ``val`` split holds
+            no product of an unseen leaf (:mod:`datamodules.splits`), so nothing chosen on validation (scorer
+            weights, tree terms, mixing coefficients) has seen a test category.
+        pseudo_novel_fraction: share of the remaining (seen) leaves held out of training as validation-only
+            categories: their products go to ``val`` (and their usual share to ``test``), never to ``train``, so
+            validation measures categories the model never trained on (``val/specific_novel/...``). The unseen
+            leaves and the ``test`` split are the same as with 0 (the default). Listed in the manifest as
+            ``pseudo_novel_categories``; the DataModule keeps such shards beside the plain ones
+            (``shards/seed<N>-pn<fraction>``).
+    """
+
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    unseen_fraction: float = 0.2
+    pseudo_novel_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction", "unseen_fraction", "pseudo_novel_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1, got {self.val_fraction} + {self.test_fraction}"
+            )
+
+    def fractions(self) -> dict[str, float]:
+        """The fractions as ``manifest.json`` records them (``fractions``)."""
+        return {
+            "val": self.val_fraction,
+            "test": self.test_fraction,
+            "unseen": self.unseen_fraction,
+            "pseudo_novel": self.pseudo_novel_fraction,
+        }
+
+
+SPLIT_DEFAULTS = SplitOptions()  # the defaults the flat options of ``clipita shard`` and the DataModule read
+
+
+def split_options_doc(docstring: str | None, names: Mapping[str, str] | None = None, indent: int = 8) -> str:
+    """``docstring`` with ``{split_options}`` replaced by the ``Args:`` entries of the split options (their help
+    from :class:`SplitOptions`, each under its flat name: ``names`` maps a field to another, e.g. ``seed`` to
+    ``split_seed``), so a command's ``--help`` shows the one declaration."""
+    doc = SplitOptions.__doc__ or ""
+    body = doc[doc.index("Attributes:") + len("Attributes:") :].strip("\n").rstrip()
+    entries = []
+    for line in body.splitlines():  # entries indented 8 in the class docstring, continuation lines 12
+        text = line[8:]
+        field = text.split(":", 1)[0]
+        if names and field in names:
+            text = names[field] + text[len(field) :]
+        entries.append(" " * indent + text)
+    return (docstring or "").replace("{split_options}", "\n".join(entries).lstrip())
+
 
 Item = TypeVar("Item")  # a record, or anything standing for one (the shard writer's spool line numbers)
 

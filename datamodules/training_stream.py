@@ -164,7 +164,7 @@ class DecodeAugment:
     augmentation seeded by ``(seed, epoch, rank, stream, sample index)``.
 
     Args:
-        decode: raw sample -> decoded record (``shard_pipeline.decode_record`` with the tower's transform).
+        decode: raw sample -> decoded record (``raw_batches.decode_record`` with the tower's transform).
         augmentation: ``(image, rng) -> image`` or None.
         batch_size: per-rank batch size (a skipped batch is this many raw samples).
         seed: the stream's seed.

@@ -65,7 +65,7 @@ def frozen_prefixes(net: ClipIta) -> tuple[str, ...]:
     """
     prefixes = []
     image = net.image_encoder
-    if image is not None and not image.trainable and image.weights != "none":
+    if image is not None and not image.trainable and image.image_weights != "none":
         prefixes.append("image_encoder.")
     if not net.text_encoder.trainable:
         prefixes.append("text_encoder.")

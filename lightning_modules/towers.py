@@ -1,8 +1,8 @@
 """The encoder towers of :class:`~lightning_modules.model.ClipIta`: their options and how they are built.
 
-The tower options are declared once, by the encoders: ClipIta's ``image_*`` / ``text_*`` options are the encoders'
-own (``image_model`` = ImageEncoder's ``model_name``, ``text_max_length`` = TextEncoder's ``max_seq_length``...), with
-the encoders' defaults (:data:`IMAGE_TOWER`, :data:`TEXT_TOWER`).
+The tower options are declared once, by the encoders: ClipIta's tower options are the encoders' own, under the same
+names (``image_model``, ``text_max_length``, ``train_image_blocks``...), with the encoders' defaults
+(:data:`IMAGE_TOWER`, :data:`TEXT_TOWER`).
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def build_towers(
             image_size,
             tuple(image_mean),
             tuple(image_std),
-            train_blocks=tower_blocks("image", train_image_encoder, train_image_blocks),
+            train_image_blocks=tower_blocks("image", train_image_encoder, train_image_blocks),
             gradient_checkpointing=gradient_checkpointing,
         )
     text_encoder = TextEncoder(
         text_model,
         text_max_length,
-        train_layers=tower_blocks("text", train_text_encoder, train_text_layers),
+        train_text_layers=tower_blocks("text", train_text_encoder, train_text_layers),
         gradient_checkpointing=gradient_checkpointing,
     )
     return image_encoder, text_encoder

@@ -73,7 +73,7 @@ def set_mix(net: nn.Module, pretrained: State, finetuned: State, alpha: float) -
 def check_mixable(net: nn.Module) -> None:
     """WiSE-FT needs each fine-tuned tower's pretrained weights to be rebuildable from its name."""
     image = getattr(net, "image_encoder", None)
-    if image is not None and image.trainable and image.weights == "none":
+    if image is not None and image.trainable and image.image_weights == "none":
         raise ValueError(
             "model.wise_ft mixes the fine-tuned image tower with its pretrained weights, but image_weights is "
             "'none' (random init, not rebuildable): name the pretrained weights (a package, 'hub' or a file)"

@@ -54,9 +54,10 @@ from clipita_core.index_info import write as write_index_info
 from clipita_core.vocabulary import SPLITS
 from datamodules.catalogue_datamodule import CatalogueDataModule
 from datamodules.features import LEXICAL_TOKENS, FeatureCacheError, products_fingerprint
+from datamodules.shard_jobs import shard_loader
 
 from .faiss_index import FaissKind, build_faiss_index
-from .index_job import IndexJob, IndexShardBatches, index_loader, plan
+from .index_job import IndexJob, IndexShardBatches, plan
 from .index_shards import (
     BASE_ARRAYS,
     EMBEDDING,
@@ -129,7 +130,7 @@ class IndexDataModule(CatalogueDataModule):
             tokenizer, self.attribute_names,
         )  # fmt: skip
         workers = h.num_workers if self.index_workers is None else self.index_workers
-        return index_loader(dataset, workers)
+        return shard_loader(dataset, workers)
 
 
 def checkpoint_digest(ckpt: str | Path, block: int = 1 << 22) -> str:
@@ -320,7 +321,30 @@ def index(
         "extra_arrays": sorted(EXTRA_ARRAYS),
     }  # the products' fingerprint is added once the manifest is read (setup)
     net.eval()
-    job = IndexJob(net)
+
+    def assemble() -> IndexInfo:  # global rank 0, once every rank's shards are written
+        assert dm.index_shards is not None
+        info = IndexInfo(
+            checkpoint=str(Path(ckpt).resolve()),
+            tree=[tuple(p) for p in dm.tree.paths],
+            unseen_categories=[tuple(p) for p in dm.manifest.unseen_categories],
+            modalities=list(net.modalities),
+            splits=list(splits),
+            shard_dir=str(Path(dm.shard_dir).resolve()),
+            provenance={
+                "created_by": "clipita index",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "fit_config": str(Path(fit_config).resolve()) if fit_config else None,
+                "data": _jsonable(data),
+                "hparams": _jsonable(net.config),
+                "category_text": net.category_text,
+                "manifest_content_hash": dm.manifest.content_hash,
+                "world_size": trainer.world_size,
+            },
+        )
+        return finish_index(out, dm.index_shards, info, faiss=faiss, faiss_kind=faiss_kind)
+
+    job = IndexJob(net, assemble)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -333,30 +357,11 @@ def index(
         enable_progress_bar=progress,
         use_distributed_sampler=False,  # the job splits shards across ranks itself
     )
+    # every rank writes its shards, then global rank 0 assembles the folder (IndexJob.assemble)
     trainer.predict(job, datamodule=dm, return_predictions=False)
-    trainer.strategy.barrier("index-shards-written")  # every rank, including one that had nothing left to do
     if not trainer.is_global_zero:
         return None
-    assert dm.index_shards is not None
-    info = IndexInfo(
-        checkpoint=str(Path(ckpt).resolve()),
-        tree=[tuple(p) for p in dm.tree.paths],
-        unseen_categories=[tuple(p) for p in dm.manifest.unseen_categories],
-        modalities=list(net.modalities),
-        splits=list(splits),
-        shard_dir=str(Path(dm.shard_dir).resolve()),
-        provenance={
-            "created_by": "clipita index",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "fit_config": str(Path(fit_config).resolve()) if fit_config else None,
-            "data": _jsonable(data),
-            "hparams": _jsonable(net.config),
-            "category_text": net.category_text,
-            "manifest_content_hash": dm.manifest.content_hash,
-            "world_size": trainer.world_size,
-        },
-    )
-    info = finish_index(out, dm.index_shards, info, faiss=faiss, faiss_kind=faiss_kind)
+    info = job.assembled
     info.provenance["seconds"] = round(time.perf_counter() - started, 3)
     write_index_info(out, info)
     seconds = info.provenance["seconds"]

@@ -10,6 +10,7 @@ Layout under ``<index>/shards/`` (``<stem>`` is the input shard's file name with
     <stem>.<extra>.npy            any extra per-product arrays (:data:`EXTRA_ARRAYS`), row r = product r
     <stem>.products.parquet       the shard's product metadata (``shard_metadata.PRODUCT_COLUMNS``)
     <stem>.ids.npy                product ids, written last: its presence marks the shard done
+                                  (every file under a temporary name, renamed: ``datamodules.shard_outputs``)
 
 Row ``r`` of every file is the ``r``-th record of the input shard. The whole index is the concatenation of the
 shards in split then manifest order, which is the row order of ``products.parquet``.
@@ -32,8 +33,8 @@ import pandas as pd
 
 from clipita_core.index_info import SHARD_META, SHARDS_DIR, IndexShard
 from clipita_core.manifest import Manifest
+from datamodules.shard_outputs import IDS, output_shard_done, temporary, write_output_shard, write_text
 
-IDS = "ids"
 EMBEDDING = "embedding"  # float32
 EMBEDDING16 = "embedding16"  # float16
 PRODUCTS = "products"
@@ -59,13 +60,6 @@ def manifest_index_shards(manifest: Manifest, splits: Sequence[str]) -> list[Ind
     return out
 
 
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array))
-    os.replace(tmp, path)
-
-
 class IndexShards:
     """The ``shards/`` folder of an index: which shards are done, writing one, reading all of them.
 
@@ -85,9 +79,7 @@ class IndexShards:
         return self.folder / f"{Path(shard).stem}.{array}{suffix}"
 
     def done(self, shard: str) -> bool:
-        return self.path(shard, IDS).is_file() and all(
-            self.path(shard, a).is_file() for a in (*self.arrays, PRODUCTS)
-        )
+        return output_shard_done(lambda array: self.path(shard, array), (*self.arrays, PRODUCTS))
 
     def missing(self) -> list[str]:
         return [s.name for s in self.shards if not self.done(s.name)]
@@ -106,9 +98,7 @@ class IndexShards:
             discarded = True
         self.folder.mkdir(parents=True, exist_ok=True)
         if not meta_path.is_file():
-            tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-            os.replace(tmp, meta_path)
+            write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True))
         return discarded
 
     def write_shard(
@@ -122,11 +112,12 @@ class IndexShards:
                 raise ValueError(
                     f"index shard {shard!r}: {name} has {len(arrays[name])} rows, {len(ids)} ids"
                 )
-            _atomic_npy(self.path(shard, name), arrays[name])
-        tmp = self.path(shard, PRODUCTS).with_name(self.path(shard, PRODUCTS).name + f".tmp{os.getpid()}")
-        products.to_parquet(tmp, index=False)
-        os.replace(tmp, self.path(shard, PRODUCTS))
-        _atomic_npy(self.path(shard, IDS), np.asarray(list(ids), dtype=str))
+        write_output_shard(
+            lambda array: self.path(shard, array),
+            ids,
+            {name: arrays[name] for name in self.arrays},
+            {PRODUCTS: lambda tmp: products.to_parquet(tmp, index=False)},
+        )
 
     def rows(self, array: str) -> ShardedRows:
         """Every shard's ``array`` as one read-only ``[N, ...]`` array (memory-mapped, never loaded whole)."""
@@ -219,7 +210,7 @@ def merge_products(shards: IndexShards, out: Path) -> list[str]:
     ids: list[str] = []
     seen: set[str] = set()
     writer = None
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp = temporary(out)
     try:
         for shard in shards.shards:
             table = pq.read_table(shards.path(shard.name, PRODUCTS))

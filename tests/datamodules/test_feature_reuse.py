@@ -38,7 +38,7 @@ def catalogue(tmp_path_factory):
 
 def _encoders():
     torch.manual_seed(0)  # the test tower's weights are random: the same ones in every encode
-    image = ImageEncoder(model_name="test_efficientnet", weights="none", image_size=32)
+    image = ImageEncoder(image_model="test_efficientnet", image_weights="none", image_size=32)
     return Counting(image), Counting(TextEncoder())
 
 

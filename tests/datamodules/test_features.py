@@ -21,7 +21,7 @@ from lightning_modules.components import ImageEncoder, TextEncoder
 
 @pytest.fixture(scope="module")
 def encoders():
-    return ImageEncoder(model_name="test_efficientnet", weights="none", image_size=32), TextEncoder()
+    return ImageEncoder(image_model="test_efficientnet", image_weights="none", image_size=32), TextEncoder()
 
 
 @pytest.fixture(scope="module")

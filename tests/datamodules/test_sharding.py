@@ -27,6 +27,7 @@ from datamodules.sharding import (
     shard_catalogue,
     write_shards,
 )
+from datamodules.splits import SplitOptions
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,9 @@ def test_png_images_are_stored_as_jpeg(tmp_path: Path) -> None:
         (root / top / leaf).mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (9, 9), (n * 40, 10, 10)).save(root / top / leaf / f"item_{n}.png")
     schema = CatalogueSchema(layout="folder_tree", image_root=str(root), name="tree")
-    manifest = write_shards(schema, str(tmp_path / "out"), unseen_fraction=0.0, progress=False)
+    manifest = write_shards(
+        schema, str(tmp_path / "out"), split_options=SplitOptions(unseen_fraction=0.0), progress=False
+    )
     records = read_back(manifest, tmp_path / "out")
     assert len(records) == 5 and manifest.tree_levels == ["level_1", "level_2"]
     for rec in records.values():
@@ -206,7 +209,9 @@ def test_property_writer_never_crashes_and_accounts_for_every_row(rows, seed) ->
             category_columns=["top", "leaf"],
         )
         try:
-            manifest = write_shards(schema, str(root / "out"), shard_size=3, seed=seed, progress=False)
+            manifest = write_shards(
+                schema, str(root / "out"), shard_size=3, split_options=SplitOptions(seed=seed), progress=False
+            )
         except NoProductsError as err:  # every row was bad: an error naming the reasons, no shards
             event("no product survived")
             assert "no product" in str(err) and not (root / "out").exists()

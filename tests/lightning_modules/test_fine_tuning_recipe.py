@@ -180,8 +180,10 @@ def test_wise_ft_is_chosen_kept_in_the_checkpoint_and_applied_by_load_model(tmp_
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    plain = ImageEncoder("test_efficientnet", "none", 32, train_blocks=2)
-    checkpointed = ImageEncoder("test_efficientnet", "none", 32, train_blocks=2, gradient_checkpointing=True)
+    plain = ImageEncoder("test_efficientnet", "none", 32, train_image_blocks=2)
+    checkpointed = ImageEncoder(
+        "test_efficientnet", "none", 32, train_image_blocks=2, gradient_checkpointing=True
+    )
     checkpointed.load_state_dict(plain.state_dict())
     images = torch.randn(2, 3, 32, 32)
     grads = []

@@ -42,7 +42,7 @@ def test_catalogue_photos_land_in_the_expected_imagenet_classes(classifier, fash
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
-    transform = ImageEncoder(weights="none").transform
+    transform = ImageEncoder(image_weights="none").transform
     ids = list(EXPECTED)
     batch = torch.stack([transform(Image.open(fashion_dir / "images" / f"{i}.jpg")) for i in ids])
     with torch.no_grad():
@@ -53,7 +53,7 @@ def test_catalogue_photos_land_in_the_expected_imagenet_classes(classifier, fash
 
 
 def test_encoder_is_frozen_by_default_and_outputs_features():
-    enc = ImageEncoder(weights="none")
+    enc = ImageEncoder(image_weights="none")
     assert not any(p.requires_grad for p in enc.parameters())
     enc.train()
     assert not enc.backbone.training  # frozen BatchNorm stays in eval mode
@@ -63,16 +63,16 @@ def test_encoder_is_frozen_by_default_and_outputs_features():
 def test_missing_weights_file_fails_naming_it(tmp_path):
     missing = tmp_path / "nowhere.pth"
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
-        ImageEncoder(weights=str(missing))
+        ImageEncoder(image_weights=str(missing))
 
 
 def test_offline_weights_refuse_another_architecture():
     with pytest.raises(ValueError, match="efficientnet_b0"):
-        ImageEncoder(model_name="efficientnet_b0")
+        ImageEncoder(image_model="efficientnet_b0")
 
 
 def test_transform_pads_portrait_images_to_a_white_square():
-    enc = ImageEncoder(weights="none", image_size=32)
+    enc = ImageEncoder(image_weights="none", image_size=32)
     image = Image.new("RGB", (30, 60), (0, 0, 0))
     x = enc.transform(image)
     assert x.shape == (3, 32, 32)

