@@ -214,9 +214,9 @@ def stage_index(args) -> dict:
 
     from clipita.retrieval.index import finish_index
     from clipita.retrieval.index_job import IndexJob, IndexShardBatches, plan
-    from datamodules.shard_jobs import shard_loader
     from clipita.retrieval.index_shards import IndexShards, manifest_index_shards
     from clipita_core.index_info import IndexInfo
+    from datamodules.shard_jobs import shard_loader
     from datamodules.sharding import load_manifest
 
     torch.set_num_threads(1)

@@ -3,9 +3,13 @@ are skipped): one row per record with the JPEG's byte range, so thumbnails are r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from clipita_core.manifest import Manifest
 from clipita_core.paths import format_path
 from datamodules.records import category_to_text, decode_json
 from datamodules.shard_io import shard_members
@@ -58,3 +62,18 @@ def read_shard_metadata(shard_path: str | Path) -> list[dict[str, Any]]:
             row["jpg_offset"] = offset
             row["jpg_size"] = size
     return list(records.values())
+
+
+def products_frame(manifest: Manifest, shard_dir: str | Path, splits: Sequence[str]) -> pd.DataFrame:
+    """Metadata of every product of ``splits``, in shard order (the order the predict loaders serve them)."""
+    rows: list[dict[str, Any]] = []
+    for split in splits:
+        for url in manifest.shard_urls(shard_dir, split):
+            for row in read_shard_metadata(url):
+                row["split"] = row["split"] or split
+                rows.append(row)
+    frame = pd.DataFrame(rows, columns=PRODUCT_COLUMNS)
+    duplicated = frame["id"].duplicated()
+    if duplicated.any():
+        raise ValueError(f"product ids repeat across shards, e.g. {frame['id'][duplicated].head(5).tolist()}")
+    return frame.astype({"jpg_offset": "int64", "jpg_size": "int64"})
