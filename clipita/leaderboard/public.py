@@ -176,11 +176,8 @@ def public_scores(
 def public_metrics(scores: torch.Tensor, relevant: torch.Tensor, k: int = PUBLIC_K) -> dict[str, np.ndarray]:
     """Per query P@1, P@k and MRR@k of the ranking by ``scores`` (the project's tie rule: lower row first), NaN for
     a query with no relevant product; plus ``num_relevant``."""
-    from lightning_modules.metrics.retrieval_functional import (
-        precision_at_k,
-        reciprocal_rank,
-        select_topk,
-    )
+    from lightning_modules.metrics.ranking import select_topk
+    from lightning_modules.metrics.retrieval_functional import precision_at_k, reciprocal_rank
 
     _, rows = select_topk(scores, min(k, scores.shape[1]))
     top = relevant.gather(1, rows)
