@@ -14,6 +14,7 @@ from .consistency import consistency_section, consistency_summary
 from .plots import plot_errors, plot_metrics, plot_per_category
 from .public import PUBLIC_FILE, public_section
 from .run import LeaderboardRun
+from .seed_roles import seed_roles_lines, tuned_seeds_warning
 
 # (key, column label, ceiling key shown beside it)
 from .spec import BETTER, CEILINGS, COLUMNS, ERROR_KS, TESTED_METRICS, WORSE, LeaderboardSpec
@@ -75,41 +76,6 @@ def leakage_warning(run: LeaderboardRun) -> list[str]:
 
 
 LEAK_MARK = "⚠"
-
-
-def seed_roles_lines(spec: LeaderboardSpec) -> list[str]:
-    """The header lines saying which split seeds the numbers are on and what role each seed has (issue 19.6: every
-    constant chosen from measurements is chosen on validation or on design seeds; reports use report seeds)."""
-    roles = spec.seed_roles()
-    if spec.design_seeds is None:
-        return [
-            "- seed roles: not declared (no `design_seeds` in the config): whether decisions were tuned on these "
-            "split seeds is not stated"
-        ]
-    lines = []
-    if roles["report"]:
-        lines.append(
-            f"- reported on **report seeds {roles['report']}**: split seeds no decision used (no grid, default, "
-            "recipe value or sweep winner was chosen on them)"
-        )
-    lines.append(
-        f"- design seeds: {roles['design']} (the split seeds every decision was measured on; not reported here)"
-        if not roles["tuned"]
-        else f"- design seeds: {roles['design']} (the split seeds every decision was measured on)"
-    )
-    return lines
-
-
-def tuned_seeds_warning(spec: LeaderboardSpec) -> list[str]:
-    """A bold warning when reported split seeds are design seeds (numbers decisions were tuned on)."""
-    tuned = spec.seed_roles()["tuned"]
-    if not tuned:
-        return []
-    return [
-        f"**Warning: split seeds {tuned} are design seeds: these numbers are design-seed numbers (decisions were "
-        "tuned on them): not a held-out estimate.**",
-        "",
-    ]
 
 
 def markdown_table(run: LeaderboardRun, summary: dict, tests: dict, setting: str) -> str:
