@@ -79,6 +79,16 @@ class EvalProtocol:
             attribute_names=tuple(manifest.attribute_names),
         )
 
+    def difference(self, other: EvalProtocol) -> str | None:
+        """What makes ``other`` another evaluation than this one (None when they are the same)."""
+        if list(self.tree.paths) != list(other.tree.paths):
+            return "the category tables differ"
+        for name in ("text_style", "seen_ids", "novel_ids", "unseen_ids", "attribute_names"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                return f"{name} {theirs!r} vs {mine!r}"
+        return None
+
     # -------------------------------------------------------------------------------------------- queries
     @property
     def num_queries(self) -> int:

@@ -174,6 +174,12 @@ class ClipItaModule(FineTuning, L.LightningModule):
             return
         if not self._protocol_given:
             self.set_protocol(dm.protocol(self.net.category_text))
+        elif problem := dm.protocol(self.net.category_text).difference(
+            self.protocol
+        ):  # another split's: refuse
+            raise ValueError(
+                f"the evaluation protocol given to ClipItaModule is not its DataModule's: {problem}"
+            )
         statistics = dm.lexical_statistics  # BM25 statistics of the training split: feature-store data
         if self.net.lexical is not None and statistics is not None:
             if float(statistics["avg_len"]) > 0:
@@ -377,7 +383,6 @@ class ClipItaModule(FineTuning, L.LightningModule):
             "embedding": self.net.encode_product_for_retrieval(batch).float().cpu(),
         }
 
-    # --------------------------------------------------------------------------------------------- optimizer
     def configure_optimizers(self):
         h = self.hparams
         groups = parameter_groups(self, self.net, h.lr, h.encoder_lr, h.layer_decay)
@@ -388,7 +393,6 @@ class ClipItaModule(FineTuning, L.LightningModule):
         scheduler = warmup_schedule(optimizer, h.scheduler, h.warmup_steps, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    # ------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Write the checkpoint contract (:mod:`lightning_modules.checkpointing`): the network's config, trained set
         and retrieval record; frozen pretrained towers are left out and rebuilt from their names."""

@@ -64,3 +64,12 @@ def test_the_protocol_follows_a_replaced_network_and_must_match_its_text_style()
 def test_the_protocol_is_no_hyperparameter():
     module = ClipItaModule(tiny_net(), protocol=synthetic_protocol())
     assert "protocol" not in module.hparams and "net" not in module.hparams
+
+
+def test_a_given_protocol_of_another_split_is_refused_naming_the_difference(tmp_path):
+    net = tiny_net(**ROUTED)
+    other = synthetic_protocol("path")
+    other = type(other)(other.tree, "path", other.seen_ids, (), other.unseen_ids[:-1], other.attribute_names)
+    module = ClipItaModule(net, InfoNCELoss(temperature=0.1), scheduler="none", protocol=other)
+    with pytest.raises(ValueError, match="not its DataModule's: unseen_ids"):
+        trainer(tmp_path, max_epochs=1).fit(module, datamodule=SyntheticDataModule(net))
