@@ -174,11 +174,9 @@ class ClipItaModule(FineTuning, L.LightningModule):
             return
         if not self._protocol_given:
             self.set_protocol(dm.protocol(self.net.category_text))
-        elif problem := dm.protocol(self.net.category_text).difference(
-            self.protocol
-        ):  # another split's: refuse
+        elif problem := dm.protocol(self.net.category_text).difference(self.protocol):  # another split's
             raise ValueError(
-                f"the evaluation protocol given to ClipItaModule is not its DataModule's: {problem}"
+                f"the evaluation protocol given to the module is not its DataModule's: {problem}"
             )
         statistics = dm.lexical_statistics  # BM25 statistics of the training split: feature-store data
         if self.net.lexical is not None and statistics is not None:
