@@ -245,7 +245,13 @@ STAGE_OPTIONS = frozenset(
 )
 
 
-def init_from_checkpoint(net: ClipIta, ckpt_path: str | Path) -> dict:
+# what an adapt_modalities network changes when the catalogue lacks a text modality (clipita.modalities)
+ADAPTED_OPTIONS = frozenset({"modalities", "route_novel_categories", "zero_shot_weight", "lexical_signal"})
+
+
+def init_from_checkpoint(
+    net: ClipIta, ckpt_path: str | Path, wait_for_adaptation: bool = False
+) -> dict | None:
     """Start training ``net`` from the network weights of an earlier run's checkpoint (``model.init_from``: stage 2
     of linear-probe-then-fine-tune starts from stage 1's heads), read by the same loader as :func:`load_model`.
 
@@ -253,6 +259,11 @@ def init_from_checkpoint(net: ClipIta, ckpt_path: str | Path) -> dict:
     dropout); a difference elsewhere is refused with the options named. The checkpoint's frozen towers are not in it:
     ``net`` keeps its own, built from the same names. Its trained set and retrieval record are not taken (this run
     sets and chooses its own). Returns the checkpoint's record.
+
+    With ``wait_for_adaptation``, an ``adapt_modalities`` network that differs only as its rebuild for a catalogue
+    without some text modality would (:data:`ADAPTED_OPTIONS`, the checkpoint's modalities a subset of its own) is
+    left as it is and None returned: the weights go into the rebuilt network (``ClipItaModule.use_network``), and
+    if no rebuild comes the difference is refused when the fit sets up.
     """
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)
@@ -263,6 +274,10 @@ def init_from_checkpoint(net: ClipIta, ckpt_path: str | Path) -> dict:
         for key in sorted(set(theirs) | set(ours))
         if key not in STAGE_OPTIONS and theirs.get(key) != ours.get(key)
     ]
+    waiting = {k for k in set(theirs) | set(ours) if k not in STAGE_OPTIONS and theirs.get(k) != ours.get(k)}
+    fewer = set(theirs.get("modalities", [])) < set(ours.get("modalities", []))
+    if wait_for_adaptation and ours.get("adapt_modalities") and fewer and waiting <= ADAPTED_OPTIONS:
+        return None
     if differ:
         raise ValueError(
             f"model.init_from {path}: its network differs from model.net in {'; '.join(differ)}; build the same "

@@ -70,10 +70,9 @@ class ClipItaModule(FineTuning, L.LightningModule):
         image_loss_weight: weight of the contrastive loss of the image-only product embedding against the same
             category tower, added to the fused one (only with ``net.image_evidence``; must then be > 0, so the
             image-only head is trained).
-        init_from: start from the network weights of another run's checkpoint (stage 2 of
-            linear-probe-then-fine-tune: the heads of a head-only run on cached features, then towers and heads on
-            raw images). Read by the one checkpoint loader; the networks must match but for which towers/blocks train,
-            ``image_size`` and ``dropout`` (:func:`lightning_modules.checkpointing.init_from_checkpoint`).
+        init_from: start from the network weights of another run's checkpoint (stage 2 of linear-probe-then-fine-tune;
+            :func:`lightning_modules.checkpointing.init_from_checkpoint`: what may differ, and an ``adapt_modalities``
+            network's weights loaded once it is rebuilt for the catalogue).
         wise_ft: choose a WiSE-FT mix of the fine-tuned towers with the pretrained ones on validation, every
             validation epoch (:mod:`lightning_modules.wise_ft`; kept in ``net.retrieval`` and the checkpoint, applied
             by test, predict and ``load_model``). Needs a fine-tuned tower with named pretrained weights; pair it
@@ -115,8 +114,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         check_layer_decay(layer_decay)
         # WiSE-FT's pretrained side: the towers as built from their names, before any weight is loaded
         self.wise_ft = WiseFTSelection(net, wise_ft_grid, scorer_min_queries) if wise_ft else None
-        if init_from:
-            init_from_checkpoint(net, init_from)
+        self._init_from = init_from if init_from and not init_from_checkpoint(net, init_from, True) else None
         if choose_scorer and not network_signals(net):
             raise ValueError(
                 "model.choose_scorer needs model.net.route_novel_categories, image_evidence or lexical_signal: true "
@@ -133,12 +131,8 @@ class ClipItaModule(FineTuning, L.LightningModule):
         self.net = net
         self.loss = InfoNCELoss() if loss is None else loss
         LOSSES.check(type(self.loss).__name__)  # an unregistered loss class is refused, naming the registered
-        self.metrics = torch.nn.ModuleDict(
-            {
-                stage: CategoryRetrievalMetrics(max_rank=eval_max_rank, ap_normalization="min_r_k")
-                for stage in ("val", "test")
-            }
-        )
+        metric = lambda: CategoryRetrievalMetrics(max_rank=eval_max_rank, ap_normalization="min_r_k")  # noqa: E731
+        self.metrics = torch.nn.ModuleDict({"val": metric(), "test": metric()})
         self.queries = QueryTable()  # the protocol's queries, encoded for the network (set_protocol)
         self.per_query: dict[
             str, dict[str, torch.Tensor]
@@ -161,6 +155,9 @@ class ClipItaModule(FineTuning, L.LightningModule):
         ``adapt_modalities`` network for the catalogue's modalities); the scorer choice follows its signals (a
         signal left out, e.g. the title match without titles, is not chosen)."""
         self.net = net
+        if self._init_from:  # an adapt_modalities stage 2: load into the network rebuilt for the catalogue
+            init_from_checkpoint(net, self._init_from)
+            self._init_from = None
         self.scorer_selection = self._scorer_selection(net)
         if self.protocol is not None:  # the new network's trained set, attribute order and query features
             self.set_protocol(self.protocol)
@@ -169,6 +166,8 @@ class ClipItaModule(FineTuning, L.LightningModule):
     def setup(self, stage: str) -> None:
         if self._trainer is not None:
             self.check_batch_source()
+        if self._init_from:  # still not loaded: no adaptation happened, so the difference is refused here
+            init_from_checkpoint(self.net, self._init_from)
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is None:
             return

@@ -130,6 +130,28 @@ def test_stage_two_starts_from_stage_one_weights_and_refuses_another_network(tmp
         ClipItaModule(tiny_net(embed_dim=16), InfoNCELoss(), init_from=ckpt)
 
 
+def test_an_adapting_stage_two_loads_into_the_network_rebuilt_for_the_catalogue(tmp_path):
+    """The adaptive recipe's stage 1 on a catalogue without titles is an image-only network; the fine-tune recipe
+    (``adapt_modalities``) is built with every modality and rebuilt for the catalogue later (``use_network``): the
+    weights wait for that network, and without a rebuild the difference is refused when the fit sets up."""
+    torch.manual_seed(0)
+    stage1, ckpt = fit_stage(tmp_path, tiny_net(modalities=["image"], adapt_modalities=True))
+    waiting = ClipItaModule(
+        tiny_net(adapt_modalities=True, train_image_blocks=1), InfoNCELoss(), init_from=ckpt
+    )
+    rebuilt = tiny_net(modalities=["image"], adapt_modalities=True, train_image_blocks=1)
+    waiting.use_network(rebuilt)  # what clipita.modalities.adapt_to_catalogue does
+    for key, value in stage1.net.state_dict().items():
+        assert torch.equal(value, rebuilt.state_dict()[key]), key
+    never = ClipItaModule(tiny_net(adapt_modalities=True), InfoNCELoss(), init_from=ckpt, scheduler="none")
+    with pytest.raises(ValueError, match=r"differs from model.net in modalities \(\['image'\] there"):
+        trainer(tmp_path / "never", max_steps=1).fit(
+            never, datamodule=SyntheticDataModule(never.net, raw=True)
+        )
+    with pytest.raises(ValueError, match=r"; modalities \(\['image'\] there"):  # no adapt_modalities: at once
+        ClipItaModule(tiny_net(), InfoNCELoss(), init_from=ckpt)
+
+
 def test_choose_alpha_prefers_fine_tuned_and_protects_novel_within_seen_noise():
     grid = [1.0, 0.5, 0.0]
     flat_seen = torch.tensor([[0.8, 0.6, 0.7, 0.9]] * 3)
