@@ -151,6 +151,7 @@ def leaderboard(
         partial = dataclasses.replace(stamp(run), spec=dataclasses.replace(spec, split_seeds=list(done)))
         partial.partial = f"Partial: split seeds {done} of {spec.split_seeds} done, the run goes on."
         write_report(partial, out_dir, started=started)
+        save_run(partial, out_dir / RUN_FILE)  # so --report_only / --public_only work on a run stopped early
         print(f"[leaderboard {spec.name}] partial report after split seeds {done}: {out_dir}")
 
     run = stamp(_Runner(spec, overrides or [], runs).run(spec.rows, on_seed=write_partial))

@@ -359,3 +359,27 @@ def test_trained_rows_name_the_text_they_read_and_the_leakage_warning_names_them
     }
     text = write_report(synthetic_run, tmp_path / "leaky")["markdown"].read_text()
     assert "(A; marked" in text and "| A (ref) ⚠ |" in text  # the trained row, not the title-reading baseline
+
+
+def test_a_run_stopped_after_a_seed_keeps_a_run_file_the_report_re_renders_from(
+    synthetic_run, tmp_path, monkeypatch
+):
+    """The partial report written after each split seed comes with its run file, so ``--report_only`` (and
+    ``--public_only``) work on a run that was stopped before its last seed, and say it is partial."""
+    import clipita.leaderboard.command as command
+
+    class StoppedRunner:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def run(self, rows, on_seed):
+            on_seed(synthetic_run, [0])
+            raise KeyboardInterrupt  # killed during the second seed
+
+    monkeypatch.setattr(command, "_Runner", StoppedRunner)
+    with pytest.raises(KeyboardInterrupt):
+        leaderboard("sample", output_dir=str(tmp_path), runs_dir=str(tmp_path / "runs"))
+    kept = load_run(tmp_path / "leaderboard_run.json")
+    assert kept.spec.split_seeds == [0] and kept.partial.startswith("Partial: split seeds [0]")
+    paths = leaderboard("sample", output_dir=str(tmp_path), report_only=True)
+    assert "**Partial: split seeds [0]" in Path(paths["markdown"]).read_text()
