@@ -13,6 +13,7 @@ import torch
 from lightning_modules.metrics import hierarchy_consistency, macro_over_trees, per_tree_consistency
 
 from .run import LeaderboardRun
+from .statistics import seed_summary
 
 HC_KEY = "hc@10"  # per-query key in a row's results (NaN for inner nodes)
 HC_K = 10
@@ -47,15 +48,6 @@ def add_consistency(
     return {**per_query, HC_KEY: values.numpy()}
 
 
-def _mean_std(values: list[float]) -> dict[str, Any]:
-    finite = [v for v in values if not math.isnan(v)]
-    return {
-        "mean": float(np.mean(finite)) if finite else math.nan,
-        "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else (0.0 if finite else math.nan),
-        "values": values,
-    }
-
-
 def consistency_summary(run: LeaderboardRun) -> dict[str, dict[str, Any]]:
     """``{row: {"leaves"|"seen"|"unseen"|"macro_over_trees"|"tree:<root>": {"mean", "std", "values"}}}``: means over
     each seed's leaf queries (or per tree, then over trees), then mean ± sample std over seeds. Rows whose results
@@ -84,7 +76,7 @@ def consistency_summary(run: LeaderboardRun) -> dict[str, dict[str, Any]]:
             per_seed.setdefault("macro_over_trees", []).append(macro_over_trees(trees))
             for root, value in trees.items():
                 per_seed.setdefault(f"tree:{root}", []).append(value)
-        out[row] = {name: _mean_std(values) for name, values in per_seed.items()}
+        out[row] = {name: seed_summary(values) for name, values in per_seed.items()}
     return out
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .spec import LeaderboardSpec, RowSpec
+from .statistics import seed_summary
 
 PUBLIC_FILE = "public.json"
 PUBLIC_TITLE = "Public protocol: plain labels, gallery = all products the row did not train on"
@@ -261,7 +262,9 @@ def public_block(
         if per_seed:
             levels = list(next(iter(per_seed.values()))["levels"])
             entry["summary"] = {
-                g: {m: _summary([s["levels"][g][m] for s in per_seed.values()]) for m, _ in PUBLIC_METRICS}
+                g: {
+                    m: seed_summary([s["levels"][g][m] for s in per_seed.values()]) for m, _ in PUBLIC_METRICS
+                }
                 for g in levels
             }
         rows[name] = entry
@@ -275,15 +278,6 @@ def public_block(
         "level; queries with no relevant gallery product left out; mean ± sample std over split seeds",
         "split_seeds": list(seeds),
         "rows": rows,
-    }
-
-
-def _summary(values: list[float]) -> dict[str, Any]:
-    finite = [v for v in values if not math.isnan(v)]
-    return {
-        "mean": float(np.mean(finite)) if finite else math.nan,
-        "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else (0.0 if finite else math.nan),
-        "values": values,
     }
 
 

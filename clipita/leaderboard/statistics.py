@@ -39,6 +39,17 @@ def _mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
+def seed_summary(values: list[float]) -> dict[str, Any]:
+    """``{"mean", "std", "values"}`` of one number per split seed: NaN seeds left out of the mean and the sample std
+    (ddof=1; 0 with one seed)."""
+    finite = [v for v in values if not math.isnan(v)]
+    return {
+        "mean": float(np.mean(finite)) if finite else math.nan,
+        "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else (0.0 if finite else math.nan),
+        "values": values,
+    }
+
+
 def summarize(run: LeaderboardRun) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
     """``{row: {setting: {metric: {"mean", "std", "values", "num_queries"}}}}``; std is the sample std (ddof=1)."""
     out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
@@ -49,14 +60,8 @@ def summarize(run: LeaderboardRun) -> dict[str, dict[str, dict[str, dict[str, An
             cells: dict[str, dict[str, Any]] = {}
             for metric in metrics:
                 per_seed = [_group_values(run, row, s, setting, metric) for s in run.spec.split_seeds]
-                values = [_mean(v) for v in per_seed]
-                finite = [v for v in values if not math.isnan(v)]
                 cells[metric] = {
-                    "mean": float(np.mean(finite)) if finite else math.nan,
-                    "std": float(np.std(finite, ddof=1))
-                    if len(finite) > 1
-                    else (0.0 if finite else math.nan),
-                    "values": values,
+                    **seed_summary([_mean(v) for v in per_seed]),
                     "num_queries": [int(np.isfinite(v).sum()) for v in per_seed],
                 }
             out[row][setting] = cells
