@@ -39,7 +39,7 @@ class SlowImages(ImageEncoder):
             time.sleep(0.4)  # the parent kills this process part-way through
         return super().forward(images)
 
-image = SlowImages(model_name="test_efficientnet", weights="none", image_size=32)
+image = SlowImages(image_model="test_efficientnet", image_weights="none", image_size=32)
 encode_features(shard_dir, load_manifest(shard_dir), root, image, TextEncoder(), batch_size=10, num_workers=1,
                 progress=False)
 print("WRITTEN", len(written))
