@@ -270,17 +270,15 @@ def init_from_checkpoint(
     record = read_record(checkpoint, str(path))
     theirs, ours = record["net_config"], net.config
     differ = [
-        f"{key} ({theirs.get(key)!r} there, {ours.get(key)!r} here)"
-        for key in sorted(set(theirs) | set(ours))
-        if key not in STAGE_OPTIONS and theirs.get(key) != ours.get(key)
+        k for k in sorted(set(theirs) | set(ours)) if k not in STAGE_OPTIONS and theirs.get(k) != ours.get(k)
     ]
-    waiting = {k for k in set(theirs) | set(ours) if k not in STAGE_OPTIONS and theirs.get(k) != ours.get(k)}
     fewer = set(theirs.get("modalities", [])) < set(ours.get("modalities", []))
-    if wait_for_adaptation and ours.get("adapt_modalities") and fewer and waiting <= ADAPTED_OPTIONS:
+    if wait_for_adaptation and ours.get("adapt_modalities") and fewer and set(differ) <= ADAPTED_OPTIONS:
         return None
     if differ:
+        named = "; ".join(f"{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in differ)
         raise ValueError(
-            f"model.init_from {path}: its network differs from model.net in {'; '.join(differ)}; build the same "
+            f"model.init_from {path}: its network differs from model.net in {named}; build the same "
             "network (only which towers/blocks train, image_size and dropout may change)"
         )
     load_net_state(net, checkpoint, record, str(path))

@@ -114,7 +114,8 @@ class ClipItaModule(FineTuning, L.LightningModule):
         check_layer_decay(layer_decay)
         # WiSE-FT's pretrained side: the towers as built from their names, before any weight is loaded
         self.wise_ft = WiseFTSelection(net, wise_ft_grid, scorer_min_queries) if wise_ft else None
-        self._init_from = init_from if init_from and not init_from_checkpoint(net, init_from, True) else None
+        waits = bool(init_from) and init_from_checkpoint(net, init_from, wait_for_adaptation=True) is None
+        self._init_from = init_from if waits else None  # loaded by use_network once the network is adapted
         if choose_scorer and not network_signals(net):
             raise ValueError(
                 "model.choose_scorer needs model.net.route_novel_categories, image_evidence or lexical_signal: true "
