@@ -20,8 +20,8 @@ A leaderboard config (``experiments/leaderboards/<name>.yaml``)::
       - {name: BM25, baseline: bm25, options: {k1: 1.5}}
       - {name: CLIP-ITA, fit: experiments/clip_ita.yaml, overrides: [--model.lr, "0.001"]}
       - {name: mine, fit: experiments/clip_ita.yaml, checkpoint: "runs/mine/seed{seed}/best.ckpt"}
-      # stage 2 from the CLIP-ITA row's choice run on the same split seed (<runs_dir>/clip-ita/seed<s>/checkpoints/
-      # last.ckpt, never its _refit); the row it names must come earlier
+      # stage 2 from the CLIP-ITA row's choice run on the same split seed (the checkpoint it tested: its best under
+      # <runs_dir>/clip-ita/seed<s>/checkpoints/, never its _refit); the row it names must come earlier
       - {name: tuned, fit: experiments/clip_ita_finetune.yaml, init_from: CLIP-ITA}
     public_block: {rows: [CLIP-ITA, tuned]}     # the public protocol (.public): plain labels, P@1/P@10/MRR@10
 

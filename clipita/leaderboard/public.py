@@ -43,33 +43,13 @@ GALLERY_SPLITS = ("val", "test")
 
 
 # ----------------------------------------------------------------------------------------- the row's checkpoints
-def _best_in(folder: Path) -> Path | None:
-    """The checkpoint a fit tests: its ModelCheckpoint's best (the one non-``last`` checkpoint, else the best path
-    recorded in ``last.ckpt``), else ``last.ckpt``; None when the folder holds none."""
-    directory = folder / "checkpoints"
-    last = directory / "last.ckpt"
-    best = sorted(p for p in directory.glob("*.ckpt") if not p.name.startswith("last"))
-    if len(best) == 1:
-        return best[0]
-    if len(best) > 1 and last.is_file():
-        from lightning_modules.checkpointing import read_checkpoint
-
-        for key, state in (read_checkpoint(last).get("callbacks") or {}).items():
-            path = Path(str(state.get("best_model_path") or "")) if "ModelCheckpoint" in key else None
-            if path is not None and path.name and (directory / path.name).is_file():
-                return directory / path.name
-    if best:
-        return max(best, key=lambda p: p.stat().st_mtime)
-    return last if last.is_file() else None
-
-
 def served_checkpoint(runs_dir: Path, row: RowSpec, seed: int) -> Path | None:
     """The checkpoint a trained row serves (and was tested with) on one split seed: its refit's best checkpoint
     when it refit (``<slug>/seed<s>_refit``), else its run's (``<slug>/seed<s>``); None when neither exists."""
-    from .runner import refit_folder, run_folder
+    from .runner import refit_folder, run_folder, tested_checkpoint
 
     for folder in (refit_folder(runs_dir, row, seed), run_folder(runs_dir, row, seed)):
-        found = _best_in(folder)
+        found = tested_checkpoint(folder)
         if found is not None:
             return found
     return None

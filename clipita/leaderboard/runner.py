@@ -51,10 +51,32 @@ def refit_folder(runs_dir: Path, row: RowSpec, seed: int) -> Path:
 
 
 def choice_checkpoint(runs_dir: Path, row: RowSpec, seed: int) -> Path:
-    """The last checkpoint of a row's choice run on one split seed: what a row with ``init_from`` starts from
-    (experiments/clip_ita_finetune.yaml: stage 2 starts from stage 1's choice run, never from its refit, which
-    trained on the pseudo-novel leaves stage 2 validates on)."""
-    return run_folder(runs_dir, row, seed) / "checkpoints" / "last.ckpt"
+    """The checkpoint a row's choice run on one split seed tested (its best, :func:`tested_checkpoint`): what a row
+    with ``init_from`` starts from (experiments/clip_ita_finetune.yaml: stage 2 starts from the stage-1 network that
+    was validated and tested, never from its refit, which trained on the pseudo-novel leaves stage 2 validates on).
+    ``<run>/checkpoints/last.ckpt`` when the run folder holds no checkpoint yet (the message names it)."""
+    folder = run_folder(runs_dir, row, seed)
+    return tested_checkpoint(folder) or folder / "checkpoints" / "last.ckpt"
+
+
+def tested_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint a fit tests: its ModelCheckpoint's best (the one non-``last`` checkpoint, else the best path
+    recorded in ``last.ckpt``), else ``last.ckpt``; None when the folder holds none."""
+    directory = folder / "checkpoints"
+    last = directory / "last.ckpt"
+    best = sorted(p for p in directory.glob("*.ckpt") if not p.name.startswith("last"))
+    if len(best) == 1:
+        return best[0]
+    if len(best) > 1 and last.is_file():
+        from lightning_modules.checkpointing import read_checkpoint
+
+        for key, state in (read_checkpoint(last).get("callbacks") or {}).items():
+            path = Path(str(state.get("best_model_path") or "")) if "ModelCheckpoint" in key else None
+            if path is not None and path.name and (directory / path.name).is_file():
+                return directory / path.name
+    if best:
+        return max(best, key=lambda p: p.stat().st_mtime)
+    return last if last.is_file() else None
 
 
 def _manifest_leakage(datamodule: Any) -> dict[str, Any]:

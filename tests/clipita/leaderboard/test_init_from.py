@@ -13,6 +13,7 @@ import yaml
 
 from clipita.leaderboard import load_spec
 from clipita.leaderboard.runner import choice_checkpoint
+from clipita.leaderboard.spec import RowSpec
 
 REPO = Path(__file__).resolve().parents[3]
 ADAPTIVE = str(REPO / "experiments" / "clip_ita_adaptive.yaml")
@@ -57,7 +58,18 @@ def test_fashion_fine_tuned_row_starts_from_the_adaptive_row():
     names = [r.name for r in spec.rows]
     assert names.index("CLIP-ITA adaptive") < names.index("CLIP-ITA fine-tuned")
     source = choice_checkpoint(Path("runs"), spec.row("CLIP-ITA adaptive"), 4)
-    assert source == Path("runs/clip-ita-adaptive/seed4/checkpoints/last.ckpt")
+    assert source == Path(
+        "runs/clip-ita-adaptive/seed4/checkpoints/last.ckpt"
+    )  # no run yet: the path it names
+
+
+def test_stage_two_starts_from_the_checkpoint_stage_one_tested(tmp_path):
+    """Not the choice run's last epoch: the best checkpoint its ModelCheckpoint kept (what its test scored)."""
+    folder = tmp_path / "probe" / "seed0" / "checkpoints"
+    folder.mkdir(parents=True)
+    for name in ("last.ckpt", "epoch03-map0.7000.ckpt"):
+        (folder / name).write_bytes(b"")
+    assert choice_checkpoint(tmp_path, RowSpec("probe"), 0) == folder / "epoch03-map0.7000.ckpt"
 
 
 def stages_leaderboard(tmp_path: Path, seeds: list[int]) -> str:
