@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .merge import check_kept, merge_into_kept
 from .public import public_block
 from .report import significance_floor, write_report
 from .run import RUN_FILE, LeaderboardRun, load_run, save_run
@@ -82,6 +83,7 @@ def leaderboard(
     num_threads: int | None = None,
     report_only: bool = False,
     public_only: bool = False,
+    keep_rows: bool = False,
 ) -> dict[str, str]:
     """Run a leaderboard: every row on every split seed, then write the tables, statistics and plots.
 
@@ -103,6 +105,9 @@ def leaderboard(
             checkpoints a previous run kept under ``runs_dir``, on the split seeds of ``<output_dir>/
             leaderboard_run.json`` (or ``split_seeds``), and re-render the report with it. A normal run computes the
             block at its end.
+        keep_rows: add the rows run here (``rows``) to the finished run kept in ``<output_dir>/leaderboard_run.json``
+            (same split seeds and test galleries, checked) instead of replacing it: rows run here replace their
+            earlier results, the others are kept, the report covers all (:mod:`clipita.leaderboard.merge`).
 
     Returns:
         ``{kind: path}`` of the files written (markdown, json, csv, per_category, plots).
@@ -132,9 +137,11 @@ def leaderboard(
     if public_only:
         return _public_only(spec, out_dir, runs, split_seeds)
     _check_kept_sources(spec, runs)
+    if keep_rows:
+        check_kept(out_dir / RUN_FILE, spec.split_seeds)
     command = _command(
         leaderboard_config, output_dir=output_dir, split_seeds=split_seeds, rows=rows, overrides=overrides,
-        runs_dir=runs_dir, num_threads=num_threads,
+        runs_dir=runs_dir, num_threads=num_threads, keep_rows=keep_rows or None,
     )  # fmt: skip
     environment = {
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
@@ -147,7 +154,10 @@ def leaderboard(
         return run
 
     def write_partial(run: LeaderboardRun, done: list[int]) -> None:
-        """A report of the seeds done so far, so a long run has readable results before it ends."""
+        """A report of the seeds done so far, so a long run has readable results before it ends (not with
+        ``keep_rows``: the kept run stays whole until the merge)."""
+        if keep_rows:
+            return
         partial = dataclasses.replace(stamp(run), spec=dataclasses.replace(spec, split_seeds=list(done)))
         partial.partial = f"Partial: split seeds {done} of {spec.split_seeds} done, the run goes on."
         write_report(partial, out_dir, started=started)
@@ -163,7 +173,10 @@ def leaderboard(
         print(
             f"warning: {spec.n_resamples} permutation resamples cannot reach significance in {family} tests"
         )
-    paths = write_report(run, out_dir, started=started)
+    if keep_rows:
+        run.wall_s = time.perf_counter() - started
+        run = merge_into_kept(run, out_dir / RUN_FILE, load_spec(leaderboard_config))
+    paths = write_report(run, out_dir, started=None if keep_rows else started)
     save_run(run, out_dir / RUN_FILE)
     paths["run"] = out_dir / RUN_FILE
     print(

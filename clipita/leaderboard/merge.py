@@ -1,0 +1,92 @@
+"""Add rows to a finished leaderboard: ``clipita leaderboard <config> --rows [...] --keep_rows true``.
+
+A leaderboard over many rows and split seeds takes hours on a CPU; adding one row (a new recipe, a fine-tuned row
+whose stage 1 was run before) should not retrain the others. With ``keep_rows`` the rows run now are merged into
+the run kept in ``<output_dir>/leaderboard_run.json``: rows run now replace their earlier results, the others are
+kept, and the report (tables, significance, paper ordering, public block) is written from the merged run, rows in the
+config's order. The merge refuses, in one line, runs that are not the same evaluation: other split seeds, or a split
+seed whose query table, settings or test gallery differ (:meth:`SeedContext.same_harness`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .run import LeaderboardRun, load_run
+from .spec import LeaderboardSpec
+
+
+def check_kept(kept_file: Path, split_seeds: list[int]) -> LeaderboardRun:
+    """The kept run, refused in one line when missing or on other split seeds (checked before anything trains)."""
+    if not kept_file.is_file():
+        raise FileNotFoundError(
+            f"keep_rows adds rows to a finished run, but {kept_file} does not exist (run the leaderboard once "
+            "without keep_rows, or pass that run's --output_dir)"
+        )
+    kept = load_run(kept_file)
+    if kept.partial:
+        raise ValueError(f"keep_rows: the run in {kept_file} is partial ({kept.partial}); finish it first")
+    if sorted(kept.spec.split_seeds) != sorted(split_seeds):
+        raise ValueError(
+            f"keep_rows: the kept run in {kept_file} is on split seeds {kept.spec.split_seeds}, this run on "
+            f"{list(split_seeds)}; a leaderboard compares rows on the same seeds"
+        )
+    return kept
+
+
+def merge_into_kept(new: LeaderboardRun, kept_file: Path, config: LeaderboardSpec) -> LeaderboardRun:
+    """``new`` with the rows of the run kept in ``kept_file`` that ``new`` did not run.
+
+    Args:
+        new: the run just made (its ``spec.rows``: the rows run now).
+        kept_file: the earlier run's ``leaderboard_run.json``.
+        config: the whole leaderboard config (every row, in order): the merged report lists rows in its order, then
+            any kept row the config no longer names.
+
+    Returns:
+        A run whose ``results``, ``not_run``, ``row_text`` and public block hold both; ``command`` and ``wall_s`` are
+        both runs' (commands joined, wall times added), ``started`` the kept run's.
+    """
+    kept = check_kept(kept_file, new.spec.split_seeds)
+    for seed, context in new.contexts.items():
+        other = kept.contexts.get(seed)
+        why = other.same_harness(context) if other is not None else "the kept run has no such seed"
+        if why:
+            raise ValueError(
+                f"keep_rows: split seed {seed} is not the same evaluation as in {kept_file}: {why}"
+            )
+    ran_now = set(new.results) | set(new.not_run)
+    order = [r.name for r in config.rows]
+    kept_rows = {r.name: r for r in kept.spec.rows}
+    new_rows = {r.name: r for r in new.spec.rows}
+    names = [n for n in order if n in new_rows or n in kept_rows]
+    names += [n for n in kept_rows if n not in names]
+    rows = [new_rows.get(n) or kept_rows[n] for n in names]
+
+    def union(kept_part: dict, new_part: dict) -> dict:
+        merged = {k: v for k, v in kept_part.items() if k not in ran_now}
+        merged.update(new_part)
+        return {n: merged[n] for n in names if n in merged}
+
+    public = dict(kept.public or {})
+    if new.public:
+        public = {**public, **{k: v for k, v in new.public.items() if k != "rows"}}
+        public["rows"] = {**(kept.public or {}).get("rows", {}), **new.public.get("rows", {})}
+    if public.get("rows"):
+        public["rows"] = {n: public["rows"][n] for n in names if n in public["rows"]}
+    public_rows = [n for n in names if n in set(kept.spec.public_rows) | set(new.spec.public_rows)]
+    spec = dataclasses.replace(new.spec, rows=rows, public_rows=public_rows)
+    return dataclasses.replace(
+        new,
+        spec=spec,
+        contexts={**kept.contexts, **new.contexts},
+        results=union(kept.results, new.results),
+        not_run=union(kept.not_run, new.not_run),
+        row_text=union(kept.row_text, new.row_text),
+        public=public,
+        command=f"{kept.command} ; then, adding rows: {new.command}",
+        wall_s=kept.wall_s + new.wall_s,
+        started=kept.started or new.started,
+        leakage=new.leakage or kept.leakage,
+    )

@@ -1,0 +1,98 @@
+"""``--keep_rows``: rows run now are added to the finished run kept in the output folder (same seeds and galleries),
+replacing only their own earlier results."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_leaderboard import synthetic_result, synthetic_run  # noqa: F401 - the fixture
+
+from clipita.leaderboard import RowSpec, leaderboard, load_run, save_run
+from clipita.leaderboard.merge import merge_into_kept
+
+
+def new_run(kept, rows: list[str], shift: float = 0.1):
+    """A run of ``rows`` only, on the kept run's seeds and galleries, each row's values moved by ``shift``."""
+    spec = dataclasses.replace(kept.spec, rows=[r for r in kept.spec.rows if r.name in rows])
+    run = dataclasses.replace(
+        kept, spec=spec, results={}, not_run={}, command="clipita leaderboard synthetic --rows", wall_s=2.0
+    )
+    run.contexts = copy.deepcopy(kept.contexts)
+    for name in rows:
+        for seed, result in kept.results[name].items():
+            run.results.setdefault(name, {})[seed] = synthetic_result(
+                result.per_query["map@10"] + shift, seed
+            )
+    return run
+
+
+def test_rows_run_now_replace_theirs_and_the_others_are_kept(synthetic_run, tmp_path):  # noqa: F811
+    save_run(synthetic_run, tmp_path / "leaderboard_run.json")
+    merged = merge_into_kept(
+        new_run(synthetic_run, ["A", "D"]), tmp_path / "leaderboard_run.json", synthetic_run.spec
+    )
+    assert [r.name for r in merged.spec.rows] == ["A", "B", "C", "D", "E"]
+    assert merged.not_run == {"E": synthetic_run.not_run["E"]}
+    for name in ("B", "C"):  # kept as they were
+        for seed in (0, 1):
+            kept = synthetic_run.results[name][seed].per_query["map@10"]
+            np.testing.assert_array_equal(merged.results[name][seed].per_query["map@10"], kept)
+    for name in ("A", "D"):  # replaced
+        moved = synthetic_run.results[name][0].per_query["map@10"] + 0.1
+        np.testing.assert_allclose(merged.results[name][0].per_query["map@10"], moved)
+    assert merged.wall_s == pytest.approx(synthetic_run.wall_s + 2.0) and "--rows" in merged.command
+
+
+def test_another_evaluation_is_refused_in_one_line(synthetic_run, tmp_path):  # noqa: F811
+    save_run(synthetic_run, tmp_path / "leaderboard_run.json")
+    other_seeds = new_run(synthetic_run, ["A"])
+    other_seeds.spec = dataclasses.replace(other_seeds.spec, split_seeds=[0, 2])
+    with pytest.raises(ValueError, match=r"split seeds \[0, 1\].*\[0, 2\]"):
+        merge_into_kept(other_seeds, tmp_path / "leaderboard_run.json", synthetic_run.spec)
+    other_gallery = new_run(synthetic_run, ["A"])
+    other_gallery.contexts[1].product_ids = list(reversed(other_gallery.contexts[1].product_ids))
+    with pytest.raises(ValueError, match="split seed 1 .*test galleries differ"):
+        merge_into_kept(other_gallery, tmp_path / "leaderboard_run.json", synthetic_run.spec)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        merge_into_kept(new_run(synthetic_run, ["A"]), tmp_path / "none.json", synthetic_run.spec)
+
+
+def test_the_command_merges_and_writes_no_partial_over_the_kept_run(synthetic_run, tmp_path, monkeypatch):  # noqa: F811
+    """End to end through ``leaderboard(..., keep_rows=True)`` with a runner that replays a run (no training)."""
+    import clipita.leaderboard.command as command
+
+    config = tmp_path / "lb.yaml"
+    config.write_text(
+        "name: synthetic\nsplit_seeds: [0, 1]\nreference: A\nrows:\n"
+        + "".join(f"  - {{name: {r.name}, baseline: random}}\n" for r in synthetic_run.spec.rows)
+    )
+    synthetic_run.spec = dataclasses.replace(
+        synthetic_run.spec, rows=[RowSpec(r.name, baseline="random") for r in synthetic_run.spec.rows]
+    )
+    save_run(synthetic_run, tmp_path / "leaderboard_run.json")
+    fresh = new_run(synthetic_run, ["A", "C"], shift=0.2)
+
+    class Replay:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def run(self, rows, on_seed):
+            assert [r.name for r in rows] == ["A", "C"]
+            on_seed(fresh, [0])  # a partial report here would overwrite the kept run
+            assert load_run(tmp_path / "leaderboard_run.json").spec.split_seeds == [0, 1]
+            return fresh
+
+    monkeypatch.setattr(command, "_Runner", Replay)
+    paths = leaderboard(
+        str(config), output_dir=str(tmp_path), rows=["C"], keep_rows=True, runs_dir=str(tmp_path)
+    )
+    merged = load_run(tmp_path / "leaderboard_run.json")
+    assert merged.ran == ["A", "B", "C", "D"] and not merged.partial
+    table = Path(paths["markdown"]).read_text()
+    assert all(f"| {name}" in table for name in ("B", "C", "D"))
+    with pytest.raises(ValueError, match="split seeds"):
+        leaderboard(str(config), output_dir=str(tmp_path), rows=["C"], keep_rows=True, split_seeds=[0])
