@@ -396,3 +396,4 @@ class ClipItaModule(FineTuning, L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         restore_module_state(checkpoint, self.net, self.state_dict(), prefix="net.")
+        self.restore_wise_ft_start(checkpoint)

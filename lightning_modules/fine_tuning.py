@@ -13,7 +13,7 @@ from typing import Any
 
 from clipita_core.weights import WISE_FT_ALPHA
 
-from .checkpointing import init_from_checkpoint
+from .checkpointing import KEY, START_KEY, init_from_checkpoint
 from .wise_ft import State, apply_wise_ft, current_state, set_mix
 
 
@@ -57,6 +57,13 @@ class FineTuning:
     def wise_ft_start(self) -> State | None:
         """The start values of the non-tower tensors the mix covers (the checkpoint keeps them), None without."""
         return self.wise_ft.start_heads if self.wise_ft is not None and self.wise_ft.start_heads else None
+
+    def restore_wise_ft_start(self, checkpoint: dict) -> None:
+        """The module's ``on_load_checkpoint``: a checkpoint's heads start side (:data:`START_KEY`) replaces this
+        module's, so a test from a checkpoint mixes as :func:`~lightning_modules.checkpointing.load_model` does."""
+        start = (checkpoint.get(KEY) or {}).get(START_KEY)
+        if start and self.wise_ft is not None:
+            self.wise_ft.start_heads = {k: v.detach().clone() for k, v in start.items()}
 
     def prepare_data(self) -> None:
         self.check_batch_source()
