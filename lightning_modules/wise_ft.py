@@ -250,7 +250,9 @@ class WiseFTSelection:
             "grid": list(self.grid),
             "rule": "1-SE: mixes within one SE of the best seen mAP@10, then the first (alpha from 1 down) within "
             "one SE of the best pseudo-novel mAP@10 (too few pseudo-novel queries: the first of those mixes)",
-            "mixed": "whole network (start: init_from)" if self.start_heads else "towers",
+            "mixed": "whole network (start: init_from)"
+            if self.start_heads
+            else "towers",  # what describe() names
             "val_seen_map@10": means(seen_v),
             "val_novel_map@10": means(novel_v),
             "seen_queries": int(seen_v.shape[1]),
@@ -276,4 +278,6 @@ def describe(record: dict[str, Any]) -> str:
         return "–" if v is None else f"{v:.3f}"
 
     per = ", ".join(f"{a:g}: seen {show(s)} novel {show(n)}" for a, s, n in rows)
-    return f"WiSE-FT alpha {record.get(WISE_FT_ALPHA, 1.0):g} chosen ({evidence.get('reason', 'default')}; val mAP@10 {per})"
+    mixed = evidence.get("mixed", "towers")
+    alpha = record.get(WISE_FT_ALPHA, 1.0)
+    return f"WiSE-FT alpha {alpha:g} of the {mixed} chosen ({evidence.get('reason', 'default')}; val mAP@10 {per})"

@@ -12,7 +12,7 @@ from synthetic_catalogue import TRAIN_PATHS, UNSEEN_PATHS, SyntheticDataModule, 
 from clipita_core.weights import WISE_FT_ALPHA
 from lightning_modules import ClipItaModule, InfoNCELoss, load_model
 from lightning_modules.checkpointing import START_KEY
-from lightning_modules.wise_ft import choose_alpha, head_state, tower_state
+from lightning_modules.wise_ft import choose_alpha, describe, head_state, tower_state
 
 PATHS = TRAIN_PATHS + UNSEEN_PATHS
 
@@ -71,6 +71,7 @@ def test_alpha_zero_serves_exactly_the_network_stage_two_started_from(stages):
     fine_tuned = {**tower_state(second.net), **head_state(second.net)}
     start = second.wise_ft.start_heads
     assert start and set(start) == set(head_state(second.net))
+    assert "whole network" in describe(second.net.retrieval)
     moved = [k for k in start if not torch.equal(start[k], fine_tuned[k])]
     assert moved, "stage 2 left the heads as stage 1 trained them"
     force_alpha(second, 0.0)
