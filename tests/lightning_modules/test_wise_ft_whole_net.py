@@ -134,3 +134,23 @@ def test_a_module_restored_from_the_checkpoint_takes_its_heads_start_side(stages
     assert fresh.wise_ft.start_heads.keys() == second.wise_ft.start_heads.keys()
     for key, value in second.wise_ft.start_heads.items():
         assert torch.equal(fresh.wise_ft.start_heads[key], value), key
+
+
+def test_an_adapting_stage_two_takes_its_start_side_after_the_deferred_load(stages):
+    """``adapt_modalities``: the weights wait for the rebuilt network (``use_network``); so does the start side."""
+    tmp_path = stages[3]
+    weights = str(tmp_path / "pretrained.pth")
+    _, first = fit(
+        tmp_path, "image_only", tiny_net(modalities=["image"], adapt_modalities=True, image_weights=weights)
+    )
+    built = tiny_net(adapt_modalities=True, train_image_blocks=1, image_weights=weights)
+    waiting = ClipItaModule(built, InfoNCELoss(), init_from=first, wise_ft=True)
+    assert not waiting.wise_ft.start_heads  # nothing loaded yet
+    rebuilt = tiny_net(
+        modalities=["image"], adapt_modalities=True, train_image_blocks=1, image_weights=weights
+    )
+    waiting.use_network(rebuilt)
+    stage1 = load_model(first).state_dict()
+    assert waiting.wise_ft.start_heads.keys() == head_state(rebuilt).keys()
+    for key, value in waiting.wise_ft.start_heads.items():
+        assert torch.equal(value, stage1[key]), key
