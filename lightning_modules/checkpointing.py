@@ -24,6 +24,10 @@ A checkpoint is a Lightning ``.ckpt`` whose module is :class:`~lightning_modules
     evidence they were chosen on (``scorer_choice``; see :mod:`lightning_modules.scorer_choice`), and with fine-tuned
     towers the WiSE-FT mixing coefficient ``wise_ft_alpha`` and its evidence (:mod:`lightning_modules.wise_ft`;
     ``state_dict`` holds the fine-tuned weights, :func:`load_model` mixes them with the pretrained ones).
+    ``wise_ft_start`` (:data:`START_KEY`; only a WiSE-FT fit started from ``model.init_from``): the start side of the
+    mix for the tensors outside the towers (``{"category_head.0.weight": tensor}``, the heads as loaded from
+    ``init_from``); :func:`load_model` mixes them with the trained ones as it mixes the towers. Without it (older
+    checkpoints, fits from scratch) only the towers are mixed.
     ``frozen``: the state-dict prefixes left out.
     ``loss``: ``{"class_path", "init_args"}`` of the training loss (for the record; retrieval does not need it).
     ``data``: the DataModule's arguments as plain values (strings, numbers, lists, dicts; Lightning's
@@ -52,6 +56,7 @@ from .model import ClipIta
 KEY = "clipita"
 VERSION = 2
 NET_PREFIX = "net."
+START_KEY = "wise_ft_start"
 
 
 class CheckpointFormatError(ValueError):
@@ -73,9 +78,14 @@ def frozen_prefixes(net: ClipIta) -> tuple[str, ...]:
 
 
 def write_checkpoint(
-    checkpoint: dict, net: ClipIta, prefix: str = NET_PREFIX, loss: torch.nn.Module | None = None
+    checkpoint: dict,
+    net: ClipIta,
+    prefix: str = NET_PREFIX,
+    loss: torch.nn.Module | None = None,
+    start: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Fill a Lightning checkpoint dict in place: drop the frozen towers' weights and add the ``clipita`` record."""
+    """Fill a Lightning checkpoint dict in place: drop the frozen towers' weights and add the ``clipita`` record
+    (``start``: WiSE-FT's start side of the non-tower tensors, kept as :data:`START_KEY`)."""
     frozen = tuple(prefix + p for p in frozen_prefixes(net))
     state = checkpoint["state_dict"]
     if frozen:
@@ -88,6 +98,8 @@ def write_checkpoint(
         "retrieval": net.scorer.weights.to_dict(),
         "frozen": list(frozen),
     }
+    if start:
+        record[START_KEY] = {k: v.detach().cpu().clone() for k, v in start.items()}
     data = _plain_options(checkpoint.get("datamodule_hyper_parameters"))
     if data is not None:
         record["data"] = data
@@ -211,7 +223,8 @@ def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
     Needs no Lightning Trainer, CLI, loss or metrics: the network is rebuilt from its recorded config (frozen
     pretrained towers from their names), its trained weights loaded (fine-tuned towers included), its trained
     category set and retrieval record restored, and a WiSE-FT mixing coefficient in that record applied to the
-    fine-tuned towers (:mod:`lightning_modules.wise_ft`: the pretrained side is the tower rebuilt from its name).
+    fine-tuned towers (:mod:`lightning_modules.wise_ft`: the pretrained side is the tower rebuilt from its name) and,
+    when the record keeps :data:`START_KEY`, to the heads too (their start side read from there).
 
     Example:
         >>> net = load_model("runs/clip_ita_plus/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
@@ -223,11 +236,22 @@ def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
     checkpoint = read_checkpoint(path, map_location)
     record = read_record(checkpoint, str(path))
     net = ClipIta(**record["net_config"])
-    pretrained = tower_state(net)  # the towers as built from their names: WiSE-FT's pretrained side
+    start = tower_state(net)  # the towers as built from their names: WiSE-FT's pretrained side
     load_net_state(net, checkpoint, record, str(path))
     restore_net_metadata(net, record)
-    apply_wise_ft(net, pretrained)
+    start.update(_start_heads(record, net, str(path)))
+    apply_wise_ft(net, start)
     return net.to(map_location).eval()
+
+
+def _start_heads(record: dict, net: ClipIta, source: str) -> dict[str, torch.Tensor]:
+    """The record's WiSE-FT start side of the non-tower tensors ({} when it has none); keys must fit ``net``."""
+    start = record.get(START_KEY) or {}
+    own = net.state_dict()
+    wrong = [k for k, v in start.items() if k not in own or own[k].shape != v.shape]
+    if wrong:
+        raise CheckpointFormatError(f"{source}: {START_KEY} does not fit the recorded network: {wrong[:5]}")
+    return dict(start)
 
 
 # ClipIta arguments a second training stage may change from the checkpoint it starts from (model.init_from)

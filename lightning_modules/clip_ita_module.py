@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from clipita_core.protocol import EvalProtocol
 from clipita_core.weights import TREE, weight_key
 
-from .checkpointing import init_from_checkpoint, restore_module_state, write_checkpoint
+from .checkpointing import restore_module_state, write_checkpoint
 from .fine_tuning import FineTuning
 from .finite_inputs import check_finite
 from .losses import LOSSES, InfoNCELoss
@@ -73,9 +73,9 @@ class ClipItaModule(FineTuning, L.LightningModule):
         init_from: start from the network weights of another run's checkpoint (stage 2 of linear-probe-then-fine-tune;
             :func:`lightning_modules.checkpointing.init_from_checkpoint`: what may differ, and an ``adapt_modalities``
             network's weights loaded once it is rebuilt for the catalogue).
-        wise_ft: choose a WiSE-FT mix of the fine-tuned towers with the pretrained ones on validation, every
-            validation epoch (:mod:`lightning_modules.wise_ft`; kept in ``net.retrieval`` and the checkpoint, applied
-            by test, predict and ``load_model``). Needs a fine-tuned tower with named pretrained weights; pair it
+        wise_ft: choose a WiSE-FT mix of the fine-tuned towers with the pretrained ones (with ``init_from``: of the
+            whole network with the one loaded) on validation, every validation epoch (:mod:`lightning_modules.wise_ft`;
+            kept in ``net.retrieval`` and the checkpoint, applied by test, predict and ``load_model``). Needs a fine-tuned tower with named pretrained weights; pair it
             with ``data.pseudo_novel_fraction``. Each validation epoch embeds the validation products once per mix.
         wise_ft_grid: the mixes tried (``alpha`` in [0, 1]; 1 = the fine-tuned towers, preferred).
         protocol: the evaluation protocol (no config option; default: the DataModule's, in :meth:`setup`).
@@ -114,8 +114,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         check_layer_decay(layer_decay)
         # WiSE-FT's pretrained side: the towers as built from their names, before any weight is loaded
         self.wise_ft = WiseFTSelection(net, wise_ft_grid, scorer_min_queries) if wise_ft else None
-        waits = bool(init_from) and init_from_checkpoint(net, init_from, wait_for_adaptation=True) is None
-        self._init_from = init_from if waits else None  # loaded by use_network once the network is adapted
+        self.start_from(net, init_from)  # loaded now, or by use_network once the network is adapted
         if choose_scorer and not network_signals(net):
             raise ValueError(
                 "model.choose_scorer needs model.net.route_novel_categories, image_evidence or lexical_signal: true "
@@ -157,8 +156,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         signal left out, e.g. the title match without titles, is not chosen)."""
         self.net = net
         if self._init_from:  # an adapt_modalities stage 2: load into the network rebuilt for the catalogue
-            init_from_checkpoint(net, self._init_from)
-            self._init_from = None
+            self.load_init_from(net)
         self.scorer_selection = self._scorer_selection(net)
         if self.protocol is not None:  # the new network's trained set, attribute order and query features
             self.set_protocol(self.protocol)
@@ -168,7 +166,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
         if self._trainer is not None:
             self.check_batch_source()
         if self._init_from:  # still not loaded: no adaptation happened, so the difference is refused here
-            init_from_checkpoint(self.net, self._init_from)
+            self.load_init_from(self.net)
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is None:
             return
@@ -394,7 +392,8 @@ class ClipItaModule(FineTuning, L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Write the checkpoint contract (:mod:`lightning_modules.checkpointing`): the network's config, trained set
         and retrieval record; frozen pretrained towers are left out and rebuilt from their names."""
-        write_checkpoint(checkpoint, self.net, prefix="net.", loss=self.loss)
+        write_checkpoint(checkpoint, self.net, prefix="net.", loss=self.loss, start=self.wise_ft_start())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         restore_module_state(checkpoint, self.net, self.state_dict(), prefix="net.")
+        self.restore_wise_ft_start(checkpoint)

@@ -1,4 +1,5 @@
-"""The LightningModule's fine-tuning side: trained towers never read cached features, and the WiSE-FT mix chosen on
+"""The LightningModule's fine-tuning side: trained towers never read cached features, a fit may start from another
+run's network (``model.init_from``, whose heads as loaded become WiSE-FT's start side), and the WiSE-FT mix chosen on
 validation is what test and predict serve (:mod:`lightning_modules.wise_ft`).
 
 :class:`FineTuning` is a base of :class:`~lightning_modules.clip_ita_module.ClipItaModule`; it reads the module's
@@ -8,9 +9,12 @@ validation is what test and predict serve (:mod:`lightning_modules.wise_ft`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from clipita_core.weights import WISE_FT_ALPHA
 
-from .wise_ft import apply_wise_ft, set_mix, tower_state
+from .checkpointing import KEY, START_KEY, init_from_checkpoint
+from .wise_ft import State, apply_wise_ft, current_state, set_mix
 
 
 class FineTuning:
@@ -31,6 +35,36 @@ class FineTuning:
                 "of the frozen towers): set --data.use_features false, or train the heads only"
             )
 
+    def start_from(self, net: Any, init_from: str | None) -> None:
+        """``model.init_from``: load its weights into ``net`` now, or wait for the network an ``adapt_modalities``
+        fit rebuilds for the catalogue (:meth:`load_init_from`, from ``use_network`` or ``setup``)."""
+        waits = bool(init_from) and init_from_checkpoint(net, init_from, wait_for_adaptation=True) is None
+        self._init_from = init_from if waits else None
+        if init_from and not waits:
+            self._loaded(net)
+
+    def load_init_from(self, net: Any) -> None:
+        """Load the waiting ``model.init_from`` weights into ``net`` (once)."""
+        init_from_checkpoint(net, self._init_from)
+        self._init_from = None
+        self._loaded(net)
+
+    def _loaded(self, net: Any) -> None:
+        """WiSE-FT's start side: the network's heads as just loaded from ``init_from``."""
+        if self.wise_ft is not None:
+            self.wise_ft.set_start(net)
+
+    def wise_ft_start(self) -> State | None:
+        """The start values of the non-tower tensors the mix covers (the checkpoint keeps them), None without."""
+        return self.wise_ft.start_heads if self.wise_ft is not None and self.wise_ft.start_heads else None
+
+    def restore_wise_ft_start(self, checkpoint: dict) -> None:
+        """The module's ``on_load_checkpoint``: a checkpoint's heads start side (:data:`START_KEY`) replaces this
+        module's, so a test from a checkpoint mixes as :func:`~lightning_modules.checkpointing.load_model` does."""
+        start = (checkpoint.get(KEY) or {}).get(START_KEY)
+        if start and self.wise_ft is not None:
+            self.wise_ft.start_heads = {k: v.detach().clone() for k, v in start.items()}
+
     def prepare_data(self) -> None:
         self.check_batch_source()
 
@@ -49,12 +83,12 @@ class FineTuning:
         put back by :meth:`restore_fine_tuned`."""
         self.restore_fine_tuned()
         if self.wise_ft is not None and self.net.scorer.weights.alpha != 1.0:
-            self._fine_tuned = tower_state(self.net)
-            pretrained = {k: v.to(self.device) for k, v in self.wise_ft.pretrained.items()}
-            apply_wise_ft(self.net, pretrained)
+            start = {k: v.to(self.device) for k, v in self.wise_ft.origin.items()}
+            self._fine_tuned = current_state(self.net, start)
+            apply_wise_ft(self.net, start)
 
     def restore_fine_tuned(self) -> None:
         fine_tuned = getattr(self, "_fine_tuned", None)
         if fine_tuned:
-            set_mix(self.net, self.wise_ft.pretrained, fine_tuned, 1.0)
+            set_mix(self.net, {}, fine_tuned, 1.0)
         self._fine_tuned = None

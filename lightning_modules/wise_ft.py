@@ -1,12 +1,23 @@
-"""WiSE-FT: mix fine-tuned tower weights with the pretrained ones, the mix chosen on categories never trained on.
+"""WiSE-FT: mix fine-tuned weights with the ones fine-tuning started from, the mix chosen on categories never trained on.
 
 Fine-tuning a tower on the training leaves can cost what the pretrained tower knew about the others (Wortsman et al.,
 *Robust fine-tuning of zero-shot models*, 2022). The weights served are
 
-    theta(alpha) = (1 - alpha) * theta_pretrained + alpha * theta_finetuned
+    theta(alpha) = (1 - alpha) * theta_start + alpha * theta_finetuned
 
-for every floating-point tensor of each fine-tuned tower (frozen towers are untouched; the heads stay as trained).
-``alpha = 1`` is the fine-tuned model, ``alpha = 0`` the pretrained towers under the fine-tuned heads.
+over the *mixed set* of tensors:
+
+- every floating-point tensor of each fine-tuned tower (frozen towers are untouched), its start side the pretrained
+  tower rebuilt from its name;
+- when the fit starts from another run's network (``model.init_from``: stage 2 of linear-probe-then-fine-tune),
+  also every other tensor stage 2 trains (:func:`head_state`: each parameter with ``requires_grad`` outside the
+  towers, and the floating-point buffers of the modules holding them: the heads, fusion...), its start side the
+  network *as loaded* from ``init_from``. Stage 1 froze the towers, so ``alpha = 0`` is then exactly the stage-1
+  network: the fallback when validation says the fine-tune does not pay. Buffers of modules with no trained
+  parameter (e.g. the BM25 statistics) are data, not mixed.
+
+``alpha = 1`` is the fine-tuned model; without ``init_from``, ``alpha = 0`` is the pretrained towers under the
+fine-tuned heads.
 
 How ``alpha`` is chosen (:class:`WiseFTSelection`, ``model.wise_ft: true``): every validation epoch, in the
 validation pass, the validation products are embedded under each ``alpha`` of a small grid and ranked for the same
@@ -18,13 +29,15 @@ fine-tuned model (``alpha`` from 1 down):
 1. the *allowed* mixes are those whose mAP@10 on the trained validation queries is within one standard error of the
    best one (protecting the novel categories may not cost the seen ones more than noise);
 2. among them, the chosen ``alpha`` is the first within one standard error of the best on the *pseudo-novel*
-   validation queries (fewer of them than ``min_queries``: ``alpha = 1``).
+   validation queries; with fewer of them than ``min_queries``, the first (highest ``alpha``) allowed mix: the seen
+   validation alone decides.
 
 The choice and its evidence go into ``ClipIta.retrieval`` (:data:`WISE_FT_ALPHA`, :data:`EVIDENCE_KEY`), hence into the
-checkpoint; the checkpoint's ``state_dict`` keeps the fine-tuned weights and
-:func:`lightning_modules.checkpointing.load_model` applies the mix, the pretrained side being the tower rebuilt from
-its name (so WiSE-FT needs named pretrained weights, not ``image_weights: none``). The LightningModule's test and
-predict apply it the same way, and put the fine-tuned weights back afterwards.
+checkpoint; the checkpoint's ``state_dict`` keeps the fine-tuned weights, its record the start side of the non-tower
+tensors (``wise_ft_start``, with ``init_from``), and :func:`lightning_modules.checkpointing.load_model` applies the mix,
+the towers' start side being the tower rebuilt from its name (so WiSE-FT needs named pretrained weights, not
+``image_weights: none``). The LightningModule's test and predict apply it the same way, and put the fine-tuned weights
+back afterwards.
 """
 
 from __future__ import annotations
@@ -58,14 +71,39 @@ def tower_state(net: nn.Module) -> State:
     return state
 
 
+def head_state(net: nn.Module) -> State:
+    """A copy of the tensors outside the towers that training changes: each parameter with ``requires_grad`` and the
+    floating-point buffers of the modules holding one (``{"category_head.0.weight": tensor}``)."""
+    state: State = {}
+    for name, module in net.named_modules():
+        if name.split(".")[0] in TOWERS:
+            continue
+        params = [(k, p) for k, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if not params:
+            continue
+        buffers = [(k, b) for k, b in module.named_buffers(recurse=False) if b.is_floating_point()]
+        for key, value in params + buffers:
+            state[f"{name}.{key}" if name else key] = value.detach().clone()
+    return state
+
+
+def current_state(net: nn.Module, keys) -> State:
+    """A copy of ``net``'s tensors named ``keys`` (the fine-tuned side of a mix)."""
+    own = net.state_dict()
+    return {key: own[key].detach().clone() for key in keys}
+
+
 @torch.no_grad()
 def set_mix(net: nn.Module, pretrained: State, finetuned: State, alpha: float) -> None:
-    """Write ``theta(alpha)`` into ``net``'s towers in place (``alpha = 1``: the fine-tuned tensors exactly)."""
+    """Write ``theta(alpha)`` into ``net`` in place over ``finetuned``'s keys (``alpha = 1``: the fine-tuned tensors
+    exactly, ``alpha = 0``: the start ones)."""
     own = net.state_dict(keep_vars=True)
     for key, ft in finetuned.items():
         target = own[key]
         if alpha == 1.0:
             target.copy_(ft)
+        elif alpha == 0.0:
+            target.copy_(pretrained[key])
         else:
             target.copy_(torch.lerp(pretrained[key].to(ft), ft, float(alpha)))
 
@@ -84,13 +122,14 @@ def check_mixable(net: nn.Module) -> None:
         )
 
 
-def apply_wise_ft(net: nn.Module, pretrained: State) -> float:
-    """Apply the mix recorded in ``net.retrieval`` (if any) to ``net``'s towers, taken as the fine-tuned weights;
+def apply_wise_ft(net: nn.Module, start: State) -> float:
+    """Apply the mix recorded in ``net.retrieval`` (if any) to ``net``'s tensors named in ``start`` (the start side:
+    the pretrained towers, with ``init_from`` also the heads as loaded), ``net`` taken as the fine-tuned weights;
     returns the ``alpha`` applied (1.0: nothing changed)."""
     scorer = getattr(net, "scorer", None)
     alpha = 1.0 if scorer is None else scorer.weights.alpha
     if alpha != 1.0:
-        set_mix(net, pretrained, tower_state(net), alpha)
+        set_mix(net, start, current_state(net, start), alpha)
     return alpha
 
 
@@ -110,9 +149,10 @@ def choose_alpha(
     m = novel.shape[1] if novel.ndim == 2 else 0
     if m < max(1, min_queries):
         detail["reason"] = (
-            f"{m} pseudo-novel validation queries (fewer than {max(1, min_queries)}): fine-tuned"
+            f"{m} pseudo-novel validation queries (fewer than {max(1, min_queries)}): the highest alpha within "
+            "1 SE of the best seen"
         )
-        return 1.0 if 1.0 in grid else grid[0], detail
+        return grid[allowed[0]], detail
     index, novel_detail = best_point(novel[allowed])
     detail["reason"] = "val mAP@10 of the pseudo-novel categories among mixes within 1 SE of the best seen"
     detail["novel_se_to_best"] = novel_detail.get("se_to_best")
@@ -126,6 +166,9 @@ class WiseFTSelection:
         net: the network; its trained towers' weights as built now are the pretrained side.
         grid: the mixes tried (in [0, 1]).
         min_queries: see :func:`choose_alpha`.
+
+    :meth:`set_start` (the module calls it once ``model.init_from`` is loaded) adds the heads as loaded to the start
+    side (:attr:`origin`, the whole start side; the heads empty without it).
     """
 
     def __init__(self, net: nn.Module, grid: Sequence[float], min_queries: int = 1) -> None:
@@ -133,26 +176,38 @@ class WiseFTSelection:
         self.grid = sorted(check_grid(grid), reverse=True)
         self.min_queries = max(1, int(min_queries))
         self.pretrained = tower_state(net)
+        self.start_heads: State = {}
         self.finetuned: State = {}
         self.metrics: list[CategoryRetrievalMetrics] = []
         self.queries: list[torch.Tensor] = []
 
+    def set_start(self, net: nn.Module) -> None:
+        """Take ``net``'s heads as they are now (just loaded from ``init_from``) as the start side of the mix."""
+        self.start_heads = head_state(net)
+
+    @property
+    def origin(self) -> State:
+        """The start side of the mix: the pretrained towers and the heads as loaded (with ``init_from``)."""
+        return {**self.pretrained, **self.start_heads}
+
     def _mixes(self, net: nn.Module):
         """Yield each ``(index, alpha)`` with the towers set to that mix; the fine-tuned weights back at the end."""
         try:
+            start = self.origin
             for i, alpha in enumerate(self.grid):
-                set_mix(net, self.pretrained, self.finetuned, alpha)
+                set_mix(net, start, self.finetuned, alpha)
                 yield i, alpha
         finally:
-            set_mix(net, self.pretrained, self.finetuned, 1.0)
+            set_mix(net, {}, self.finetuned, 1.0)
 
     @torch.no_grad()
     def start(self, net: nn.Module, encode_queries: Callable[[], torch.Tensor]) -> None:
         """Fix this epoch's fine-tuned weights and each mix's queries (``encode_queries``: the module's query
         vectors, under the scorer chosen so far; they change with the mix only when the text tower is trained)."""
-        self.finetuned = tower_state(net)
+        self.finetuned = current_state(net, self.origin)
         device = next(iter(self.finetuned.values())).device
         self.pretrained = {k: v.to(device) for k, v in self.pretrained.items()}
+        self.start_heads = {k: v.to(device) for k, v in self.start_heads.items()}
         self.metrics, self.queries = [], []
         for _ in self._mixes(net):
             queries = encode_queries()
@@ -194,7 +249,10 @@ class WiseFTSelection:
         evidence = {
             "grid": list(self.grid),
             "rule": "1-SE: mixes within one SE of the best seen mAP@10, then the first (alpha from 1 down) within "
-            "one SE of the best pseudo-novel mAP@10",
+            "one SE of the best pseudo-novel mAP@10 (too few pseudo-novel queries: the first of those mixes)",
+            "mixed": "whole network (start: init_from)"
+            if self.start_heads
+            else "towers",  # what describe() names
             "val_seen_map@10": means(seen_v),
             "val_novel_map@10": means(novel_v),
             "seen_queries": int(seen_v.shape[1]),
@@ -220,4 +278,6 @@ def describe(record: dict[str, Any]) -> str:
         return "–" if v is None else f"{v:.3f}"
 
     per = ", ".join(f"{a:g}: seen {show(s)} novel {show(n)}" for a, s, n in rows)
-    return f"WiSE-FT alpha {record.get(WISE_FT_ALPHA, 1.0):g} chosen ({evidence.get('reason', 'default')}; val mAP@10 {per})"
+    mixed = evidence.get("mixed", "towers")
+    alpha = record.get(WISE_FT_ALPHA, 1.0)
+    return f"WiSE-FT alpha {alpha:g} of the {mixed} chosen ({evidence.get('reason', 'default')}; val mAP@10 {per})"
