@@ -14,7 +14,7 @@ import yaml
 from test_init_from import stages_leaderboard
 from torchmetrics.retrieval import RetrievalMRR, RetrievalPrecision
 
-from clipita.leaderboard import leaderboard, load_spec
+from clipita.leaderboard import RowSpec, leaderboard, load_spec
 from clipita.leaderboard.public import (
     PUBLIC_TITLE,
     level_groups,
@@ -23,6 +23,7 @@ from clipita.leaderboard.public import (
     served_checkpoint,
     trained_products,
 )
+from clipita.leaderboard.runner import choice_checkpoint
 from clipita.retrieval.shard_metadata import products_frame
 from datamodules.catalogue_datamodule import CatalogueDataModule
 
@@ -97,13 +98,14 @@ def test_public_block_on_the_sample_then_again_from_the_kept_checkpoints(tmp_pat
     with pytest.raises(FileNotFoundError, match="'tuned' starts from row 'probe'"):  # nothing kept yet
         leaderboard(str(config), output_dir=str(out), runs_dir=str(runs), rows=["tuned"])
     paths = leaderboard(str(config), output_dir=str(out), runs_dir=str(runs))
-    for seed in (
-        0,
-        1,
-    ):  # stage 2 starts from the probe's choice run of its own split seed, not from its refit
+    for seed in (0, 1):
+        # stage 2 starts from the checkpoint the probe's choice run tested on its own split seed (its best: what the
+        # last checkpoint's ModelCheckpoint state names), not from its refit
         recorded = yaml.safe_load((runs / "tuned" / f"seed{seed}" / "config.yaml").read_text())
-        source = runs / "probe" / f"seed{seed}" / "checkpoints" / "last.ckpt"
-        assert recorded["model"]["init_from"] == str(source) and source.is_file()
+        folder = runs / "probe" / f"seed{seed}" / "checkpoints"
+        callbacks = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["callbacks"]
+        (best,) = [Path(v["best_model_path"]).name for k, v in callbacks.items() if "ModelCheckpoint" in k]
+        assert recorded["model"]["init_from"] == str(folder / best) and (folder / best).is_file()
         assert recorded["data"]["split_seed"] == seed and (runs / "probe" / f"seed{seed}_refit").is_dir()
     document = json.loads(Path(paths["public"]).read_text())
     assert f"## {PUBLIC_TITLE}" in Path(paths["markdown"]).read_text()
@@ -131,9 +133,8 @@ def test_public_block_on_the_sample_then_again_from_the_kept_checkpoints(tmp_pat
             assert gallery == held_out and entry["gallery"]["size"] == len(held_out)
             assert entry["gallery"]["trained_products"] == len(trained)
             if name == "tuned":  # its chain: the tuned run, then the probe's choice run it started from
-                assert entry["trained_from"][1] == str(
-                    runs / "probe" / f"seed{seed}" / "checkpoints" / "last.ckpt"
-                )
+                assert entry["trained_from"][1] == str(choice_checkpoint(runs, RowSpec("probe"), seed))
+                assert Path(entry["trained_from"][1]).parent.parent == runs / "probe" / f"seed{seed}"
             # the numbers: torchmetrics on the same scores
             folders = [runs / row.slug / "public" / f"seed{seed}" / split for split in ("val", "test")]
             scores, relevant, tree, ids, _ = public_scores(ckpt, folders, trained_products(ckpt))
