@@ -13,6 +13,7 @@ give. ``clipita fit`` and :func:`clipita.experiment.fit_and_test` both call :fun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,6 +60,21 @@ def fit_args(args: Sequence[str], subcommand: str | None = None) -> list[str]:
     return out
 
 
+def refit_start(init_from: str | None) -> Path | None:
+    """Where a stage 2's refit starts: stage 1's refit, when the stage-1 run it started from refit (a sibling
+    ``<version>_refit`` run folder with a checkpoint; its tested one). The stage-2 fit validated against stage 1's
+    choice run, whose network never trained on the pseudo-novel leaves; the refit chooses nothing, so it can start
+    from the stage-1 network that trained on every leaf, and a WiSE-FT ``alpha`` of 0 then serves exactly stage 1's
+    refit (the head-only recipe's served model). None: start where the fit started."""
+    if not init_from:
+        return None
+    from lightning_modules.checkpointing import tested_checkpoint
+
+    run = Path(init_from).parent.parent  # <run>/checkpoints/<name>.ckpt
+    sibling = run.with_name(f"{run.name}_refit")
+    return tested_checkpoint(sibling) if sibling.is_dir() else None
+
+
 def refit_after_choice(
     args: Sequence[str], module: Any, trainer: Any, datamodule: Any
 ) -> tuple[Any, Any, Any]:
@@ -66,7 +82,8 @@ def refit_after_choice(
     ``(trainer, module, datamodule)``.
 
     The refit's objects come from :func:`clipita.factory.build`; ``args`` are the first fit's command-line tokens (config + overrides, no subcommand); the refit adds
-    ``--data.pseudo_novel_fraction 0`` and a ``<version>_refit`` run folder. Its validation still logs
+    ``--data.pseudo_novel_fraction 0`` and a ``<version>_refit`` run folder; a stage 2 (``model.init_from``) refits from
+    stage 1's refit when there is one (:func:`refit_start`). Its validation still logs
     ``val/chosen/*`` (under the kept weights), so the config's checkpoint monitor works unchanged.
     """
     from clipita.factory import build
@@ -83,12 +100,15 @@ def refit_after_choice(
             "refit_after_choice: no pseudo-novel leaf was held out (data.pseudo_novel_fraction 0): no refit"
         )
         return trainer, module, datamodule
-    built = build(list(args) + list(REFIT_OVERRIDES) + refit_version_overrides(trainer))
+    start = refit_start(getattr(module.hparams, "init_from", None))
+    stage = ["--model.init_from", str(start)] if start else []
+    built = build(list(args) + list(REFIT_OVERRIDES) + refit_version_overrides(trainer) + stage)
     refit_trainer, refit_module, refit_dm = built.trainer, built.module, built.datamodule
     check_modalities(refit_module, refit_dm, wait=refit_trainer.global_rank != 0)
     refit_module.keep_scorer(record)
     refit_trainer.fit(refit_module, datamodule=refit_dm)
     refit_module.print(
         f"refit on every training leaf ({len(held)} pseudo-novel leaves back in training), scorer kept"
+        + (f"; started from stage 1's refit {start}" if start else "")
     )
     return refit_trainer, refit_module, refit_dm

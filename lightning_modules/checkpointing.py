@@ -203,6 +203,24 @@ def find_last_checkpoint(run_root: str | Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def tested_checkpoint(folder: str | Path) -> Path | None:
+    """The checkpoint a fit tests: its ModelCheckpoint's best (the one non-``last`` checkpoint, else the best path
+    recorded in ``last.ckpt``), else ``last.ckpt``; None when the folder holds none."""
+    directory = Path(folder) / "checkpoints"
+    last = directory / "last.ckpt"
+    best = sorted(p for p in directory.glob("*.ckpt") if not p.name.startswith("last"))
+    if len(best) == 1:
+        return best[0]
+    if len(best) > 1 and last.is_file():
+        for key, state in (read_checkpoint(last).get("callbacks") or {}).items():
+            path = Path(str(state.get("best_model_path") or "")) if "ModelCheckpoint" in key else None
+            if path is not None and path.name and (directory / path.name).is_file():
+                return directory / path.name
+    if best:
+        return max(best, key=lambda p: p.stat().st_mtime)
+    return last if last.is_file() else None
+
+
 def load_net_state(net: ClipIta, checkpoint: dict, record: dict, source: str) -> None:
     """Load a checkpoint's network weights into ``net`` (built from a matching config): every key must fit, and the
     only ones allowed to be absent are the frozen towers the record names (``net`` already holds them, rebuilt from

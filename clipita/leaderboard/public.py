@@ -46,7 +46,9 @@ GALLERY_SPLITS = ("val", "test")
 def served_checkpoint(runs_dir: Path, row: RowSpec, seed: int) -> Path | None:
     """The checkpoint a trained row serves (and was tested with) on one split seed: its refit's best checkpoint
     when it refit (``<slug>/seed<s>_refit``), else its run's (``<slug>/seed<s>``); None when neither exists."""
-    from .runner import refit_folder, run_folder, tested_checkpoint
+    from lightning_modules.checkpointing import tested_checkpoint
+
+    from .runner import refit_folder, run_folder
 
     for folder in (refit_folder(runs_dir, row, seed), run_folder(runs_dir, row, seed)):
         found = tested_checkpoint(folder)

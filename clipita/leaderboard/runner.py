@@ -14,6 +14,7 @@ import torch
 
 from clipita.experiment import read_fit_config, run_folder_overrides
 from datamodules.leakage import TEXT_FIELDS  # the product text a row can read
+from lightning_modules.checkpointing import tested_checkpoint
 
 from .consistency import add_consistency
 from .run import LeaderboardRun, RowSeedResult, SeedContext, _context, _numpy_per_query
@@ -57,26 +58,6 @@ def choice_checkpoint(runs_dir: Path, row: RowSpec, seed: int) -> Path:
     ``<run>/checkpoints/last.ckpt`` when the run folder holds no checkpoint yet (the message names it)."""
     folder = run_folder(runs_dir, row, seed)
     return tested_checkpoint(folder) or folder / "checkpoints" / "last.ckpt"
-
-
-def tested_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint a fit tests: its ModelCheckpoint's best (the one non-``last`` checkpoint, else the best path
-    recorded in ``last.ckpt``), else ``last.ckpt``; None when the folder holds none."""
-    directory = folder / "checkpoints"
-    last = directory / "last.ckpt"
-    best = sorted(p for p in directory.glob("*.ckpt") if not p.name.startswith("last"))
-    if len(best) == 1:
-        return best[0]
-    if len(best) > 1 and last.is_file():
-        from lightning_modules.checkpointing import read_checkpoint
-
-        for key, state in (read_checkpoint(last).get("callbacks") or {}).items():
-            path = Path(str(state.get("best_model_path") or "")) if "ModelCheckpoint" in key else None
-            if path is not None and path.name and (directory / path.name).is_file():
-                return directory / path.name
-    if best:
-        return max(best, key=lambda p: p.stat().st_mtime)
-    return last if last.is_file() else None
 
 
 def _manifest_leakage(datamodule: Any) -> dict[str, Any]:

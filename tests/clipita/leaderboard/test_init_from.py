@@ -72,7 +72,7 @@ def test_stage_two_starts_from_the_checkpoint_stage_one_tested(tmp_path):
     assert choice_checkpoint(tmp_path, RowSpec("probe"), 0) == folder / "epoch03-map0.7000.ckpt"
 
 
-def stages_leaderboard(tmp_path: Path, seeds: list[int]) -> str:
+def stages_leaderboard(tmp_path: Path, seeds: list[int], refit_tuned: bool = False) -> str:
     """A two-row leaderboard on the sample catalogue: the adaptive recipe (with its refit), then the fine-tune
     recipe starting from it, with a tiny timm test tower whose "pretrained" weights are a file (both stages build
     the same tower)."""
@@ -88,7 +88,7 @@ def stages_leaderboard(tmp_path: Path, seeds: list[int]) -> str:
     }  # fmt: skip
     tune = {
         "model.net.train_image_blocks": 1, "model.warmup_steps": 0, "model.wise_ft_grid": [0.0, 1.0],
-        "trainer.accumulate_grad_batches": 1, "refit_after_choice": False,
+        "trainer.accumulate_grad_batches": 1, "refit_after_choice": refit_tuned,
     }  # fmt: skip
 
     def tokens(options: dict) -> list[str]:
@@ -107,3 +107,24 @@ def stages_leaderboard(tmp_path: Path, seeds: list[int]) -> str:
         ],
     }
     return _write(tmp_path, yaml.safe_dump(spec))
+
+
+@pytest.mark.slow
+def test_a_stage_two_refit_starts_from_stage_one_refit(tmp_path):
+    """The stage-2 fit starts from stage 1's choice run (it validates on the pseudo-novel leaves); its refit chooses
+    nothing and starts from stage 1's refit, so alpha 0 would serve exactly what the head-only row serves."""
+    from clipita.leaderboard import leaderboard
+    from lightning_modules.checkpointing import tested_checkpoint
+
+    runs = tmp_path / "runs"
+    leaderboard(
+        stages_leaderboard(tmp_path, [0], refit_tuned=True),
+        output_dir=str(tmp_path / "out"),
+        runs_dir=str(runs),
+    )
+    fit = yaml.safe_load((runs / "tuned" / "seed0" / "config.yaml").read_text())
+    refit = yaml.safe_load((runs / "tuned" / "seed0_refit" / "config.yaml").read_text())
+    assert fit["model"]["init_from"] == str(tested_checkpoint(runs / "probe" / "seed0"))
+    assert refit["model"]["init_from"] == str(tested_checkpoint(runs / "probe" / "seed0_refit"))
+    assert Path(refit["model"]["init_from"]).parents[1].name == "seed0_refit"
+    assert Path(fit["model"]["init_from"]).parents[1].name == "seed0"
