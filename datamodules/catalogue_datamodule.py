@@ -70,6 +70,8 @@ class CatalogueDataModule(L.LightningDataModule):
             uninterrupted one) or ``none``. Applied to the image tower's own transform (its resolution is
             ``model.net.image_size``); evaluation is never augmented.
         crop_min_scale: smallest crop area of ``crop_flip``, as a fraction of the image (1.0: flip only).
+        train_image_size: raw-shard training only: the training images' side after the crop (None: the tower's
+            ``image_size``); lower trains faster, while validation, test and serving stay at the tower's size.
         encoders: the object holding the frozen towers (``.image_encoder`` may be None for text-only models). When
             it also has a lexical signal (``.lexical``, not None: an object with ``tokenize(texts)``,
             ``num_buckets`` and ``tokenizer_id``), each product's hashed title + attribute tokens are stored beside
@@ -100,6 +102,7 @@ class CatalogueDataModule(L.LightningDataModule):
         encode_workers: int = ENCODE_DEFAULTS.num_workers,
         augmentation: Literal["crop_flip", "none"] = "crop_flip",
         crop_min_scale: float = 0.8,
+        train_image_size: int | None = None,
         encoders: Any = None,
     ) -> None:
         super().__init__()
@@ -116,7 +119,9 @@ class CatalogueDataModule(L.LightningDataModule):
         self.split_options = SplitOptions(
             split_seed, val_fraction, test_fraction, unseen_fraction, pseudo_novel_fraction
         )
-        make_augmentation(augmentation, crop_min_scale)  # a bad name or scale fails here, not in a worker
+        make_augmentation(
+            augmentation, crop_min_scale, train_image_size
+        )  # bad values fail here, not in a worker
         if sample_titles not in ("signal", "noise", "none"):
             raise ValueError(f"sample_titles must be 'signal', 'noise' or 'none', got {sample_titles!r}")
         split_name = f"seed{split_seed}" + (f"-pn{pseudo_novel_fraction:g}" if pseudo_novel_fraction else "")
@@ -328,7 +333,9 @@ class CatalogueDataModule(L.LightningDataModule):
             epoch_samples=self.hparams.epoch_samples or self.split_size(split),
             seed=self.hparams.split_seed,
             num_workers=self.hparams.num_workers,
-            augmentation=make_augmentation(self.hparams.augmentation, self.hparams.crop_min_scale)
+            augmentation=make_augmentation(
+                self.hparams.augmentation, self.hparams.crop_min_scale, self.hparams.train_image_size
+            )
             if training
             else None,
             tokenizer=self.lexical_tokenizer(),  # the BM25 signal's token rows, as on the feature path

@@ -82,3 +82,17 @@ def test_the_training_stream_augments_deterministically(tmp_path: Path, num_work
     assert [b["product_id"] for b in plain] == [b["product_id"] for b in augmented]  # the order is untouched
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(augmented, again, strict=True))
     assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, augmented, strict=True))
+
+
+def test_a_training_size_resizes_crops_and_plain_images() -> None:
+    """``data.train_image_size``: train at a lower resolution than the tower evaluates at."""
+    image = torch.randn(3, 32, 32)
+    for name in ("crop_flip", "none"):
+        augment = make_augmentation(name, 0.5, size=20)
+        outs = [augment(image, random.Random(i)) for i in range(5)]
+        assert all(tuple(o.shape) == (3, 20, 20) for o in outs), name
+    plain = make_augmentation("none", 0.5, size=20)(image, random.Random(0))  # a resize, no crop or flip
+    expected = torch.nn.functional.interpolate(image[None], size=(20, 20), mode="bilinear", antialias=True)[0]
+    assert torch.allclose(plain, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="train_image_size"):
+        make_augmentation("crop_flip", 0.8, size=8)
