@@ -3,8 +3,6 @@ retrieval metrics."""
 
 from __future__ import annotations
 
-import os
-
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -22,6 +20,7 @@ from .model import ClipIta
 from .param_groups import check_layer_decay, parameter_groups
 from .query_table import QueryTable
 from .scorer_choice import CHOICE_KEY, DEFAULT_GRID, ScorerSelection, describe, network_signals
+from .step_seed import seed_step
 from .training_targets import TrainLevel, training_targets
 from .wise_ft import EVIDENCE_KEY, WiseFTSelection
 from .wise_ft import describe as describe_wise_ft
@@ -207,12 +206,10 @@ class ClipItaModule(FineTuning, L.LightningModule):
             sampler.set_epoch(self.current_epoch)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        """Reseed torch from (seed, epoch) right before an epoch's first step: dropout and the sampled training levels
-        of epoch ``e`` are then the same whether the run went straight through or resumed from the checkpoint written
-        at the end of epoch ``e - 1`` (whatever else drew random numbers in between, e.g. DataLoader iterators)."""
-        if batch_idx == 0:
-            base = int(os.environ.get("PL_GLOBAL_SEED", "0"))
-            torch.manual_seed(base * 1_000_003 + self.current_epoch)
+        """Reseed torch from (seed, epoch, batch index) before every step (:mod:`lightning_modules.step_seed`): dropout
+        and the sampled training levels of a step are the same whether the run went straight through or resumed from
+        a checkpoint written at an epoch's end or in its middle (whatever else drew random numbers in between)."""
+        seed_step(self.current_epoch, batch_idx)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.net.encode_product(batch)

@@ -19,9 +19,9 @@ def training_targets(
         category_ids: ``[N, L]`` ancestor table ids per product, root first, ``-1`` padded (the batch key).
         level: ``leaf`` or ``random``.
         rank, world_size: this process's place in a DDP job. Every rank holds the same generator state (reseeded
-            alike each epoch), so each draws the uniforms of the whole global batch and keeps its own block of them
-            (the sampler's block; the gathered loss's order): the levels are those a one-process run with the global
-            batch draws, and no two ranks share draws.
+            alike each step: :mod:`lightning_modules.step_seed`), so each draws the uniforms of the whole global batch
+            and keeps its own block of them (the sampler's block; the gathered loss's order): the levels are those a
+            one-process run with the global batch draws, and no two ranks share draws.
     """
     depth = (category_ids >= 0).sum(dim=1)
     if level == "leaf":

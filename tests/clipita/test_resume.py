@@ -1,9 +1,11 @@
 """Training killed with SIGKILL mid-epoch resumes with `--ckpt_path last` and ends where an uninterrupted run ends.
 
-Tolerance: exact up to 1e-6. Each epoch's randomness (shuffle order, dropout, sampled training levels) is a function of
-(seed, epoch) only (EpochSeededSampler + ClipItaModule.on_train_epoch_start), the resumed run restarts the killed epoch
-from the checkpoint written at the end of the previous one, and CPU kernels are deterministic for these sizes - so the
-weights and metrics should match to float precision, not just approximately. Checkpoints live in each run's own
+Tolerance: exact up to 1e-6. Each epoch's shuffle order is a function of (seed, epoch) only (EpochSeededSampler), each
+step's dropout and sampled training levels one of (seed, epoch, batch index) (ClipItaModule.on_train_batch_start,
+lightning_modules/step_seed.py; a mid-epoch checkpoint of the streamed path: tests/lightning_modules/test_step_seed.py),
+the resumed run restarts the killed epoch from the checkpoint written at the end of the previous one, and CPU kernels
+are deterministic for these sizes - so the weights and metrics should match to float precision, not just
+approximately. Checkpoints live in each run's own
 version folder (``logs/quickstart/version_N/checkpoints``): ``--ckpt_path last`` finds the newest ``last.ckpt`` across
 the run name's versions and the resumed run writes a new version.
 """
