@@ -93,7 +93,8 @@ def leaderboard(
         leaderboard_config: a leaderboard YAML, or its name under ``experiments/leaderboards/`` (e.g. ``fashion``).
         output_dir: where the report goes (default ``results/<name>``).
         split_seeds: replace the config's split seeds, e.g. ``[0]`` for a quick look.
-        rows: run only these rows (by name); the reference row is always kept. A row that starts from a row not
+        rows: run only these rows (by name); the reference row is always kept (with ``keep_rows``: from the kept
+            run). A row that starts from a row not
             run here (``init_from``) starts from that row's choice runs kept under ``runs_dir`` by an earlier run.
         overrides: extra ``--key value`` tokens for every row after the config's own, e.g.
             ``[--data.work_dir, /tmp/work]`` or ``[--trainer.max_epochs, "2"]``.
@@ -107,7 +108,8 @@ def leaderboard(
             block at its end.
         keep_rows: add the rows run here (``rows``) to the finished run kept in ``<output_dir>/leaderboard_run.json``
             (same split seeds and test galleries, checked) instead of replacing it: rows run here replace their
-            earlier results, the others are kept, the report covers all (:mod:`clipita.leaderboard.merge`).
+            earlier results, the others are kept (the reference row too, unless named in ``rows``), the report covers
+            all (:mod:`clipita.leaderboard.merge`).
 
     Returns:
         ``{kind: path}`` of the files written (markdown, json, csv, per_category, plots).
@@ -122,7 +124,7 @@ def leaderboard(
     if rows:
         for name in rows:
             spec.row(name)
-        keep = set(rows) | ({spec.reference} if spec.reference else set())
+        keep = set(rows) | ({spec.reference} if spec.reference and not keep_rows else set())
         spec.rows = [r for r in spec.rows if r.name in keep]
         spec.public_rows = [n for n in spec.public_rows if n in keep]
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name

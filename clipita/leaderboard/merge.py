@@ -49,6 +49,10 @@ def merge_into_kept(new: LeaderboardRun, kept_file: Path, config: LeaderboardSpe
         both runs' (commands joined, wall times added), ``started`` the kept run's.
     """
     kept = check_kept(kept_file, new.spec.split_seeds)
+    if config.reference and config.reference not in set(kept.results) | set(new.results):
+        raise ValueError(
+            f"keep_rows: the reference row {config.reference!r} is in neither run; add it to --rows"
+        )
     for seed, context in new.contexts.items():
         other = kept.contexts.get(seed)
         why = other.same_harness(context) if other is not None else "the kept run has no such seed"

@@ -74,14 +74,14 @@ def test_the_command_merges_and_writes_no_partial_over_the_kept_run(synthetic_ru
         synthetic_run.spec, rows=[RowSpec(r.name, baseline="random") for r in synthetic_run.spec.rows]
     )
     save_run(synthetic_run, tmp_path / "leaderboard_run.json")
-    fresh = new_run(synthetic_run, ["A", "C"], shift=0.2)
+    fresh = new_run(synthetic_run, ["C"], shift=0.2)
 
     class Replay:
         def __init__(self, *args, **kwargs) -> None:
             pass
 
         def run(self, rows, on_seed):
-            assert [r.name for r in rows] == ["A", "C"]
+            assert [r.name for r in rows] == ["C"]  # the reference row A comes from the kept run
             on_seed(fresh, [0])  # a partial report here would overwrite the kept run
             assert load_run(tmp_path / "leaderboard_run.json").spec.split_seeds == [0, 1]
             return fresh
@@ -92,6 +92,11 @@ def test_the_command_merges_and_writes_no_partial_over_the_kept_run(synthetic_ru
     )
     merged = load_run(tmp_path / "leaderboard_run.json")
     assert merged.ran == ["A", "B", "C", "D"] and not merged.partial
+    kept_a = synthetic_run.results["A"][1].per_query["map@10"]
+    np.testing.assert_array_equal(merged.results["A"][1].per_query["map@10"], kept_a)
+    np.testing.assert_allclose(
+        merged.results["C"][1].per_query["map@10"], synthetic_run.results["C"][1].per_query["map@10"] + 0.2
+    )
     table = Path(paths["markdown"]).read_text()
     assert all(f"| {name}" in table for name in ("B", "C", "D"))
     with pytest.raises(ValueError, match="split seeds"):
