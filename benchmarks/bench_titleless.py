@@ -151,7 +151,7 @@ def main() -> None:
                 "init_from": "CLIP-ITA adaptive",
                 "overrides": [
                     "--trainer.max_epochs", str(args.finetune_epochs), "--trainer.accumulate_grad_batches", "1",
-                    "--model.warmup_steps", "10", "--model.net.image_size", "128",
+                    "--model.warmup_steps", "10", "--model.net.image_size", "128", "--data.train_image_size", "null",
                 ],
             },
         ]  # fmt: skip

@@ -104,12 +104,15 @@ TINY: dict[str, Any] = {
     "data.sample_products": 160,
     "data.batch_size": 16,
     "model.net.image_size": 64,
+    "data.train_image_size": None,  # train at the tower's size (the fine-tune recipe trains at 160 px)
     "trainer.accelerator": "cpu",
     "trainer.enable_progress_bar": False,
 }
 
 
 def _cli_value(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, dict)):

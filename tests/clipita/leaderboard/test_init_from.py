@@ -83,7 +83,7 @@ def stages_leaderboard(tmp_path: Path, seeds: list[int], refit_tuned: bool = Fal
         "data.catalogue": "sample", "data.sample_products": 160, "data.batch_size": 16, "data.num_workers": 0,
         "data.encode_workers": 0, "data.work_dir": str(tmp_path / "work"),
         "model.net.image_model": "test_efficientnet", "model.net.image_weights": str(weights),
-        "model.net.image_size": 64, "trainer.max_epochs": 1, "trainer.accelerator": "cpu",
+        "model.net.image_size": 64, "data.train_image_size": None, "trainer.max_epochs": 1, "trainer.accelerator": "cpu",
         "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False,
     }  # fmt: skip
     tune = {
