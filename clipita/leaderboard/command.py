@@ -139,8 +139,7 @@ def leaderboard(
     if public_only:
         return _public_only(spec, out_dir, runs, split_seeds)
     _check_kept_sources(spec, runs)
-    if keep_rows:
-        check_kept(out_dir / RUN_FILE, spec.split_seeds)
+    kept = check_kept(out_dir / RUN_FILE, spec.split_seeds) if keep_rows else None
     command = _command(
         leaderboard_config, output_dir=output_dir, split_seeds=split_seeds, rows=rows, overrides=overrides,
         runs_dir=runs_dir, num_threads=num_threads, keep_rows=keep_rows or None,
@@ -156,14 +155,15 @@ def leaderboard(
         return run
 
     def write_partial(run: LeaderboardRun, done: list[int]) -> None:
-        """A report of the seeds done so far, so a long run has readable results before it ends (not with
-        ``keep_rows``: the kept run stays whole until the merge)."""
-        if keep_rows:
-            return
+        """A report of the seeds done so far, so a long run has readable results before it ends (with
+        ``keep_rows``: merged with the kept run on those seeds; the kept run file stays whole until the end)."""
         partial = dataclasses.replace(stamp(run), spec=dataclasses.replace(spec, split_seeds=list(done)))
+        if kept is not None:
+            partial = merge_into_kept(partial, kept, load_spec(leaderboard_config))
         partial.partial = f"Partial: split seeds {done} of {spec.split_seeds} done, the run goes on."
         write_report(partial, out_dir, started=started)
-        save_run(partial, out_dir / RUN_FILE)  # so --report_only / --public_only work on a run stopped early
+        if kept is None:  # so --report_only / --public_only work on a run stopped early
+            save_run(partial, out_dir / RUN_FILE)
         print(f"[leaderboard {spec.name}] partial report after split seeds {done}: {out_dir}")
 
     run = stamp(_Runner(spec, overrides or [], runs).run(spec.rows, on_seed=write_partial))
@@ -175,10 +175,10 @@ def leaderboard(
         print(
             f"warning: {spec.n_resamples} permutation resamples cannot reach significance in {family} tests"
         )
-    if keep_rows:
+    if kept is not None:
         run.wall_s = time.perf_counter() - started
-        run = merge_into_kept(run, out_dir / RUN_FILE, load_spec(leaderboard_config))
-    paths = write_report(run, out_dir, started=None if keep_rows else started)
+        run = merge_into_kept(run, kept, load_spec(leaderboard_config))
+    paths = write_report(run, out_dir, started=None if kept is not None else started)
     save_run(run, out_dir / RUN_FILE)
     paths["run"] = out_dir / RUN_FILE
     print(

@@ -82,8 +82,10 @@ def test_the_command_merges_and_writes_no_partial_over_the_kept_run(synthetic_ru
 
         def run(self, rows, on_seed):
             assert [r.name for r in rows] == ["C"]  # the reference row A comes from the kept run
-            on_seed(fresh, [0])  # a partial report here would overwrite the kept run
+            on_seed(fresh, [0])  # the partial report is merged, and the kept run file stays whole
             assert load_run(tmp_path / "leaderboard_run.json").spec.split_seeds == [0, 1]
+            partial = (tmp_path / "leaderboard.md").read_text()
+            assert "Partial: split seeds [0]" in partial and "| B" in partial
             return fresh
 
     monkeypatch.setattr(command, "_Runner", Replay)
@@ -100,4 +102,33 @@ def test_the_command_merges_and_writes_no_partial_over_the_kept_run(synthetic_ru
     table = Path(paths["markdown"]).read_text()
     assert all(f"| {name}" in table for name in ("B", "C", "D"))
     with pytest.raises(ValueError, match="split seeds"):
-        leaderboard(str(config), output_dir=str(tmp_path), rows=["C"], keep_rows=True, split_seeds=[0])
+        leaderboard(str(config), output_dir=str(tmp_path), rows=["C"], keep_rows=True, split_seeds=[0, 7])
+
+
+def test_a_run_on_some_of_the_kept_seeds_reports_every_row_on_those(synthetic_run, tmp_path):  # noqa: F811
+    save_run(synthetic_run, tmp_path / "leaderboard_run.json")
+    one_seed = new_run(synthetic_run, ["D"])
+    one_seed.spec = dataclasses.replace(one_seed.spec, split_seeds=[1])
+    one_seed.contexts = {1: one_seed.contexts[1]}
+    one_seed.results = {"D": {1: one_seed.results["D"][1]}}
+    merged = merge_into_kept(one_seed, tmp_path / "leaderboard_run.json", synthetic_run.spec)
+    assert merged.spec.split_seeds == [1] and set(merged.contexts) == {1}
+    assert all(set(per_seed) == {1} for per_seed in merged.results.values())
+    np.testing.assert_array_equal(
+        merged.results["B"][1].per_query["map@10"], synthetic_run.results["B"][1].per_query["map@10"]
+    )
+
+
+def test_the_public_block_is_restricted_to_the_seeds_and_its_summary_recomputed():
+    from clipita.leaderboard.merge import _public_on
+
+    levels = lambda v: {"all": {"p@1": v, "p@10": v / 2, "mrr@10": v, "queries": 3}}  # noqa: E731
+    block = {
+        "split_seeds": [0, 1],
+        "rows": {
+            "A": {"per_seed": {"0": {"levels": levels(0.2)}, "1": {"levels": levels(0.6)}}, "summary": {}}
+        },
+    }
+    restricted = _public_on(block, [1])
+    assert restricted["split_seeds"] == [1] and list(restricted["rows"]["A"]["per_seed"]) == ["1"]
+    assert restricted["rows"]["A"]["summary"]["all"]["p@1"]["mean"] == pytest.approx(0.6)
