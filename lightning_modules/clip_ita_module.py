@@ -331,7 +331,7 @@ class ClipItaModule(FineTuning, L.LightningModule):
             self._choose_scorer()
         if self._choosing_wise_ft(stage):
             novel = self.net.novel_mask(self.queries.texts, self.queries.paths)
-            weights = self.net.scorer.weights.merged(self.wise_ft.compute(novel, self.current_epoch))
+            weights = self.choose_wise_ft(novel)
             self.net.scorer.weights = weights
             self.log("val/wise_ft_alpha", weights.alpha, sync_dist=False)
         if stage == "test":

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from clipita_core.weights import WISE_FT_ALPHA
+from clipita_core.weights import WISE_FT_ALPHA, RetrievalWeights
 
 from .checkpointing import KEY, START_KEY, init_from_checkpoint
-from .wise_ft import State, apply_wise_ft, current_state, set_mix
+from .wise_ft import EVIDENCE_KEY, State, apply_wise_ft, current_state, set_mix
 
 
 class FineTuning:
@@ -38,21 +38,33 @@ class FineTuning:
     def start_from(self, net: Any, init_from: str | None) -> None:
         """``model.init_from``: load its weights into ``net`` now, or wait for the network an ``adapt_modalities``
         fit rebuilds for the catalogue (:meth:`load_init_from`, from ``use_network`` or ``setup``)."""
-        waits = bool(init_from) and init_from_checkpoint(net, init_from, wait_for_adaptation=True) is None
-        self._init_from = init_from if waits else None
-        if init_from and not waits:
-            self._loaded(net)
+        record = init_from_checkpoint(net, init_from, wait_for_adaptation=True) if init_from else None
+        self._init_from = init_from if init_from and record is None else None
+        if record is not None:
+            self._loaded(net, record)
 
     def load_init_from(self, net: Any) -> None:
         """Load the waiting ``model.init_from`` weights into ``net`` (once)."""
-        init_from_checkpoint(net, self._init_from)
+        record = init_from_checkpoint(net, self._init_from)
         self._init_from = None
-        self._loaded(net)
+        self._loaded(net, record)
 
-    def _loaded(self, net: Any) -> None:
-        """WiSE-FT's start side: the network's heads as just loaded from ``init_from``."""
+    def _loaded(self, net: Any, record: dict) -> None:
+        """WiSE-FT's start side: the network's heads as just loaded from ``init_from``, and the scorer weights its
+        run chose for it (served with ``alpha = 0``)."""
         if self.wise_ft is not None:
-            self.wise_ft.set_start(net)
+            self.wise_ft.set_start(net, RetrievalWeights.from_dict(record.get("retrieval")))
+
+    def choose_wise_ft(self, novel: Any) -> RetrievalWeights:
+        """The epoch's WiSE-FT choice merged into the scorer weights. ``alpha = 0`` from ``init_from`` serves the
+        start network as its own run chose to score it (the scorer this fit chose was chosen for the fine-tuned
+        network), so the fallback is exactly the stage-1 model."""
+        choice = self.wise_ft.compute(novel, self.current_epoch)
+        base = self.net.scorer.weights
+        if choice[WISE_FT_ALPHA] == 0.0 and self.wise_ft.start_weights is not None:
+            base = self.wise_ft.start_weights
+            choice[EVIDENCE_KEY] = {**choice[EVIDENCE_KEY], "scorer": "the start network's (init_from)"}
+        return base.merged(choice)
 
     def wise_ft_start(self) -> State | None:
         """The start values of the non-tower tensors the mix covers (the checkpoint keeps them), None without."""

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clipita_core.weights import WISE_FT_ALPHA
+from clipita_core.weights import WISE_FT_ALPHA, RetrievalWeights
 
 from .metrics import CategoryRetrievalMetrics
 from .one_standard_error import best_point, check_grid
@@ -177,13 +177,16 @@ class WiseFTSelection:
         self.min_queries = max(1, int(min_queries))
         self.pretrained = tower_state(net)
         self.start_heads: State = {}
+        self.start_weights: RetrievalWeights | None = None  # the scorer the start network was chosen with
         self.finetuned: State = {}
         self.metrics: list[CategoryRetrievalMetrics] = []
         self.queries: list[torch.Tensor] = []
 
-    def set_start(self, net: nn.Module) -> None:
-        """Take ``net``'s heads as they are now (just loaded from ``init_from``) as the start side of the mix."""
+    def set_start(self, net: nn.Module, weights: RetrievalWeights | None = None) -> None:
+        """Take ``net``'s heads as they are now (just loaded from ``init_from``) as the start side of the mix, and
+        ``weights`` (the scorer its run chose) as what ``alpha = 0`` is scored with."""
         self.start_heads = head_state(net)
+        self.start_weights = weights
 
     @property
     def origin(self) -> State:

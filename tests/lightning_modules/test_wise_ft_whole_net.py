@@ -154,3 +154,26 @@ def test_an_adapting_stage_two_takes_its_start_side_after_the_deferred_load(stag
     assert waiting.wise_ft.start_heads.keys() == head_state(rebuilt).keys()
     for key, value in waiting.wise_ft.start_heads.items():
         assert torch.equal(value, stage1[key]), key
+
+
+def test_alpha_zero_chosen_serves_the_start_networks_scorer_too(tmp_path):
+    """The scorer a stage-2 fit chooses was chosen for the fine-tuned network; when validation picks ``alpha = 0``
+    (the stage-1 network), the weights served are those stage 1's run chose for it."""
+    from clipita_core.weights import SEEN_TITLE_WEIGHT
+    from lightning_modules.checkpointing import KEY
+
+    torch.manual_seed(0)
+    weights = tmp_path / "pretrained.pth"
+    torch.save(tiny_net().image_encoder.backbone.state_dict(), weights)
+    _, first = fit(tmp_path, "stage1", tiny_net(image_weights=str(weights)))
+    checkpoint = torch.load(first, map_location="cpu", weights_only=False)
+    checkpoint[KEY]["retrieval"] = {
+        **checkpoint[KEY]["retrieval"],
+        SEEN_TITLE_WEIGHT: 0.75,
+    }  # stage 1's choice
+    torch.save(checkpoint, first)
+    net = tiny_net(train_image_blocks=2, image_weights=str(weights))
+    second, _ = fit(tmp_path, "stage2", net, init_from=first, wise_ft=True, wise_ft_grid=[0.0])
+    served = second.net.scorer.weights
+    assert served.alpha == 0.0 and served.value(SEEN_TITLE_WEIGHT) == 0.75
+    assert second.net.retrieval["wise_ft"]["scorer"] == "the start network's (init_from)"
