@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
+from conftest import tiny_config, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "experiments" / "quickstart.yaml"
@@ -99,7 +99,7 @@ def prepare_tiny_features(work_dir: Path) -> None:
     """Shard + encode the tiny sample once, so the workers do not race to build the same feature cache."""
     from clipita.experiment import fit_and_test
 
-    overrides = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
+    overrides = tiny_overrides({"trainer.enable_model_summary": False, "test_after_fit": False})
     fit_and_test(
         str(QUICKSTART),
         [
