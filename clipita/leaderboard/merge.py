@@ -109,7 +109,7 @@ def merge_into_kept(
     public = _public_on(dict(kept.public or {}), seeds)
     if new.public:
         public = {**public, **{k: v for k, v in new.public.items() if k != "rows"}}
-        public["rows"] = {**(kept.public or {}).get("rows", {}), **new.public.get("rows", {})}
+        public["rows"] = {**public.get("rows", {}), **new.public.get("rows", {})}
     if public.get("rows"):
         public["rows"] = {n: public["rows"][n] for n in names if n in public["rows"]}
     public_rows = [n for n in names if n in set(kept.spec.public_rows) | set(new.spec.public_rows)]

@@ -106,13 +106,17 @@ def test_the_command_merges_and_writes_no_partial_over_the_kept_run(synthetic_ru
 
 
 def test_a_run_on_some_of_the_kept_seeds_reports_every_row_on_those(synthetic_run, tmp_path):  # noqa: F811
+    levels = {"levels": {"all": {"p@1": 0.5, "p@10": 0.25, "mrr@10": 0.5, "queries": 3}}}
+    synthetic_run.public = {"split_seeds": [0, 1], "rows": {"A": {"per_seed": {"0": levels, "1": levels}}}}
     save_run(synthetic_run, tmp_path / "leaderboard_run.json")
     one_seed = new_run(synthetic_run, ["D"])
     one_seed.spec = dataclasses.replace(one_seed.spec, split_seeds=[1])
     one_seed.contexts = {1: one_seed.contexts[1]}
     one_seed.results = {"D": {1: one_seed.results["D"][1]}}
+    one_seed.public = {"split_seeds": [1], "rows": {"D": {"per_seed": {"1": levels}}}}
     merged = merge_into_kept(one_seed, tmp_path / "leaderboard_run.json", synthetic_run.spec)
     assert merged.spec.split_seeds == [1] and set(merged.contexts) == {1}
+    assert list(merged.public["rows"]) == ["A", "D"] and list(merged.public["rows"]["A"]["per_seed"]) == ["1"]
     assert all(set(per_seed) == {1} for per_seed in merged.results.values())
     np.testing.assert_array_equal(
         merged.results["B"][1].per_query["map@10"], synthetic_run.results["B"][1].per_query["map@10"]
