@@ -15,10 +15,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .public import PUBLIC_METRICS
+from .public import public_summary
 from .run import LeaderboardRun, load_run
 from .spec import LeaderboardSpec
-from .statistics import seed_summary
 
 
 def check_kept(kept_file: Path, split_seeds: list[int]) -> LeaderboardRun:
@@ -49,13 +48,7 @@ def _public_on(public: dict, seeds: list[int]) -> dict:
         per_seed = {s: v for s, v in (entry.get("per_seed") or {}).items() if int(s) in seeds}
         entry = {**entry, "per_seed": per_seed}
         if per_seed:
-            levels = list(next(iter(per_seed.values()))["levels"])
-            entry["summary"] = {
-                g: {
-                    m: seed_summary([v["levels"][g][m] for v in per_seed.values()]) for m, _ in PUBLIC_METRICS
-                }
-                for g in levels
-            }
+            entry["summary"] = public_summary(per_seed)
         rows[name] = entry
     return {**public, "split_seeds": list(seeds), "rows": rows}
 

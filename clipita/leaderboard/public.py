@@ -42,6 +42,15 @@ PUBLIC_K = 10
 GALLERY_SPLITS = ("val", "test")
 
 
+def public_summary(per_seed: dict[str, Any]) -> dict[str, Any]:
+    """Mean ± std over the seeds of ``per_seed`` (``{seed: {"levels": {level: {metric: value}}}}``), per level."""
+    levels = list(next(iter(per_seed.values()))["levels"])
+    return {
+        g: {m: seed_summary([s["levels"][g][m] for s in per_seed.values()]) for m, _ in PUBLIC_METRICS}
+        for g in levels
+    }
+
+
 # ----------------------------------------------------------------------------------------- the row's checkpoints
 def served_checkpoint(runs_dir: Path, row: RowSpec, seed: int) -> Path | None:
     """The checkpoint a trained row serves (and was tested with) on one split seed: its refit's best checkpoint
@@ -242,13 +251,7 @@ def public_block(
                 f"no checkpoint under {runs_dir / row.slug} for split seed(s) {missing} (run the row first)"
             )
         if per_seed:
-            levels = list(next(iter(per_seed.values()))["levels"])
-            entry["summary"] = {
-                g: {
-                    m: seed_summary([s["levels"][g][m] for s in per_seed.values()]) for m, _ in PUBLIC_METRICS
-                }
-                for g in levels
-            }
+            entry["summary"] = public_summary(per_seed)
         rows[name] = entry
     return {
         "protocol": PUBLIC_TITLE,
