@@ -21,7 +21,7 @@ from datamodules.feature_encoding import ENCODE_DEFAULTS, EncodeOptions, encode_
 from datamodules.feature_split import FeatureSplit
 from datamodules.lexical_store import document_counts, shard_token_rows
 from datamodules.manifest import load_manifest
-from datamodules.sample_catalogue.generate import cached_sample_catalogue, sample_key
+from datamodules.sample_catalogue.generate import cached_sample_catalogue, sample_catalogue_ready, sample_key
 from datamodules.shard_request import request_matches, shard_for_request, wait_for_shards
 from datamodules.splits import SPLIT_DEFAULTS, SPLIT_RULES, SplitOptions, split_options_doc
 
@@ -135,12 +135,14 @@ class CatalogueDataModule(L.LightningDataModule):
         self._train_stream_state: dict | None = None  # a checkpoint's position, for the next training loader
 
     # ---------------------------------------------------------------------------------------------- building
-    def catalogue_path(self) -> str:
+    def catalogue_path(self, generate: bool = True) -> str | None:
         """The catalogue schema sharded: the user's, or the built-in sample's (generated under ``work_dir`` when
-        missing or made with other options)."""
+        missing or made with other options; with ``generate=False`` None then, so a waiting rank never writes)."""
         h = self.hparams
         if h.catalogue != SAMPLE:
             return h.catalogue
+        if not generate:
+            return sample_catalogue_ready(self.work_dir, h.sample_products, h.sample_titles)
         return cached_sample_catalogue(self.work_dir, h.sample_products, h.sample_titles)
 
     def _shard_request(self, catalogue: str) -> dict:
@@ -161,7 +163,10 @@ class CatalogueDataModule(L.LightningDataModule):
 
     def shards_ready(self) -> bool:
         """Whether :attr:`shard_dir` holds the shards of this DataModule's request (:mod:`datamodules.shard_request`)."""
-        return request_matches(self.shard_dir, self._shard_request(self.catalogue_path()))
+        catalogue = self.catalogue_path(
+            generate=False
+        )  # polled by waiting ranks: they never generate the sample
+        return catalogue is not None and request_matches(self.shard_dir, self._shard_request(catalogue))
 
     def ensure_shards(self, wait: bool = False, timeout_s: float = 24 * 3600) -> Manifest:
         """Shard the catalogue unless shards made with the same request are already there and intact.

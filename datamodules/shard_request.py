@@ -12,6 +12,7 @@ from typing import Any
 
 from clipita_core.manifest import Manifest
 from datamodules.manifest import load_manifest
+from datamodules.shard_outputs import write_text
 from datamodules.sharding import shard_catalogue
 
 REQUEST_NAME = "shard_request.json"
@@ -20,7 +21,10 @@ REQUEST_NAME = "shard_request.json"
 def request_matches(shard_dir: str | Path, request: dict[str, Any]) -> bool:
     """Whether ``shard_dir`` holds shards made from ``request`` (its request file, written last, equals it)."""
     request_file = Path(shard_dir) / REQUEST_NAME
-    return request_file.is_file() and json.loads(request_file.read_text()) == request
+    try:
+        return request_file.is_file() and json.loads(request_file.read_text()) == request
+    except json.JSONDecodeError:  # a request file from before it was written atomically, cut short
+        return False
 
 
 def wait_for_shards(ready: Callable[[], bool], shard_dir: str | Path, timeout_s: float) -> None:
@@ -54,5 +58,7 @@ def shard_for_request(
         pseudo_novel_fraction=request.get("pseudo_novel_fraction", 0.0),
         num_workers=num_workers,  # the loaders' workers decode the catalogue's images too
     )
-    (Path(shard_dir) / REQUEST_NAME).write_text(json.dumps(request, indent=2))
+    write_text(
+        Path(shard_dir) / REQUEST_NAME, json.dumps(request, indent=2)
+    )  # whole or absent to a polling rank
     return manifest

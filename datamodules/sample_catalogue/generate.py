@@ -124,15 +124,35 @@ def sample_key(num_products: int, titles: TitleMode = "signal") -> dict:
     return key
 
 
+def _sample_folder(work_dir: str | Path, titles: TitleMode) -> Path:
+    return Path(work_dir) / ("sample_catalogue" if titles == "signal" else f"sample_catalogue_{titles}")
+
+
+def sample_catalogue_ready(
+    work_dir: str | Path, num_products: int, titles: TitleMode = "signal"
+) -> str | None:
+    """The path of the sample's ``catalogue.yaml`` under ``work_dir`` when the one there was generated from the same
+    :func:`sample_key` (its ``generated.json`` marker, written last), else None. Generates nothing: what a rank
+    waiting for another rank's shards polls (generating here would race the rank that generates)."""
+    folder = _sample_folder(work_dir, titles)
+    yaml_path, marker = folder / "catalogue.yaml", folder / "generated.json"
+    try:
+        made = json.loads(marker.read_text()) if marker.is_file() else None
+    except json.JSONDecodeError:  # being written by another process
+        made = None
+    return str(yaml_path) if yaml_path.is_file() and made == sample_key(num_products, titles) else None
+
+
 def cached_sample_catalogue(work_dir: str | Path, num_products: int, titles: TitleMode = "signal") -> str:
     """The sample catalogue's ``catalogue.yaml`` under ``work_dir`` (one folder per title mode), generated unless the
     one there was generated from the same :func:`sample_key` (its ``generated.json`` marker)."""
-    want = sample_key(num_products, titles)
-    folder = Path(work_dir) / ("sample_catalogue" if titles == "signal" else f"sample_catalogue_{titles}")
-    yaml_path, marker = folder / "catalogue.yaml", folder / "generated.json"
-    if not (yaml_path.is_file() and marker.is_file() and json.loads(marker.read_text()) == want):
-        yaml_path = Path(
-            generate_sample_catalogue(str(folder), num_products=num_products, seed=0, titles=titles)
-        )
-        marker.write_text(json.dumps(want))
+    ready = sample_catalogue_ready(work_dir, num_products, titles)
+    if ready is not None:
+        return ready
+    folder = _sample_folder(work_dir, titles)
+    yaml_path = generate_sample_catalogue(str(folder), num_products=num_products, seed=0, titles=titles)
+    marker = folder / "generated.json"
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(sample_key(num_products, titles)))
+    tmp.replace(marker)  # the marker last and whole: a reader sees no marker or the finished one
     return str(yaml_path)
