@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .join import join_folders
 from .merge import check_kept, merge_into_kept
 from .public import public_block
 from .report import significance_floor, write_report
@@ -84,6 +85,7 @@ def leaderboard(
     report_only: bool = False,
     public_only: bool = False,
     keep_rows: bool = False,
+    join: list[str] | None = None,
 ) -> dict[str, str]:
     """Run a leaderboard: every row on every split seed, then write the tables, statistics and plots.
 
@@ -110,6 +112,9 @@ def leaderboard(
             (same split seeds and test galleries, checked) instead of replacing it: rows run here replace their
             earlier results, the others are kept (the reference row too, unless named in ``rows``), the report covers
             all (:mod:`clipita.leaderboard.merge`).
+        join: run nothing: join the finished runs kept in these output folders, made on disjoint split seeds with
+            the same rows (one job per seed, or a costly row added seed by seed), into one report in
+            ``output_dir`` (:mod:`clipita.leaderboard.join`).
 
     Returns:
         ``{kind: path}`` of the files written (markdown, json, csv, per_category, plots).
@@ -128,6 +133,14 @@ def leaderboard(
         spec.rows = [r for r in spec.rows if r.name in keep]
         spec.public_rows = [n for n in spec.public_rows if n in keep]
     out_dir = Path(output_dir) if output_dir else Path("results") / spec.name
+    if join:
+        run = join_folders(list(join), load_spec(leaderboard_config))
+        paths = write_report(run, out_dir)
+        save_run(run, out_dir / RUN_FILE)
+        print(
+            f"leaderboard {run.spec.name}: {len(join)} runs joined on split seeds {run.spec.split_seeds} -> {out_dir}"
+        )
+        return {k: str(v) for k, v in paths.items()}
     if report_only:
         run = load_run(out_dir / RUN_FILE)
         if run.spec.design_seeds is None:  # a run saved before seed roles: the config's declaration
