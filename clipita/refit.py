@@ -8,6 +8,10 @@ to choose the scorer are no longer novel to the model that is tested, indexed an
 level that builds Trainers and DataModules, and not in a callback: the second fit needs a new split (a new
 DataModule) and a fresh network, optimiser and schedule, which a callback inside the first ``trainer.fit`` cannot
 give. ``clipita fit`` and :func:`clipita.experiment.fit_and_test` both call :func:`refit_after_choice`.
+
+A stage 2 (``model.init_from``) refits from stage 1's refit (:func:`refit_start`); when its fit chose WiSE-FT
+``alpha = 0`` (serve the start network), that refit would train a side it never serves, so it trains no step and its
+checkpoint is the start network with the kept choice.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from clipita_core.weights import WISE_FT_ALPHA
 
 NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger")  # loggers with a save_dir/name/version run folder
 
@@ -102,13 +108,37 @@ def refit_after_choice(
         return trainer, module, datamodule
     start = refit_start(getattr(module.hparams, "init_from", None))
     stage = ["--model.init_from", str(start)] if start else []
-    built = build(list(args) + list(REFIT_OVERRIDES) + refit_version_overrides(trainer) + stage)
+    serves_start = start is not None and record.get(WISE_FT_ALPHA) == 0.0
+    no_training = (
+        ["--trainer.limit_train_batches", "0", "--trainer.num_sanity_val_steps", "0"] if serves_start else []
+    )
+    built = build(list(args) + list(REFIT_OVERRIDES) + refit_version_overrides(trainer) + stage + no_training)
     refit_trainer, refit_module, refit_dm = built.trainer, built.module, built.datamodule
     check_modalities(refit_module, refit_dm, wait=refit_trainer.global_rank != 0)
     refit_module.keep_scorer(record)
     refit_trainer.fit(refit_module, datamodule=refit_dm)
+    if serves_start:
+        _keep_start(refit_trainer, refit_module)
+        refit_module.print(
+            f"refit: WiSE-FT alpha 0 was chosen, so the refit serves stage 1's refit {start} as it is (no training "
+            "step: its fine-tuned side would never be served); checkpoint "
+            f"{refit_trainer.checkpoint_callback.best_model_path if refit_trainer.checkpoint_callback else '-'}"
+        )
+        return refit_trainer, refit_module, refit_dm
     refit_module.print(
         f"refit on every training leaf ({len(held)} pseudo-novel leaves back in training), scorer kept"
         + (f"; started from stage 1's refit {start}" if start else "")
     )
     return refit_trainer, refit_module, refit_dm
+
+
+def _keep_start(trainer: Any, module: Any) -> None:
+    """The refit that trained nothing (WiSE-FT alpha 0 from stage 1's refit) still leaves the checkpoint a refit
+    leaves: ``last.ckpt`` in its run folder, recorded as the checkpoint callback's best, so the test, ``clipita
+    index`` and the leaderboard's public block load it as they load a trained refit's."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.dirpath:
+        return
+    path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    trainer.save_checkpoint(str(path))
+    callback.best_model_path = callback.last_model_path = str(path)

@@ -72,7 +72,9 @@ def test_stage_two_starts_from_the_checkpoint_stage_one_tested(tmp_path):
     assert choice_checkpoint(tmp_path, RowSpec("probe"), 0) == folder / "epoch03-map0.7000.ckpt"
 
 
-def stages_leaderboard(tmp_path: Path, seeds: list[int], refit_tuned: bool = False) -> str:
+def stages_leaderboard(
+    tmp_path: Path, seeds: list[int], refit_tuned: bool = False, grid: tuple[float, ...] = (0.0, 1.0)
+) -> str:
     """A two-row leaderboard on the sample catalogue: the adaptive recipe (with its refit), then the fine-tune
     recipe starting from it, with a tiny timm test tower whose "pretrained" weights are a file (both stages build
     the same tower)."""
@@ -87,7 +89,7 @@ def stages_leaderboard(tmp_path: Path, seeds: list[int], refit_tuned: bool = Fal
         "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False,
     }  # fmt: skip
     tune = {
-        "model.net.train_image_blocks": 1, "model.warmup_steps": 0, "model.wise_ft_grid": [0.0, 1.0],
+        "model.net.train_image_blocks": 1, "model.warmup_steps": 0, "model.wise_ft_grid": list(grid),
         "trainer.accumulate_grad_batches": 1, "refit_after_choice": refit_tuned,
     }  # fmt: skip
 
@@ -128,3 +130,33 @@ def test_a_stage_two_refit_starts_from_stage_one_refit(tmp_path):
     assert refit["model"]["init_from"] == str(tested_checkpoint(runs / "probe" / "seed0_refit"))
     assert Path(refit["model"]["init_from"]).parents[1].name == "seed0_refit"
     assert Path(fit["model"]["init_from"]).parents[1].name == "seed0"
+
+
+@pytest.mark.slow
+def test_a_stage_two_refit_that_would_serve_stage_one_trains_nothing(tmp_path):
+    """WiSE-FT alpha 0 chosen (a grid of 0 alone): the refit would train a fine-tuned side it never serves, so it
+    trains no step and keeps stage 1's refit as its checkpoint; the row is then the head-only row's model."""
+    import json
+
+    from clipita.leaderboard import leaderboard
+    from lightning_modules.checkpointing import read_checkpoint, tested_checkpoint
+
+    runs = tmp_path / "runs"
+    leaderboard(
+        stages_leaderboard(tmp_path, [0], refit_tuned=True, grid=(0.0,)),
+        output_dir=str(tmp_path / "out"),
+        runs_dir=str(runs),
+    )
+    served = tested_checkpoint(runs / "tuned" / "seed0_refit")
+    assert served is not None and served.name == "last.ckpt"
+    tuned, probe = read_checkpoint(served), read_checkpoint(tested_checkpoint(runs / "probe" / "seed0_refit"))
+    assert tuned["global_step"] == 0
+    heads = [k for k in probe["state_dict"] if k.startswith("net.")]  # the loss's temperature ranks nothing
+    assert heads
+    for key in heads:  # the weights served are stage 1's refit's, untouched
+        torch.testing.assert_close(tuned["state_dict"][key], probe["state_dict"][key], rtol=0, atol=0)
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "leaderboard.json").read_text())["rows"]}
+    same = [rows[n]["summary"]["all"]["map@10"]["mean"] for n in ("tuned", "probe")]
+    assert same[0] == pytest.approx(
+        same[1], abs=0.02
+    )  # raw 64-px images vs the float16 feature cache of them
