@@ -118,21 +118,20 @@ def refit_after_choice(
     refit_module.keep_scorer(record)
     refit_trainer.fit(refit_module, datamodule=refit_dm)
     if serves_start:
-        _keep_start(refit_trainer, refit_module)
+        _keep_start(refit_trainer)
         refit_module.print(
             f"refit: WiSE-FT alpha 0 was chosen, so the refit serves stage 1's refit {start} as it is (no training "
-            "step: its fine-tuned side would never be served); checkpoint "
-            f"{refit_trainer.checkpoint_callback.best_model_path if refit_trainer.checkpoint_callback else '-'}"
+            "step: its fine-tuned side would never be served)"
         )
-        return refit_trainer, refit_module, refit_dm
-    refit_module.print(
-        f"refit on every training leaf ({len(held)} pseudo-novel leaves back in training), scorer kept"
-        + (f"; started from stage 1's refit {start}" if start else "")
-    )
+    else:
+        refit_module.print(
+            f"refit on every training leaf ({len(held)} pseudo-novel leaves back in training), scorer kept"
+            + (f"; started from stage 1's refit {start}" if start else "")
+        )
     return refit_trainer, refit_module, refit_dm
 
 
-def _keep_start(trainer: Any, module: Any) -> None:
+def _keep_start(trainer: Any) -> None:
     """The refit that trained nothing (WiSE-FT alpha 0 from stage 1's refit) still leaves the checkpoint a refit
     leaves: ``last.ckpt`` in its run folder, recorded as the checkpoint callback's best, so the test, ``clipita
     index`` and the leaderboard's public block load it as they load a trained refit's."""

@@ -163,9 +163,8 @@ class CatalogueDataModule(L.LightningDataModule):
 
     def shards_ready(self) -> bool:
         """Whether :attr:`shard_dir` holds the shards of this DataModule's request (:mod:`datamodules.shard_request`)."""
-        catalogue = self.catalogue_path(
-            generate=False
-        )  # polled by waiting ranks: they never generate the sample
+        # polled by waiting ranks: they never generate the sample (that raced the rank that does)
+        catalogue = self.catalogue_path(generate=False)
         return catalogue is not None and request_matches(self.shard_dir, self._shard_request(catalogue))
 
     def ensure_shards(self, wait: bool = False, timeout_s: float = 24 * 3600) -> Manifest:

@@ -58,7 +58,5 @@ def shard_for_request(
         pseudo_novel_fraction=request.get("pseudo_novel_fraction", 0.0),
         num_workers=num_workers,  # the loaders' workers decode the catalogue's images too
     )
-    write_text(
-        Path(shard_dir) / REQUEST_NAME, json.dumps(request, indent=2)
-    )  # whole or absent to a polling rank
+    write_text(Path(shard_dir) / REQUEST_NAME, json.dumps(request, indent=2))  # whole or absent to a poller
     return manifest

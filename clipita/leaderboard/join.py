@@ -91,13 +91,11 @@ def join_runs(
                 per_seed = dict(sorted(per_seed.items(), key=lambda kv: int(kv[0])))
                 rows[row] = {"per_seed": per_seed, "summary": public_summary(per_seed)}
         public.update(split_seeds=seeds, rows=rows)
-    design = first.spec.design_seeds
     spec = dataclasses.replace(
         first.spec,
         rows=[row_specs[n] for n in row_names],
         split_seeds=seeds,
         public_rows=[n for n in row_names if any(n in run.spec.public_rows for run in runs)],
-        design_seeds=design,
     )
     return dataclasses.replace(
         first,

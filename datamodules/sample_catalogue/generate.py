@@ -10,6 +10,8 @@ from typing import Literal
 
 import numpy as np
 
+from datamodules.shard_outputs import write_text
+
 from .drawing import draw_product
 from .taxonomy import _P_PLAIN, COLOURS, LEAVES, SAMPLE_ATTRIBUTES, SAMPLE_COLUMNS, leaf_pattern
 from .text import _pick, drop_missing, make_attributes, make_noise_title, make_title
@@ -151,8 +153,6 @@ def cached_sample_catalogue(work_dir: str | Path, num_products: int, titles: Tit
         return ready
     folder = _sample_folder(work_dir, titles)
     yaml_path = generate_sample_catalogue(str(folder), num_products=num_products, seed=0, titles=titles)
-    marker = folder / "generated.json"
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(sample_key(num_products, titles)))
-    tmp.replace(marker)  # the marker last and whole: a reader sees no marker or the finished one
+    # the marker last and whole (renamed into place): a reader sees no marker or the finished one
+    write_text(folder / "generated.json", json.dumps(sample_key(num_products, titles)))
     return str(yaml_path)
